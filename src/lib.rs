@@ -1,0 +1,24 @@
+//! dkms-hook: the engine behind pacman's DKMS hooks.
+//!
+//! The pipeline, one module per stage:
+//! targets (what pacman sent) -> inventory (kernels, module sources, the dkms tree)
+//! -> plan (pure: which jobs, in which order, what is skipped and why)
+//! -> queue + runner (parallel scheduling, one `dkms` process per job)
+//! -> report (what the user sees, from runner events only).
+
+pub mod dkms;
+pub mod dkms_tree;
+pub mod dkmsconf;
+pub mod events;
+pub mod inventory;
+pub mod kernel;
+pub mod makelog;
+pub mod plan;
+pub mod queue;
+pub mod report;
+pub mod runner;
+pub mod status;
+pub mod targets;
+pub mod trees;
+pub mod verify;
+pub mod version;
