@@ -1,19 +1,33 @@
-//! The reporter: turns runner events into what the user reads. (Being written: see the contract.)
+//! The reporter: turns runner events into what the user reads.
 //!
-//! Contract: `Reporter::new(out: Box<dyn Write + Send>, style: Style)`, `handle(&mut self, &Event)`,
-//! `Style::detect(is_tty, no_color_env)` (pure). Without a TTY (under pacman): plain lines only.
+//! Under pacman there is no TTY: pacman prints each line of a hook as it arrives, so the reporter
+//! writes plain, fixed-width lines only (a right-aligned status word, `[  12.3s]`, a `(3/7)` counter,
+//! the job's label), a failure in full right after its FAILED line, the failures again at the end, one
+//! summary line and, when anything failed, a final `==> ERROR:` line naming the kernels not to boot.
+//! The runner knows nothing of this: it hands over events ([`crate::events`]) that carry their own
+//! data, so the reporter only counts and formats, and tests render it into a string.
+//!
+//! On a TTY the same lines are printed, coloured unless NO_COLOR is set, above one progress bar of
+//! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
-use crate::events::Event;
+use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::time::Duration;
 
 /// How output looks: decided once, by a pure function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
+    /// Draw a progress bar of the running jobs (only ever on a TTY).
     pub progress: bool,
+    /// Colour status words and errors.
     pub color: bool,
 }
 
 impl Style {
+    /// `is_tty`: the output is a terminal; `no_color`: the user asked for no colour (NO_COLOR is set).
+    /// Without a TTY (pacman, a pipe, a file): plain lines only.
     pub fn detect(is_tty: bool, no_color: bool) -> Style {
         Style {
             progress: is_tty,
@@ -22,18 +36,980 @@ impl Style {
     }
 }
 
+/// Width of the status word column; the longest words (`EXCLUDED`) keep two spaces before them.
+const STATUS_WIDTH: usize = 10;
+
+/// The colour of a status word or a message prefix.
+#[derive(Debug, Clone, Copy)]
+enum Tone {
+    Start,
+    Good,
+    Skip,
+    Bad,
+    Plain,
+}
+
+/// What kind of work a failure stops, for the final line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stops {
+    /// A module is missing on `kernel` (a failed build, a planner failure).
+    Build,
+    Remove,
+    Depmod,
+}
+
+/// One failure, as listed again at the end.
+struct Failed {
+    /// `label: what`, the text after `error: `.
+    line: String,
+    stops: Stops,
+    /// `name/version`, or the dkms.conf path for a module whose identity is unknown.
+    module: String,
+    kernel: Option<String>,
+}
+
 pub struct Reporter {
     out: Box<dyn Write + Send>,
-    #[allow(dead_code)]
     style: Style,
+    /// Where a progress bar would be drawn; hidden in tests.
+    bar_target: fn() -> ProgressDrawTarget,
+    bar: Option<ProgressBar>,
+    /// Labels of the jobs now running, in start order, for the bar's message.
+    running: Vec<String>,
+    /// Jobs of the run, from RunStarted (the counter's width).
+    total: usize,
+    built: usize,
+    removed: usize,
+    /// Skip and exclusion reasons with their counts, in the order first seen.
+    skipped: Vec<(String, usize)>,
+    failures: Vec<Failed>,
 }
 
 impl Reporter {
     pub fn new(out: Box<dyn Write + Send>, style: Style) -> Reporter {
-        Reporter { out, style }
+        Reporter {
+            out,
+            style,
+            bar_target: ProgressDrawTarget::stderr,
+            bar: None,
+            running: Vec::new(),
+            total: 0,
+            built: 0,
+            removed: 0,
+            skipped: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Whether anything failed: a job, depmod, or a module the planner could not plan.
+    pub fn failed(&self) -> bool {
+        !self.failures.is_empty()
     }
 
     pub fn handle(&mut self, event: &Event) {
-        let _ = writeln!(self.out, "{event:?}");
+        match event {
+            Event::RunStarted {
+                jobs,
+                concurrency,
+                skipped,
+                failed,
+                notes,
+            } => self.run_started(*jobs, *concurrency, skipped, failed, notes),
+            Event::JobStarted { job, index, total } => {
+                let line = self.status_line(
+                    "START",
+                    Tone::Start,
+                    None,
+                    Some((*index, *total)),
+                    &job.label(),
+                );
+                self.emit(line);
+                self.running.push(job.label());
+                self.update_bar(None);
+            }
+            Event::JobFinished {
+                job,
+                result,
+                elapsed,
+                finished,
+                total,
+            } => {
+                self.job_finished(job, result, *elapsed, (*finished, *total));
+                self.stopped_running(job, *finished);
+            }
+            Event::JobSkipped {
+                job,
+                reason,
+                finished,
+                total,
+            } => {
+                let text = format!("{}: {reason}", job.label());
+                let line = self.status_line(
+                    "SKIPPED",
+                    Tone::Skip,
+                    None,
+                    Some((*finished, *total)),
+                    &text,
+                );
+                self.emit(line);
+                self.count_skip(reason);
+                self.stopped_running(job, *finished);
+            }
+            Event::Depmod {
+                kernel,
+                result,
+                elapsed,
+            } => match result {
+                Ok(()) => {
+                    let line = self.status_line("DEPMOD", Tone::Good, Some(*elapsed), None, kernel);
+                    self.emit(line);
+                }
+                Err(message) => {
+                    let label = format!("depmod {kernel}");
+                    let line = self.status_line("FAILED", Tone::Bad, Some(*elapsed), None, &label);
+                    self.emit(line);
+                    self.failure_block(&label, message, &[], &[], None);
+                    self.failures.push(Failed {
+                        line: format!("{label}: {}", first_line(message)),
+                        stops: Stops::Depmod,
+                        module: String::new(),
+                        kernel: Some(kernel.clone()),
+                    });
+                }
+            },
+            Event::RunFinished { elapsed } => self.run_finished(*elapsed),
+        }
+    }
+
+    fn run_started(
+        &mut self,
+        jobs: usize,
+        concurrency: usize,
+        skipped: &[Decision],
+        failed: &[Decision],
+        notes: &[String],
+    ) {
+        self.total = jobs;
+        if jobs > 0 {
+            let at_once = concurrency.clamp(1, jobs);
+            let header = format!(
+                "{} {}, {at_once} at a time",
+                jobs,
+                plural(jobs, "job", "jobs")
+            );
+            let line = format!(
+                "{} {header}",
+                self.paint(&pad("Starting"), Tone::Plain, true)
+            );
+            self.emit(line);
+        }
+        for note in notes {
+            let line = format!("{} {note}", self.paint("note:", Tone::Start, true));
+            self.emit(line);
+        }
+        for decision in failed {
+            let text = format!("{}: {}", decision_label(decision), decision.reason);
+            self.emit_error(&text);
+            self.failures.push(Failed {
+                line: text,
+                stops: Stops::Build,
+                module: decision.subject.clone(),
+                kernel: decision.kernel.clone(),
+            });
+        }
+        for decision in skipped {
+            let text = format!("{}: {}", decision_label(decision), decision.reason);
+            let line = self.status_line("SKIPPED", Tone::Skip, None, None, &text);
+            self.emit(line);
+            self.count_skip(&decision.reason);
+        }
+        if self.style.progress && jobs > 0 {
+            let bar = ProgressBar::with_draw_target(Some(jobs as u64), (self.bar_target)());
+            let template = if self.style.color {
+                "{spinner:.cyan} [{elapsed:>4}] {bar:25.cyan/blue} {pos}/{len} {wide_msg}"
+            } else {
+                "{spinner} [{elapsed:>4}] {bar:25} {pos}/{len} {wide_msg}"
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn job_finished(
+        &mut self,
+        job: &JobInfo,
+        result: &JobResult,
+        elapsed: Duration,
+        counter: (usize, usize),
+    ) {
+        let label = job.label();
+        match result {
+            JobResult::Done { note } => {
+                let word = match job.action {
+                    Action::Build => {
+                        self.built += 1;
+                        "BUILT"
+                    }
+                    Action::RemoveFromKernel | Action::Unregister => {
+                        self.removed += 1;
+                        "REMOVED"
+                    }
+                };
+                let text = match note {
+                    Some(note) => format!("{label}: {note}"),
+                    None => label,
+                };
+                let line = self.status_line(word, Tone::Good, Some(elapsed), Some(counter), &text);
+                self.emit(line);
+            }
+            JobResult::Excluded { reason } => {
+                let text = format!("{label}: {reason}");
+                let line =
+                    self.status_line("EXCLUDED", Tone::Skip, Some(elapsed), Some(counter), &text);
+                self.emit(line);
+                self.count_skip(reason);
+            }
+            JobResult::Failed(failure) => {
+                let line =
+                    self.status_line("FAILED", Tone::Bad, Some(elapsed), Some(counter), &label);
+                self.emit(line);
+                let Failure {
+                    what,
+                    errors,
+                    output,
+                    log,
+                    ..
+                } = failure;
+                self.failure_block(&label, what, errors, output, log.as_deref());
+                self.failures.push(Failed {
+                    line: format!("{label}: {}", first_line(what)),
+                    stops: match job.action {
+                        Action::Build => Stops::Build,
+                        Action::RemoveFromKernel | Action::Unregister => Stops::Remove,
+                    },
+                    module: format!("{}/{}", job.module, job.version),
+                    kernel: job.kernel.clone(),
+                });
+            }
+        }
+    }
+
+    /// A failure in full, right after its FAILED line: `error: label: what`, then the compiler's own
+    /// error lines (or the tail of dkms's output when there are none), then where the full log is.
+    fn failure_block(
+        &mut self,
+        label: &str,
+        what: &str,
+        errors: &[String],
+        output: &[String],
+        log: Option<&std::path::Path>,
+    ) {
+        let mut what_lines = what.lines();
+        self.emit_error(&format!("{label}: {}", what_lines.next().unwrap_or("")));
+        for rest in what_lines {
+            self.emit(indent(rest));
+        }
+        if !errors.is_empty() {
+            for line in errors {
+                self.emit(indent(line));
+            }
+        } else if !output.is_empty() {
+            self.emit(indent("dkms's output ended with:"));
+            for line in output {
+                self.emit(indent(&indent(line)));
+            }
+        }
+        if let Some(log) = log {
+            self.emit(indent(&format!("full log: {}", log.display())));
+        }
+    }
+
+    fn run_finished(&mut self, elapsed: Duration) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let lines: Vec<String> = self.failures.iter().map(|f| f.line.clone()).collect();
+        for line in &lines {
+            self.emit_error(line);
+        }
+
+        let mut parts = Vec::new();
+        if self.built > 0 {
+            parts.push(format!("{} built", self.built));
+        }
+        if self.removed > 0 {
+            parts.push(format!("{} removed", self.removed));
+        }
+        let skipped: usize = self.skipped.iter().map(|(_, n)| n).sum();
+        if skipped > 0 {
+            let reasons: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect();
+            parts.push(format!("{skipped} skipped ({})", reasons.join(", ")));
+        }
+        let failed = format!("{} failed", self.failures.len());
+        parts.push(if self.failures.is_empty() {
+            failed
+        } else {
+            self.paint(&failed, Tone::Bad, true)
+        });
+        let summary = format!(
+            "{} {} {}",
+            self.paint(&pad("Summary"), Tone::Plain, true),
+            duration(Some(elapsed)),
+            parts.join(", ")
+        );
+        self.emit(summary);
+
+        if let Some(verdict) = self.verdict() {
+            let line = format!("{} {verdict}", self.paint("==> ERROR:", Tone::Bad, true));
+            self.emit(line);
+        }
+    }
+
+    /// The last line when anything failed: what failed, and which kernels would boot without modules.
+    fn verdict(&self) -> Option<String> {
+        if self.failures.is_empty() {
+            return None;
+        }
+        let modules = |stops: Stops| -> BTreeSet<&str> {
+            self.failures
+                .iter()
+                .filter(|f| f.stops == stops)
+                .map(|f| f.module.as_str())
+                .collect()
+        };
+        let mut what = Vec::new();
+        let builds = modules(Stops::Build).len();
+        if builds > 0 {
+            what.push(format!(
+                "{builds} DKMS {} failed to build",
+                plural(builds, "module", "modules")
+            ));
+        }
+        let removals = modules(Stops::Remove).len();
+        if removals > 0 {
+            what.push(format!(
+                "{removals} DKMS {} could not be removed",
+                plural(removals, "module", "modules")
+            ));
+        }
+        let depmod: Vec<&str> = self
+            .failures
+            .iter()
+            .filter(|f| f.stops == Stops::Depmod)
+            .filter_map(|f| f.kernel.as_deref())
+            .collect();
+        if !depmod.is_empty() {
+            what.push(format!("depmod failed for {}", join_words(&depmod, "and")));
+        }
+        // Kernels that would boot without a module (or with a stale module index).
+        let kernels: BTreeSet<&str> = self
+            .failures
+            .iter()
+            .filter(|f| f.stops != Stops::Remove)
+            .filter_map(|f| f.kernel.as_deref())
+            .collect();
+        let advice = if kernels.is_empty() {
+            "see the errors above".to_string()
+        } else {
+            let kernels: Vec<&str> = kernels.into_iter().collect();
+            format!(
+                "do not reboot into {} until fixed",
+                join_words(&kernels, "or")
+            )
+        };
+        Some(format!("{}: {advice}", what.join(", ")))
+    }
+
+    fn stopped_running(&mut self, job: &JobInfo, finished: usize) {
+        let label = job.label();
+        if let Some(i) = self.running.iter().position(|l| *l == label) {
+            self.running.remove(i);
+        }
+        self.update_bar(Some(finished));
+    }
+
+    fn update_bar(&self, finished: Option<usize>) {
+        if let Some(bar) = &self.bar {
+            if let Some(finished) = finished {
+                bar.set_position(finished as u64);
+            }
+            bar.set_message(self.running.join(", "));
+        }
+    }
+
+    fn count_skip(&mut self, reason: &str) {
+        match self.skipped.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.skipped.push((reason.to_string(), 1)),
+        }
+    }
+
+    /// `    STATUS [  12.3s] (3/7) text`: the word right-aligned, the time or blanks, the counter or
+    /// blanks of the same width.
+    fn status_line(
+        &self,
+        word: &str,
+        tone: Tone,
+        elapsed: Option<Duration>,
+        counter: Option<(usize, usize)>,
+        text: &str,
+    ) -> String {
+        let width = self
+            .total
+            .max(counter.map_or(0, |(_, t)| t))
+            .to_string()
+            .len();
+        let counter = match counter {
+            Some((n, total)) => format!("({n:>width$}/{total:>width$})"),
+            _ => " ".repeat(2 * width + 3),
+        };
+        format!(
+            "{} {} {counter} {text}",
+            self.paint(&pad(word), tone, true),
+            duration(elapsed)
+        )
+    }
+
+    fn emit_error(&mut self, text: &str) {
+        let line = format!("{} {text}", self.paint("error:", Tone::Bad, true));
+        self.emit(line);
+    }
+
+    fn paint(&self, text: &str, tone: Tone, bold: bool) -> String {
+        if !self.style.color {
+            return text.to_string();
+        }
+        let style = console::Style::new().force_styling(true);
+        let style = match tone {
+            Tone::Start => style.cyan(),
+            Tone::Good => style.green(),
+            Tone::Skip => style.yellow(),
+            Tone::Bad => style.red(),
+            Tone::Plain => style,
+        };
+        let style = if bold { style.bold() } else { style };
+        style.apply_to(text).to_string()
+    }
+
+    /// Writes one line, clearing the progress bar around it. A write error is ignored: there is
+    /// nowhere left to report it, and the exit status still tells what happened.
+    fn emit(&mut self, line: String) {
+        let out = &mut self.out;
+        let mut write = move || {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+fn pad(word: &str) -> String {
+    format!("{word:>STATUS_WIDTH$}")
+}
+
+fn duration(elapsed: Option<Duration>) -> String {
+    match elapsed {
+        Some(d) => format!("[{:>6.1}s]", d.as_secs_f64()),
+        None => format!("[{}]", " ".repeat(7)),
+    }
+}
+
+fn indent(line: &str) -> String {
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!("    {line}")
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn decision_label(decision: &Decision) -> String {
+    match &decision.kernel {
+        Some(k) => format!("{} for {k}", decision.subject),
+        None => decision.subject.clone(),
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn join_words(words: &[&str], last: &str) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., tail] => format!("{} {last} {tail}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    /// An `out` the test can read back after the reporter wrote to it.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    const PLAIN: Style = Style {
+        progress: false,
+        color: false,
+    };
+
+    /// Renders `events` and returns the text and whether the reporter saw a failure.
+    fn render_with(style: Style, events: &[Event], hidden_bar: bool) -> (String, bool) {
+        let buffer = Buffer::default();
+        let mut reporter = Reporter::new(Box::new(buffer.clone()), style);
+        if hidden_bar {
+            reporter.bar_target = ProgressDrawTarget::hidden;
+        }
+        for event in events {
+            reporter.handle(event);
+        }
+        (buffer.text(), reporter.failed())
+    }
+
+    fn render(events: &[Event]) -> (String, bool) {
+        render_with(PLAIN, events, false)
+    }
+
+    fn job(module: &str, version: &str, kernel: Option<&str>, action: Action) -> JobInfo {
+        JobInfo {
+            module: module.into(),
+            version: version.into(),
+            kernel: kernel.map(str::to_string),
+            action,
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    const K: &str = "6.1.0-56-amd64";
+
+    /// A kernel upgrade: one module built, one excluded by dkms, one failing to compile, one that needed
+    /// it skipped, one planner skip and one dkms.conf that does not parse.
+    fn kernel_upgrade() -> Vec<Event> {
+        let vpoll = job("vpoll", "0.1", Some(K), Action::Build);
+        let broken = job("broken", "1.0", Some(K), Action::Build);
+        let tp = job("tp_smapi", "0.44", Some(K), Action::Build);
+        let needs = job("needs-broken", "2.0", Some(K), Action::Build);
+        vec![
+            Event::RunStarted {
+                jobs: 4,
+                concurrency: 2,
+                skipped: vec![Decision {
+                    subject: "acpi-call/1.2.2".into(),
+                    kernel: Some(K.into()),
+                    reason: "already installed".into(),
+                }],
+                failed: vec![Decision {
+                    subject: "/usr/src/foo-1.0/dkms.conf".into(),
+                    kernel: None,
+                    reason: "line 3: syntax error near unexpected token `('".into(),
+                }],
+                notes: vec!["kernel 6.1.0-54-amd64 has no headers: nothing is built for it".into()],
+            },
+            Event::JobStarted {
+                job: vpoll.clone(),
+                index: 1,
+                total: 4,
+            },
+            Event::JobStarted {
+                job: broken.clone(),
+                index: 2,
+                total: 4,
+            },
+            Event::JobFinished {
+                job: vpoll,
+                result: JobResult::Done { note: None },
+                elapsed: secs(12.34),
+                finished: 1,
+                total: 4,
+            },
+            Event::JobStarted {
+                job: tp.clone(),
+                index: 3,
+                total: 4,
+            },
+            Event::JobFinished {
+                job: tp,
+                result: JobResult::Excluded {
+                    reason: "BUILD_EXCLUSIVE_KERNEL".into(),
+                },
+                elapsed: secs(0.42),
+                finished: 2,
+                total: 4,
+            },
+            Event::JobFinished {
+                job: broken,
+                result: JobResult::Failed(Failure {
+                    what: "make failed (dkms exit 10)".into(),
+                    exit_code: Some(10),
+                    errors: vec![
+                        "/var/lib/dkms/broken/1.0/build/main.c: In function ‘broken_init’:".into(),
+                        "/var/lib/dkms/broken/1.0/build/main.c:9:16: error: implicit declaration of function ‘missing_function’ [-Werror=implicit-function-declaration]".into(),
+                        "    9 |         return missing_function(3);".into(),
+                        "      |                ^~~~~~~~~~~~~~~~".into(),
+                        "cc1: some warnings being treated as errors".into(),
+                    ],
+                    log: Some(PathBuf::from("/var/lib/dkms/broken/1.0/6.1.0-56-amd64/x86_64/log/make.log")),
+                    output: vec!["Error! Bad return status for module build on kernel: 6.1.0-56-amd64 (x86_64)".into()],
+                }),
+                elapsed: secs(20.07),
+                finished: 3,
+                total: 4,
+            },
+            Event::JobSkipped {
+                job: needs,
+                reason: "needs broken/1.0, which failed".into(),
+                finished: 4,
+                total: 4,
+            },
+            Event::Depmod {
+                kernel: K.into(),
+                result: Ok(()),
+                elapsed: secs(0.2),
+            },
+            Event::RunFinished { elapsed: secs(33.0) },
+        ]
+    }
+
+    const KERNEL_UPGRADE: &str = "  Starting 4 jobs, 2 at a time
+note: kernel 6.1.0-54-amd64 has no headers: nothing is built for it
+error: /usr/src/foo-1.0/dkms.conf: line 3: syntax error near unexpected token `('
+   SKIPPED [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64: already installed
+     START [       ] (1/4) vpoll/0.1 for 6.1.0-56-amd64
+     START [       ] (2/4) broken/1.0 for 6.1.0-56-amd64
+     BUILT [  12.3s] (1/4) vpoll/0.1 for 6.1.0-56-amd64
+     START [       ] (3/4) tp_smapi/0.44 for 6.1.0-56-amd64
+  EXCLUDED [   0.4s] (2/4) tp_smapi/0.44 for 6.1.0-56-amd64: BUILD_EXCLUSIVE_KERNEL
+    FAILED [  20.1s] (3/4) broken/1.0 for 6.1.0-56-amd64
+error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
+    /var/lib/dkms/broken/1.0/build/main.c: In function ‘broken_init’:
+    /var/lib/dkms/broken/1.0/build/main.c:9:16: error: implicit declaration of function ‘missing_function’ [-Werror=implicit-function-declaration]
+        9 |         return missing_function(3);
+          |                ^~~~~~~~~~~~~~~~
+    cc1: some warnings being treated as errors
+    full log: /var/lib/dkms/broken/1.0/6.1.0-56-amd64/x86_64/log/make.log
+   SKIPPED [       ] (4/4) needs-broken/2.0 for 6.1.0-56-amd64: needs broken/1.0, which failed
+    DEPMOD [   0.2s]       6.1.0-56-amd64
+error: /usr/src/foo-1.0/dkms.conf: line 3: syntax error near unexpected token `('
+error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
+   Summary [  33.0s] 1 built, 3 skipped (1 already installed, 1 BUILD_EXCLUSIVE_KERNEL, 1 needs broken/1.0, which failed), 2 failed
+==> ERROR: 2 DKMS modules failed to build: do not reboot into 6.1.0-56-amd64 until fixed
+";
+
+    #[test]
+    fn kernel_upgrade_renders_exactly() {
+        let (text, failed) = render(&kernel_upgrade());
+        assert_eq!(text, KERNEL_UPGRADE, "\n{text}");
+        assert!(failed);
+    }
+
+    #[test]
+    fn all_good_ends_with_the_summary_and_no_error() {
+        let a = job("acpi-call", "1.2.2", Some("6.1.0-55-amd64"), Action::Build);
+        let b = job("acpi-call", "1.2.2", Some(K), Action::Build);
+        let events = [
+            Event::RunStarted {
+                jobs: 2,
+                concurrency: 4,
+                skipped: vec![],
+                failed: vec![],
+                notes: vec![],
+            },
+            Event::JobStarted {
+                job: a.clone(),
+                index: 1,
+                total: 2,
+            },
+            Event::JobFinished {
+                job: a,
+                result: JobResult::Done { note: None },
+                elapsed: secs(7.0),
+                finished: 1,
+                total: 2,
+            },
+            Event::JobStarted {
+                job: b.clone(),
+                index: 2,
+                total: 2,
+            },
+            Event::JobFinished {
+                job: b,
+                result: JobResult::Done { note: None },
+                elapsed: secs(6.96),
+                finished: 2,
+                total: 2,
+            },
+            Event::Depmod {
+                kernel: "6.1.0-55-amd64".into(),
+                result: Ok(()),
+                elapsed: secs(0.31),
+            },
+            Event::Depmod {
+                kernel: K.into(),
+                result: Ok(()),
+                elapsed: secs(0.29),
+            },
+            Event::RunFinished {
+                elapsed: secs(14.6),
+            },
+        ];
+        let (text, failed) = render(&events);
+        assert_eq!(
+            text,
+            "  Starting 2 jobs, 2 at a time
+     START [       ] (1/2) acpi-call/1.2.2 for 6.1.0-55-amd64
+     BUILT [   7.0s] (1/2) acpi-call/1.2.2 for 6.1.0-55-amd64
+     START [       ] (2/2) acpi-call/1.2.2 for 6.1.0-56-amd64
+     BUILT [   7.0s] (2/2) acpi-call/1.2.2 for 6.1.0-56-amd64
+    DEPMOD [   0.3s]       6.1.0-55-amd64
+    DEPMOD [   0.3s]       6.1.0-56-amd64
+   Summary [  14.6s] 2 built, 0 failed
+",
+            "\n{text}"
+        );
+        assert!(!failed);
+    }
+
+    #[test]
+    fn removal_and_depmod_failures() {
+        let gone = job(
+            "ddcci",
+            "0.4.4",
+            Some("6.1.0-55-amd64"),
+            Action::RemoveFromKernel,
+        );
+        let unreg = job("evdi", "1.14.1", None, Action::Unregister);
+        let events = [
+            Event::RunStarted {
+                jobs: 12,
+                concurrency: 2,
+                skipped: vec![],
+                failed: vec![],
+                notes: vec![],
+            },
+            Event::JobStarted {
+                job: gone.clone(),
+                index: 9,
+                total: 12,
+            },
+            Event::JobFinished {
+                job: gone,
+                result: JobResult::Done {
+                    note: Some("dkms could not remove it; removed its files directly".into()),
+                },
+                elapsed: secs(0.5),
+                finished: 10,
+                total: 12,
+            },
+            Event::JobFinished {
+                job: unreg,
+                result: JobResult::Failed(Failure {
+                    what: "dkms remove failed (dkms exit 4)".into(),
+                    exit_code: Some(4),
+                    errors: vec![],
+                    log: None,
+                    output: vec![
+                        "Error! Could not locate dkms.conf file.".into(),
+                        "File: /var/lib/dkms/evdi/1.14.1/source/dkms.conf does not exist.".into(),
+                    ],
+                }),
+                elapsed: secs(1.25),
+                finished: 11,
+                total: 12,
+            },
+            Event::Depmod {
+                kernel: "6.1.0-55-amd64".into(),
+                result: Err("depmod -a 6.1.0-55-amd64 failed (exit 1)\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into()),
+                elapsed: secs(0.05),
+            },
+            Event::RunFinished { elapsed: secs(125.0) },
+        ];
+        let (text, failed) = render(&events);
+        assert_eq!(
+            text,
+            "  Starting 12 jobs, 2 at a time
+     START [       ] ( 9/12) ddcci/0.4.4 for 6.1.0-55-amd64
+   REMOVED [   0.5s] (10/12) ddcci/0.4.4 for 6.1.0-55-amd64: dkms could not remove it; removed its files directly
+    FAILED [   1.2s] (11/12) evdi/1.14.1 on every kernel
+error: evdi/1.14.1 on every kernel: dkms remove failed (dkms exit 4)
+    dkms's output ended with:
+        Error! Could not locate dkms.conf file.
+        File: /var/lib/dkms/evdi/1.14.1/source/dkms.conf does not exist.
+    FAILED [   0.1s]         depmod 6.1.0-55-amd64
+error: depmod 6.1.0-55-amd64: depmod -a 6.1.0-55-amd64 failed (exit 1)
+    depmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory
+error: evdi/1.14.1 on every kernel: dkms remove failed (dkms exit 4)
+error: depmod 6.1.0-55-amd64: depmod -a 6.1.0-55-amd64 failed (exit 1)
+   Summary [ 125.0s] 1 removed, 2 failed
+==> ERROR: 1 DKMS module could not be removed, depmod failed for 6.1.0-55-amd64: do not reboot into 6.1.0-55-amd64 until fixed
+",
+            "\n{text}"
+        );
+        assert!(failed);
+    }
+
+    #[test]
+    fn planner_failure_alone_is_a_failure() {
+        let events = [
+            Event::RunStarted {
+                jobs: 0,
+                concurrency: 2,
+                skipped: vec![],
+                failed: vec![Decision {
+                    subject: "zfs/2.2.2".into(),
+                    kernel: Some(K.into()),
+                    reason: "BUILD_DEPENDS names spl, which is not a dkms module".into(),
+                }],
+                notes: vec![],
+            },
+            Event::RunFinished {
+                elapsed: secs(0.01),
+            },
+        ];
+        let (text, failed) = render(&events);
+        assert_eq!(
+            text,
+            "error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkms module
+error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkms module
+   Summary [   0.0s] 1 failed
+==> ERROR: 1 DKMS module failed to build: do not reboot into 6.1.0-56-amd64 until fixed
+",
+            "\n{text}"
+        );
+        assert!(failed);
+    }
+
+    #[test]
+    fn nothing_to_do() {
+        let events = [
+            Event::RunStarted {
+                jobs: 0,
+                concurrency: 2,
+                skipped: vec![],
+                failed: vec![],
+                notes: vec!["nothing to do".into()],
+            },
+            Event::RunFinished {
+                elapsed: secs(0.01),
+            },
+        ];
+        let (text, failed) = render(&events);
+        assert_eq!(text, "note: nothing to do\n   Summary [   0.0s] 0 failed\n");
+        assert!(!failed);
+    }
+
+    #[test]
+    fn a_progress_bar_changes_nothing_in_the_lines_written() {
+        // On a TTY the bar goes to its own target (hidden here); `out` gets the very same lines.
+        let style = Style {
+            progress: true,
+            color: false,
+        };
+        let (text, failed) = render_with(style, &kernel_upgrade(), true);
+        assert_eq!(text, KERNEL_UPGRADE);
+        assert!(failed);
+    }
+
+    #[test]
+    fn colour_only_adds_escape_codes() {
+        let style = Style {
+            progress: false,
+            color: true,
+        };
+        let (text, _) = render_with(style, &kernel_upgrade(), false);
+        assert!(
+            text.contains("\x1b[31m\x1b[1m    FAILED\x1b[0m"),
+            "\n{text:?}"
+        );
+        assert!(
+            text.contains("\x1b[32m\x1b[1m     BUILT\x1b[0m"),
+            "\n{text:?}"
+        );
+        assert!(
+            text.contains("\x1b[33m\x1b[1m  EXCLUDED\x1b[0m"),
+            "\n{text:?}"
+        );
+        assert_eq!(console::strip_ansi_codes(&text), KERNEL_UPGRADE);
+    }
+
+    #[test]
+    fn detect_style() {
+        // Under pacman (no TTY): plain lines whatever NO_COLOR says.
+        assert_eq!(
+            Style::detect(false, false),
+            Style {
+                progress: false,
+                color: false
+            }
+        );
+        assert_eq!(
+            Style::detect(false, true),
+            Style {
+                progress: false,
+                color: false
+            }
+        );
+        assert_eq!(
+            Style::detect(true, false),
+            Style {
+                progress: true,
+                color: true
+            }
+        );
+        // NO_COLOR removes colour, not the progress bar.
+        assert_eq!(
+            Style::detect(true, true),
+            Style {
+                progress: true,
+                color: false
+            }
+        );
+    }
+
+    #[test]
+    fn join_words_reads_as_english() {
+        assert_eq!(join_words(&["a"], "or"), "a");
+        assert_eq!(join_words(&["a", "b"], "or"), "a or b");
+        assert_eq!(join_words(&["a", "b", "c"], "and"), "a, b and c");
     }
 }
