@@ -1,1 +1,191 @@
-//! (being written)
+//! The dkms runner: one `dkms` process per call, with the trees passed explicitly.
+//!
+//! dkms owns building, signing, compression and its tree; this module only builds its command lines
+//! and captures what it prints (stdout and stderr interleaved, as a user would see them). Paths are
+//! normalised before they reach dkms (see [`crate::trees`]). `DKMS_HOOK_DKMS` names another dkms
+//! program: tests use it to run a different dkms version, or to inject a fault real dkms cannot be made
+//! to produce.
+
+use crate::trees::Trees;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// dkms's exit codes that mean something to us.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ALREADY: i32 = 3;
+    pub const EXCLUDED: i32 = 77;
+}
+
+/// What one dkms call did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Exit code; `None` when killed by a signal or not started.
+    pub code: Option<i32>,
+    /// stdout and stderr, interleaved.
+    pub output: String,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.code == Some(exit::OK)
+    }
+}
+
+/// How to call dkms for one set of trees.
+#[derive(Debug, Clone)]
+pub struct Dkms {
+    pub program: PathBuf,
+    pub trees: Trees,
+}
+
+impl Dkms {
+    pub fn new(trees: &Trees) -> Dkms {
+        let program = std::env::var_os("DKMS_HOOK_DKMS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("dkms"));
+        Dkms {
+            program,
+            trees: trees.clone(),
+        }
+    }
+
+    fn command(&self, action: &str, module: &str, version: &str) -> Command {
+        let mut c = Command::new(&self.program);
+        c.arg(action)
+            .arg("-m")
+            .arg(module)
+            .arg("-v")
+            .arg(version)
+            .arg("--sourcetree")
+            .arg(&self.trees.source)
+            .arg("--dkmstree")
+            .arg(&self.trees.dkms)
+            .arg("--installtree")
+            .arg(&self.trees.install)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `dkms add`: registers a version from `source_tree/NAME-VERSION`.
+    pub fn add(&self, module: &str, version: &str) -> Outcome {
+        run(self.command("add", module, version))
+    }
+
+    /// `dkms install --no-depmod` for one kernel (builds first when needed).
+    pub fn install(
+        &self,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        headers: &Path,
+        make_jobs: usize,
+        force: bool,
+    ) -> Outcome {
+        let mut c = self.command("install", module, version);
+        c.arg("-k")
+            .arg(kernel)
+            .arg("--kernelsourcedir")
+            .arg(headers)
+            .arg("-j")
+            .arg(make_jobs.to_string())
+            .arg("--no-depmod");
+        if force {
+            c.arg("--force");
+        }
+        run(c)
+    }
+
+    /// `dkms remove --no-depmod` from one kernel, or from all with `kernel = None`.
+    pub fn remove(&self, module: &str, version: &str, kernel: Option<&str>) -> Outcome {
+        let mut c = self.command("remove", module, version);
+        match kernel {
+            Some(k) => c.arg("-k").arg(k),
+            None => c.arg("--all"),
+        };
+        c.arg("--no-depmod");
+        run(c)
+    }
+}
+
+/// Runs a command with stdout and stderr on one pipe, so the output keeps its order.
+pub fn run(mut cmd: Command) -> Outcome {
+    let started = (|| {
+        let (mut reader, writer) = std::io::pipe()?;
+        cmd.stdout(writer.try_clone()?).stderr(writer);
+        let mut child = cmd.spawn()?;
+        drop(cmd); // closes our copies of the pipe's write end
+        let mut buf = Vec::new();
+        reader.read_to_end(&mut buf)?;
+        let status = child.wait()?;
+        Ok::<_, std::io::Error>((status, buf))
+    })();
+    match started {
+        Ok((status, buf)) => Outcome {
+            code: status.code(),
+            output: String::from_utf8_lossy(&buf).into_owned(),
+        },
+        Err(e) => Outcome {
+            code: None,
+            output: format!("cannot run dkms: {e}"),
+        },
+    }
+}
+
+/// dkms's exit code in words.
+pub fn exit_words(code: Option<i32>) -> String {
+    let words = match code {
+        None => return "dkms was killed or could not start".to_string(),
+        Some(0) => "succeeded",
+        Some(1) => "failed",
+        Some(2) => "invalid arguments",
+        Some(3) => "already added or built",
+        Some(4) => "module broken (in the dkms tree)",
+        Some(5) => "missing or bad module source",
+        Some(6) => "install failed",
+        Some(7) => "built module missing after make",
+        Some(8) => "bad dkms.conf",
+        Some(9) => "missing kernel config or headers",
+        Some(10) => "make failed",
+        Some(11) => "autoinstall failed",
+        Some(12) => "module signing failed",
+        Some(13) => "missing BUILD_DEPENDS",
+        Some(21) => "kernel headers missing",
+        Some(77) => "excluded by BUILD_EXCLUSIVE",
+        Some(101) => "PRE_INSTALL script refused the install",
+        Some(_) => "failed",
+    };
+    format!("{words} (dkms exit {})", code.unwrap_or_default())
+}
+
+/// The last `n` non-empty lines of dkms's output.
+pub fn tail(output: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_interleaves_stdout_and_stderr() {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("echo one; echo two >&2; echo three; exit 10");
+        let o = run(c);
+        assert_eq!(o.code, Some(10));
+        assert_eq!(o.output, "one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn exit_codes_in_words() {
+        assert_eq!(exit_words(Some(10)), "make failed (dkms exit 10)");
+        assert_eq!(exit_words(Some(250)), "failed (dkms exit 250)");
+    }
+}

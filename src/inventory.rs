@@ -1,1 +1,141 @@
-//! (being written)
+//! Inventory: everything planning needs to know about one system, read once.
+//!
+//! Kernels (with or without headers), module sources (each dkms.conf evaluated per kernel) and the
+//! dkms tree. Reading happens here; the planner only looks at this value, so it can be tested on
+//! synthetic inventories and never touches the disk it describes.
+
+use crate::dkms_tree::DkmsTree;
+use crate::dkmsconf::{self, Context, Evaluated};
+use crate::kernel::Kernel;
+use crate::trees::Trees;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One module source directory with its evaluated dkms.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// `source_tree/NAME-VERSION`.
+    pub dir: PathBuf,
+    pub conf: Evaluated,
+    /// A rough build cost (bytes of C source), so long builds start first.
+    pub cost: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub trees: Trees,
+    pub arch: String,
+    /// Every kernel directory, sorted by version; those without headers too.
+    pub kernels: Vec<Kernel>,
+    pub sources: Vec<Source>,
+    pub tree: DkmsTree,
+}
+
+/// Which module sources to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSelection {
+    /// Every `source_tree/*/dkms.conf`.
+    All,
+    /// Only these directories.
+    Only(BTreeSet<PathBuf>),
+}
+
+impl Inventory {
+    pub fn load(trees: &Trees, arch: &str, selection: &SourceSelection) -> Inventory {
+        let kernels = Kernel::scan(&trees.install);
+        let dirs: Vec<PathBuf> = match selection {
+            SourceSelection::All => source_dirs(&trees.source),
+            SourceSelection::Only(set) => set
+                .iter()
+                .filter(|d| d.join("dkms.conf").is_file())
+                .cloned()
+                .collect(),
+        };
+        let mut contexts: Vec<Context> = kernels
+            .iter()
+            .filter_map(|k| {
+                k.headers.as_ref().map(|h| Context {
+                    kernel: k.release.clone(),
+                    kernel_source_dir: h.clone(),
+                })
+            })
+            .collect();
+        if contexts.is_empty() {
+            // No kernel to build for: evaluate as dkms would without -k, for the module's identity.
+            let running = running_kernel();
+            contexts.push(Context {
+                kernel_source_dir: trees.kernel_dir(&running).join("build"),
+                kernel: running,
+            });
+        }
+        let confs: Vec<PathBuf> = dirs.iter().map(|d| d.join("dkms.conf")).collect();
+        let evaluated = dkmsconf::evaluate(&confs, &contexts, trees, arch);
+        let sources = dirs
+            .into_iter()
+            .zip(evaluated)
+            .map(|(dir, conf)| Source {
+                cost: source_cost(&dir),
+                dir,
+                conf,
+            })
+            .collect();
+        Inventory {
+            trees: trees.clone(),
+            arch: arch.to_string(),
+            kernels,
+            sources,
+            tree: DkmsTree::read(&trees.dkms),
+        }
+    }
+
+    pub fn kernel(&self, release: &str) -> Option<&Kernel> {
+        self.kernels.iter().find(|k| k.release == release)
+    }
+}
+
+/// `source_tree/*` directories that hold a dkms.conf, sorted.
+fn source_dirs(source_tree: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(source_tree)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("dkms.conf").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn source_cost(dir: &Path) -> u64 {
+    fn walk(dir: &Path, depth: u32) -> u64 {
+        let Ok(rd) = fs::read_dir(dir) else { return 0 };
+        let mut sum = 0;
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let p = e.path();
+            if t.is_dir() && depth < 6 {
+                sum += walk(&p, depth + 1);
+            } else if t.is_file() && p.extension().is_some_and(|x| x == "c") {
+                sum += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        sum
+    }
+    walk(dir, 0).max(1)
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn running_kernel() -> String {
+    // SAFETY: uname fills the struct we own; the strings are NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) == 0 {
+            return std::ffi::CStr::from_ptr(u.release.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    String::new()
+}

@@ -22,3 +22,24 @@ pub mod targets;
 pub mod trees;
 pub mod verify;
 pub mod version;
+
+/// Sort key that orders kernel releases by version inside tuples.
+pub(crate) fn version_key(s: &str) -> VersionKey<'_> {
+    VersionKey(s)
+}
+
+/// A string ordered by [`version::cmp`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct VersionKey<'a>(&'a str);
+
+impl PartialOrd for VersionKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for VersionKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        version::cmp(self.0, other.0)
+    }
+}

@@ -1,1 +1,184 @@
-fn main() {}
+//! The `dkms-hook` command line: parse, validate, build a request, then run one mode.
+//!
+//! The core never sees clap types: this file turns arguments into a [`Request`] and a [`RunConfig`],
+//! and maps outcomes to the exit codes below.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dkms_hook::dkms::Dkms;
+use dkms_hook::inventory::{Inventory, SourceSelection};
+use dkms_hook::plan::{self, Mode, Request};
+use dkms_hook::report::{Reporter, Style};
+use dkms_hook::runner::{self, RunConfig};
+use dkms_hook::targets::Targets;
+use dkms_hook::trees::{normalize, Trees};
+use dkms_hook::{kernel, status};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Everything planned succeeded (BUILD_EXCLUSIVE skips included).
+const EXIT_OK: u8 = 0;
+/// At least one job failed.
+const EXIT_FAILED: u8 = 1;
+/// Usage or configuration error: nothing was done.
+const EXIT_USAGE: u8 = 2;
+
+/// Builds, installs and removes DKMS modules for pacman: planned, ordered by BUILD_DEPENDS, run in
+/// parallel, verified, and reported.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// The system root: trees are ROOT/usr/src, ROOT/var/lib/dkms, ROOT/usr/lib/modules (or what
+    /// ROOT/etc/dkms/framework.conf says)
+    #[arg(long, value_name = "DIR", default_value = "/", global = true)]
+    root: PathBuf,
+    /// Print the ordered plan and change nothing
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Jobs at once [default: number of CPUs]
+    #[arg(short = 'j', long, value_name = "N", global = true)]
+    jobs: Option<usize>,
+    /// Only these kernels (repeatable)
+    #[arg(short = 'k', long = "kernel", value_name = "KVER", global = true)]
+    kernels: Vec<String>,
+    /// Rebuild pairs that are already installed
+    #[arg(long, global = true)]
+    force: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Hook mode: build and install for the module sources and kernels on stdin (pacman's NeedsTargets)
+    Install,
+    /// Hook mode: remove the module versions and kernels on stdin (pacman's NeedsTargets)
+    Remove,
+    /// One line per module version x kernel, in `dkms status`'s format
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("dkms-hook: error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let root = absolute(&cli.root)?;
+    if !root.is_dir() {
+        bail!("--root {}: not a directory", root.display());
+    }
+    let trees = Trees::load(&root)?;
+    if let Some(Cmd::Status) = cli.command {
+        let mut out = std::io::stdout().lock();
+        for line in status::lines(&trees) {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(EXIT_OK);
+    }
+    let mode = match cli.command {
+        Some(Cmd::Install) => Mode::Install,
+        Some(Cmd::Remove) => Mode::Remove,
+        _ => Mode::All,
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let jobs = match cli.jobs {
+        Some(0) => bail!("--jobs 0: need at least one job at once"),
+        Some(n) => n,
+        None => cpus,
+    };
+    if !cli.dry_run && unsafe { libc::geteuid() } != 0 {
+        bail!("changing DKMS modules needs root (try --dry-run to see the plan, or `status`)");
+    }
+    let targets = if mode == Mode::All {
+        Targets::default()
+    } else {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading targets from stdin")?;
+        let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
+        Targets::parse(
+            &text,
+            &rel(&trees.source).unwrap_or_else(|_| PathBuf::from("usr/src")),
+            &rel(&trees.install).unwrap_or_else(|_| PathBuf::from("usr/lib/modules")),
+        )
+    };
+    let arch = kernel::host_arch();
+    let selection = match mode {
+        Mode::Remove => {
+            SourceSelection::Only(targets.sources.iter().map(|s| trees.root.join(s)).collect())
+        }
+        _ => SourceSelection::All,
+    };
+    let inv = Inventory::load(&trees, &arch, &selection);
+    for k in &cli.kernels {
+        let known = inv.kernel(k).is_some() || targets.kernels.contains_key(k);
+        if !known {
+            bail!(
+                "-k {k}: no such kernel under {}",
+                trees.display(&trees.install)
+            );
+        }
+    }
+    let req = Request {
+        mode,
+        targets,
+        kernels: cli.kernels.clone(),
+        force: cli.force,
+    };
+    let plan = plan::plan(&req, &inv);
+    if cli.dry_run {
+        print!("{}", plan.dry_run_text(jobs));
+        return Ok(if plan.has_failures() {
+            EXIT_FAILED
+        } else {
+            EXIT_OK
+        });
+    }
+    let stdout = std::io::stdout();
+    let style = Style::detect(
+        stdout.is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
+    let mut reporter = Reporter::new(Box::new(stdout), style);
+    let cfg = RunConfig {
+        jobs,
+        cpus,
+        force: cli.force,
+        arch,
+        dkms: Dkms::new(&trees),
+    };
+    let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
+    Ok(if summary.failed > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("current directory")?
+            .join(p)
+    };
+    Ok(normalize(&p))
+}

@@ -1,1 +1,865 @@
-//! (being written)
+//! The planner: from a request and an inventory to the jobs to run, what is skipped and why.
+//!
+//! Pure: it reads only the [`Inventory`] value, never the disk, so every rule here is tested without a
+//! compiler. Decisions per (module, kernel) pair: BUILD_EXCLUSIVE_* are decided here, already
+//! installed pairs are left alone unless forced, BUILD_DEPENDS become edges between jobs of the same
+//! kernel (pulling in a dependency that is available but not installed), and unknown dependencies and
+//! cycles fail the modules involved with their names.
+
+use crate::dkmsconf::DkmsConf;
+use crate::events::{Action, Decision, JobInfo};
+use crate::inventory::Inventory;
+use crate::kernel::Kernel;
+use crate::targets::Targets;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// What the user (or pacman) asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Build what the targets bring (module sources for every kernel, kernels get every AUTOINSTALL
+    /// module).
+    Install,
+    /// Remove what the targets take away.
+    Remove,
+    /// Bring every kernel up to date, like `dkms autoinstall` for each kernel.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub mode: Mode,
+    pub targets: Targets,
+    /// `-k`: only these kernels (empty: all).
+    pub kernels: Vec<String>,
+    pub force: bool,
+}
+
+/// One unit of work for the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: usize,
+    pub info: JobInfo,
+    /// The module's source directory (builds).
+    pub source: Option<PathBuf>,
+    /// The kernel's headers, when it has them.
+    pub headers: Option<PathBuf>,
+    /// Remove dkms's files directly instead of asking dkms (the kernel's headers or directory are gone).
+    pub direct: bool,
+    /// The .ko names a build must produce (BUILT_MODULE_NAME / DEST_MODULE_NAME), for verification.
+    pub expect: Vec<String>,
+    /// Jobs that must succeed first.
+    pub needs: Vec<usize>,
+    /// Kernels whose modules this job changes (for depmod after their last job).
+    pub touches: Vec<String>,
+    pub cost: u64,
+    /// Own cost plus the cost of everything waiting on it: long chains start first.
+    pub priority: u64,
+}
+
+impl Job {
+    /// Jobs of the same module version share dkms's build directory and must never run at once.
+    pub fn group(&self) -> (&str, &str) {
+        (&self.info.module, &self.info.version)
+    }
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    pub skipped: Vec<Decision>,
+    pub failed: Vec<Decision>,
+    pub notes: Vec<String>,
+    /// Kernels to run depmod for once their jobs are done.
+    pub depmod: BTreeSet<String>,
+}
+
+/// Plans `req` against `inv`.
+pub fn plan(req: &Request, inv: &Inventory) -> Plan {
+    let mut p = Planner {
+        inv,
+        req,
+        out: Plan::default(),
+    };
+    match req.mode {
+        Mode::Install | Mode::All => p.install(),
+        Mode::Remove => p.remove(),
+    }
+    p.out
+        .skipped
+        .sort_by(|a, b| (&a.subject, &a.kernel).cmp(&(&b.subject, &b.kernel)));
+    p.out
+}
+
+struct Planner<'a> {
+    inv: &'a Inventory,
+    req: &'a Request,
+    out: Plan,
+}
+
+/// The state of one (module name, kernel) pair while planning builds.
+#[derive(Debug, Clone)]
+enum Pair {
+    Build {
+        src: usize,
+        conf: Box<DkmsConf>,
+        needs: BTreeSet<String>,
+    },
+    /// Already installed (in this version or another): satisfies dependents.
+    Present,
+    /// Will not be built; dependents cannot be built either.
+    Blocked { reason: String, failed: bool },
+}
+
+impl<'a> Planner<'a> {
+    fn wanted_kernel(&self, k: &str) -> bool {
+        self.req.kernels.is_empty() || self.req.kernels.iter().any(|x| x == k)
+    }
+
+    /// Kernels that can be built for, and a note for each that cannot.
+    fn buildable_kernels(&mut self, only: Option<&BTreeSet<String>>) -> Vec<&'a Kernel> {
+        let mut out = Vec::new();
+        for k in &self.inv.kernels {
+            if !self.wanted_kernel(&k.release) || only.is_some_and(|o| !o.contains(&k.release)) {
+                continue;
+            }
+            if k.headers.is_some() {
+                out.push(k);
+            } else {
+                self.out.notes.push(format!(
+                    "kernel {} has no headers ({}/build/Makefile is missing): nothing is built for it",
+                    k.release,
+                    self.inv.trees.display(&k.dir)
+                ));
+            }
+        }
+        out
+    }
+
+    /// Index of the newest source of each module name whose dkms.conf evaluates.
+    fn newest_by_name(&self) -> BTreeMap<String, usize> {
+        let mut best: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, s) in self.inv.sources.iter().enumerate() {
+            let Ok((name, version)) = s.conf.identity() else {
+                continue;
+            };
+            match best.get(name) {
+                Some(&j) => {
+                    let (_, v) = self.inv.sources[j].conf.identity().expect("checked");
+                    if crate::version::cmp(version, v).is_gt() {
+                        best.insert(name.to_string(), i);
+                    }
+                }
+                None => {
+                    best.insert(name.to_string(), i);
+                }
+            }
+        }
+        best
+    }
+
+    fn install(&mut self) {
+        let inv = self.inv;
+        let mut wanted: Vec<(usize, &Kernel)> = Vec::new();
+        let newest = self.newest_by_name();
+        let autoinstall = |i: usize| {
+            inv.sources[i]
+                .conf
+                .per_kernel
+                .values()
+                .flatten()
+                .next()
+                .is_some_and(|c| c.autoinstall)
+        };
+        match self.req.mode {
+            Mode::All => {
+                let kernels = self.buildable_kernels(None);
+                self.report_broken_sources(None);
+                for &i in newest.values() {
+                    if autoinstall(i) {
+                        wanted.extend(kernels.iter().map(|k| (i, *k)));
+                    }
+                }
+            }
+            _ => {
+                // New kernels: every AUTOINSTALL module, newest version of each name.
+                let targeted: BTreeSet<String> = self.req.targets.kernels.keys().cloned().collect();
+                for k in &targeted {
+                    if inv.kernel(k).is_none() && self.wanted_kernel(k) {
+                        self.out.notes.push(format!(
+                            "kernel {k}: no such directory under {}",
+                            inv.trees.display(&inv.trees.install)
+                        ));
+                    }
+                }
+                if !targeted.is_empty() {
+                    let kernels = self.buildable_kernels(Some(&targeted));
+                    if !kernels.is_empty() {
+                        self.report_broken_sources(None);
+                    }
+                    for &i in newest.values() {
+                        if autoinstall(i) {
+                            wanted.extend(kernels.iter().map(|k| (i, *k)));
+                        }
+                    }
+                }
+                // New module sources: built for every kernel.
+                let sources: Vec<usize> = inv
+                    .sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| {
+                        s.dir
+                            .strip_prefix(&inv.trees.root)
+                            .is_ok_and(|rel| self.req.targets.sources.contains(rel))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if !sources.is_empty() {
+                    let kernels = self.buildable_kernels(None);
+                    if targeted.is_empty() && kernels.is_empty() {
+                        self.out
+                            .notes
+                            .push("no kernel with headers: nothing to build for".to_string());
+                    }
+                    let set: BTreeSet<usize> = sources.iter().copied().collect();
+                    self.report_broken_sources(Some(&set));
+                    for i in sources {
+                        wanted.extend(kernels.iter().map(|k| (i, *k)));
+                    }
+                }
+                for rel in &self.req.targets.sources {
+                    let dir = inv.trees.root.join(rel);
+                    if !inv.sources.iter().any(|s| s.dir == dir) {
+                        self.out.notes.push(format!(
+                            "{}: no dkms.conf there, nothing to build",
+                            inv.trees.display(&dir)
+                        ));
+                    }
+                }
+            }
+        }
+        wanted.dedup_by(|a, b| a.0 == b.0 && a.1.release == b.1.release);
+        self.plan_builds(wanted, newest);
+    }
+
+    /// Sources whose dkms.conf fails before any kernel (syntax errors): one failure each.
+    fn report_broken_sources(&mut self, only: Option<&BTreeSet<usize>>) {
+        for (i, s) in self.inv.sources.iter().enumerate() {
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            if let Some(e) = &s.conf.error {
+                let d = Decision {
+                    subject: self.inv.trees.display(&s.conf.path).into_owned(),
+                    kernel: None,
+                    reason: e.to_string(),
+                };
+                if !self.out.failed.contains(&d) {
+                    self.out.failed.push(d);
+                }
+            }
+        }
+    }
+
+    fn plan_builds(&mut self, wanted: Vec<(usize, &'a Kernel)>, newest: BTreeMap<String, usize>) {
+        let inv = self.inv;
+        // (kernel, name) -> pair state
+        let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
+        let mut work: Vec<(usize, &Kernel)> = wanted;
+        let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
+        while let Some((i, k)) = work.pop() {
+            if !seen.insert((i, k.release.clone())) {
+                continue;
+            }
+            let src = &inv.sources[i];
+            if src.conf.error.is_some() {
+                continue; // reported once by report_broken_sources
+            }
+            let conf = match src.conf.for_kernel(&k.release) {
+                Some(Ok(c)) => c.clone(),
+                Some(Err(e)) => {
+                    self.out.failed.push(Decision {
+                        subject: inv.trees.display(&src.conf.path).into_owned(),
+                        kernel: Some(k.release.clone()),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+                None => continue,
+            };
+            let subject = format!("{}/{}", conf.name, conf.version);
+            let key = (k.release.clone(), conf.name.clone());
+            if let Some(Pair::Build { src: other, .. }) = pairs.get(&key) {
+                // Two versions of one name for one kernel: the newer wins, as dkms would install it.
+                let (_, ov) = inv.sources[*other]
+                    .conf
+                    .identity()
+                    .expect("built pairs evaluate");
+                if crate::version::cmp(&conf.version, ov).is_le() {
+                    continue;
+                }
+            }
+            match excluded(&conf, k, &inv.arch) {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    self.out.skipped.push(Decision {
+                        subject,
+                        kernel: Some(k.release.clone()),
+                        reason: reason.clone(),
+                    });
+                    pairs.insert(
+                        key,
+                        Pair::Blocked {
+                            reason: format!("it is excluded there ({reason})"),
+                            failed: false,
+                        },
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.out.failed.push(Decision {
+                        subject: subject.clone(),
+                        kernel: Some(k.release.clone()),
+                        reason: e.clone(),
+                    });
+                    pairs.insert(
+                        key,
+                        Pair::Blocked {
+                            reason: format!("its dkms.conf is invalid ({e})"),
+                            failed: true,
+                        },
+                    );
+                    continue;
+                }
+            }
+            let installed = inv.tree.installed(&conf.name, &k.release, &inv.arch);
+            if installed == Some(conf.version.as_str()) && !self.req.force {
+                self.out.skipped.push(Decision {
+                    subject,
+                    kernel: Some(k.release.clone()),
+                    reason: "already installed".to_string(),
+                });
+                pairs.insert(key, Pair::Present);
+                continue;
+            }
+            // Dependencies: pull in available ones that are neither planned nor installed.
+            for d in &conf.build_depends {
+                let dkey = (k.release.clone(), d.clone());
+                if pairs.contains_key(&dkey) {
+                    continue;
+                }
+                if let Some(&j) = newest.get(d) {
+                    work.push((j, k));
+                } else if inv.tree.installed(d, &k.release, &inv.arch).is_some() {
+                    pairs.insert(dkey, Pair::Present);
+                }
+            }
+            let needs = conf.build_depends.iter().cloned().collect();
+            pairs.insert(
+                key,
+                Pair::Build {
+                    src: i,
+                    conf: Box::new(conf),
+                    needs,
+                },
+            );
+        }
+        self.resolve_and_emit(pairs);
+    }
+
+    /// Blocks pairs whose dependencies cannot be met, finds cycles, then emits jobs with edges.
+    fn resolve_and_emit(&mut self, mut pairs: BTreeMap<(String, String), Pair>) {
+        let inv = self.inv;
+        // Fixpoint: a pair whose dependency is blocked or unknown is blocked too.
+        loop {
+            let mut changes: Vec<((String, String), Pair, Decision)> = Vec::new();
+            for ((kernel, name), pair) in &pairs {
+                let Pair::Build { conf, needs, .. } = pair else {
+                    continue;
+                };
+                let subject = format!("{}/{}", conf.name, conf.version);
+                for d in needs {
+                    let dk = (kernel.clone(), d.clone());
+                    let decision = match pairs.get(&dk) {
+                        Some(Pair::Build { .. }) | Some(Pair::Present) => None,
+                        Some(Pair::Blocked { reason, failed }) => Some((
+                            format!("needs {d}, which is not built for {kernel}: {reason}"),
+                            *failed,
+                        )),
+                        None if inv.tree.installed(d, kernel, &inv.arch).is_some() => None,
+                        None => Some((
+                            format!(
+                                "unknown dependency {d} (BUILD_DEPENDS): no such module in {} or {}",
+                                inv.trees.display(&inv.trees.source),
+                                inv.trees.display(&inv.trees.dkms)
+                            ),
+                            true,
+                        )),
+                    };
+                    if let Some((reason, failed)) = decision {
+                        changes.push((
+                            (kernel.clone(), name.clone()),
+                            Pair::Blocked {
+                                reason: format!("its dependency {d} cannot be built"),
+                                failed,
+                            },
+                            Decision {
+                                subject: subject.clone(),
+                                kernel: Some(kernel.clone()),
+                                reason,
+                            },
+                        ));
+                        break;
+                    }
+                }
+            }
+            if changes.is_empty() {
+                break;
+            }
+            for (key, pair, decision) in changes {
+                let failed = matches!(pair, Pair::Blocked { failed: true, .. })
+                    && decision.reason.starts_with("unknown");
+                if failed {
+                    self.out.failed.push(decision);
+                } else {
+                    self.out.skipped.push(decision);
+                }
+                pairs.insert(key, pair);
+            }
+        }
+        // Cycles: fail every pair on one, naming the whole cycle.
+        for (kernel, cycle) in find_cycles(&pairs) {
+            let names = cycle.join(" -> ");
+            for name in &cycle[..cycle.len() - 1] {
+                let key = (kernel.clone(), name.clone());
+                if let Some(Pair::Build { conf, .. }) = pairs.get(&key) {
+                    self.out.failed.push(Decision {
+                        subject: format!("{}/{}", conf.name, conf.version),
+                        kernel: Some(kernel.clone()),
+                        reason: format!("dependency cycle: {names}"),
+                    });
+                }
+                pairs.insert(
+                    key,
+                    Pair::Blocked {
+                        reason: "dependency cycle".into(),
+                        failed: true,
+                    },
+                );
+            }
+        }
+        // Pairs depending on something blocked by a cycle: run the fixpoint once more.
+        if pairs.iter().any(|((k, _), p)| match p {
+            Pair::Build { needs, .. } => needs.iter().any(|d| {
+                matches!(
+                    pairs.get(&(k.clone(), d.clone())),
+                    Some(Pair::Blocked { .. })
+                )
+            }),
+            _ => false,
+        }) {
+            return self.resolve_and_emit(pairs);
+        }
+        // Emit jobs in a stable order: by module name, then kernel.
+        let mut keys: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(_, p)| matches!(p, Pair::Build { .. }))
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort_by(|a, b| {
+            (&a.1, crate::version_key(&a.0)).cmp(&(&b.1, crate::version_key(&b.0)))
+        });
+        let ids: BTreeMap<(String, String), usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((*k).clone(), i))
+            .collect();
+        for key in keys {
+            let Some(Pair::Build { src, conf, needs }) = pairs.get(key) else {
+                continue;
+            };
+            let s = &inv.sources[*src];
+            let k = inv.kernel(&key.0).expect("planned kernels exist");
+            let mut need_ids: Vec<usize> = needs
+                .iter()
+                .filter_map(|d| ids.get(&(key.0.clone(), d.clone())).copied())
+                .collect();
+            need_ids.sort();
+            let expect = conf
+                .built_modules
+                .iter()
+                .zip(&conf.dest_names)
+                .map(|(b, d)| if d.is_empty() { b.clone() } else { d.clone() })
+                .collect();
+            self.out.depmod.insert(k.release.clone());
+            self.out.jobs.push(Job {
+                id: ids[key],
+                info: JobInfo {
+                    module: conf.name.clone(),
+                    version: conf.version.clone(),
+                    kernel: Some(k.release.clone()),
+                    action: Action::Build,
+                },
+                source: Some(s.dir.clone()),
+                headers: k.headers.clone(),
+                direct: false,
+                expect,
+                needs: need_ids,
+                touches: vec![k.release.clone()],
+                cost: s.cost,
+                priority: 0,
+            });
+        }
+        set_priorities(&mut self.out.jobs);
+    }
+
+    fn remove(&mut self) {
+        let inv = self.inv;
+        let leaving: BTreeSet<&str> = self
+            .req
+            .targets
+            .kernels
+            .iter()
+            .filter(|(_, t)| !t.headers_only)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        // A kernel keeps its depmod data only if it stays and is still there.
+        let depmod_ok = |k: &str| {
+            !leaving.contains(k) && inv.trees.kernel_dir(k).join("modules.order").exists()
+        };
+        let mut unregister: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut jobs: Vec<Job> = Vec::new();
+        for rel in &self.req.targets.sources {
+            let dir = inv.trees.root.join(rel);
+            let shown = inv.trees.display(&dir).into_owned();
+            let from_conf = inv.sources.iter().find(|s| s.dir == dir).map(|s| {
+                s.conf
+                    .identity()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+            });
+            let identity = match (from_conf, inv.tree.version_for_source(&dir)) {
+                (Some(Ok(id)), _) => id,
+                (_, Some(id)) => id,
+                (Some(Err(e)), None) => {
+                    self.out.failed.push(Decision {
+                        subject: shown,
+                        kernel: None,
+                        reason: format!("cannot tell which module to remove: {e}"),
+                    });
+                    continue;
+                }
+                (None, None) => {
+                    self.out.notes.push(format!(
+                        "{shown}: not registered with dkms, nothing to remove"
+                    ));
+                    continue;
+                }
+            };
+            let (name, version) = identity;
+            if inv.tree.version(&name, &version).is_none() {
+                self.out.notes.push(format!(
+                    "{name}/{version} is not registered with dkms, nothing to remove"
+                ));
+                continue;
+            }
+            if !self.req.kernels.is_empty() {
+                for k in &self.req.kernels {
+                    if inv
+                        .tree
+                        .pairs_for_kernel(k)
+                        .contains(&(name.clone(), version.clone()))
+                    {
+                        jobs.push(remove_job(inv, &name, &version, k, depmod_ok(k)));
+                    }
+                }
+                continue;
+            }
+            let touches: Vec<String> = inv
+                .tree
+                .version(&name, &version)
+                .map(|v| {
+                    v.built
+                        .keys()
+                        .map(|(k, _)| k.clone())
+                        .collect::<BTreeSet<_>>()
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .chain(
+                    inv.tree.modules[&name]
+                        .installed
+                        .iter()
+                        .filter(|(_, v)| **v == version)
+                        .map(|((k, _), _)| k.clone()),
+                )
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            unregister.insert((name.clone(), version.clone()));
+            jobs.push(Job {
+                id: 0,
+                info: JobInfo {
+                    module: name,
+                    version,
+                    kernel: None,
+                    action: Action::Unregister,
+                },
+                source: Some(dir),
+                headers: None,
+                direct: false,
+                expect: Vec::new(),
+                needs: Vec::new(),
+                touches: touches.into_iter().filter(|k| depmod_ok(k)).collect(),
+                cost: 1,
+                priority: 0,
+            });
+        }
+        for k in self.req.targets.kernels.keys() {
+            if !self.wanted_kernel(k) {
+                continue;
+            }
+            let pairs = inv.tree.pairs_for_kernel(k);
+            if pairs.is_empty() {
+                self.out
+                    .notes
+                    .push(format!("kernel {k}: no DKMS modules to remove"));
+            }
+            for (name, version) in pairs {
+                if unregister.contains(&(name.clone(), version.clone())) {
+                    continue; // removed from every kernel anyway
+                }
+                jobs.push(remove_job(inv, &name, &version, k, depmod_ok(k)));
+            }
+        }
+        for (i, j) in jobs.iter_mut().enumerate() {
+            j.id = i;
+            for k in &j.touches {
+                self.out.depmod.insert(k.clone());
+            }
+        }
+        set_priorities(&mut jobs);
+        self.out.jobs = jobs;
+    }
+}
+
+fn remove_job(inv: &Inventory, name: &str, version: &str, kernel: &str, depmod: bool) -> Job {
+    let k = inv.kernel(kernel);
+    let headers = k.and_then(|k| k.headers.clone());
+    Job {
+        id: 0,
+        info: JobInfo {
+            module: name.to_string(),
+            version: version.to_string(),
+            kernel: Some(kernel.to_string()),
+            action: Action::RemoveFromKernel,
+        },
+        source: None,
+        direct: headers.is_none(),
+        headers,
+        expect: Vec::new(),
+        needs: Vec::new(),
+        touches: if depmod {
+            vec![kernel.to_string()]
+        } else {
+            Vec::new()
+        },
+        cost: 1,
+        priority: 0,
+    }
+}
+
+/// Whether BUILD_EXCLUSIVE_* keep `conf` off `kernel`: `Ok(Some(reason))` when they do, `Err` when a
+/// directive cannot be understood.
+pub fn excluded(conf: &DkmsConf, kernel: &Kernel, arch: &str) -> Result<Option<String>, String> {
+    let ex = &conf.exclusive;
+    let k = &kernel.release;
+    let re = |what: &str, pat: &str| {
+        regex::Regex::new(pat)
+            .map_err(|e| format!("{what}=\"{pat}\" is not a valid regular expression: {e}"))
+    };
+    if let Some(pat) = &ex.kernel {
+        if !re("BUILD_EXCLUSIVE_KERNEL", pat)?.is_match(k) {
+            return Ok(Some(format!(
+                "BUILD_EXCLUSIVE_KERNEL=\"{pat}\" does not match {k}"
+            )));
+        }
+    }
+    if let Some(min) = &ex.kernel_min {
+        if crate::version::cmp(k, min).is_lt() {
+            return Ok(Some(format!(
+                "BUILD_EXCLUSIVE_KERNEL_MIN=\"{min}\": {k} is older"
+            )));
+        }
+    }
+    if let Some(max) = &ex.kernel_max {
+        if crate::version::cmp(k, max).is_gt() {
+            return Ok(Some(format!(
+                "BUILD_EXCLUSIVE_KERNEL_MAX=\"{max}\": {k} is newer"
+            )));
+        }
+    }
+    if let Some(pat) = &ex.arch {
+        if !re("BUILD_EXCLUSIVE_ARCH", pat)?.is_match(arch) {
+            return Ok(Some(format!(
+                "BUILD_EXCLUSIVE_ARCH=\"{pat}\" does not match {arch}"
+            )));
+        }
+    }
+    if kernel.config.known {
+        for opt in &ex.config {
+            let (negated, name) = match opt.strip_prefix('!') {
+                Some(n) => (true, n),
+                None => (false, opt.as_str()),
+            };
+            if kernel.config.enabled(name) == negated {
+                let state = if negated { "enabled" } else { "not enabled" };
+                return Ok(Some(format!(
+                    "BUILD_EXCLUSIVE_CONFIG: {name} is {state} in {k}"
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Every dependency cycle among planned builds, per kernel, as `a -> b -> a`.
+fn find_cycles(pairs: &BTreeMap<(String, String), Pair>) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+    for start in pairs.keys() {
+        if done.contains(start) {
+            continue;
+        }
+        // Iterative DFS keeping the current path.
+        let mut path: Vec<(String, String)> = Vec::new();
+        let mut stack: Vec<((String, String), bool)> = vec![(start.clone(), false)];
+        while let Some((node, leaving)) = stack.pop() {
+            if leaving {
+                path.pop();
+                done.insert(node);
+                continue;
+            }
+            if done.contains(&node) {
+                continue;
+            }
+            if let Some(pos) = path.iter().position(|n| *n == node) {
+                let mut cycle: Vec<String> = path[pos..].iter().map(|(_, n)| n.clone()).collect();
+                cycle.push(node.1.clone());
+                if !out
+                    .iter()
+                    .any(|(k, c): &(String, Vec<String>)| *k == node.0 && same_cycle(c, &cycle))
+                {
+                    out.push((node.0.clone(), cycle));
+                }
+                continue;
+            }
+            let Some(Pair::Build { needs, .. }) = pairs.get(&node) else {
+                done.insert(node);
+                continue;
+            };
+            path.push(node.clone());
+            stack.push((node.clone(), true));
+            for d in needs.iter().rev() {
+                stack.push(((node.0.clone(), d.clone()), false));
+            }
+        }
+    }
+    out
+}
+
+fn same_cycle(a: &[String], b: &[String]) -> bool {
+    let sa: BTreeSet<&String> = a.iter().collect();
+    let sb: BTreeSet<&String> = b.iter().collect();
+    sa == sb
+}
+
+/// priority = own cost + cost of everything that (transitively) needs it.
+fn set_priorities(jobs: &mut [Job]) {
+    let n = jobs.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for j in jobs.iter() {
+        for &d in &j.needs {
+            dependents[d].push(j.id);
+        }
+    }
+    for i in 0..n {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![i];
+        let mut total = 0;
+        while let Some(x) = stack.pop() {
+            if seen.insert(x) {
+                total += jobs[x].cost;
+                stack.extend(&dependents[x]);
+            }
+        }
+        jobs[i].priority = total;
+    }
+}
+
+impl Plan {
+    /// Whether the planner alone already failed something.
+    pub fn has_failures(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    /// The `--dry-run` text: jobs in the order they would start, then skips and failures.
+    pub fn dry_run_text(&self, jobs_at_once: usize) -> String {
+        let mut s = String::new();
+        let order = crate::queue::serial_order(&self.jobs);
+        let _ = writeln!(
+            s,
+            "dry run: {} job{}, up to {} at once; nothing is changed",
+            self.jobs.len(),
+            if self.jobs.len() == 1 { "" } else { "s" },
+            jobs_at_once
+        );
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        for (pos, &id) in order.iter().enumerate() {
+            let j = &self.jobs[id];
+            let after: Vec<String> = j
+                .needs
+                .iter()
+                .map(|&d| format!("{}/{}", self.jobs[d].info.module, self.jobs[d].info.version))
+                .collect();
+            let how = if j.direct {
+                " (directly: no headers)"
+            } else {
+                ""
+            };
+            let _ = write!(
+                s,
+                "{:>4}. {:<6} {}{how}",
+                pos + 1,
+                j.info.action.verb(),
+                j.info.label()
+            );
+            if !after.is_empty() {
+                let _ = write!(s, "  (after {})", after.join(", "));
+            }
+            s.push('\n');
+        }
+        for k in &self.depmod {
+            let _ = writeln!(s, "      depmod {k}");
+        }
+        for d in &self.skipped {
+            let _ = writeln!(s, "  skip {}: {}", decision_label(d), d.reason);
+        }
+        for d in &self.failed {
+            let _ = writeln!(s, "  fail {}: {}", decision_label(d), d.reason);
+        }
+        s
+    }
+}
+
+/// `subject for kernel` or `subject`.
+pub fn decision_label(d: &Decision) -> String {
+    match &d.kernel {
+        Some(k) => format!("{} for {k}", d.subject),
+        None => d.subject.clone(),
+    }
+}
