@@ -36,6 +36,7 @@ struct Patterns {
     context: Regex,
     linker: Regex,
     make: Regex,
+    missing: Regex,
 }
 
 fn patterns() -> &'static Patterns {
@@ -62,6 +63,9 @@ fn patterns() -> &'static Patterns {
         linker: Regex::new(r"^(\S*/)?(\S+-)?ld(\.bfd|\.gold|\.lld)?: ").unwrap(),
         // `make[1]: *** [Makefile:255: x.o] Error 1`, `Makefile:3: *** missing separator.  Stop.`
         make: Regex::new(r"^\S+: \*\*\* ").unwrap(),
+        // A compiler or tool that is not there (headers made by a newer gcc than the one installed):
+        // `/bin/sh: 1: gcc-13: not found`, `make[2]: gcc-13: No such file or directory`.
+        missing: Regex::new(r"(: (command )?not found|: No such file or directory)$").unwrap(),
     })
 }
 
@@ -87,6 +91,7 @@ fn classify(line: &str) -> Kind {
         || line.contains(": undefined reference to ")
         || line.contains(": multiple definition of ")
         || line.contains("warnings being treated as errors")
+        || p.missing.is_match(line)
     {
         return Kind::Error;
     }
@@ -117,11 +122,22 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
     let mut keeping = false;
     // The last scope lead-in shown, so that errors in one function share one `In function` line.
     let mut scope: Option<String> = None;
+    // An unrecognised line right after a kept error: clang (before version 17) prints the source line
+    // without a `|` gutter, so it counts as context only if a caret line follows it.
+    let mut source: Option<String> = None;
 
     for raw in log.lines() {
         let line = ansi.replace_all(raw.trim_end(), "");
         let line = line.as_ref();
-        match classify(line) {
+        let kind = classify(line);
+        if let Some(held) = source.take() {
+            if kind == Kind::Context {
+                picked.push(held);
+            } else {
+                keeping = false;
+            }
+        }
+        match kind {
             Kind::Error => {
                 if !seen.insert(line.to_string()) {
                     // The same error again (a header included twice, make -j repeating itself).
@@ -162,7 +178,9 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
             }
             Kind::Other => {
                 pending.clear();
-                keeping = false;
+                if keeping {
+                    source = Some(line.to_string());
+                }
             }
         }
     }
@@ -208,7 +226,9 @@ mod tests {
     //! - make-fatal-error.log: an #include of a header that does not exist;
     //! - make-ld-multiple-definition.log: two objects of one module define the same variable;
     //! - make-many-errors.log: a second file with warnings built first, then 25 undeclared identifiers
-    //!   among many warnings.
+    //!   among many warnings;
+    //! - make-compiler-missing.log: MAKE naming a compiler that is not installed (as when headers were
+    //!   made by a newer gcc than the system's).
 
     use super::*;
 
@@ -370,6 +390,37 @@ make[1]: *** Waiting for unfinished jobs....
                 "clang: error: unknown argument: '-fconserve-stack'",
                 "ld.lld: error: undefined symbol: foo",
                 ">>> referenced by x.c",
+            ]
+        );
+    }
+
+    #[test]
+    fn clang_source_lines_without_a_gutter() {
+        let log = "\
+x.c:3:9: error: use of undeclared identifier 'x'
+        return x;
+               ^
+1 error generated.
+  CC [M]  /b/y.o
+";
+        assert_eq!(
+            error_lines(log, 30),
+            [
+                "x.c:3:9: error: use of undeclared identifier 'x'",
+                "        return x;",
+                "               ^",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_compiler() {
+        assert_eq!(
+            error_lines(&data("make-compiler-missing.log"), 30),
+            [
+                "/bin/sh: 1: x86_64-linux-gnu-gcc-13: not found",
+                "make[1]: *** [/usr/src/linux-headers-6.1.0-55-common/scripts/Makefile.build:255: /var/lib/dkms/nocc/1.0/build/nocc.o] Error 127",
+                "make: *** [/usr/src/linux-headers-6.1.0-55-common/Makefile:2065: /var/lib/dkms/nocc/1.0/build] Error 2",
             ]
         );
     }
