@@ -863,3 +863,438 @@ pub fn decision_label(d: &Decision) -> String {
         None => d.subject.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dkms_tree::{DkmsTree, ModuleEntry, VersionEntry};
+    use crate::dkmsconf::{ConfError, Evaluated, Exclusive};
+    use crate::inventory::Source;
+    use crate::kernel::KernelConfig;
+    use crate::trees::Trees;
+    use std::path::Path;
+
+    const K1: &str = "6.1.0-55-amd64";
+    const K2: &str = "6.1.0-56-amd64";
+
+    /// A synthetic system: nothing here exists on disk.
+    struct Sys {
+        inv: Inventory,
+    }
+
+    fn conf(name: &str, version: &str) -> DkmsConf {
+        DkmsConf {
+            name: name.into(),
+            version: version.into(),
+            autoinstall: true,
+            built_modules: vec![name.into()],
+            dest_names: vec![String::new()],
+            ..Default::default()
+        }
+    }
+
+    impl Sys {
+        fn new(kernels: &[&str]) -> Sys {
+            let trees = Trees::defaults(Path::new("/r"));
+            let kernels = kernels
+                .iter()
+                .map(|k| Kernel {
+                    release: k.to_string(),
+                    dir: trees.kernel_dir(k),
+                    headers: Some(trees.kernel_dir(k).join("build")),
+                    config: KernelConfig::parse("CONFIG_ACPI=y\nCONFIG_USB=m\n"),
+                })
+                .collect();
+            Sys {
+                inv: Inventory {
+                    tree: DkmsTree::default(),
+                    trees,
+                    arch: "x86_64".into(),
+                    kernels,
+                    sources: vec![],
+                },
+            }
+        }
+        fn headerless(mut self, k: &str) -> Sys {
+            self.inv.kernels.push(Kernel {
+                release: k.into(),
+                dir: self.inv.trees.kernel_dir(k),
+                headers: None,
+                config: KernelConfig::default(),
+            });
+            self
+        }
+        /// A source whose dkms.conf gives `c` for every kernel, after `edit(kernel, &mut c)`.
+        fn source_with(
+            mut self,
+            dir: &str,
+            c: DkmsConf,
+            edit: impl Fn(&str, &mut DkmsConf),
+        ) -> Sys {
+            let d = self.inv.trees.source.join(dir);
+            let per_kernel = self
+                .inv
+                .kernels
+                .iter()
+                .filter(|k| k.headers.is_some())
+                .map(|k| {
+                    let mut c = c.clone();
+                    edit(&k.release, &mut c);
+                    (k.release.clone(), Ok(c))
+                })
+                .collect();
+            self.inv.sources.push(Source {
+                conf: Evaluated {
+                    path: d.join("dkms.conf"),
+                    per_kernel,
+                    error: None,
+                },
+                dir: d,
+                cost: 10,
+            });
+            self
+        }
+        fn source(self, name: &str, version: &str) -> Sys {
+            self.source_with(&format!("{name}-{version}"), conf(name, version), |_, _| {})
+        }
+        fn broken(mut self, dir: &str) -> Sys {
+            let d = self.inv.trees.source.join(dir);
+            self.inv.sources.push(Source {
+                conf: Evaluated {
+                    path: d.join("dkms.conf"),
+                    per_kernel: BTreeMap::new(),
+                    error: Some(ConfError::Syntax {
+                        path: d.join("dkms.conf").display().to_string(),
+                        message: "line 3: syntax error: unexpected end of file".into(),
+                    }),
+                },
+                dir: d,
+                cost: 1,
+            });
+            self
+        }
+        fn installed(mut self, name: &str, version: &str, kernels: &[&str]) -> Sys {
+            let src = self.inv.trees.source.join(format!("{name}-{version}"));
+            let m = self
+                .inv
+                .tree
+                .modules
+                .entry(name.into())
+                .or_insert_with(ModuleEntry::default);
+            let v = m
+                .versions
+                .entry(version.into())
+                .or_insert_with(|| VersionEntry {
+                    source: Some(src),
+                    built: BTreeMap::new(),
+                });
+            for k in kernels {
+                v.built.insert((k.to_string(), "x86_64".into()), vec![]);
+                m.installed
+                    .insert((k.to_string(), "x86_64".into()), version.into());
+            }
+            self
+        }
+        fn plan(&self, mode: Mode, targets: &str) -> Plan {
+            self.plan_with(mode, targets, false)
+        }
+        fn plan_with(&self, mode: Mode, targets: &str, force: bool) -> Plan {
+            let req = Request {
+                mode,
+                targets: Targets::parse(
+                    targets,
+                    Path::new("usr/src"),
+                    Path::new("usr/lib/modules"),
+                ),
+                kernels: vec![],
+                force,
+            };
+            plan(&req, &self.inv)
+        }
+    }
+
+    fn jobs(p: &Plan) -> Vec<String> {
+        crate::queue::serial_order(&p.jobs)
+            .into_iter()
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    p.jobs[i].info.action.verb(),
+                    p.jobs[i].info.label()
+                )
+            })
+            .collect()
+    }
+
+    fn reasons(d: &[Decision]) -> Vec<String> {
+        d.iter()
+            .map(|d| format!("{}: {}", decision_label(d), d.reason))
+            .collect()
+    }
+
+    #[test]
+    fn new_module_is_built_for_every_kernel_with_headers() {
+        let s = Sys::new(&[K1, K2])
+            .headerless("6.0.0-old")
+            .source("vpoll", "0.1")
+            .source("other", "1.0");
+        let p = s.plan(Mode::Install, "usr/src/vpoll-0.1/dkms.conf\n");
+        assert_eq!(
+            jobs(&p),
+            [
+                format!("build vpoll/0.1 for {K1}"),
+                format!("build vpoll/0.1 for {K2}")
+            ]
+        );
+        assert_eq!(p.depmod, BTreeSet::from([K1.to_string(), K2.to_string()]));
+        assert!(
+            p.notes[0].contains("6.0.0-old has no headers"),
+            "{:?}",
+            p.notes
+        );
+        assert!(p.failed.is_empty() && p.skipped.is_empty());
+    }
+
+    #[test]
+    fn identity_comes_from_dkms_conf_not_the_directory_name() {
+        let s = Sys::new(&[K1]).source_with(
+            "foo-bar-1.2-rc3-7",
+            conf("foo-bar", "1.2-rc3-7"),
+            |_, _| {},
+        );
+        let p = s.plan(Mode::Install, "usr/src/foo-bar-1.2-rc3-7/dkms.conf\n");
+        assert_eq!(jobs(&p), [format!("build foo-bar/1.2-rc3-7 for {K1}")]);
+    }
+
+    #[test]
+    fn new_kernel_gets_newest_autoinstall_version_of_each_module() {
+        let s = Sys::new(&[K1, K2])
+            .source("zfs", "2.2.9")
+            .source("zfs", "2.2.10")
+            .source_with("manual-1", conf("manual", "1"), |_, c| {
+                c.autoinstall = false
+            })
+            .installed("zfs", "2.2.10", &[K1]);
+        let p = s.plan(
+            Mode::Install,
+            &format!("usr/lib/modules/{K2}/modules.order\n"),
+        );
+        assert_eq!(jobs(&p), [format!("build zfs/2.2.10 for {K2}")]);
+        assert_eq!(p.depmod, BTreeSet::from([K2.to_string()]));
+    }
+
+    #[test]
+    fn installed_pairs_are_left_alone_unless_forced() {
+        let s = Sys::new(&[K1, K2])
+            .source("vpoll", "0.1")
+            .installed("vpoll", "0.1", &[K1]);
+        let p = s.plan(Mode::All, "");
+        assert_eq!(jobs(&p), [format!("build vpoll/0.1 for {K2}")]);
+        assert_eq!(
+            reasons(&p.skipped),
+            [format!("vpoll/0.1 for {K1}: already installed")]
+        );
+        let p = s.plan_with(Mode::All, "", true);
+        assert_eq!(p.jobs.len(), 2);
+    }
+
+    #[test]
+    fn build_exclusive_directives_are_decided_per_kernel() {
+        let ex = |f: fn(&mut Exclusive)| {
+            let mut c = conf("m", "1");
+            f(&mut c.exclusive);
+            c
+        };
+        let cases: Vec<(DkmsConf, Option<&str>)> = vec![
+            (
+                ex(|e| e.kernel = Some("^6\\.1\\.0-56".into())),
+                Some("BUILD_EXCLUSIVE_KERNEL"),
+            ),
+            (
+                ex(|e| e.kernel_min = Some("6.1.0-56".into())),
+                Some("BUILD_EXCLUSIVE_KERNEL_MIN"),
+            ),
+            (ex(|e| e.kernel_max = Some("6.1.0-55-amd64".into())), None),
+            (
+                ex(|e| e.kernel_max = Some("6.0".into())),
+                Some("BUILD_EXCLUSIVE_KERNEL_MAX"),
+            ),
+            (
+                ex(|e| e.arch = Some("^aarch64$".into())),
+                Some("BUILD_EXCLUSIVE_ARCH"),
+            ),
+            (ex(|e| e.arch = Some("x86_64|i686".into())), None),
+            (
+                ex(|e| e.config = vec!["CONFIG_ACPI".into(), "CONFIG_USB".into()]),
+                None,
+            ),
+            (
+                ex(|e| e.config = vec!["CONFIG_I2C".into()]),
+                Some("CONFIG_I2C is not enabled"),
+            ),
+            (
+                ex(|e| e.config = vec!["!CONFIG_ACPI".into()]),
+                Some("CONFIG_ACPI is enabled"),
+            ),
+        ];
+        for (c, want) in cases {
+            let s = Sys::new(&[K1]).source_with("m-1", c.clone(), |_, _| {});
+            let p = s.plan(Mode::All, "");
+            match want {
+                None => assert_eq!(p.jobs.len(), 1, "{c:?}: {:?}", p.skipped),
+                Some(w) => {
+                    assert!(p.jobs.is_empty(), "{c:?}");
+                    assert!(p.skipped[0].reason.contains(w), "{w}: {:?}", p.skipped);
+                    assert!(p.failed.is_empty());
+                }
+            }
+        }
+        // An invalid regex is a failure of that module, not a panic.
+        let s = Sys::new(&[K1]).source_with("m-1", ex(|e| e.kernel = Some("(".into())), |_, _| {});
+        let p = s.plan(Mode::All, "");
+        assert!(
+            p.failed[0]
+                .reason
+                .contains("not a valid regular expression"),
+            "{:?}",
+            p.failed
+        );
+    }
+
+    #[test]
+    fn exclusion_can_differ_between_kernels() {
+        // Like Debian's v4l2loopback: the dkms.conf itself decides from each kernel's config.
+        let s = Sys::new(&[K1, K2]).source_with("v4l2-1", conf("v4l2", "1"), |k, c| {
+            if k == K2 {
+                c.exclusive.kernel = Some("REQUIRES CONFIG_VIDEO_DEV".into());
+            }
+        });
+        let p = s.plan(Mode::All, "");
+        assert_eq!(jobs(&p), [format!("build v4l2/1 for {K1}")]);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].kernel.as_deref(), Some(K2));
+    }
+
+    #[test]
+    fn build_depends_orders_jobs_per_kernel_and_pulls_in_dependencies() {
+        let mut zfs = conf("zfs", "2.2");
+        zfs.build_depends = vec!["spl".into()];
+        let s = Sys::new(&[K1, K2])
+            .source_with("zfs-2.2", zfs, |_, _| {})
+            .source("spl", "2.2")
+            .installed("spl", "2.2", &[K1]);
+        // Only zfs arrives; spl is installed on K1 but not K2, so it is pulled in there.
+        let p = s.plan(Mode::Install, "usr/src/zfs-2.2/dkms.conf\n");
+        let j = jobs(&p);
+        assert_eq!(j.len(), 3, "{j:?}");
+        let pos = |s: &str| j.iter().position(|x| x == s).unwrap();
+        assert!(pos(&format!("build spl/2.2 for {K2}")) < pos(&format!("build zfs/2.2 for {K2}")));
+        let zfs2 = p
+            .jobs
+            .iter()
+            .find(|j| j.info.module == "zfs" && j.info.kernel.as_deref() == Some(K2))
+            .unwrap();
+        assert_eq!(zfs2.needs.len(), 1);
+        let zfs1 = p
+            .jobs
+            .iter()
+            .find(|j| j.info.module == "zfs" && j.info.kernel.as_deref() == Some(K1))
+            .unwrap();
+        assert!(zfs1.needs.is_empty(), "spl is already installed for K1");
+        // The dependency starts before unrelated work: its priority counts what waits on it.
+        let spl2 = p.jobs.iter().find(|j| j.info.module == "spl").unwrap();
+        assert!(spl2.priority > zfs2.priority);
+    }
+
+    #[test]
+    fn unknown_dependencies_and_cycles_fail_with_names() {
+        let mut a = conf("a", "1");
+        a.build_depends = vec!["b".into()];
+        let mut b = conf("b", "1");
+        b.build_depends = vec!["a".into()];
+        let mut c = conf("c", "1");
+        c.build_depends = vec!["nosuch".into()];
+        let mut d = conf("d", "1");
+        d.build_depends = vec!["c".into()];
+        let s = Sys::new(&[K1])
+            .source_with("a-1", a, |_, _| {})
+            .source_with("b-1", b, |_, _| {})
+            .source_with("c-1", c, |_, _| {})
+            .source_with("d-1", d, |_, _| {})
+            .source("ok", "1");
+        let p = s.plan(Mode::All, "");
+        assert_eq!(jobs(&p), [format!("build ok/1 for {K1}")]);
+        let failed = reasons(&p.failed);
+        assert!(
+            failed.iter().any(|f| f.contains("a/1")
+                && f.contains("dependency cycle")
+                && f.contains("a -> b -> a")
+                || f.contains("b -> a -> b")),
+            "{failed:?}"
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.starts_with("c/1") && f.contains("unknown dependency nosuch")),
+            "{failed:?}"
+        );
+        let skipped = reasons(&p.skipped);
+        assert!(
+            skipped
+                .iter()
+                .any(|f| f.starts_with("d/1") && f.contains("needs c")),
+            "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn broken_dkms_conf_fails_alone() {
+        let s = Sys::new(&[K1]).broken("bad-1").source("good", "1");
+        let p = s.plan(Mode::All, "");
+        assert_eq!(jobs(&p), [format!("build good/1 for {K1}")]);
+        assert_eq!(p.failed.len(), 1);
+        assert!(
+            p.failed[0].subject.ends_with("/usr/src/bad-1/dkms.conf"),
+            "{:?}",
+            p.failed
+        );
+        assert!(p.failed[0].reason.contains("syntax error"));
+    }
+
+    #[test]
+    fn removing_a_module_unregisters_it_and_depmods_its_kernels() {
+        let s = Sys::new(&[K1, K2])
+            .source("vpoll", "0.1")
+            .installed("vpoll", "0.1", &[K1, K2]);
+        let p = s.plan(Mode::Remove, "usr/src/vpoll-0.1/dkms.conf\n");
+        assert_eq!(jobs(&p), ["remove vpoll/0.1 on every kernel"]);
+        // modules.order does not exist in this synthetic system: no kernel can be depmodded.
+        assert!(p.depmod.is_empty());
+        // Unknown to dkms: nothing to do, said once.
+        let s = Sys::new(&[K1]).source("vpoll", "0.1");
+        let p = s.plan(Mode::Remove, "usr/src/vpoll-0.1/dkms.conf\n");
+        assert!(p.jobs.is_empty());
+        assert!(p.notes[0].contains("not registered"), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn removing_a_kernel_removes_every_pair_directly_when_headers_are_gone() {
+        let mut s = Sys::new(&[K1])
+            .installed("a", "1", &[K1, "6.0.9-gone"])
+            .installed("b", "2", &["6.0.9-gone"]);
+        s = s.headerless("6.0.9-gone");
+        let p = s.plan(Mode::Remove, "usr/lib/modules/6.0.9-gone/modules.order\n");
+        assert_eq!(
+            jobs(&p),
+            ["remove a/1 for 6.0.9-gone", "remove b/2 for 6.0.9-gone"]
+        );
+        assert!(p.jobs.iter().all(|j| j.direct));
+        assert!(p.depmod.is_empty(), "a kernel that leaves gets no depmod");
+        let p = s.plan(
+            Mode::Remove,
+            &format!("usr/lib/modules/{K1}/build/include/\n"),
+        );
+        assert_eq!(jobs(&p), [format!("remove a/1 for {K1}")]);
+        assert!(!p.jobs[0].direct);
+    }
+}
