@@ -980,7 +980,7 @@ mod tests {
                 .tree
                 .modules
                 .entry(name.into())
-                .or_insert_with(ModuleEntry::default);
+                .or_default();
             let v = m
                 .versions
                 .entry(version.into())
