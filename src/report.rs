@@ -12,8 +12,10 @@
 
 use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use regex::Regex;
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How output looks: decided once, by a pure function.
@@ -166,6 +168,10 @@ impl Reporter {
                 }
                 Err(message) => {
                     let label = format!("depmod {kernel}");
+                    // The message may already name what failed; say it once.
+                    let message = message
+                        .strip_prefix(&format!("{label}: "))
+                        .unwrap_or(message);
                     let line = self.status_line("FAILED", Tone::Bad, Some(*elapsed), None, &label);
                     self.emit(line);
                     self.failure_block(&label, message, &[], &[], None);
@@ -444,10 +450,14 @@ impl Reporter {
         }
     }
 
+    /// Counts a skip under its reason, or under the dkms directive that excluded it (reasons name a
+    /// pattern and a kernel: `BUILD_EXCLUSIVE_KERNEL="^5\." does not match 6.1.0-56-amd64`), so the
+    /// summary stays one short line.
     fn count_skip(&mut self, reason: &str) {
-        match self.skipped.iter_mut().find(|(r, _)| r == reason) {
+        let group = skip_group(reason);
+        match self.skipped.iter_mut().find(|(r, _)| *r == group) {
             Some((_, n)) => *n += 1,
-            None => self.skipped.push((reason.to_string(), 1)),
+            None => self.skipped.push((group.to_string(), 1)),
         }
     }
 
@@ -511,6 +521,12 @@ impl Reporter {
             None => write(),
         }
     }
+}
+
+fn skip_group(reason: &str) -> &str {
+    static DIRECTIVE: OnceLock<Regex> = OnceLock::new();
+    let directive = DIRECTIVE.get_or_init(|| Regex::new(r"\bBUILD_EXCLUSIVE(_[A-Z]+)*\b").unwrap());
+    directive.find(reason).map_or(reason, |m| m.as_str())
 }
 
 fn pad(word: &str) -> String {
@@ -634,11 +650,18 @@ mod tests {
             Event::RunStarted {
                 jobs: 4,
                 concurrency: 2,
-                skipped: vec![Decision {
-                    subject: "acpi-call/1.2.2".into(),
-                    kernel: Some(K.into()),
-                    reason: "already installed".into(),
-                }],
+                skipped: vec![
+                    Decision {
+                        subject: "acpi-call/1.2.2".into(),
+                        kernel: Some(K.into()),
+                        reason: "already installed".into(),
+                    },
+                    Decision {
+                        subject: "digimend/10".into(),
+                        kernel: Some(K.into()),
+                        reason: r#"BUILD_EXCLUSIVE_KERNEL="^5\." does not match 6.1.0-56-amd64"#.into(),
+                    },
+                ],
                 failed: vec![Decision {
                     subject: "/usr/src/foo-1.0/dkms.conf".into(),
                     kernel: None,
@@ -671,7 +694,7 @@ mod tests {
             Event::JobFinished {
                 job: tp,
                 result: JobResult::Excluded {
-                    reason: "BUILD_EXCLUSIVE_KERNEL".into(),
+                    reason: "dkms: BUILD_EXCLUSIVE directive does not match this kernel".into(),
                 },
                 elapsed: secs(0.42),
                 finished: 2,
@@ -715,11 +738,12 @@ mod tests {
 note: kernel 6.1.0-54-amd64 has no headers: nothing is built for it
 error: /usr/src/foo-1.0/dkms.conf: line 3: syntax error near unexpected token `('
    SKIPPED [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64: already installed
+   SKIPPED [       ]       digimend/10 for 6.1.0-56-amd64: BUILD_EXCLUSIVE_KERNEL=\"^5\\.\" does not match 6.1.0-56-amd64
      START [       ] (1/4) vpoll/0.1 for 6.1.0-56-amd64
      START [       ] (2/4) broken/1.0 for 6.1.0-56-amd64
      BUILT [  12.3s] (1/4) vpoll/0.1 for 6.1.0-56-amd64
      START [       ] (3/4) tp_smapi/0.44 for 6.1.0-56-amd64
-  EXCLUDED [   0.4s] (2/4) tp_smapi/0.44 for 6.1.0-56-amd64: BUILD_EXCLUSIVE_KERNEL
+  EXCLUDED [   0.4s] (2/4) tp_smapi/0.44 for 6.1.0-56-amd64: dkms: BUILD_EXCLUSIVE directive does not match this kernel
     FAILED [  20.1s] (3/4) broken/1.0 for 6.1.0-56-amd64
 error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
     /var/lib/dkms/broken/1.0/build/main.c: In function ‘broken_init’:
@@ -732,7 +756,7 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
     DEPMOD [   0.2s]       6.1.0-56-amd64
 error: /usr/src/foo-1.0/dkms.conf: line 3: syntax error near unexpected token `('
 error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
-   Summary [  33.0s] 1 built, 3 skipped (1 already installed, 1 BUILD_EXCLUSIVE_KERNEL, 1 needs broken/1.0, which failed), 2 failed
+   Summary [  33.0s] 1 built, 4 skipped (1 already installed, 1 BUILD_EXCLUSIVE_KERNEL, 1 BUILD_EXCLUSIVE, 1 needs broken/1.0, which failed), 2 failed
 ==> ERROR: 2 DKMS modules failed to build: do not reboot into 6.1.0-56-amd64 until fixed
 ";
 
@@ -859,7 +883,7 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
             },
             Event::Depmod {
                 kernel: "6.1.0-55-amd64".into(),
-                result: Err("depmod -a 6.1.0-55-amd64 failed (exit 1)\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into()),
+                result: Err("depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into()),
                 elapsed: secs(0.05),
             },
             Event::RunFinished { elapsed: secs(125.0) },
@@ -876,10 +900,10 @@ error: evdi/1.14.1 on every kernel: dkms remove failed (dkms exit 4)
         Error! Could not locate dkms.conf file.
         File: /var/lib/dkms/evdi/1.14.1/source/dkms.conf does not exist.
     FAILED [   0.1s]         depmod 6.1.0-55-amd64
-error: depmod 6.1.0-55-amd64: depmod -a 6.1.0-55-amd64 failed (exit 1)
+error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64
     depmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory
 error: evdi/1.14.1 on every kernel: dkms remove failed (dkms exit 4)
-error: depmod 6.1.0-55-amd64: depmod -a 6.1.0-55-amd64 failed (exit 1)
+error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64
    Summary [ 125.0s] 1 removed, 2 failed
 ==> ERROR: 1 DKMS module could not be removed, depmod failed for 6.1.0-55-amd64: do not reboot into 6.1.0-55-amd64 until fixed
 ",
@@ -1004,6 +1028,23 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
                 color: false
             }
         );
+    }
+
+    #[test]
+    fn skips_group_under_the_directive_that_excluded_them() {
+        assert_eq!(
+            skip_group(r#"BUILD_EXCLUSIVE_KERNEL_MIN="6.5": 6.1.0-56-amd64 is older"#),
+            "BUILD_EXCLUSIVE_KERNEL_MIN"
+        );
+        assert_eq!(
+            skip_group("BUILD_EXCLUSIVE_CONFIG: CONFIG_DRM is not enabled in 6.1.0-56-amd64"),
+            "BUILD_EXCLUSIVE_CONFIG"
+        );
+        assert_eq!(
+            skip_group("dkms: BUILD_EXCLUSIVE directive does not match this kernel"),
+            "BUILD_EXCLUSIVE"
+        );
+        assert_eq!(skip_group("already installed"), "already installed");
     }
 
     #[test]
