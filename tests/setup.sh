@@ -1,0 +1,111 @@
+#!/bin/bash
+# Prepares a Debian 12 machine (run as root) for dkms-hook's full test suite:
+# installs dkms, the tools and pacman that the tests drive, the headers of two
+# real kernels, and extracts real Debian `-dkms` module sources into
+# tests/.cache/sources/usr/src. Idempotent, quiet unless something fails, and
+# fast when everything is already in place (no apt call at all then), so
+# tests/run can call it every time.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cache=tests/.cache
+
+# Tools the tests run, and packages they install for real with pacman.
+packages=(dkms kmod gcc make libarchive-tools zstd fakeroot pacman-package-manager makepkg)
+# Real module sources; each was checked to build with dkms 3.0.10 against two
+# 6.1 kernels. They give the tests real-world dkms.conf files (v4l2loopback's
+# reads the kernel's .config) and real build times.
+dkms_packages=(acpi-call-dkms v4l2loopback-dkms vpoll-dkms gost-crypto-dkms tp-smapi-dkms
+    dm-writeboost-dkms ddcci-dkms)
+headers_re='^linux-headers-6\.1\.0-[0-9]+-amd64$'
+
+log=$(mktemp)
+tmpdirs=()
+cleanup() {
+    rm -f "$log"
+    if ((${#tmpdirs[@]})); then rm -rf "${tmpdirs[@]}"; fi
+}
+trap cleanup EXIT
+
+# Runs a command with its output kept aside; shows it all if the command fails.
+quiet() {
+    if ! "$@" >>"$log" 2>&1; then
+        echo "tests/setup.sh: failed: $*" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+}
+
+die() {
+    echo "tests/setup.sh: $*" >&2
+    exit 1
+}
+
+((EUID == 0)) || die "must run as root (it installs packages with apt-get)"
+command -v apt-get >/dev/null || die "apt-get not found: the test suite needs a Debian 12 machine"
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Names (of those given) that dpkg has fully installed.
+installed() {
+    dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null |
+        awk '$NF == "installed" { print $1 }' || true
+}
+
+# Installed plain-amd64 6.1 kernel headers whose tree is really there.
+installed_headers() {
+    local p
+    for p in $(installed 'linux-headers-6.1.0-*-amd64' | grep -E "$headers_re" || true); do
+        [[ -f /usr/src/${p}/Makefile ]] && echo "$p"
+    done
+}
+
+apt_updated=
+apt_update() {
+    [[ $apt_updated ]] && return
+    quiet apt-get update -q
+    apt_updated=1
+}
+
+# 1. Packages.
+want=()
+for p in "${packages[@]}"; do
+    installed "$p" | grep -qx "$p" || want+=("$p")
+done
+if (($(installed_headers | wc -l) < 2)); then
+    apt_update
+    # The archive keeps only recent ABIs, so take the two newest it offers.
+    mapfile -t offered < <(apt-cache search --names-only "$headers_re" | awk '{ print $1 }' |
+        grep -E "$headers_re" | sort -V | tail -n 2)
+    ((${#offered[@]} == 2)) || die "apt offers fewer than two linux-headers-6.1.0-N-amd64 packages"
+    want+=("${offered[@]}")
+fi
+if ((${#want[@]})); then
+    apt_update
+    quiet apt-get install -y -q --no-install-recommends "${want[@]}"
+fi
+(($(installed_headers | wc -l) >= 2)) || die "fewer than two linux-headers-6.1.0-N-amd64 installed"
+
+# 2. Real -dkms sources: download each .deb once, extract it when its
+# dkms.conf is not in tests/.cache/sources yet.
+mkdir -p "$cache/debs" "$cache/sources"
+missing=()
+for p in "${dkms_packages[@]}"; do
+    compgen -G "$cache/debs/${p}_*.deb" >/dev/null || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt_update
+    # apt-get download drops privileges to _apt: give it a directory it can
+    # write, then move the files into the cache.
+    dl=$(mktemp -d)
+    tmpdirs+=("$dl")
+    if id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
+    (cd "$dl" && quiet apt-get download -q "${missing[@]}")
+    mv "$dl"/*.deb "$cache/debs/"
+fi
+for p in "${dkms_packages[@]}"; do
+    deb=$(compgen -G "$cache/debs/${p}_*.deb" | sort -V | tail -n 1)
+    conf=$(dpkg-deb -c "$deb" | awk '{ print $NF }' | grep -E '^\./usr/src/[^/]+/dkms\.conf$' || true)
+    [[ $conf ]] || die "$deb: no usr/src/*/dkms.conf in the package"
+    [[ -f $cache/sources/$conf ]] || quiet dpkg-deb -x "$deb" "$cache/sources"
+done
