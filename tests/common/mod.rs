@@ -1,0 +1,562 @@
+//! Helpers shared by dkms-hook's integration tests (`mod common;`).
+//!
+//! Every test works in its own [`TestRoot`], a temporary directory passed as
+//! `--root`, with the machine's real kernel headers linked in, module sources
+//! copied from `tests/fixtures` or from real Debian `-dkms` packages
+//! (extracted by `tests/setup.sh` into `tests/.cache/sources`), and the real
+//! `dkms` as the referee of what ended up installed. Nothing here touches the
+//! machine's own /usr/src, /var/lib/dkms or /usr/lib/modules.
+#![allow(dead_code)]
+
+use std::cmp::Ordering;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::fs;
+use std::hash::Hasher;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// The path of the dkms-hook binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_dkms-hook");
+
+/// The repository's root (where Cargo.toml is).
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Our own module sources: `tests/fixtures/NAME-VERSION/`.
+pub fn fixtures_dir() -> PathBuf {
+    repo_dir().join("tests/fixtures")
+}
+
+/// Real Debian module sources, extracted by tests/setup.sh.
+pub fn real_sources_dir() -> PathBuf {
+    repo_dir().join("tests/.cache/sources/usr/src")
+}
+
+/// Where Debian installs kernel headers: `/usr/src/linux-headers-K`.
+pub fn headers_dir(kernel: &str) -> PathBuf {
+    PathBuf::from(format!("/usr/src/linux-headers-{kernel}"))
+}
+
+/// The installed Debian kernel releases that have headers (a
+/// `/usr/src/linux-headers-*-amd64` directory with a Makefile), oldest first.
+/// Panics when there are fewer than two: the tests need two kernels.
+pub fn kernels() -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir("/usr/src") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(release) = name.strip_prefix("linux-headers-") else {
+                continue;
+            };
+            if release.ends_with("-amd64") && entry.path().join("Makefile").is_file() {
+                found.push(release.to_owned());
+            }
+        }
+    }
+    found.sort_by(|a, b| version_cmp(a, b));
+    assert!(
+        found.len() >= 2,
+        "the tests need the headers of two kernels in /usr/src/linux-headers-*-amd64, found {found:?}: \
+         run tests/setup.sh as root (or the whole suite with tests/run)"
+    );
+    found
+}
+
+/// Version order in the spirit of `sort -V`: runs of digits compare as
+/// numbers, everything else byte by byte.
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, xa), (db, xb)) in ca.iter().zip(cb.iter()) {
+        let ord = if *da && *db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len()).then_with(|| a.cmp(b))
+}
+
+/// What a finished process left: its exit code and output.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The exit code; -1 when killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// stdout and stderr interleaved as they were read. The order across the
+    /// two streams is exact only for writes apart in time; use
+    /// [`TestRoot::run_merged`] for pacman's exact view (there `stdout` is
+    /// the combined output and `stderr` is empty).
+    pub combined: String,
+}
+
+impl RunOutput {
+    /// Everything the process printed, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!("exit code {}\n--- output ---\n{}", self.code, self.combined)
+    }
+}
+
+/// Runs `cmd` to the end with `stdin` as its input, capturing its output.
+pub fn run_command(mut cmd: Command, stdin: &str) -> RunOutput {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{:?}: cannot start: {e}", cmd.get_program()));
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_owned();
+    let writer = thread::spawn(move || {
+        // The process may exit without reading its input: ignore EPIPE.
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let combined = Arc::new(Mutex::new(Vec::new()));
+    let out = read_in_thread(child.stdout.take().expect("stdout"), &combined);
+    let err = read_in_thread(child.stderr.take().expect("stderr"), &combined);
+    let status = child.wait().expect("waiting for a child");
+    let stdout = out.join().expect("output reader panicked");
+    let stderr = err.join().expect("output reader panicked");
+    writer.join().expect("input writer panicked");
+    let combined = String::from_utf8_lossy(&combined.lock().unwrap()).into_owned();
+    RunOutput {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        combined,
+    }
+}
+
+/// Reads a stream to its end in a thread, appending each chunk to
+/// `combined` as it comes; the thread returns the stream's own bytes.
+fn read_in_thread(
+    mut reader: impl Read + Send + 'static,
+    combined: &Arc<Mutex<Vec<u8>>>,
+) -> thread::JoinHandle<Vec<u8>> {
+    let combined = Arc::clone(combined);
+    thread::spawn(move || {
+        let mut own = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    combined.lock().unwrap().extend_from_slice(&buf[..n]);
+                    own.extend_from_slice(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading a child's output: {e}"),
+            }
+        }
+        own
+    })
+}
+
+/// Copies a directory tree with `cp -a` (modes, links and times kept).
+pub fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp: cannot start");
+    assert!(
+        status.success(),
+        "cp -a {} {}: failed",
+        from.display(),
+        to.display()
+    );
+}
+
+/// The vermagic a module file was built with, e.g.
+/// `6.1.0-55-amd64 SMP preempt mod_unload modversions`.
+pub fn vermagic(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    let out = Command::new("modinfo")
+        .args(["-F", "vermagic"])
+        .arg(path)
+        .output()
+        .expect("modinfo: cannot start");
+    assert!(
+        out.status.success(),
+        "modinfo {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The kernel release a module file was built for (vermagic's first word).
+pub fn vermagic_release(path: impl AsRef<Path>) -> String {
+    vermagic(path)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One entry of a [`Snapshot`]: enough to tell any change apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i128,
+        len: u64,
+        hash: u64,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Other {
+        mode: u32,
+    },
+}
+
+/// Every path under a root (relative to it), symlinks not followed.
+pub type Snapshot = BTreeMap<PathBuf, Node>;
+
+/// The differences between two snapshots, one line each, for assertions.
+pub fn snapshot_diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, node) in before {
+        match after.get(path) {
+            None => out.push(format!("removed {}", path.display())),
+            Some(new) if new != node => {
+                out.push(format!("changed {}: {node:?} -> {new:?}", path.display()))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("added {}", path.display()));
+    }
+    out
+}
+
+fn snapshot_into(root: &Path, dir: &Path, out: &mut Snapshot) {
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let path = entry.path();
+        let meta =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let rel = path
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_path_buf();
+        let mode = meta.permissions().mode();
+        let node = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Node::Symlink { target }
+        } else if meta.is_dir() {
+            snapshot_into(root, &path, out);
+            Node::Dir {
+                mode,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            }
+        } else if meta.is_file() {
+            let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut hasher = DefaultHasher::new();
+            hasher.write(&bytes);
+            Node::File {
+                mode,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                len: meta.len(),
+                hash: hasher.finish(),
+            }
+        } else {
+            Node::Other { mode }
+        };
+        out.insert(rel, node);
+    }
+}
+
+/// A private `--root` in a temporary directory, with the trees dkms-hook and
+/// dkms use: usr/src, var/lib/dkms, usr/lib/modules. Removed when dropped,
+/// unless DKMSHOOK_KEEP_ROOT is set in the environment (then its path is
+/// printed, for a look after a failure).
+pub struct TestRoot {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Default for TestRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        if std::env::var_os("DKMSHOOK_KEEP_ROOT").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("test root kept: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+impl TestRoot {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dkms-hook-test.")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let path = dir.path().to_path_buf();
+        let root = TestRoot {
+            dir: Some(dir),
+            path,
+        };
+        for tree in ["usr/src", "var/lib/dkms", "usr/lib/modules"] {
+            root.mkdir(tree);
+        }
+        root
+    }
+
+    /// The root directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the root: `rel` is relative to it (a leading `/` is
+    /// ignored), unless it already is a path under the root.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let rel = rel.as_ref();
+        if rel.starts_with(&self.path) {
+            return rel.to_path_buf();
+        }
+        self.path.join(rel.strip_prefix("/").unwrap_or(rel))
+    }
+
+    pub fn source_tree(&self) -> PathBuf {
+        self.join("usr/src")
+    }
+
+    pub fn dkms_tree(&self) -> PathBuf {
+        self.join("var/lib/dkms")
+    }
+
+    pub fn install_tree(&self) -> PathBuf {
+        self.join("usr/lib/modules")
+    }
+
+    /// The kernel's directory: `usr/lib/modules/K`.
+    pub fn kernel_dir(&self, kernel: &str) -> PathBuf {
+        self.install_tree().join(kernel)
+    }
+
+    pub fn mkdir(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let path = self.join(rel);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+
+    /// Writes a file inside the root, creating its parent directories.
+    pub fn write_file(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+        }
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+
+    pub fn read_file(&self, rel: impl AsRef<Path>) -> String {
+        let path = self.join(rel);
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Makes `usr/lib/modules/K` a kernel with headers: `build` links to the
+    /// machine's Debian headers (cheap), and an empty `modules.order` stands
+    /// for the kernel package's files.
+    pub fn add_kernel(&self, kernel: &str) {
+        let headers = headers_dir(kernel);
+        assert!(
+            headers.join("Makefile").is_file(),
+            "{}: no kernel headers: run tests/setup.sh",
+            headers.display()
+        );
+        let dir = self.mkdir(self.kernel_dir(kernel));
+        std::os::unix::fs::symlink(&headers, dir.join("build"))
+            .unwrap_or_else(|e| panic!("{}/build: {e}", dir.display()));
+        self.write_file(dir.join("modules.order"), "");
+    }
+
+    /// Copies a real Debian module source (from tests/.cache/sources) into
+    /// usr/src; `prefix` is its name without the version, e.g. `acpi-call`
+    /// or `tp_smapi`. Returns the directory name, e.g. `acpi-call-1.2.2`.
+    pub fn add_real_source(&self, prefix: &str) -> String {
+        let dir = real_sources_dir();
+        let entries = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}: run tests/setup.sh", dir.display()));
+        let mut matches: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| {
+                name.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .collect();
+        matches.sort_by(|a, b| version_cmp(a, b));
+        let name = matches.pop().unwrap_or_else(|| {
+            panic!("{}: no {prefix}-VERSION: run tests/setup.sh", dir.display())
+        });
+        copy_tree(&dir.join(&name), &self.source_tree().join(&name));
+        name
+    }
+
+    /// Copies one of our fixtures (`tests/fixtures/NAME-VERSION`) into usr/src.
+    pub fn add_fixture(&self, name: &str) {
+        let from = fixtures_dir().join(name);
+        assert!(
+            from.join("dkms.conf").is_file(),
+            "{}: no such fixture",
+            from.display()
+        );
+        copy_tree(&from, &self.source_tree().join(name));
+    }
+
+    /// The command line of dkms-hook on this root, without arguments yet.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--root").arg(&self.path);
+        cmd
+    }
+
+    /// Runs dkms-hook with `--root <root>` and `args`, `stdin` as input.
+    pub fn run(&self, args: &[&str], stdin: &str) -> RunOutput {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_command(cmd, stdin)
+    }
+
+    /// Like [`TestRoot::run`], but stdout and stderr share one pipe as under
+    /// pacman: `combined` is exactly what pacman would show.
+    pub fn run_merged(&self, args: &[&str], stdin: &str) -> RunOutput {
+        // The shell only joins stderr to stdout's pipe, then becomes dkms-hook.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$0\" \"$@\" 2>&1", BIN, "--root"]);
+        cmd.arg(&self.path).args(args);
+        run_command(cmd, stdin)
+    }
+
+    /// Real `dkms` on this root's trees, with --no-depmod (dkms 3.0.10 runs
+    /// depmod on the machine's /lib/modules otherwise). With `-k K` among
+    /// `args`, K's headers in the root are passed as --kernelsourcedir (dkms
+    /// 3.0.10 looks in /lib/modules/K/build otherwise).
+    pub fn dkms(&self, args: &[&str]) -> RunOutput {
+        let mut cmd = Command::new("dkms");
+        cmd.args(args).arg("--no-depmod");
+        cmd.arg("--sourcetree").arg(self.source_tree());
+        cmd.arg("--dkmstree").arg(self.dkms_tree());
+        cmd.arg("--installtree").arg(self.install_tree());
+        if let Some(i) = args.iter().position(|a| *a == "-k") {
+            if let Some(kernel) = args.get(i + 1) {
+                cmd.arg("--kernelsourcedir")
+                    .arg(self.kernel_dir(kernel).join("build"));
+            }
+        }
+        run_command(cmd, "")
+    }
+
+    /// The referee: real `dkms status` on this root's trees, lines sorted.
+    pub fn dkms_status(&self) -> Vec<String> {
+        let out = self.dkms(&["status"]);
+        assert_eq!(out.code, 0, "dkms status failed: {}", out.dump());
+        let mut lines: Vec<String> = out
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// Module files (`*.ko`, `*.ko.xz`, ...) under usr/lib/modules/K (not in
+    /// build/), as paths relative to that directory, sorted.
+    pub fn installed_ko_paths(&self, kernel: &str) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(ft) = entry.file_type() else { continue };
+                if ft.is_dir() {
+                    if dir == base && entry.file_name() == "build" {
+                        continue;
+                    }
+                    walk(base, &path, out);
+                } else if is_module_file(&entry.file_name().to_string_lossy()) {
+                    let rel = path.strip_prefix(base).expect("under the base");
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        let base = self.kernel_dir(kernel);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
+    /// The file names of [`TestRoot::installed_ko_paths`], sorted.
+    pub fn installed_kos(&self, kernel: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .installed_ko_paths(kernel)
+            .into_iter()
+            .map(|p| p.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every path of the root with its metadata and a content hash, to
+    /// prove that a run changed nothing (compare with [`snapshot_diff`]).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut out = Snapshot::new();
+        snapshot_into(&self.path, &self.path, &mut out);
+        out
+    }
+}
+
+/// Whether a file name is a kernel module (`x.ko`, `x.ko.xz`, `x.ko.zst`, `x.ko.gz`).
+pub fn is_module_file(name: &str) -> bool {
+    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
