@@ -214,7 +214,7 @@ impl Reporter {
             self.emit(line);
         }
         for decision in failed {
-            let text = format!("{}: {}", decision_label(decision), decision.reason);
+            let text = decision_text(decision);
             self.emit_error(&text);
             self.failures.push(Failed {
                 line: text,
@@ -224,7 +224,7 @@ impl Reporter {
             });
         }
         for decision in skipped {
-            let text = format!("{}: {}", decision_label(decision), decision.reason);
+            let text = decision_text(decision);
             let line = self.status_line("SKIPPED", Tone::Skip, None, None, &text);
             self.emit(line);
             self.count_skip(&decision.reason);
@@ -560,10 +560,17 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     }
 }
 
-fn decision_label(decision: &Decision) -> String {
+/// `subject[ for kernel]: reason`, naming the subject once when the reason starts with it (bash
+/// names the dkms.conf it could not read, with the root in front: `/root/usr/src/x/dkms.conf: line 3`).
+fn decision_text(decision: &Decision) -> String {
+    let subject = &decision.subject;
+    let reason = match decision.reason.split_once(": ") {
+        Some((first, rest)) if first.ends_with(subject.as_str()) => rest,
+        _ => decision.reason.as_str(),
+    };
     match &decision.kernel {
-        Some(k) => format!("{} for {k}", decision.subject),
-        None => decision.subject.clone(),
+        Some(k) => format!("{subject} for {k}: {reason}"),
+        None => format!("{subject}: {reason}"),
     }
 }
 
@@ -939,6 +946,30 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
 ==> ERROR: 1 DKMS module failed to build: do not reboot into 6.1.0-56-amd64 until fixed
 ",
             "\n{text}"
+        );
+        assert!(failed);
+    }
+
+    #[test]
+    fn a_reason_that_names_its_subject_names_it_once() {
+        let events = [
+            Event::RunStarted {
+                jobs: 0,
+                concurrency: 2,
+                skipped: vec![],
+                failed: vec![Decision {
+                    subject: "/usr/src/x-1.0/dkms.conf".into(),
+                    kernel: None,
+                    reason: "/srv/root/usr/src/x-1.0/dkms.conf: line 10: syntax error: unexpected end of file"
+                        .into(),
+                }],
+                notes: vec![],
+            },
+        ];
+        let (text, failed) = render(&events);
+        assert_eq!(
+            text,
+            "error: /usr/src/x-1.0/dkms.conf: line 10: syntax error: unexpected end of file\n"
         );
         assert!(failed);
     }
