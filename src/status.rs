@@ -193,7 +193,10 @@ enum Entry {
 
 /// Computes what `dkms status` (of dkms `flavour`) prints for `trees`.
 pub fn report(trees: &Trees, flavour: &Flavour) -> Report {
-    let collator = Collator::from_env();
+    report_sorted_by(trees, flavour, &Collator::from_env())
+}
+
+fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Report {
     let dkms = trees.dkms.to_string_lossy().into_owned();
     let mut errors = Vec::new();
 
@@ -889,4 +892,339 @@ fn parse_confs(out: &[u8], count: usize) -> Vec<Conf> {
         }
     }
     confs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const K1: &str = "6.1.0-55-amd64";
+    const K2: &str = "6.1.0-56-amd64";
+    const OLD: (u32, u32, u32) = (3, 0, 10);
+    const NEW: (u32, u32, u32) = (3, 4, 3);
+
+    /// A synthetic system: the three trees under a temporary root, plus the host files dkms
+    /// reads (os-release, /etc/dkms, /lib/modules) in the same directory.
+    struct Sys {
+        dir: tempfile::TempDir,
+        trees: Trees,
+    }
+
+    impl Sys {
+        fn new() -> Sys {
+            let dir = tempfile::tempdir().unwrap();
+            let trees = Trees::defaults(&dir.path().join("root"));
+            for d in [&trees.source, &trees.dkms, &trees.install] {
+                fs::create_dir_all(d).unwrap();
+            }
+            fs::write(dir.path().join("os-release"), "ID=debian\n").unwrap();
+            Sys { dir, trees }
+        }
+
+        fn flavour(&self, version: (u32, u32, u32)) -> Flavour {
+            Flavour {
+                version,
+                host_modules: self.dir.path().join("host-modules"),
+                etc_dkms: self.dir.path().join("etc-dkms"),
+                os_release: self.dir.path().join("os-release"),
+            }
+        }
+
+        fn status(&self, version: (u32, u32, u32)) -> Vec<String> {
+            report_sorted_by(
+                &self.trees,
+                &self.flavour(version),
+                &Collator { locale: None },
+            )
+            .lines
+        }
+
+        /// usr/src/M-V with a dkms.conf building one module `<M>_mod` (or `conf` as given),
+        /// and the `source` link that `dkms add` makes.
+        fn add(&self, m: &str, v: &str, conf: Option<&str>) {
+            let src = self.trees.source.join(format!("{m}-{v}"));
+            fs::create_dir_all(&src).unwrap();
+            let default = format!(
+                "PACKAGE_NAME=\"{m}\"\nPACKAGE_VERSION=\"{v}\"\nBUILT_MODULE_NAME[0]=\"{}_mod\"\n\
+                 DEST_MODULE_LOCATION[0]=\"/extra\"\nAUTOINSTALL=yes\n",
+                m.replace('-', "_")
+            );
+            fs::write(src.join("dkms.conf"), conf.unwrap_or(&default)).unwrap();
+            let vdir = self.trees.dkms.join(m).join(v);
+            fs::create_dir_all(&vdir).unwrap();
+            symlink(&src, vdir.join("source")).unwrap();
+        }
+
+        fn moddir(&self, m: &str, v: &str, k: &str) -> PathBuf {
+            self.trees
+                .dkms
+                .join(m)
+                .join(v)
+                .join(k)
+                .join("x86_64/module")
+        }
+
+        /// What `dkms build` leaves: M/V/K/x86_64/module/<file>.
+        fn build(&self, m: &str, v: &str, k: &str, files: &[&str]) {
+            let dir = self.moddir(m, v, k);
+            fs::create_dir_all(&dir).unwrap();
+            for f in files {
+                fs::write(dir.join(f), format!("{m} {v} {k} {f}")).unwrap();
+            }
+        }
+
+        /// What `dkms install` leaves: the kernel link and copies under updates/dkms.
+        fn install(&self, m: &str, v: &str, k: &str) {
+            let link = self.trees.dkms.join(m).join(format!("kernel-{k}-x86_64"));
+            let _ = fs::remove_file(&link);
+            symlink(format!("{v}/{k}/x86_64"), link).unwrap();
+            let dest = self.trees.install.join(k).join("updates/dkms");
+            fs::create_dir_all(&dest).unwrap();
+            for e in fs::read_dir(self.moddir(m, v, k)).unwrap().flatten() {
+                fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn states_and_order_follow_dkms_globs() {
+        let s = Sys::new();
+        s.add("foo", "1.0", None);
+        s.add("foo", "10.0", None);
+        s.add("foo", "2.0", None);
+        s.add("foo-bar", "1", None);
+        s.add("fo", "1", None);
+        s.build("foo", "1.0", K2, &["foo_mod.ko"]);
+        s.build("foo", "1.0", K1, &["foo_mod.ko"]);
+        s.install("foo", "1.0", K1);
+        s.build("foo", "10.0", K2, &["foo_mod.ko"]);
+        s.build("foo-bar", "1", K1, &["foo_bar_mod.ko"]);
+        s.install("foo-bar", "1", K1);
+        // Not kernels: dkms's glob wants digits then a dot.
+        fs::create_dir_all(s.trees.dkms.join("foo/2.0/build")).unwrap();
+        fs::create_dir_all(s.trees.dkms.join("foo/2.0/x1.0/x86_64/module")).unwrap();
+        let want = [
+            "fo/1: added".to_string(),
+            format!("foo-bar/1, {K1}, x86_64: installed"),
+            format!("foo/1.0, {K1}, x86_64: installed"),
+            format!("foo/1.0, {K2}, x86_64: built"),
+            format!("foo/10.0, {K2}, x86_64: built"),
+            "foo/2.0: added".to_string(),
+        ];
+        assert_eq!(s.status(OLD), want);
+        assert_eq!(s.status(NEW), want);
+    }
+
+    #[test]
+    fn empty_or_missing_tree_prints_nothing() {
+        let s = Sys::new();
+        assert!(s.status(OLD).is_empty());
+        fs::remove_dir_all(&s.trees.dkms).unwrap();
+        assert!(s.status(NEW).is_empty());
+    }
+
+    #[test]
+    fn install_link_to_another_version_means_built() {
+        let s = Sys::new();
+        s.add("foo", "1.0", None);
+        s.add("foo", "2.0", None);
+        s.build("foo", "1.0", K1, &["foo_mod.ko"]);
+        s.build("foo", "2.0", K1, &["foo_mod.ko"]);
+        s.install("foo", "2.0", K1);
+        assert_eq!(
+            s.status(OLD),
+            [
+                format!("foo/1.0, {K1}, x86_64: built"),
+                format!("foo/2.0, {K1}, x86_64: installed"),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_built_module_depends_on_the_version() {
+        let s = Sys::new();
+        let conf = "PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=a\n\
+                    BUILT_MODULE_NAME[1]=b\nDEST_MODULE_LOCATION[0]=/extra\n\
+                    DEST_MODULE_LOCATION[1]=/extra\n";
+        s.add("foo", "1", Some(conf));
+        s.build("foo", "1", K1, &["a.ko"]);
+        // 3.0.10: not every module is there, so not built at all.
+        assert_eq!(s.status(OLD), ["foo/1: added"]);
+        // 3.1.8+: built, with a warning.
+        assert_eq!(
+            s.status(NEW),
+            [format!(
+                "foo/1, {K1}, x86_64: built (Built modules are missing in the kernel modules folder)"
+            )]
+        );
+    }
+
+    #[test]
+    fn differing_or_missing_installed_copy_warns() {
+        let s = Sys::new();
+        let conf = "PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=a\n\
+                    BUILT_MODULE_NAME[1]=b\nDEST_MODULE_LOCATION[0]=/extra\n\
+                    DEST_MODULE_LOCATION[1]=/extra\n";
+        s.add("foo", "1", Some(conf));
+        s.build("foo", "1", K1, &["a.ko", "b.ko"]);
+        s.install("foo", "1", K1);
+        let line = format!("foo/1, {K1}, x86_64: installed");
+        assert_eq!(s.status(OLD), [line.clone()]);
+        let dest = s.trees.install.join(K1).join("updates/dkms");
+        fs::write(dest.join("a.ko"), "foo 1 other a.ko").unwrap(); // same size, other bytes
+        fs::remove_file(dest.join("b.ko")).unwrap();
+        let old = " (WARNING! Diff between built and installed module!)";
+        assert_eq!(s.status(OLD), [format!("{line}{old}{old}")]);
+        // 3.1.3+ stops at the first difference.
+        assert_eq!(
+            s.status(NEW),
+            [format!(
+                "{line} (Differences between built and installed modules)"
+            )]
+        );
+    }
+
+    #[test]
+    fn saved_original_module_is_reported() {
+        let s = Sys::new();
+        s.add("foo", "1", None);
+        s.build("foo", "1", K1, &["foo_mod.ko"]);
+        s.install("foo", "1", K1);
+        fs::create_dir_all(
+            s.trees
+                .dkms
+                .join("foo/original_module")
+                .join(K1)
+                .join("x86_64"),
+        )
+        .unwrap();
+        let line = format!("foo/1, {K1}, x86_64: installed");
+        assert_eq!(s.status(OLD), [format!("{line} (original_module exists)")]);
+        assert_eq!(s.status(NEW), [format!("{line} (Original modules exist)")]);
+    }
+
+    #[test]
+    fn dangling_source_is_added_then_broken() {
+        let s = Sys::new();
+        s.add("foo", "1", None);
+        fs::remove_dir_all(s.trees.source.join("foo-1")).unwrap();
+        assert_eq!(s.status(OLD), ["foo/1: added"]);
+        let r = report_sorted_by(&s.trees, &s.flavour(NEW), &Collator { locale: None });
+        assert_eq!(r.lines, ["foo/1: broken"]);
+        assert_eq!(r.errors.len(), 1);
+    }
+
+    #[test]
+    fn rejected_dkms_conf_ends_the_old_listing() {
+        let s = Sys::new();
+        s.add("a", "1", None);
+        s.add(
+            "b",
+            "1",
+            Some("PACKAGE_NAME=b\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=b\n"),
+        );
+        s.add("c", "1", None);
+        s.build("a", "1", K1, &["a_mod.ko"]);
+        s.build("b", "1", K1, &["b.ko"]);
+        s.build("c", "1", K1, &["c_mod.ko"]);
+        let r = report_sorted_by(&s.trees, &s.flavour(OLD), &Collator { locale: None });
+        assert_eq!(r.lines, [format!("a/1, {K1}, x86_64: built")]);
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(
+            s.status(NEW),
+            [
+                format!("a/1, {K1}, x86_64: built"),
+                format!("b/1, {K1}, x86_64: built"),
+                format!("c/1, {K1}, x86_64: built"),
+            ]
+        );
+    }
+
+    #[test]
+    fn dkms_conf_is_evaluated_per_kernel() {
+        let s = Sys::new();
+        // The module's name depends on the kernel, as real dkms.conf files may do.
+        let conf = "PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/extra\n\
+                    if [[ $kernelver == *-55-* ]]; then BUILT_MODULE_NAME[0]=old; \
+                    else BUILT_MODULE_NAME[0]=new; fi\nexec >&2; echo noise\n";
+        s.add("foo", "1", Some(conf));
+        s.build("foo", "1", K1, &["old.ko"]);
+        s.build("foo", "1", K2, &["old.ko"]);
+        assert_eq!(s.status(OLD), [format!("foo/1, {K1}, x86_64: built")]);
+    }
+
+    #[test]
+    fn compressed_modules_need_the_kernels_suffix() {
+        let s = Sys::new();
+        s.add("foo", "1", None);
+        s.build("foo", "1", K1, &["foo_mod.ko.zst"]);
+        // No kernel uses zstd: the file is not found, so not built (3.0.10).
+        assert_eq!(s.status(OLD), ["foo/1: added"]);
+        // 3.0.10 reads /lib/modules/K/modules.dep; 3.1.3+ looks for *.ko.zst in the kernel.
+        let host = s.dir.path().join("host-modules").join(K1);
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("modules.dep"), "kernel/x.ko.zst:\n").unwrap();
+        assert_eq!(s.status(OLD), [format!("foo/1, {K1}, x86_64: built")]);
+        fs::create_dir_all(s.trees.install.join(K1).join("kernel")).unwrap();
+        fs::write(s.trees.install.join(K1).join("kernel/x.ko.zst"), "").unwrap();
+        s.install("foo", "1", K1);
+        assert_eq!(s.status(NEW), [format!("foo/1, {K1}, x86_64: installed")]);
+    }
+
+    #[test]
+    fn installed_copy_is_looked_for_where_the_distribution_puts_it() {
+        let s = Sys::new();
+        s.add("foo", "1", None); // DEST_MODULE_LOCATION /extra, Debian puts it in updates/dkms
+        s.build("foo", "1", K1, &["foo_mod.ko"]);
+        s.install("foo", "1", K1);
+        assert_eq!(s.status(OLD), [format!("foo/1, {K1}, x86_64: installed")]);
+        // Elsewhere (no os-release match), dkms uses /extra, where there is no copy.
+        fs::write(s.dir.path().join("os-release"), "ID=gentoo\n").unwrap();
+        assert_eq!(
+            s.status(OLD),
+            [format!(
+                "foo/1, {K1}, x86_64: installed (WARNING! Diff between built and installed module!)"
+            )]
+        );
+    }
+
+    #[test]
+    fn version_is_read_from_the_script_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("dkms");
+        fs::write(
+            &script,
+            "#!/bin/bash\n--version)\n    echo $\"dkms-3.0.10\"\n",
+        )
+        .unwrap();
+        assert_eq!(script_version(&script), Some((3, 0, 10)));
+        fs::write(
+            &script,
+            "echo \"DKMS (dkms-3.4.3) make.log\"\necho \"dkms-3.4.3\"\n",
+        )
+        .unwrap();
+        assert_eq!(script_version(&script), Some((3, 4, 3)));
+        fs::write(&script, "no version here").unwrap();
+        assert_eq!(script_version(&script), None);
+    }
+
+    #[test]
+    fn same_contents_compares_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        fs::write(&a, &big).unwrap();
+        fs::write(&b, &big).unwrap();
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        fs::write(&c, &other).unwrap();
+        assert!(same_contents(&a, &b));
+        assert!(!same_contents(&a, &c));
+        assert!(!same_contents(&a, &dir.path().join("missing")));
+    }
 }
