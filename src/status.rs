@@ -1070,7 +1070,7 @@ mod tests {
         s.build("foo", "1", K1, &["a.ko", "b.ko"]);
         s.install("foo", "1", K1);
         let line = format!("foo/1, {K1}, x86_64: installed");
-        assert_eq!(s.status(OLD), [line.clone()]);
+        assert_eq!(s.status(OLD), std::slice::from_ref(&line));
         let dest = s.trees.install.join(K1).join("updates/dkms");
         fs::write(dest.join("a.ko"), "foo 1 other a.ko").unwrap(); // same size, other bytes
         fs::remove_file(dest.join("b.ko")).unwrap();
