@@ -172,9 +172,10 @@ impl Reporter {
                     let message = message
                         .strip_prefix(&format!("{label}: "))
                         .unwrap_or(message);
-                    let line = self.status_line("FAILED", Tone::Bad, Some(*elapsed), None, &label);
-                    self.emit(line);
-                    self.failure_block(&label, message, &[], &[], None);
+                    let mut lines =
+                        vec![self.status_line("FAILED", Tone::Bad, Some(*elapsed), None, &label)];
+                    lines.extend(self.failure_lines(&label, message, &[], &[], None));
+                    self.emit_all(lines);
                     self.failures.push(Failed {
                         line: format!("{label}: {}", first_line(message)),
                         stops: Stops::Depmod,
@@ -215,7 +216,8 @@ impl Reporter {
         }
         for decision in failed {
             let text = decision_text(decision);
-            self.emit_error(&text);
+            let line = self.error_line(&text);
+            self.emit(line);
             self.failures.push(Failed {
                 line: text,
                 stops: Stops::Build,
@@ -279,9 +281,6 @@ impl Reporter {
                 self.count_skip(reason);
             }
             JobResult::Failed(failure) => {
-                let line =
-                    self.status_line("FAILED", Tone::Bad, Some(elapsed), Some(counter), &label);
-                self.emit(line);
                 let Failure {
                     what,
                     errors,
@@ -289,7 +288,16 @@ impl Reporter {
                     log,
                     ..
                 } = failure;
-                self.failure_block(&label, what, errors, output, log.as_deref());
+                // One write for the whole block, so a progress bar is not redrawn inside it.
+                let mut lines = vec![self.status_line(
+                    "FAILED",
+                    Tone::Bad,
+                    Some(elapsed),
+                    Some(counter),
+                    &label,
+                )];
+                lines.extend(self.failure_lines(&label, what, errors, output, log.as_deref()));
+                self.emit_all(lines);
                 self.failures.push(Failed {
                     line: format!("{label}: {}", first_line(what)),
                     stops: match job.action {
@@ -305,42 +313,40 @@ impl Reporter {
 
     /// A failure in full, right after its FAILED line: `error: label: what`, then the compiler's own
     /// error lines (or the tail of dkms's output when there are none), then where the full log is.
-    fn failure_block(
-        &mut self,
+    fn failure_lines(
+        &self,
         label: &str,
         what: &str,
         errors: &[String],
         output: &[String],
         log: Option<&std::path::Path>,
-    ) {
+    ) -> Vec<String> {
         let mut what_lines = what.lines();
-        self.emit_error(&format!("{label}: {}", what_lines.next().unwrap_or("")));
-        for rest in what_lines {
-            self.emit(indent(rest));
-        }
+        let mut lines =
+            vec![self.error_line(&format!("{label}: {}", what_lines.next().unwrap_or("")))];
+        lines.extend(what_lines.map(indent));
         if !errors.is_empty() {
-            for line in errors {
-                self.emit(indent(line));
-            }
+            lines.extend(errors.iter().map(|l| indent(l)));
         } else if !output.is_empty() {
-            self.emit(indent("dkms's output ended with:"));
-            for line in output {
-                self.emit(indent(&indent(line)));
-            }
+            lines.push(indent("dkms's output ended with:"));
+            lines.extend(output.iter().map(|l| indent(&indent(l))));
         }
         if let Some(log) = log {
-            self.emit(indent(&format!("full log: {}", log.display())));
+            lines.push(indent(&format!("full log: {}", log.display())));
         }
+        lines
     }
 
     fn run_finished(&mut self, elapsed: Duration) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let lines: Vec<String> = self.failures.iter().map(|f| f.line.clone()).collect();
-        for line in &lines {
-            self.emit_error(line);
-        }
+        let lines: Vec<String> = self
+            .failures
+            .iter()
+            .map(|f| self.error_line(&f.line))
+            .collect();
+        self.emit_all(lines);
 
         let mut parts = Vec::new();
         if self.built > 0 {
@@ -487,9 +493,8 @@ impl Reporter {
         )
     }
 
-    fn emit_error(&mut self, text: &str) {
-        let line = format!("{} {text}", self.paint("error:", Tone::Bad, true));
-        self.emit(line);
+    fn error_line(&self, text: &str) -> String {
+        format!("{} {text}", self.paint("error:", Tone::Bad, true))
     }
 
     fn paint(&self, text: &str, tone: Tone, bold: bool) -> String {
@@ -508,12 +513,21 @@ impl Reporter {
         style.apply_to(text).to_string()
     }
 
-    /// Writes one line, clearing the progress bar around it. A write error is ignored: there is
-    /// nowhere left to report it, and the exit status still tells what happened.
     fn emit(&mut self, line: String) {
+        self.emit_all(vec![line]);
+    }
+
+    /// Writes lines, clearing the progress bar around them. A write error is ignored: there is
+    /// nowhere left to report it, and the exit status still tells what happened.
+    fn emit_all(&mut self, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
         let out = &mut self.out;
         let mut write = move || {
-            let _ = writeln!(out, "{line}");
+            for line in &lines {
+                let _ = writeln!(out, "{line}");
+            }
             let _ = out.flush();
         };
         match &self.bar {
