@@ -238,9 +238,17 @@ fn build(job: &Job, cfg: &RunConfig, make_jobs: usize) -> JobResult {
         code => {
             let make_log =
                 fs::read_to_string(trees.dkms.join(m).join(v).join("build/make.log")).ok();
+            // The compiler's own errors; failing that, the end of make.log says more than dkms.
             let errors = make_log
                 .as_deref()
-                .map(|l| crate::makelog::error_lines(l, 40))
+                .map(|l| {
+                    let e = crate::makelog::error_lines(l, 40);
+                    if e.is_empty() {
+                        crate::makelog::tail(l, 15)
+                    } else {
+                        e
+                    }
+                })
                 .unwrap_or_default();
             let log = keep_log(trees, job, &out.output, make_log.as_deref());
             failed(dkms::exit_words(code), code, errors, log, &out.output)
