@@ -975,12 +975,7 @@ mod tests {
         }
         fn installed(mut self, name: &str, version: &str, kernels: &[&str]) -> Sys {
             let src = self.inv.trees.source.join(format!("{name}-{version}"));
-            let m = self
-                .inv
-                .tree
-                .modules
-                .entry(name.into())
-                .or_default();
+            let m = self.inv.tree.modules.entry(name.into()).or_default();
             let v = m
                 .versions
                 .entry(version.into())
