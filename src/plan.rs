@@ -90,6 +90,9 @@ pub fn plan(req: &Request, inv: &Inventory) -> Plan {
     p.out
         .skipped
         .sort_by(|a, b| (&a.subject, &a.kernel).cmp(&(&b.subject, &b.kernel)));
+    // A kernel without headers can be noted by several rules: say it once.
+    let mut seen = BTreeSet::new();
+    p.out.notes.retain(|n| seen.insert(n.clone()));
     p.out
 }
 
