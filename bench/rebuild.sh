@@ -1,0 +1,212 @@
+#!/bin/bash
+# Benchmark: a rebuild of real DKMS modules for two kernels, the stock way
+# against dkms-hook, side by side in one run.
+#
+#   (a) stock: `dkms add` each module, one `dkms install --no-depmod` per
+#       module x kernel, one at a time, then depmod per kernel (bench/stock.sh,
+#       what Arch's own dkms hook does);
+#   (b) dkms-hook: `dkms-hook --root R` (no command: bring every kernel up to
+#       date), which runs the same dkms calls in parallel.
+#
+# Each run starts from a fresh copy of one template root: the module sources
+# (real Debian `-dkms` sources, extracted by tests/setup.sh), two kernels whose
+# `build` links to the machine's real headers (the two newest
+# /usr/src/linux-headers-6.1.0-*-amd64) and an empty dkms tree. The variants
+# alternate (a b, b a, ...), and the medians are reported: both walls, the
+# stock run's CPU time (user+sys of every child), and dkms-hook's wall divided
+# by (stock CPU / cores): 1.0 means dkms-hook kept every core busy with the
+# work the stock way does one call at a time. Goal: at most 1.15. Every run
+# must end with every module installed for every kernel, and `dkms status` of
+# the two variants must be the same.
+#
+# The whole run happens in a private mount namespace: tmpfs over the roots
+# and over /var/lib/dkms (dkms 3.0.10 keeps its signing key there whatever
+# trees it is given), an overlay over /lib/modules; the machine is left as it
+# was. Logs of every run are kept in a directory printed at the end.
+#
+# Usage (as root, after `cargo build --release` and `tests/setup.sh`):
+#   bench/rebuild.sh [-n RUNS] [MODULE...]
+#     -n RUNS   runs of each variant (default 3)
+#     MODULE    source directory prefixes under tests/.cache/sources/usr/src
+#               (default: all seven that tests/setup.sh extracts)
+#   DKMS_HOOK=PATH      the binary (default target/release/dkms-hook)
+#   DKMS_HOOK_ARGS=...  extra arguments for dkms-hook, e.g. "-j 3"
+set -euo pipefail
+export LC_ALL=C
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+sources=$repo/tests/.cache/sources/usr/src
+bin=${DKMS_HOOK:-$repo/target/release/dkms-hook}
+
+die() {
+    echo "bench/rebuild.sh: $*" >&2
+    exit 2
+}
+
+# Outside the namespace: check, make the scratch and log directories, and run
+# this script again inside a private mount namespace.
+if [[ ${1:-} != --in-namespace ]]; then
+    ((EUID == 0)) || die "must run as root (dkms installs modules; everything stays in a sandbox)"
+    command -v dkms >/dev/null || die "dkms not found: run tests/setup.sh as root"
+    [[ -x $bin ]] || die "$bin: not found: run cargo build --release first"
+    [[ -d $sources ]] || die "$sources: not found: run tests/setup.sh as root first"
+    scratch=$(mktemp -d /tmp/dkms-hook-rebuild.XXXXXX)
+    logs=$(mktemp -d /tmp/dkms-hook-rebuild-logs.XXXXXX)
+    trap 'rmdir "$scratch"' EXIT
+    status=0
+    unshare -m --propagation private bash "${BASH_SOURCE[0]}" --in-namespace "$scratch" "$logs" "$@" ||
+        status=$?
+    exit "$status"
+fi
+scratch=$2 logs=$3
+shift 3
+
+runs=3
+while getopts n: opt; do
+    case $opt in
+    n) runs=$OPTARG ;;
+    *) die "usage: bench/rebuild.sh [-n RUNS] [MODULE...]" ;;
+    esac
+done
+shift $((OPTIND - 1))
+[[ $runs =~ ^[1-9][0-9]*$ ]] || die "-n $runs: not a positive number"
+wanted=("$@")
+((${#wanted[@]})) || wanted=(acpi-call v4l2loopback vpoll gost-crypto tp_smapi dm-writeboost ddcci)
+
+# The sandbox. Mounts vanish with the namespace.
+mount -t tmpfs tmpfs "$scratch"
+mkdir -p /var/lib/dkms "$scratch/upper" "$scratch/work" "$scratch/roots"
+for dir in /var/lib/dkms /var/lib/shim-signed; do
+    [[ -d $dir ]] && mount -t tmpfs -o mode=0755 tmpfs "$dir"
+done
+# dkms 3.0.10 runs depmod on /lib/modules unless --no-depmod: catch any write.
+modules_dir=$(readlink -f /lib/modules)
+if [[ -d $modules_dir ]]; then
+    mount -t overlay overlay \
+        -o "lowerdir=$modules_dir,upperdir=$scratch/upper,workdir=$scratch/work" "$modules_dir"
+fi
+# The signing key dkms would make on its first build: made once here, so
+# neither variant pays for it.
+if command -v openssl >/dev/null; then
+    openssl req -new -x509 -nodes -days 36500 -subj "/CN=DKMS module signing key" \
+        -newkey rsa:2048 -keyout /var/lib/dkms/mok.key \
+        -outform DER -out /var/lib/dkms/mok.pub >/dev/null 2>&1
+fi
+
+# The two newest kernels with Debian headers.
+mapfile -t kernels < <(compgen -G '/usr/src/linux-headers-6.1.0-*-amd64' |
+    sed 's|^/usr/src/linux-headers-||' | sort -V | tail -n 2)
+((${#kernels[@]} == 2)) || die "need the headers of two kernels in /usr/src/linux-headers-6.1.0-*-amd64"
+
+# The template root.
+template=$scratch/template
+mkdir -p "$template/usr/src" "$template/var/lib/dkms"
+picked=()
+for w in "${wanted[@]}"; do
+    dir=$(compgen -G "$sources/$w-[0-9]*" | sort -V | tail -n 1 || true)
+    [[ $dir && -f $dir/dkms.conf ]] || die "$sources/$w-*: no such module source"
+    cp -a "$dir" "$template/usr/src/"
+    picked+=("${dir##*/}")
+done
+for k in "${kernels[@]}"; do
+    mkdir -p "$template/usr/lib/modules/$k"
+    ln -s "/usr/src/linux-headers-$k" "$template/usr/lib/modules/$k/build"
+    : >"$template/usr/lib/modules/$k/modules.order"
+done
+cores=$(nproc)
+
+# Warm the page cache with the headers, so the first run is not the only one
+# that reads them from disk.
+for k in "${kernels[@]}"; do
+    find "/usr/src/linux-headers-$k/" "/usr/src/linux-headers-${k%-amd64}-common/" -type f -print0 \
+        2>/dev/null | xargs -0 cat >/dev/null 2>&1 || true
+done
+
+# `dkms status` of a root, as the referee.
+dkms_status() {
+    local r=$1
+    dkms status --sourcetree "$r/usr/src" --dkmstree "$r/var/lib/dkms" \
+        --installtree "$r/usr/lib/modules" 2>&1 | sort
+}
+
+# Runs one variant on a fresh root; appends "VARIANT WALL CPU" to $results.
+results=$logs/results
+: >"$results"
+reference=
+one_run() {
+    local variant=$1 i=$2 r t status=0 wall user sys
+    r=$scratch/roots/$variant-$i
+    cp -a "$template" "$r"
+    TIMEFORMAT='%R %U %S'
+    case $variant in
+    stock) t=$({ time bash "$repo/bench/stock.sh" "$r" >"$logs/$variant-$i.log" 2>&1; } 2>&1) || status=$? ;;
+    # shellcheck disable=SC2086 # DKMS_HOOK_ARGS is a list of words
+    dkms-hook) t=$({ time "$bin" --root "$r" ${DKMS_HOOK_ARGS:-} >"$logs/$variant-$i.log" 2>&1; } 2>&1) ||
+        status=$? ;;
+    esac
+    if ((status)); then
+        echo "bench/rebuild.sh: $variant, run $i: exit $status; its output:" >&2
+        cat "$logs/$variant-$i.log" >&2
+        exit 1
+    fi
+    read -r wall user sys <<<"$t"
+    # Every module installed for every kernel, and the same status for both.
+    dkms_status "$r" >"$logs/$variant-$i.status"
+    local expected=$((${#picked[@]} * ${#kernels[@]}))
+    local installed
+    installed=$(grep -c ': installed$' "$logs/$variant-$i.status" || true)
+    if ((installed != expected)) || [[ $(wc -l <"$logs/$variant-$i.status") -ne $expected ]]; then
+        echo "bench/rebuild.sh: $variant, run $i: $installed of $expected pairs installed; dkms status:" >&2
+        cat "$logs/$variant-$i.status" >&2
+        exit 1
+    fi
+    if [[ -z $reference ]]; then
+        reference=$logs/$variant-$i.status
+    elif ! cmp -s "$reference" "$logs/$variant-$i.status"; then
+        echo "bench/rebuild.sh: $variant, run $i: dkms status differs from ${reference##*/}:" >&2
+        diff "$reference" "$logs/$variant-$i.status" >&2 || true
+        exit 1
+    fi
+    rm -rf "$r"
+    printf '%-9s %3d %8.2f %8.2f\n' "$variant" "$i" "$wall" \
+        "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" | tee -a "$results"
+}
+
+# The median of the numbers on stdin.
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# The median of column COL of VARIANT's results.
+col() {
+    awk -v v="$1" -v c="$2" '$1 == v { print $c }' "$results" | median
+}
+
+echo "machine:  $cores CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //'), $(. /etc/os-release && echo "$PRETTY_NAME")"
+echo "dkms:     $(dkms --version 2>&1 | head -n 1)"
+echo "kernels:  ${kernels[*]}"
+echo "modules:  ${picked[*]} (${#picked[@]} x ${#kernels[@]} kernels)"
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (before)"
+echo
+printf '%-9s %3s %8s %8s\n' variant run wall cpu
+for ((i = 1; i <= runs; i++)); do
+    if ((i % 2)); then order=(stock dkms-hook); else order=(dkms-hook stock); fi
+    for variant in "${order[@]}"; do one_run "$variant" "$i"; done
+done
+echo
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (after)"
+echo
+
+stock_wall=$(col stock 3) stock_cpu=$(col stock 4)
+hook_wall=$(col dkms-hook 3) hook_cpu=$(col dkms-hook 4)
+awk -v sw="$stock_wall" -v sc="$stock_cpu" -v hw="$hook_wall" -v hc="$hook_cpu" -v n="$cores" -v runs="$runs" '
+BEGIN {
+    ideal = sc / n
+    printf "medians of %d runs        wall       cpu\n", runs
+    printf "  stock (serial)     %8.2fs %8.2fs\n", sw, sc
+    printf "  dkms-hook          %8.2fs %8.2fs\n", hw, hc
+    printf "  stock cpu / %d cores  %6.2fs\n", n, ideal
+    printf "  speed-up (stock wall / dkms-hook wall)       %5.2fx\n", sw / hw
+    printf "  dkms-hook wall / (stock cpu / cores)         %5.2f  (goal <= 1.15: %s)\n", hw / ideal, (hw / ideal <= 1.15 ? "met" : "NOT met")
+}'
+echo
+echo "logs:     $logs (per-call times of the stock way in stock-N.log, dkms-hook's output in dkms-hook-N.log)"
