@@ -57,7 +57,7 @@ installed() {
 installed_headers() {
     local p
     for p in $(installed 'linux-headers-6.1.0-*-amd64' | grep -E "$headers_re" || true); do
-        [[ -f /usr/src/${p}/Makefile ]] && echo "$p"
+        if [[ -f /usr/src/${p}/Makefile ]]; then echo "$p"; fi
     done
 }
 
