@@ -725,10 +725,14 @@ excluded() { # $1 index: 1 when BUILD_EXCLUSIVE_* rules this module out for this
     done
     return 1
 }
-n=0
-while (($# >= 6)); do
-    conf=$1 module=$2 module_version=$3 kernelver=$4 arch=$5 kernel_source_dir=$6; shift 6
-    printf '\001%d\0' "$n"; n=$((n + 1))
+# The arguments move to an array: `.` and `shift` copy every positional parameter, which
+# would make the loop quadratic.
+args=("$@")
+set --
+for ((n = 0; n * 6 + 5 < ${#args[@]}; n++)); do
+    conf=${args[n * 6]} module=${args[n * 6 + 1]} module_version=${args[n * 6 + 2]}
+    kernelver=${args[n * 6 + 3]} arch=${args[n * 6 + 4]} kernel_source_dir=${args[n * 6 + 5]}
+    printf '\001%d\0' "$n"
     (
         kernel_config=$kernel_source_dir/.config
         [[ $flags = *P* && -e $kernel_source_dir/include/config/auto.conf ]] &&
