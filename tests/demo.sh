@@ -1,0 +1,44 @@
+#!/bin/bash
+# Shows what a pacman user sees with dkms-hook: in a throwaway sandbox (a private mount namespace
+# with overlays over /usr, /etc and /var; nothing reaches this machine), a real pacman installs
+# dkms-hook (built by makepkg from this checkout), one kernel, and then in one transaction a
+# second kernel with its headers and two real -dkms modules. pacman's own output is printed as
+# it comes, then `dkms status` and the installed module files.
+#
+#   sudo tests/demo.sh            # the transaction above
+#   sudo tests/demo.sh --broken   # the same with a module that fails to build
+#
+# Needs root and what tests/setup.sh installs (it is run first). Takes a minute or two the first
+# time (makepkg builds the packages), seconds after.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+broken=
+[[ ${1:-} == --broken ]] && broken=1
+
+if [[ -z ${DKMSHOOK_IN_SANDBOX:-} ]]; then
+  ((EUID == 0)) || { echo "tests/demo.sh: must run as root" >&2; exit 2; }
+  bash "$repo/tests/setup.sh"
+  echo "==> building the packages with makepkg (once)"
+  bash "$repo/tests/pacman/build-packages.sh" "$repo/tests/.cache/pacman-pkgs"
+  export DKMSHOOK_PKGS=$repo/tests/.cache/pacman-pkgs
+fi
+# Enters the sandbox (re-running this script there), then sets it up.
+source "$repo/tests/pacman/lib.sh"
+
+show() {
+  printf '\n\033[1m# %s\033[0m\n' "$*"
+  "$@" 2>&1 || true
+}
+
+echo "==> preparing the sandbox: dkms-hook and kernel $K1"
+install_base >/dev/null
+pacman_run -U $(kernel_pkgs "$K1") >/dev/null
+
+extra=()
+[[ $broken ]] && extra=("$(pkg dkmshook-broken-dkms)")
+show pacman --noconfirm -U $(kernel_pkgs "$K2") "$(pkg acpi-call-dkms)" "$(pkg vpoll-dkms)" \
+  "${extra[@]}"
+show dkms status
+show dkms-hook status
+show find /usr/lib/modules -path '*/updates/*' -name '*.ko*'

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Scenario 3: removing a kernel (kernel and headers packages) removes its DKMS modules before its
+# files go: nothing is left under its /usr/lib/modules directory (kmod's hook stand-in removes
+# depmod's files, as on Arch) nor in the dkms tree, and the other kernel keeps its modules.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+install_base
+pacman_run -U $(kernel_pkgs "$K1") $(kernel_pkgs "$K2")
+pacman_run -U "$(pkg acpi-call-dkms)" "$(pkg dkmshook-plain-dkms 1.0-1)"
+acpi=$(module_version acpi-call-dkms)
+expect_installed acpi-call "$acpi" "$K2"
+expect_installed dkmshook-plain 1.0 "$K2"
+
+pacman_run -R "linux-test-$K2" "linux-test-$K2-headers"
+expect_output 'Removing DKMS modules'
+expect_no_output '^error:'
+expect_not_installed acpi-call "$K2"
+expect_not_installed dkmshook-plain "$K2"
+if [[ -e /usr/lib/modules/$K2 ]]; then
+  find "/usr/lib/modules/$K2" >&2
+  fail "/usr/lib/modules/$K2 is left"
+fi
+left=$(find /var/lib/dkms -mindepth 3 -maxdepth 3 -name "$K2" -o -name "kernel-$K2-*")
+[[ -z $left ]] || fail "left in the dkms tree: $left"
+expect_installed acpi-call "$acpi" "$K1"
+expect_installed dkmshook-plain 1.0 "$K1"
+expect_stock_hooks_silent
+done_ok

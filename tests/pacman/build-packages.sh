@@ -1,0 +1,112 @@
+#!/bin/bash
+# Builds every package the pacman end-to-end tests install, with makepkg as an unprivileged user,
+# into one directory (first argument; default tests/.cache/pacman-pkgs): dkms-hook itself, made
+# by `makepkg` from this checkout's PKGBUILD as a user would, and the test packages from
+# tests/pacman/pkgs (stand-ins for the host's dkms, kmod and mkinitcpio, a kernel and a headers
+# package per installed Debian kernel, `-dkms` packages of real and fixture module sources).
+#
+# The test packages are rebuilt only when their inputs changed (a stamp of their PKGBUILDs, the
+# sources and the kernels); dkms-hook always is (cargo makes that quick when nothing changed).
+# Prints the kernels it packaged, one per line, to the file `kernels` in that directory.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out=${1:-$repo/tests/.cache/pacman-pkgs}
+sources=${DKMSHOOK_SOURCES:-$repo/tests/.cache/sources/usr/src}
+pkgs=$repo/tests/pacman/pkgs
+fixtures=$repo/tests/fixtures
+
+die() {
+  echo "build-packages.sh: $*" >&2
+  exit 1
+}
+
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9
+
+# makepkg refuses root. As root, run it as uid 1000 in a user namespace: that user still owns
+# root's files there, so it reaches the Rust toolchain and cargo's caches in root's home.
+as_user() {
+  if ((EUID == 0)); then
+    unshare -U --map-user=1000 --map-group=1000 -- "$@"
+  else
+    "$@"
+  fi
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# makepkg in the directory of a PKGBUILD, with everything it writes outside that directory.
+# -d: the dependencies (dkms, cargo, ...) are the Debian host's, not pacman packages.
+makepkg_in() {
+  local dir=$1
+  shift
+  local log=$work/makepkg.log
+  if ! (cd "$dir" && as_user env BUILDDIR="$work/build" PKGDEST="$out" SRCDEST="$work/src" \
+    LOGDEST="$work" PKGEXT=.pkg.tar.zst makepkg -d -f --noconfirm "$@") >"$log" 2>&1; then
+    cat "$log" >&2
+    die "makepkg failed in $dir"
+  fi
+}
+
+# The kernels: every Debian headers tree for a flavoured kernel (the -common trees are parts).
+kernels=()
+for d in /usr/src/linux-headers-*; do
+  [[ -f $d/Makefile && $d != *-common ]] && kernels+=("${d#/usr/src/linux-headers-}")
+done
+mapfile -t kernels < <(printf '%s\n' "${kernels[@]}" | sort -V)
+((${#kernels[@]} >= 2)) || die "need the headers of two kernels under /usr/src (run tests/setup.sh)"
+kernels=("${kernels[@]: -2}")
+
+# -dkms packages: package name, source directory, version[, pkgrel, stamp].
+modules=()
+real_module() { # NAME: the newest source of NAME from tests/setup.sh's cache
+  local dir
+  dir=$(compgen -G "$sources/$1-[0-9]*" | sort -V | tail -n 1) ||
+    die "no $1 sources under $sources (run tests/setup.sh)"
+  modules+=("$1|$dir|${dir##*/"$1"-}||")
+}
+real_module acpi-call
+real_module vpoll
+real_module v4l2loopback
+modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.0|1|plain 1.0-1")
+modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.1|1|plain 1.1-1")
+modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.1|2|plain 1.1-2")
+for m in broken exporter importer; do
+  modules+=("dkmshook-$m|$fixtures/dkmshook-$m-1.0|1.0||")
+done
+
+stamp=$(
+  {
+    printf '%s\n' "${kernels[@]}" "${modules[@]}"
+    find "$pkgs" "$fixtures" -type f -print0 | sort -z |
+      xargs -0 sha256sum
+    for m in "${modules[@]}"; do
+      IFS='|' read -r _ dir _ <<<"$m"
+      find "$dir" -type f -print0 | sort -z | xargs -0 sha256sum
+    done
+  } | sha256sum
+)
+if [[ $(cat "$out/.stamp" 2>/dev/null) != "$stamp" ]]; then
+  rm -f "$out"/*.pkg.tar.zst "$out/.stamp"
+  for p in host-system dkms kmod mkinitcpio dummy; do
+    makepkg_in "$pkgs/$p"
+  done
+  for k in "${kernels[@]}"; do
+    _KVER=$k makepkg_in "$pkgs/linux"
+    _KVER=$k makepkg_in "$pkgs/linux-headers"
+  done
+  for m in "${modules[@]}"; do
+    IFS='|' read -r name dir ver rel stamp_text <<<"$m"
+    _NAME=$name _SRC=$dir _VER=$ver _REL=${rel:-1} _STAMP=$stamp_text makepkg_in "$pkgs/module-dkms"
+  done
+  echo "$stamp" >"$out/.stamp"
+fi
+printf '%s\n' "${kernels[@]}" >"$out/kernels"
+
+# dkms-hook from the checkout. --nocheck: the test suite running this already runs those tests.
+# CARGO_TARGET_DIR: the checkout's own target directory, so an unchanged tree builds in seconds.
+rm -f "$out"/dkms-hook-*.pkg.tar.zst
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target} makepkg_in "$repo" --nocheck
