@@ -24,21 +24,26 @@ if [[ -z ${DKMSHOOK_IN_SANDBOX:-} ]]; then
   export DKMSHOOK_PKGS=$repo/tests/.cache/pacman-pkgs
 fi
 # Enters the sandbox (re-running this script there), then sets it up.
+# shellcheck source=tests/pacman/lib.sh
 source "$repo/tests/pacman/lib.sh"
 
+bold=
+[[ -t 1 ]] && bold=1
 show() {
-  printf '\n\033[1m# %s\033[0m\n' "$*"
+  if [[ $bold ]]; then printf '\n\033[1m# %s\033[0m\n' "$*"; else printf '\n# %s\n' "$*"; fi
   "$@" 2>&1 || true
 }
 
 echo "==> preparing the sandbox: dkms-hook and kernel $K1"
 install_base >/dev/null
-pacman_run -U $(kernel_pkgs "$K1") >/dev/null
+pacman_run -U "$(pkg "linux-test-$K1")" "$(pkg "linux-test-$K1-headers")" >/dev/null
 
-extra=()
-[[ $broken ]] && extra=("$(pkg dkmshook-broken-dkms)")
-show pacman --noconfirm -U $(kernel_pkgs "$K2") "$(pkg acpi-call-dkms)" "$(pkg vpoll-dkms)" \
-  "${extra[@]}"
+files=("$(pkg "linux-test-$K2")" "$(pkg "linux-test-$K2-headers")" "$(pkg acpi-call-dkms)"
+  "$(pkg vpoll-dkms)")
+[[ $broken ]] && files+=("$(pkg dkmshook-broken-dkms)")
+cd "$PKGS"
+show pacman --noconfirm -U "${files[@]##*/}"
+cd /
 show dkms status
 show dkms-hook status
 show find /usr/lib/modules -path '*/updates/*' -name '*.ko*'

@@ -3,6 +3,9 @@
 # path to the right place: what arrives to `dkms-hook install` after the transaction, what
 # leaves to `dkms-hook remove` before it, a same-version rebuild to both. The engine is
 # replaced by a recorder here (in the sandbox only), so this checks the hooks alone, exactly.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

@@ -1,6 +1,9 @@
 #!/bin/bash
 # Scenario 1: `pacman -U foo-dkms` with two kernels installed builds and installs the module for
 # both, and pacman's output shows a line per job.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

@@ -1,6 +1,9 @@
 #!/bin/bash
 # Scenario 2: a new kernel (kernel and headers packages) gets every AUTOINSTALL module built for
 # it, and nothing is rebuilt for the kernel that already had them.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

@@ -2,6 +2,9 @@
 # Scenario 3: removing a kernel (kernel and headers packages) removes its DKMS modules before its
 # files go: nothing is left under its /usr/lib/modules directory (kmod's hook stand-in removes
 # depmod's files, as on Arch) nor in the dkms tree, and the other kernel keeps its modules.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

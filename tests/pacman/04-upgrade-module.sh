@@ -1,6 +1,9 @@
 #!/bin/bash
 # Scenario 4: foo-dkms 1.0 upgraded to 1.1: 1.0 is gone from every kernel and from the dkms
 # tree, 1.1 is installed everywhere, and the module files are 1.1's.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

@@ -1,6 +1,9 @@
 #!/bin/bash
 # Scenario 5: the same version rebuilt with changed sources (a pkgrel bump): the installed
 # module files are built from the new sources.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

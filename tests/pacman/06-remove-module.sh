@@ -1,6 +1,9 @@
 #!/bin/bash
 # Scenario 6: `pacman -R foo-dkms` removes the module from every kernel and unregisters it from
 # dkms; another module stays installed.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

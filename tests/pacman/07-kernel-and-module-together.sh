@@ -1,6 +1,9 @@
 #!/bin/bash
 # Scenario 7: one transaction brings a new kernel and a new module: each pair is built exactly
 # once (the new module for both kernels, the old module for the new kernel), nothing else.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

@@ -2,6 +2,9 @@
 # Scenario 8: one transaction with two modules where one BUILD_DEPENDS on the other (the importer
 # links against the exporter's symbols): both are installed for every kernel, the exporter
 # built before the importer on each.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

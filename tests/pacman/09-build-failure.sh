@@ -2,6 +2,9 @@
 # Scenario 9: a module that fails to build: pacman's output shows our failure block (the compiler's
 # error, the log's path) and pacman's own `error: command failed to execute correctly`; every
 # other module of the transaction is installed.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_base

@@ -2,6 +2,9 @@
 # Scenario 11: uninstalling dkms-hook brings the stock dkms hooks back: their names no longer
 # point to /dev/null, and the next -dkms package runs them (they record their runs), where
 # while dkms-hook was installed they never ran.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stock=(70-dkms-install.hook 70-dkms-upgrade.hook 71-dkms-remove.hook)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the pacman end-to-end scenarios (sourced): a hermetic sandbox around a real pacman,
 # and the assertions the scenarios make on what pacman, dkms and the modules tree show.
 #
@@ -40,7 +41,8 @@ sandbox_setup() {
   mkdir -p "$top/tmp"
   export TMPDIR=$top/tmp
   # The namespace takes its mounts along when it ends; the empty mount point is all that stays.
-  trap "umount -l '$top' 2>/dev/null; rmdir '$top' 2>/dev/null" EXIT
+  SANDBOX_TOP=$top
+  trap 'umount -l "$SANDBOX_TOP" 2>/dev/null; rmdir "$SANDBOX_TOP" 2>/dev/null' EXIT
 
   # Hide the host's kernels, DKMS modules (keeping dkms's signing key), pacman state and hooks.
   rm -rf /usr/lib/modules /var/lib/pacman /var/cache/pacman /var/log/pacman.log \
