@@ -110,3 +110,50 @@ for p in "${dkms_packages[@]}"; do
     [[ $conf ]] || die "$deb: no usr/src/*/dkms.conf in the package"
     [[ -f $cache/sources/$conf ]] || quiet dpkg-deb -x "$deb" "$cache/sources"
 done
+
+# 3. Debian 13's dkms, a newer engine than Debian 12's 3.0.10 (3.2.2, close to
+# Arch's 3.3/3.4), for tests/newer_dkms.rs. It is fetched with a private apt
+# configuration: its own sources list, lists and cache under
+# tests/.cache/apt-trixie, so the machine's own apt sources, lists and cache
+# are never touched; the mirror is the one the machine already uses for its
+# Debian release. The .deb is extracted into tests/.cache/dkms-trixie and its
+# usr/sbin/dkms runs from there unchanged: the script needs nothing else from
+# its package (it sources no helper file; usr/lib/dkms holds only Debian's
+# postinst and autoinstaller helpers, which it does not call), and its
+# /etc/dkms defaults are all comments but for autoinstall_all_kernels, which
+# `dkms autoinstall` alone reads.
+trixie=$cache/dkms-trixie
+if [[ ! -x $trixie/usr/sbin/dkms ]]; then
+    apt_dir=$cache/apt-trixie
+    if ! compgen -G "$apt_dir/debs/dkms_*.deb" >/dev/null; then
+        # shellcheck disable=SC1091 # the machine's own file
+        codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+        [[ $codename ]] || die "/etc/os-release: no VERSION_CODENAME"
+        # The archive that serves the machine's release (not -updates or -security).
+        # shellcheck disable=SC2016 # apt's format fields, not shell expansions
+        mirror=$(apt-get indextargets --no-release-info --format '$(REPO_URI) $(RELEASE)' \
+            'Identifier: Packages' 'Component: main' | awk -v r="$codename" '$2 == r { print $1; exit }')
+        [[ $mirror ]] || die "no apt source of the machine serves '$codename main': cannot find a Debian mirror"
+        keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+        [[ -f $keyring ]] || die "$keyring: missing (install debian-archive-keyring)"
+        mkdir -p "$apt_dir/lists" "$apt_dir/cache" "$apt_dir/sources.list.d" "$apt_dir/debs"
+        echo "deb [signed-by=$keyring target=Packages] $mirror trixie main" >"$apt_dir/sources.list"
+        abs=$(cd "$apt_dir" && pwd)
+        apt_private=(-q -o "Dir::Etc::SourceList=$abs/sources.list"
+            -o "Dir::Etc::SourceParts=$abs/sources.list.d" -o "Dir::State::Lists=$abs/lists"
+            -o "Dir::Cache=$abs/cache" -o "Dir::State::status=/dev/null" -o "Acquire::Languages=none")
+        quiet apt-get "${apt_private[@]}" update
+        dl=$(mktemp -d)
+        tmpdirs+=("$dl")
+        if id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
+        (cd "$dl" && quiet apt-get "${apt_private[@]}" download dkms)
+        mv "$dl"/dkms_*.deb "$apt_dir/debs/"
+    fi
+    deb=$(compgen -G "$apt_dir/debs/dkms_*.deb" | sort -V | tail -n 1)
+    rm -rf "$trixie.new"
+    quiet dpkg-deb -x "$deb" "$trixie.new"
+    version=$("$trixie.new/usr/sbin/dkms" --version 2>&1 || true)
+    [[ $version == dkms-3.* ]] || die "$deb: its usr/sbin/dkms does not run (--version said: $version)"
+    rm -rf "$trixie"
+    mv "$trixie.new" "$trixie"
+fi
