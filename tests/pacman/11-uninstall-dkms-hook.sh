@@ -1,7 +1,7 @@
 #!/bin/bash
 # Scenario 11: uninstalling dkms-hook brings the stock dkms hooks back: their names no longer
 # point to /dev/null, and the next -dkms package runs them (they record their runs), where
-# while dkms-hook was installed they never ran.
+# while dkms-hook was installed they never ran. Installing it again masks them at once.
 # kernel_pkgs prints two paths without spaces, split on purpose:
 # shellcheck disable=SC2046
 # shellcheck source=tests/pacman/lib.sh
@@ -29,4 +29,12 @@ pacman_run -U "$(pkg vpoll-dkms)"
 expect_output 'stock dkms hook ran: install'
 expect_no_output 'Installing DKMS modules\.\.\.'
 grep -qx "  $vpoll_conf" /var/log/stock-dkms-hook.log || fail "the stock hook did not get $vpoll_conf"
+
+# Installed again together with a module: pacman reloads the hooks after unpacking, so within that
+# same transaction the masks hold and only dkms-hook builds the module.
+rm /var/log/stock-dkms-hook.log
+pacman_run -U "$(pkg dkms-hook)" "$(pkg dkmshook-exporter-dkms)"
+expect_stock_hooks_silent
+expect_output "BUILT .*dkmshook-exporter/1.0 for $K1"
+expect_installed dkmshook-exporter 1.0 "$K1"
 done_ok
