@@ -399,6 +399,80 @@ fn a_compile_failure_under_the_newer_dkms_shows_the_compiler_errors() {
     assert_status_matches_newer_dkms(&root);
 }
 
+/// dkms 3.2 added BUILD_DEPENDS_REBUILD: at the end of every successful `dkms install` of D for K,
+/// dkms itself rebuilds and reinstalls, for K, every installed module that lists D in BUILD_DEPENDS
+/// and sets BUILD_DEPENDS_REBUILD="yes" (its check_and_rebuild_dependent_modules). That hidden
+/// build uses the dependent's one shared build directory, so the engine must not build that
+/// dependent for another kernel meanwhile. Here: the importer (slow to build, and rebuilt on
+/// dependency upgrades) is installed for k1; in one transaction a new kernel k2 arrives and the
+/// exporter goes from 1.0 to 1.1, so the engine installs exporter/1.1 for k1 and k2 and the importer
+/// for k2, while dkms rebuilds the importer for k1 inside the exporter's job.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn a_dependency_upgrade_does_not_race_the_rebuild_the_newer_dkms_starts_itself() {
+    let root = TestRoot::new();
+    let ks = kernels();
+    let (k1, k2) = (ks[ks.len() - 2].clone(), ks[ks.len() - 1].clone());
+    root.add_kernel(&k1);
+    root.add_fixture("dkmshook-exporter-1.0");
+    root.add_fixture("dkmshook-importer-1.0");
+    let conf = root.join("usr/src/dkmshook-importer-1.0/dkms.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    // A dependent that takes a few seconds to build, as real ones do, widens the window.
+    let slow = text.replace("MAKE[0]=\"make ", "MAKE[0]=\"sleep 4; make ");
+    assert_ne!(slow, text, "the importer's MAKE changed: update this test");
+    std::fs::write(&conf, format!("{slow}BUILD_DEPENDS_REBUILD=\"yes\"\n")).unwrap();
+    let out = hook(
+        &root,
+        &["install"],
+        "usr/src/dkmshook-exporter-1.0/dkms.conf\nusr/src/dkmshook-importer-1.0/dkms.conf\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+
+    // The transaction: k2 arrives, dkmshook-exporter 1.0 -> 1.1.
+    root.add_kernel(&k2);
+    let v11 = root.source_tree().join("dkmshook-exporter-1.1");
+    common::copy_tree(&root.source_tree().join("dkmshook-exporter-1.0"), &v11);
+    let text = std::fs::read_to_string(v11.join("dkms.conf")).unwrap();
+    std::fs::write(
+        v11.join("dkms.conf"),
+        text.replace("PACKAGE_VERSION=\"1.0\"", "PACKAGE_VERSION=\"1.1\""),
+    )
+    .unwrap();
+    let out = hook(
+        &root,
+        &["remove"],
+        "usr/src/dkmshook-exporter-1.0/dkms.conf\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    std::fs::remove_dir_all(root.source_tree().join("dkmshook-exporter-1.0")).unwrap();
+    let out = hook(
+        &root,
+        &["-j", "2", "install"],
+        &format!(
+            "usr/lib/modules/{k2}/build/include/\nusr/lib/modules/{k2}/modules.order\n\
+             usr/src/dkmshook-exporter-1.1/dkms.conf\n"
+        ),
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let mut want = vec![
+        status_line("dkmshook-exporter/1.1", &k1, "installed"),
+        status_line("dkmshook-exporter/1.1", &k2, "installed"),
+        status_line("dkmshook-importer/1.0", &k1, "installed"),
+        status_line("dkmshook-importer/1.0", &k2, "installed"),
+    ];
+    want.sort();
+    assert_eq!(newer_status(&root), want);
+    for k in [&k1, &k2] {
+        assert_eq!(
+            root.installed_kos(k),
+            ["dkmshook_exporter.ko", "dkmshook_importer.ko"],
+            "{k}"
+        );
+    }
+    assert_modules_match_kernels(&root, &[&k1, &k2]);
+}
+
 /// `dkms-hook status` speaks the dialect of the dkms it drives: 3.1.3 reworded status's warnings,
 /// so a modified installed module reads differently under 3.0.10 and 3.2.2.
 #[test]
