@@ -42,11 +42,8 @@ pub struct Dkms {
 
 impl Dkms {
     pub fn new(trees: &Trees) -> Dkms {
-        let program = std::env::var_os("DKMS_HOOK_DKMS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("dkms"));
         Dkms {
-            program,
+            program: find_program().unwrap_or_else(|| PathBuf::from("dkms")),
             trees: trees.clone(),
         }
     }
@@ -108,6 +105,19 @@ impl Dkms {
         c.arg("--no-depmod");
         run(c)
     }
+}
+
+/// The dkms program: `DKMS_HOOK_DKMS` when set, else the first `dkms` in `PATH` or the usual
+/// places. One lookup for every caller, so `status` speaks the dialect of the dkms that builds.
+pub fn find_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("DKMS_HOOK_DKMS").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("dkms"))
+        .find(|p| p.is_file())
 }
 
 /// Runs a command with stdout and stderr on one pipe, so the output keeps its order.

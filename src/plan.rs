@@ -51,6 +51,8 @@ pub struct Job {
     pub expect: Vec<String>,
     /// Jobs that must succeed first.
     pub needs: Vec<usize>,
+    /// Other module versions whose build directory this job may use (see [`Job::groups`]).
+    pub shares: Vec<(String, String)>,
     /// Kernels whose modules this job changes (for depmod after their last job).
     pub touches: Vec<String>,
     pub cost: u64,
@@ -59,9 +61,12 @@ pub struct Job {
 }
 
 impl Job {
-    /// Jobs of the same module version share dkms's build directory and must never run at once.
-    pub fn group(&self) -> (&str, &str) {
-        (&self.info.module, &self.info.version)
+    /// The module versions whose dkms build directory this job may use: its own, and for a build,
+    /// those of modules that BUILD_DEPENDS on it (dkms 3.2+ rebuilds them itself at the end of the
+    /// install, in their shared build directory). Two jobs sharing any of these never run at once.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.info.module.as_str(), self.info.version.as_str()))
+            .chain(self.shares.iter().map(|(m, v)| (m.as_str(), v.as_str())))
     }
 }
 
@@ -475,6 +480,21 @@ impl<'a> Planner<'a> {
         keys.sort_by(|a, b| {
             (&a.1, crate::version_key(&a.0)).cmp(&(&b.1, crate::version_key(&b.0)))
         });
+        // Module name -> the versions (of any module) whose dkms.conf BUILD_DEPENDS on it.
+        let mut dependents: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for s in &inv.sources {
+            let mut seen = BTreeSet::new();
+            for c in s.conf.per_kernel.values().flatten() {
+                for d in &c.build_depends {
+                    if seen.insert(d.clone()) {
+                        dependents
+                            .entry(d.clone())
+                            .or_default()
+                            .push((c.name.clone(), c.version.clone()));
+                    }
+                }
+            }
+        }
         let ids: BTreeMap<(String, String), usize> = keys
             .iter()
             .enumerate()
@@ -497,6 +517,7 @@ impl<'a> Planner<'a> {
                 .zip(&conf.dest_names)
                 .map(|(b, d)| if d.is_empty() { b.clone() } else { d.clone() })
                 .collect();
+            let shares = dependents.get(&conf.name).cloned().unwrap_or_default();
             self.out.depmod.insert(k.release.clone());
             self.out.jobs.push(Job {
                 id: ids[key],
@@ -511,6 +532,7 @@ impl<'a> Planner<'a> {
                 direct: false,
                 expect,
                 needs: need_ids,
+                shares,
                 touches: vec![k.release.clone()],
                 cost: s.cost,
                 priority: 0,
@@ -615,6 +637,7 @@ impl<'a> Planner<'a> {
                 direct: false,
                 expect: Vec::new(),
                 needs: Vec::new(),
+                shares: Vec::new(),
                 touches: touches.into_iter().filter(|k| depmod_ok(k)).collect(),
                 cost: 1,
                 priority: 0,
@@ -664,6 +687,7 @@ fn remove_job(inv: &Inventory, name: &str, version: &str, kernel: &str, depmod: 
         headers,
         expect: Vec::new(),
         needs: Vec::new(),
+        shares: Vec::new(),
         touches: if depmod {
             vec![kernel.to_string()]
         } else {
@@ -870,7 +894,7 @@ pub fn decision_label(d: &Decision) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dkms_tree::{DkmsTree, ModuleEntry, VersionEntry};
+    use crate::dkms_tree::{DkmsTree, VersionEntry};
     use crate::dkmsconf::{ConfError, Evaluated, Exclusive};
     use crate::inventory::Source;
     use crate::kernel::KernelConfig;
@@ -1201,6 +1225,8 @@ mod tests {
         assert!(zfs1.needs.is_empty(), "spl is already installed for K1");
         // The dependency starts before unrelated work: its priority counts what waits on it.
         let spl2 = p.jobs.iter().find(|j| j.info.module == "spl").unwrap();
+        // dkms 3.2+ may rebuild zfs itself when spl is installed: spl's job holds zfs's build dir.
+        assert_eq!(spl2.shares, [("zfs".to_string(), "2.2".to_string())]);
         assert!(spl2.priority > zfs2.priority);
     }
 

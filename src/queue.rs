@@ -24,7 +24,8 @@ enum State {
 pub struct Queue {
     needs: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
-    group: Vec<usize>,
+    /// Each job's groups (module versions whose build directory it uses).
+    groups: Vec<Vec<usize>>,
     priority: Vec<u64>,
     state: Vec<State>,
     busy_groups: BTreeSet<usize>,
@@ -33,12 +34,16 @@ pub struct Queue {
 impl Queue {
     /// A queue over `jobs` (ids are indices). The plan guarantees there are no cycles.
     pub fn new(jobs: &[Job]) -> Queue {
-        let mut groups: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-        let group = jobs
+        let mut ids: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let groups = jobs
             .iter()
             .map(|j| {
-                let n = groups.len();
-                *groups.entry(j.group()).or_insert(n)
+                j.groups()
+                    .map(|g| {
+                        let n = ids.len();
+                        *ids.entry(g).or_insert(n)
+                    })
+                    .collect()
             })
             .collect();
         let mut dependents = vec![Vec::new(); jobs.len()];
@@ -50,7 +55,7 @@ impl Queue {
         Queue {
             needs: jobs.iter().map(|j| j.needs.clone()).collect(),
             dependents,
-            group,
+            groups,
             priority: jobs.iter().map(|j| j.priority).collect(),
             state: vec![State::Waiting; jobs.len()],
             busy_groups: BTreeSet::new(),
@@ -61,7 +66,7 @@ impl Queue {
     pub fn take_ready(&mut self) -> Option<usize> {
         let best = (0..self.state.len())
             .filter(|&i| self.state[i] == State::Waiting)
-            .filter(|&i| !self.busy_groups.contains(&self.group[i]))
+            .filter(|&i| self.groups[i].iter().all(|g| !self.busy_groups.contains(g)))
             .filter(|&i| {
                 self.needs[i]
                     .iter()
@@ -69,7 +74,7 @@ impl Queue {
             })
             .max_by(|&a, &b| self.priority[a].cmp(&self.priority[b]).then(b.cmp(&a)))?;
         self.state[best] = State::Running;
-        self.busy_groups.insert(self.group[best]);
+        self.busy_groups.extend(&self.groups[best]);
         Some(best)
     }
 
@@ -77,7 +82,9 @@ impl Queue {
     /// each with the id of the failed or skipped job it needed; those jobs will never start.
     pub fn finish(&mut self, id: usize, ok: bool) -> Vec<(usize, usize)> {
         self.state[id] = if ok { State::Succeeded } else { State::Failed };
-        self.busy_groups.remove(&self.group[id]);
+        for g in &self.groups[id] {
+            self.busy_groups.remove(g);
+        }
         let mut skipped = Vec::new();
         if !ok {
             let mut stack = vec![id];
@@ -141,6 +148,7 @@ mod tests {
             direct: false,
             expect: vec![],
             needs: needs.to_vec(),
+            shares: vec![],
             touches: vec![kernel.into()],
             cost: 1,
             priority,
@@ -177,6 +185,33 @@ mod tests {
         let mut q = Queue::new(&jobs);
         assert_eq!(q.take_ready(), Some(0));
         assert_eq!(q.take_ready(), Some(2)); // nvidia/k2 shares the build dir with the running nvidia/k1
+        assert_eq!(q.take_ready(), None);
+        q.finish(0, true);
+        assert_eq!(q.take_ready(), Some(1));
+    }
+
+    #[test]
+    fn a_build_waits_while_a_module_it_may_rebuild_is_busy() {
+        // dkms 3.2+ rebuilds spl's dependents itself after installing spl: while zfs builds for
+        // k2, spl for k1 must wait (it would rebuild zfs in the same build directory).
+        let mut spl = job(0, "spl", "k1", &[], 1);
+        spl.shares = vec![("zfs".into(), "1".into())];
+        let jobs = [
+            job(1, "zfs", "k2", &[], 9),
+            spl,
+            job(2, "other", "k1", &[], 0),
+        ];
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut j)| {
+                j.id = i;
+                j
+            })
+            .collect();
+        let mut q = Queue::new(&jobs);
+        assert_eq!(q.take_ready(), Some(0)); // zfs/k2
+        assert_eq!(q.take_ready(), Some(2)); // not spl: it shares zfs's build directory
         assert_eq!(q.take_ready(), None);
         q.finish(0, true);
         assert_eq!(q.take_ready(), Some(1));

@@ -78,7 +78,7 @@ impl Flavour {
     /// The flavour of the `dkms` found in `PATH` (or the usual places); the newest known
     /// format when there is none.
     pub fn detect() -> Flavour {
-        let version = find_dkms()
+        let version = crate::dkms::find_program()
             .and_then(|p| script_version(&p))
             .unwrap_or(NEWEST_KNOWN);
         Flavour::new(version)
@@ -137,15 +137,6 @@ impl Flavour {
             self.host_modules.join(kernel).join("build")
         }
     }
-}
-
-/// The first `dkms` executable in `PATH`, else in the usual places.
-pub fn find_dkms() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join("dkms"))
-        .find(|p| p.is_file())
 }
 
 /// The version a dkms script carries in its text (`dkms-3.0.10`, as `dkms --version` prints
