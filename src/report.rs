@@ -118,13 +118,10 @@ impl Reporter {
                 notes,
             } => self.run_started(*jobs, *concurrency, skipped, failed, notes),
             Event::JobStarted { job, index, total } => {
-                let line = self.status_line(
-                    "START",
-                    Tone::Start,
-                    None,
-                    Some((*index, *total)),
-                    &job.label(),
-                );
+                // The counter counts finished jobs: a start has none, so that `(2/4)` always
+                // means the same thing.
+                let _ = (index, total);
+                let line = self.status_line("START", Tone::Start, None, None, &job.label());
                 self.emit(line);
                 self.running.push(job.label());
                 self.update_bar(None);
@@ -760,10 +757,10 @@ note: kernel 6.1.0-54-amd64 has no headers: nothing is built for it
 error: /usr/src/foo-1.0/dkms.conf: line 3: syntax error near unexpected token `('
    SKIPPED [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64: already installed
    SKIPPED [       ]       digimend/10 for 6.1.0-56-amd64: BUILD_EXCLUSIVE_KERNEL=\"^5\\.\" does not match 6.1.0-56-amd64
-     START [       ] (1/4) vpoll/0.1 for 6.1.0-56-amd64
-     START [       ] (2/4) broken/1.0 for 6.1.0-56-amd64
+     START [       ]       vpoll/0.1 for 6.1.0-56-amd64
+     START [       ]       broken/1.0 for 6.1.0-56-amd64
      BUILT [  12.3s] (1/4) vpoll/0.1 for 6.1.0-56-amd64
-     START [       ] (3/4) tp_smapi/0.44 for 6.1.0-56-amd64
+     START [       ]       tp_smapi/0.44 for 6.1.0-56-amd64
   EXCLUDED [   0.4s] (2/4) tp_smapi/0.44 for 6.1.0-56-amd64: dkms: BUILD_EXCLUSIVE directive does not match this kernel
     FAILED [  20.1s] (3/4) broken/1.0 for 6.1.0-56-amd64
 error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
@@ -842,9 +839,9 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
         assert_eq!(
             text,
             "  Starting 2 jobs, 2 at a time
-     START [       ] (1/2) acpi-call/1.2.2 for 6.1.0-55-amd64
+     START [       ]       acpi-call/1.2.2 for 6.1.0-55-amd64
      BUILT [   7.0s] (1/2) acpi-call/1.2.2 for 6.1.0-55-amd64
-     START [       ] (2/2) acpi-call/1.2.2 for 6.1.0-56-amd64
+     START [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64
      BUILT [   7.0s] (2/2) acpi-call/1.2.2 for 6.1.0-56-amd64
     DEPMOD [   0.3s]       6.1.0-55-amd64
     DEPMOD [   0.3s]       6.1.0-56-amd64
@@ -913,7 +910,7 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
         assert_eq!(
             text,
             "  Starting 12 jobs, 2 at a time
-     START [       ] ( 9/12) ddcci/0.4.4 for 6.1.0-55-amd64
+     START [       ]         ddcci/0.4.4 for 6.1.0-55-amd64
    REMOVED [   0.5s] (10/12) ddcci/0.4.4 for 6.1.0-55-amd64: dkms could not remove it; removed its files directly
     FAILED [   1.2s] (11/12) evdi/1.14.1 on every kernel
 error: evdi/1.14.1 on every kernel: dkms remove failed (dkms exit 4)
