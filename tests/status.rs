@@ -70,10 +70,37 @@ fn binary_status(root: &TestRoot) -> Option<Vec<String>> {
     Some(out.stdout.lines().map(str::to_owned).collect())
 }
 
+/// A second, newer dkms script to hold the output to as well (e.g. Debian 13's 3.2.2, extracted
+/// from its package), named by `DKMSHOOK_NEWER_DKMS`: its format differs from 3.0.10's.
+fn newer_dkms() -> Option<std::path::PathBuf> {
+    std::env::var_os("DKMSHOOK_NEWER_DKMS").map(Into::into)
+}
+
 fn assert_same(root: &TestRoot, what: &str) -> Vec<String> {
     let want = dkms_status_lines(root);
     let got = ours(root);
     assert_eq!(got, want, "{what}: status::lines differs from dkms status");
+    if let Some(script) = newer_dkms() {
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("status")
+            .arg("--sourcetree")
+            .arg(root.source_tree())
+            .arg("--dkmstree")
+            .arg(root.dkms_tree())
+            .arg("--installtree")
+            .arg(root.install_tree())
+            .output()
+            .unwrap();
+        let newer: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let version = status::script_version(&script).expect("version of DKMSHOOK_NEWER_DKMS");
+        let trees = Trees::load(root.path()).unwrap();
+        let got = status::report(&trees, &status::Flavour::new(version)).lines;
+        assert_eq!(got, newer, "{what}: status differs from dkms {version:?}");
+    }
     if let Some(bin) = binary_status(root) {
         assert_eq!(
             bin, want,
