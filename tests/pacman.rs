@@ -154,6 +154,18 @@ fn s11_uninstalling_dkms_hook_brings_the_stock_hooks_back() {
     scenario("11-uninstall-dkms-hook.sh");
 }
 
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn s12_a_system_upgrade_moves_modules_to_the_new_kernel() {
+    scenario("12-system-upgrade.sh");
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn s13_a_kernel_reinstalled_then_removed_piece_by_piece() {
+    scenario("13-kernel-pieces.sh");
+}
+
 // The packaging files, checked without pacman.
 
 fn read(path: &str) -> String {

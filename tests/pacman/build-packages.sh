@@ -11,7 +11,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-out=${1:-$repo/tests/.cache/pacman-pkgs}
+out=$(realpath -m -- "${1:-$repo/tests/.cache/pacman-pkgs}")
 sources=${DKMSHOOK_SOURCES:-$repo/tests/.cache/sources/usr/src}
 pkgs=$repo/tests/pacman/pkgs
 fixtures=$repo/tests/fixtures
@@ -89,7 +89,15 @@ stamp=$(
     done
   } | sha256sum
 )
-if [[ $(cat "$out/.stamp" 2>/dev/null) != "$stamp" ]]; then
+# Up to date: the same stamp, and every package it built still there.
+up_to_date() {
+  [[ $(head -n 1 "$out/.stamp" 2>/dev/null) == "$stamp" ]] || return 1
+  local f
+  while read -r f; do
+    [[ -f $out/$f ]] || return 1
+  done < <(tail -n +2 "$out/.stamp")
+}
+if ! up_to_date; then
   rm -f "$out"/*.pkg.tar.zst "$out/.stamp"
   for p in host-system dkms kmod mkinitcpio dummy; do
     makepkg_in "$pkgs/$p"
@@ -97,12 +105,18 @@ if [[ $(cat "$out/.stamp" 2>/dev/null) != "$stamp" ]]; then
   for k in "${kernels[@]}"; do
     _KVER=$k makepkg_in "$pkgs/linux"
     _KVER=$k makepkg_in "$pkgs/linux-headers"
+    # The same kernels under one package name, whose versions follow the kernels' order.
+    _KVER=$k _PKGNAME=linux-test makepkg_in "$pkgs/linux"
+    _KVER=$k _PKGNAME=linux-test-headers makepkg_in "$pkgs/linux-headers"
   done
   for m in "${modules[@]}"; do
     IFS='|' read -r name dir ver rel stamp_text <<<"$m"
     _NAME=$name _SRC=$dir _VER=$ver _REL=${rel:-1} _STAMP=$stamp_text makepkg_in "$pkgs/module-dkms"
   done
-  echo "$stamp" >"$out/.stamp"
+  {
+    echo "$stamp"
+    cd "$out" && ls -- *.pkg.tar.zst
+  } >"$out/.stamp"
 fi
 printf '%s\n' "${kernels[@]}" >"$out/kernels"
 

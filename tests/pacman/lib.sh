@@ -14,7 +14,7 @@
 set -euo pipefail
 
 : "${DKMSHOOK_PKGS:?DKMSHOOK_PKGS must name the directory build-packages.sh filled}"
-PKGS=$DKMSHOOK_PKGS
+PKGS=$(realpath -- "$DKMSHOOK_PKGS")
 
 if [[ -z ${DKMSHOOK_IN_SANDBOX:-} ]]; then
   ((EUID == 0)) || { echo "$0: needs root (mount namespace, pacman)" >&2; exit 1; }
@@ -123,6 +123,10 @@ fail() {
   fi
   echo "--- /usr/lib/modules" >&2
   find /usr/lib/modules -path '*/build' -prune -o -print 2>/dev/null | sed 's/^/    /' >&2 || true
+  # Called in a command substitution, exit would only end the subshell: end the scenario.
+  if ((BASH_SUBSHELL > 0)); then
+    kill -TERM $$
+  fi
   exit 1
 }
 
@@ -189,10 +193,12 @@ line_of() {
   echo "$n"
 }
 
-# The last pacman output started exactly N jobs whose label ends in TEXT (e.g. "foo/1.0 for K").
+# The install hook of the last pacman output started exactly N jobs whose label ends in TEXT
+# (e.g. "foo/1.0 for K"). The remove hook's jobs, before it, are not counted.
 expect_jobs() {
   local want=$1 text=$2 got
-  got=$(grep -E ' START ' <<<"$PACMAN_OUT" | grep -cE -- "${text//./\\.}\$" || true)
+  got=$(sed -n '/Installing DKMS modules/,$p' <<<"$PACMAN_OUT" | grep -E ' START ' |
+    grep -cE -- "${text//./\\.}\$" || true)
   ((got == want)) || fail "$got jobs for \"$text\" started, not $want"
 }
 

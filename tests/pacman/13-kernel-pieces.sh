@@ -1,0 +1,47 @@
+#!/bin/bash
+# Scenario 13: a kernel's packages changed one at a time. Reinstalling the same kernel and
+# headers (same release: pacman sees an upgrade of the same paths) leaves its modules installed.
+# Removing only the headers leaves dkms and the files in agreement and the depmod data of a kernel
+# that may still boot. Removing the kernel afterwards leaves nothing in its /usr/lib/modules
+# directory or in the dkms tree.
+# kernel_pkgs prints two paths without spaces, split on purpose:
+# shellcheck disable=SC2046
+# shellcheck source=tests/pacman/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+install_base
+pacman_run -U $(kernel_pkgs "$K1") $(kernel_pkgs "$K2")
+pacman_run -U "$(pkg dkmshook-plain-dkms 1.0-1)"
+expect_installed dkmshook-plain 1.0 "$K2"
+
+pacman_run -U $(kernel_pkgs "$K2")
+expect_output 'reinstalling linux-test'
+expect_no_output '^error:'
+expect_installed dkmshook-plain 1.0 "$K2"
+expect_installed dkmshook-plain 1.0 "$K1"
+
+# Headers only: whether the modules stay or go (the stock hooks remove them), dkms and the files
+# agree, and the kernel, which may still boot, keeps its depmod data.
+pacman_run -R "linux-test-$K2-headers"
+expect_no_output '^error:'
+if dkms status 2>/dev/null | grep -Eq "^dkmshook-plain/1\.0, $K2, [^:]+: installed"; then
+  [[ $(ko_files dkmshook-plain "$K2") ]] || fail "dkms says installed for $K2, the file is gone"
+  log "the headers left, the module stayed"
+else
+  expect_not_installed dkmshook-plain "$K2"
+  log "the headers left, the module went with them"
+fi
+[[ -f /usr/lib/modules/$K2/modules.dep ]] || fail "depmod's files of $K2, which may still boot, are gone"
+
+pacman_run -R "linux-test-$K2"
+expect_no_output '^error:'
+expect_not_installed dkmshook-plain "$K2"
+if [[ -e /usr/lib/modules/$K2 ]]; then
+  find "/usr/lib/modules/$K2" >&2
+  fail "/usr/lib/modules/$K2 is left"
+fi
+left=$(find /var/lib/dkms -mindepth 3 -maxdepth 3 -name "$K2" -o -name "kernel-$K2-*")
+[[ -z $left ]] || fail "left in the dkms tree: $left"
+expect_installed dkmshook-plain 1.0 "$K1"
+expect_stock_hooks_silent
+done_ok
