@@ -26,6 +26,9 @@ done
 [[ $(pacman -Qqo /etc/pacman.d/hooks/70-dkms-install.hook) == dkms-hook ]] ||
   fail "the masks are not dkms-hook's package files"
 
+# The binary pacman runs after the transaction must survive a libalpm soname change.
+if ldd /usr/bin/dkms-hook | grep -q libalpm; then fail "/usr/bin/dkms-hook links libalpm"; fi
+
 # From here on, a recorder stands in for the engine: it logs each call and its stdin.
 calls=/var/log/dkms-hook-calls.log
 cat >/usr/bin/dkms-hook <<'REC'
