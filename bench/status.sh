@@ -10,7 +10,10 @@
 # identical line for line, and prints the ratio.
 #
 # Usage: bench/status.sh [MODULES [KERNELS]]
-# BENCH_ONLY_BUILD=1 builds the tree, keeps it and stops (for profiling).   (run as root or not: status changes nothing)
+# BENCH_ONLY_BUILD=1 builds the tree, keeps it and stops (for profiling).
+# DKMS=/path/to/dkms compares with another dkms script (e.g. a newer one extracted from its
+# package; dkms-hook then finds it first in PATH and follows its format).
+# BENCH_DKMS_RUNS=N times dkms status N times (default 3).   (run as root or not: status changes nothing)
 # Needs: dkms, make, gcc and the headers of one kernel (/lib/modules/K/build or
 # /usr/src/linux-headers-K).
 set -euo pipefail
@@ -30,7 +33,10 @@ die() {
     echo "bench/status.sh: $*" >&2
     exit 1
 }
-command -v dkms >/dev/null || die "dkms is not installed"
+dkms=${DKMS:-$(command -v dkms)} || die "dkms is not installed"
+[[ -x $dkms ]] || die "$dkms: not executable"
+PATH="$(dirname "$dkms"):$PATH"
+export PATH
 
 # One real module, built once with the kernel's own build system.
 headers=
@@ -95,7 +101,7 @@ echo "building dkms-hook (release)"
 (cd "$repo" && cargo build --release --quiet)
 hook=$repo/target/release/dkms-hook
 
-dkms_cmd=(dkms status --sourcetree "$src" --dkmstree "$dkms_tree" --installtree "$install_tree")
+dkms_cmd=("$dkms" status --sourcetree "$src" --dkmstree "$dkms_tree" --installtree "$install_tree")
 hook_cmd=("$hook" --root "$root" status)
 
 "${dkms_cmd[@]}" >"$work/dkms.out" 2>"$work/dkms.err"
@@ -113,7 +119,7 @@ quote() {
 }
 if command -v hyperfine >/dev/null; then
     # Separate runs: dkms status is slow, so fewer of them.
-    hyperfine --style basic --export-json "$work/slow.json" --runs 3 \
+    hyperfine --style basic --export-json "$work/slow.json" --runs "${BENCH_DKMS_RUNS:-3}" \
         -n "dkms status" "$(quote "${dkms_cmd[@]}")" >&2
     hyperfine --style basic --export-json "$work/fast.json" --warmup 2 --runs 20 \
         -n "dkms-hook status" "$(quote "${hook_cmd[@]}")" >&2
@@ -133,7 +139,7 @@ else
     slow=$(seconds "${dkms_cmd[@]}")
     fast=$(for _ in 1 2 3 4 5; do seconds "${hook_cmd[@]}"; done | sort -n | head -1)
 fi
-dkms_version=$(dkms --version 2>/dev/null | head -1)
+dkms_version=$("$dkms" --version 2>/dev/null | head -1)
 printf 'machine: %s, %s cores; %s\n' "$(. /etc/os-release && echo "$PRETTY_NAME")" "$(nproc)" "$dkms_version"
 awk -v s="$slow" -v f="$fast" 'BEGIN {
     printf "dkms status:      %8.3f s\ndkms-hook status: %8.3f s\nratio:            %8.1fx\n", s, f, s / f

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use crate::trees::Trees;
 
 /// The status lines for `trees`, exactly as the installed `dkms status` would print them.
+/// ([`report`] also gives what dkms would print on stderr.)
 pub fn lines(trees: &Trees) -> Vec<String> {
     report(trees, &Flavour::detect()).lines
 }
@@ -177,6 +178,8 @@ struct Pair {
     arch: String,
 }
 
+/// One line of the listing: final text, or a built/installed pair whose warnings are still to
+/// be worked out.
 enum Entry {
     Text(String),
     Pair { pair: usize, installed: bool },
