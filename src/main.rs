@@ -83,9 +83,14 @@ fn run(cli: Cli) -> Result<u8> {
     }
     let trees = Trees::load(&root)?;
     if let Some(Cmd::Status) = cli.command {
+        // What dkms status prints on stdout, and on stderr what it would say there.
+        let report = status::report(&trees, &status::Flavour::detect());
         let mut out = std::io::stdout().lock();
-        for line in status::lines(&trees) {
+        for line in &report.lines {
             writeln!(out, "{line}")?;
+        }
+        for e in &report.errors {
+            eprintln!("{e}");
         }
         return Ok(EXIT_OK);
     }
