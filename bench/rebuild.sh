@@ -129,6 +129,36 @@ dkms_status() {
         --installtree "$r/usr/lib/modules" 2>&1 | sort
 }
 
+# Prefixes each line of stdin with the seconds since the first one was
+# awaited, so the job lines of dkms-hook show when each job ran.
+stamp() {
+    local start=${EPOCHREALTIME/./} line us
+    while IFS= read -r line; do
+        us=$((${EPOCHREALTIME/./} - start))
+        printf '%4d.%03d %s\n' $((us / 1000000)) $((us / 1000 % 1000)) "$line"
+    done
+}
+
+# How full the machine was during a dkms-hook run, from its stamped job lines:
+# the time before the first job started (planning), the time while at least
+# min(jobs, cores) dkms calls ran, the time while fewer ran (a core idle: the
+# tail), and the time after the last job (depmod, exit).
+occupancy() {
+    awk -v want="$1" -v wall="$2" '
+        / START / { events[++n] = $1 " 1"; if (!seen) { first = $1; seen = 1 } }
+        /\[ *[0-9.]+s\] \( *[0-9]+\/[0-9]+\)/ { events[++n] = $1 " -1"; last = $1 }
+        END {
+            running = 0; prev = first; full = 0; thin = 0
+            for (i = 1; i <= n; i++) {
+                split(events[i], e, " ")
+                if (running >= want) full += e[1] - prev; else if (running > 0) thin += e[1] - prev
+                running += e[2]; prev = e[1]
+            }
+            printf "planning %.2fs, %d+ jobs running %.2fs, fewer %.2fs, after the last job %.2fs\n",
+                first, want, full, thin, wall - last
+        }' "$3"
+}
+
 # Runs one variant on a fresh root; appends "VARIANT WALL CPU" to $results.
 results=$logs/results
 : >"$results"
@@ -141,7 +171,7 @@ one_run() {
     case $variant in
     stock) t=$({ time bash "$repo/bench/stock.sh" "$r" >"$logs/$variant-$i.log" 2>&1; } 2>&1) || status=$? ;;
     # shellcheck disable=SC2086 # DKMS_HOOK_ARGS is a list of words
-    dkms-hook) t=$({ time "$bin" --root "$r" ${DKMS_HOOK_ARGS:-} >"$logs/$variant-$i.log" 2>&1; } 2>&1) ||
+    dkms-hook) t=$({ time "$bin" --root "$r" ${DKMS_HOOK_ARGS:-} 2>&1 | stamp >"$logs/$variant-$i.log"; } 2>&1) ||
         status=$? ;;
     esac
     if ((status)); then
@@ -208,5 +238,13 @@ BEGIN {
     printf "  speed-up (stock wall / dkms-hook wall)       %5.2fx\n", sw / hw
     printf "  dkms-hook wall / (stock cpu / cores)         %5.2f  (goal <= 1.15: %s)\n", hw / ideal, (hw / ideal <= 1.15 ? "met" : "NOT met")
 }'
+jobs=$cores
+if [[ ${DKMS_HOOK_ARGS:-} =~ (^|[[:space:]])(-j|--jobs)[[:space:]=]*([0-9]+) ]]; then jobs=${BASH_REMATCH[3]}; fi
+echo
+echo "dkms-hook runs (-j $jobs), how busy the machine was kept:"
+for ((i = 1; i <= runs; i++)); do
+    wall=$(awk -v i="$i" '$1 == "dkms-hook" && $2 == i { print $3 }' "$results")
+    printf '  run %d: %s\n' "$i" "$(occupancy $((jobs < cores ? jobs : cores)) "$wall" "$logs/dkms-hook-$i.log")"
+done
 echo
 echo "logs:     $logs (per-call times of the stock way in stock-N.log, dkms-hook's output in dkms-hook-N.log)"
