@@ -643,11 +643,22 @@ impl<'a> Planner<'a> {
                 priority: 0,
             });
         }
-        for k in self.req.targets.kernels.keys() {
+        for (k, target) in &self.req.targets.kernels {
             if !self.wanted_kernel(k) {
                 continue;
             }
             let pairs = inv.tree.pairs_for_kernel(k);
+            if target.headers_only {
+                // Only the headers package leaves: the kernel stays and may still boot, and its
+                // modules still load. They go when the kernel itself goes (directly, then).
+                if !pairs.is_empty() {
+                    self.out.notes.push(format!(
+                        "kernel {k}: only its headers are going away; its DKMS modules stay \
+                         installed (nothing can be rebuilt for it until headers come back)"
+                    ));
+                }
+                continue;
+            }
             if pairs.is_empty() {
                 self.out
                     .notes
@@ -1316,9 +1327,30 @@ mod tests {
         assert!(p.depmod.is_empty(), "a kernel that leaves gets no depmod");
         let p = s.plan(
             Mode::Remove,
-            &format!("usr/lib/modules/{K1}/build/include/\n"),
+            &format!("usr/lib/modules/{K1}/modules.order\n"),
         );
         assert_eq!(jobs(&p), [format!("remove a/1 for {K1}")]);
-        assert!(!p.jobs[0].direct);
+        assert!(
+            !p.jobs[0].direct,
+            "K1 still has its headers: dkms removes it"
+        );
+    }
+
+    #[test]
+    fn removing_only_a_kernels_headers_keeps_its_modules() {
+        // The kernel stays and may still boot: its modules must stay too.
+        let s = Sys::new(&[K1, K2]).installed("a", "1", &[K1, K2]);
+        let p = s.plan(
+            Mode::Remove,
+            &format!("usr/lib/modules/{K1}/build/include/\n"),
+        );
+        assert!(p.jobs.is_empty(), "{:?}", jobs(&p));
+        assert!(p.notes[0].contains("only its headers"), "{:?}", p.notes);
+        // Headers and kernel in one transaction: the kernel goes, so do its modules.
+        let p = s.plan(
+            Mode::Remove,
+            &format!("usr/lib/modules/{K1}/build/include/\nusr/lib/modules/{K1}/vmlinuz\n"),
+        );
+        assert_eq!(jobs(&p), [format!("remove a/1 for {K1}")]);
     }
 }
