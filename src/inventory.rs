@@ -63,7 +63,7 @@ impl Inventory {
             .collect();
         if contexts.is_empty() {
             // No kernel to build for: evaluate as dkms would without -k, for the module's identity.
-            let running = running_kernel();
+            let running = crate::kernel::running_release();
             contexts.push(Context {
                 kernel_source_dir: trees.kernel_dir(&running).join("build"),
                 kernel: running,
@@ -124,18 +124,4 @@ fn source_cost(dir: &Path) -> u64 {
         sum
     }
     walk(dir, 0).max(1)
-}
-
-/// The running kernel's release, as `uname -r` prints it.
-pub fn running_kernel() -> String {
-    // SAFETY: uname fills the struct we own; the strings are NUL-terminated.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            return std::ffi::CStr::from_ptr(u.release.as_ptr())
-                .to_string_lossy()
-                .into_owned();
-        }
-    }
-    String::new()
 }

@@ -91,15 +91,25 @@ impl KernelConfig {
 
 /// The machine's architecture as `uname -m` names it, which is what dkms uses.
 pub fn host_arch() -> String {
-    // SAFETY: uname fills the struct we own; the strings are NUL-terminated.
+    uname(|u| u.machine.as_ptr()).unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The running kernel's release, as `uname -r` prints it (dkms's default kernel).
+pub fn running_release() -> String {
+    uname(|u| u.release.as_ptr()).unwrap_or_default()
+}
+
+/// One field of uname(2).
+fn uname(field: impl Fn(&libc::utsname) -> *const libc::c_char) -> Option<String> {
+    // SAFETY: uname fills the struct we own; its fields are NUL-terminated strings.
     unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            let m = std::ffi::CStr::from_ptr(u.machine.as_ptr());
-            return m.to_string_lossy().into_owned();
+        if libc::uname(&mut u) != 0 {
+            return None;
         }
+        let s = std::ffi::CStr::from_ptr(field(&u));
+        Some(s.to_string_lossy().into_owned())
     }
-    std::env::consts::ARCH.to_string()
 }
 
 #[cfg(test)]
