@@ -87,7 +87,7 @@ for w in "${wanted[@]}"; do
     nv=$(cd "$dir" && bash -c '. ./dkms.conf >/dev/null 2>&1; echo "$PACKAGE_NAME $PACKAGE_VERSION"')
     read -r m v <<<"$nv"
     trees=(--sourcetree "$root/usr/src" --dkmstree "$root/var/lib/dkms" --installtree "$root/usr/lib/modules")
-    dkms add -m "$m" -v "$v" "${trees[@]}" >/dev/null
+    dkms add -m "$m" -v "$v" "${trees[@]}" >/dev/null 2>&1
     : >"$scratch/makes"
     t=$({ time PATH="$scratch/bin:$PATH" dkms install --no-depmod -m "$m" -v "$v" -k "$kernel" \
         "${trees[@]}" --kernelsourcedir "$root/usr/lib/modules/$kernel/build" "${jobs[@]}" \
