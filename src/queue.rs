@@ -5,8 +5,9 @@
 //! job), [`Queue::is_done`] says when nothing is left. Two constraints decide readiness: a job's
 //! dependencies have all succeeded, and no other job of the same group (module version) is running,
 //! because dkms builds every kernel of a module version in one shared directory. Among ready jobs the
-//! highest priority (own cost plus everything waiting on it) starts first; ties go to the lower id, so
-//! the order is stable.
+//! highest priority starts first: its own cost, plus everything waiting on it through dependencies,
+//! plus the work left in its module version's other kernels (those jobs can only run one after the
+//! other, a chain like a dependency). Ties go to the lower id, so the order is stable.
 
 use crate::plan::Job;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,9 @@ pub struct Queue {
     /// Each job's groups (module versions whose build directory it uses).
     groups: Vec<Vec<usize>>,
     priority: Vec<u64>,
+    cost: Vec<u64>,
+    /// Per group: the cost of its jobs not started yet.
+    unstarted: Vec<u64>,
     state: Vec<State>,
     busy_groups: BTreeSet<usize>,
 }
@@ -46,6 +50,11 @@ impl Queue {
                     .collect()
             })
             .collect();
+        let groups: Vec<Vec<usize>> = groups;
+        let mut unstarted = vec![0; ids.len()];
+        for (j, g) in jobs.iter().zip(&groups) {
+            unstarted[g[0]] += j.cost;
+        }
         let mut dependents = vec![Vec::new(); jobs.len()];
         for j in jobs {
             for &d in &j.needs {
@@ -57,6 +66,8 @@ impl Queue {
             dependents,
             groups,
             priority: jobs.iter().map(|j| j.priority).collect(),
+            cost: jobs.iter().map(|j| j.cost).collect(),
+            unstarted,
             state: vec![State::Waiting; jobs.len()],
             busy_groups: BTreeSet::new(),
         }
@@ -72,8 +83,9 @@ impl Queue {
                     .iter()
                     .all(|&d| self.state[d] == State::Succeeded)
             })
-            .max_by(|&a, &b| self.priority[a].cmp(&self.priority[b]).then(b.cmp(&a)))?;
+            .max_by(|&a, &b| self.rank(a).cmp(&self.rank(b)).then(b.cmp(&a)))?;
         self.state[best] = State::Running;
+        self.unstarted[self.groups[best][0]] -= self.cost[best];
         self.busy_groups.extend(&self.groups[best]);
         Some(best)
     }
@@ -99,6 +111,12 @@ impl Queue {
             }
         }
         skipped
+    }
+
+    /// A waiting job's priority now: its own (cost and dependents) plus what is left to do in its
+    /// module version's other jobs, which must follow it one at a time.
+    fn rank(&self, i: usize) -> u64 {
+        self.priority[i] + self.unstarted[self.groups[i][0]] - self.cost[i]
     }
 
     pub fn running(&self) -> usize {
@@ -215,6 +233,29 @@ mod tests {
         assert_eq!(q.take_ready(), None);
         q.finish(0, true);
         assert_eq!(q.take_ready(), Some(1));
+    }
+
+    #[test]
+    fn a_module_with_work_left_on_other_kernels_goes_first() {
+        // big/k1 and big/k2 are a chain (one build dir); mid is cheaper than big/k1 alone but
+        // not than both big jobs: big goes first, and its second kernel still outranks small.
+        let mut jobs = vec![
+            job(0, "mid", "k1", &[], 0),
+            job(1, "big", "k1", &[], 0),
+            job(2, "big", "k2", &[], 0),
+            job(3, "small", "k1", &[], 0),
+        ];
+        for (j, c) in jobs.iter_mut().zip([6, 4, 4, 1]) {
+            j.cost = c;
+            j.priority = c;
+        }
+        let mut q = Queue::new(&jobs);
+        assert_eq!(q.take_ready(), Some(1)); // big: 4 + 4 left on k2
+        assert_eq!(q.take_ready(), Some(0)); // mid: 6; big/k2 waits for the build dir
+        assert_eq!(q.take_ready(), Some(3));
+        q.finish(1, true);
+        q.finish(3, true);
+        assert_eq!(q.take_ready(), Some(2));
     }
 
     #[test]
