@@ -68,6 +68,14 @@ pub fn kernels() -> Vec<String> {
     found
 }
 
+/// The two newest of [`kernels`], older first.
+pub fn two_newest_kernels() -> (String, String) {
+    let mut ks = kernels();
+    let k2 = ks.pop().expect("two kernels");
+    let k1 = ks.pop().expect("two kernels");
+    (k1, k2)
+}
+
 /// Version order in the spirit of `sort -V`: runs of digits compare as
 /// numbers, everything else byte by byte.
 pub fn version_cmp(a: &str, b: &str) -> Ordering {
@@ -310,6 +318,9 @@ fn snapshot_into(root: &Path, dir: &Path, out: &mut Snapshot) {
 pub struct TestRoot {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
+    /// The dkms program dkms-hook drives (through `DKMS_HOOK_DKMS`) and the
+    /// referee runs; `None` is the machine's `dkms`.
+    dkms: Option<PathBuf>,
 }
 
 impl Default for TestRoot {
@@ -338,11 +349,37 @@ impl TestRoot {
         let root = TestRoot {
             dir: Some(dir),
             path,
+            dkms: None,
         };
         for tree in ["usr/src", "var/lib/dkms", "usr/lib/modules"] {
             root.mkdir(tree);
         }
         root
+    }
+
+    /// A root on which dkms-hook drives `program` (through `DKMS_HOOK_DKMS`)
+    /// instead of the machine's `dkms`, and on which [`TestRoot::dkms`], the
+    /// referee, runs that same program.
+    pub fn with_dkms(program: impl Into<PathBuf>) -> Self {
+        let mut root = Self::new();
+        root.dkms = Some(program.into());
+        root
+    }
+
+    /// The dkms program of this root: the one given to
+    /// [`TestRoot::with_dkms`], else the machine's `dkms`.
+    pub fn dkms_program(&self) -> &Path {
+        self.dkms.as_deref().unwrap_or(Path::new("dkms"))
+    }
+
+    /// Points `cmd`, a dkms-hook command line, at this root's dkms program.
+    /// Without one, `DKMS_HOOK_DKMS` is removed from the environment, so
+    /// dkms-hook drives the machine's `dkms`, the referee's.
+    fn set_dkms_env(&self, cmd: &mut Command) {
+        match &self.dkms {
+            Some(program) => cmd.env("DKMS_HOOK_DKMS", program),
+            None => cmd.env_remove("DKMS_HOOK_DKMS"),
+        };
     }
 
     /// The root directory itself.
@@ -449,10 +486,12 @@ impl TestRoot {
         copy_tree(&from, &self.source_tree().join(name));
     }
 
-    /// The command line of dkms-hook on this root, without arguments yet.
+    /// The command line of dkms-hook on this root, without arguments yet,
+    /// driving this root's dkms program.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--root").arg(&self.path);
+        self.set_dkms_env(&mut cmd);
         cmd
     }
 
@@ -470,15 +509,22 @@ impl TestRoot {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "exec \"$0\" \"$@\" 2>&1", BIN, "--root"]);
         cmd.arg(&self.path).args(args);
+        self.set_dkms_env(&mut cmd);
         run_command(cmd, stdin)
     }
 
-    /// Real `dkms` on this root's trees, with --no-depmod (dkms 3.0.10 runs
-    /// depmod on the machine's /lib/modules otherwise). With `-k K` among
-    /// `args`, K's headers in the root are passed as --kernelsourcedir (dkms
-    /// 3.0.10 looks in /lib/modules/K/build otherwise).
+    /// This root's dkms program (see [`TestRoot::with_dkms`]) on this root's
+    /// trees: see [`TestRoot::dkms_as`].
     pub fn dkms(&self, args: &[&str]) -> RunOutput {
-        let mut cmd = Command::new("dkms");
+        self.dkms_as(self.dkms_program(), args)
+    }
+
+    /// The dkms `program` on this root's trees, with --no-depmod (dkms 3.0.10
+    /// runs depmod on the machine's /lib/modules otherwise). With `-k K` among
+    /// `args`, K's headers in the root are passed as --kernelsourcedir (dkms
+    /// 3.0.10 looks in /lib/modules/K/build otherwise), as the engine does.
+    pub fn dkms_as(&self, program: &Path, args: &[&str]) -> RunOutput {
+        let mut cmd = Command::new(program);
         cmd.args(args).arg("--no-depmod");
         cmd.arg("--sourcetree").arg(self.source_tree());
         cmd.arg("--dkmstree").arg(self.dkms_tree());
@@ -492,18 +538,77 @@ impl TestRoot {
         run_command(cmd, "")
     }
 
-    /// The referee: real `dkms status` on this root's trees, lines sorted.
+    /// The referee: `status` of this root's dkms program on this root's
+    /// trees, every line as printed, in its own order.
+    pub fn dkms_status_lines(&self) -> Vec<String> {
+        self.dkms_status_lines_as(self.dkms_program())
+    }
+
+    /// `status` of the dkms `program` on this root's trees, every line as
+    /// printed, in its own order.
+    pub fn dkms_status_lines_as(&self, program: &Path) -> Vec<String> {
+        let out = self.dkms_as(program, &["status"]);
+        assert_eq!(
+            out.code,
+            0,
+            "{} status failed: {}",
+            program.display(),
+            out.dump()
+        );
+        out.stdout.lines().map(str::to_owned).collect()
+    }
+
+    /// The referee's lines ([`TestRoot::dkms_status_lines`]) sorted, to
+    /// compare with an expected set.
     pub fn dkms_status(&self) -> Vec<String> {
-        let out = self.dkms(&["status"]);
-        assert_eq!(out.code, 0, "dkms status failed: {}", out.dump());
-        let mut lines: Vec<String> = out
-            .stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect();
+        let mut lines = self.dkms_status_lines();
         lines.sort();
         lines
+    }
+
+    /// `dkms-hook status` must print what the referee's `status` prints,
+    /// line for line and in the same order (it speaks the dialect of the
+    /// dkms it drives).
+    pub fn assert_status_matches_dkms(&self) {
+        let ours = self.run(&["status"], "");
+        assert_eq!(ours.code, 0, "{}", ours.dump());
+        assert_eq!(
+            ours.stdout.lines().map(str::to_owned).collect::<Vec<_>>(),
+            self.dkms_status_lines(),
+            "dkms-hook status differs from {} status",
+            self.dkms_program().display()
+        );
+    }
+
+    /// The make.log dkms kept for a module version it built for `kernel`
+    /// (`M/V/K/x86_64/log/make.log` in the dkms tree).
+    pub fn make_log(&self, module: &str, version: &str, kernel: &str) -> String {
+        self.read_file(
+            self.dkms_tree()
+                .join(module)
+                .join(version)
+                .join(kernel)
+                .join("x86_64/log/make.log"),
+        )
+    }
+
+    /// Adds the headers of the two newest installed kernels: returns them,
+    /// older first.
+    pub fn two_kernels(&self) -> (String, String) {
+        let (k1, k2) = two_newest_kernels();
+        self.add_kernel(&k1);
+        self.add_kernel(&k2);
+        (k1, k2)
+    }
+
+    /// Every module file installed for each of `kernels` was built for
+    /// that kernel (its vermagic's release).
+    pub fn assert_modules_match_kernels(&self, kernels: &[&String]) {
+        for k in kernels {
+            for p in self.installed_ko_paths(k) {
+                assert_eq!(&vermagic_release(self.kernel_dir(k).join(&p)), *k, "{p}");
+            }
+        }
     }
 
     /// Module files (`*.ko`, `*.ko.xz`, ...) under usr/lib/modules/K (not in
@@ -552,6 +657,44 @@ impl TestRoot {
         snapshot_into(&self.path, &self.path, &mut out);
         out
     }
+}
+
+/// One line of `dkms status` for a module version on a kernel:
+/// `M/V, K, x86_64: STATE`.
+pub fn status_line(mv: &str, kernel: &str, state: &str) -> String {
+    format!("{mv}, {kernel}, x86_64: {state}")
+}
+
+/// The `dkms status` lines, sorted, of every module version in `mvs`
+/// (`M/V`) installed on every kernel in `kernels`.
+pub fn installed_lines(mvs: &[impl AsRef<str>], kernels: &[impl AsRef<str>]) -> Vec<String> {
+    let mut lines: Vec<String> = mvs
+        .iter()
+        .flat_map(|mv| {
+            kernels
+                .iter()
+                .map(move |k| status_line(mv.as_ref(), k.as_ref(), "installed"))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Debian 13's dkms script (3.2.2), extracted by tests/setup.sh: a newer
+/// engine than Debian 12's 3.0.10, close to the one Arch ships.
+pub fn newer_dkms() -> PathBuf {
+    let path = newer_dkms_path();
+    assert!(
+        path.is_file(),
+        "{}: missing: run tests/setup.sh as root (or the whole suite with tests/run)",
+        path.display()
+    );
+    path
+}
+
+/// Where tests/setup.sh puts [`newer_dkms`], whether or not it is there.
+pub fn newer_dkms_path() -> PathBuf {
+    repo_dir().join("tests/.cache/dkms-trixie/usr/sbin/dkms")
 }
 
 /// Whether a file name is a kernel module (`x.ko`, `x.ko.xz`, `x.ko.zst`, `x.ko.gz`).
