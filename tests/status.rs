@@ -2,12 +2,14 @@
 //! into a private root for two kernels, in every state status reports (installed, built but not
 //! installed, added only, several versions of one module, a tampered installed copy, a saved
 //! original module, a built directory missing its module, a dangling source link), then both
-//! outputs compared line for line, order included.
+//! outputs compared line for line, order included. When tests/setup.sh extracted Debian 13's dkms
+//! 3.2.2 (or `DKMSHOOK_NEWER_DKMS` names another dkms), its `status` is held to as well, in its own
+//! dialect.
 
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::TestRoot;
 use dkms_hook::status;
@@ -32,23 +34,9 @@ fn add_variant(root: &TestRoot, name: &str, version: &str) {
     fs::write(to.join("dkms.conf"), conf).unwrap();
 }
 
-/// Makes `usr/lib/modules/K` a kernel whose `build` links to the machine's headers.
-fn add_kernel(root: &TestRoot, kernel: &str) {
-    let dir = root.kernel_dir(kernel);
-    fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::symlink(common::headers_dir(kernel), dir.join("build")).unwrap();
-}
-
 fn dkms_ok(root: &TestRoot, args: &[&str]) {
     let out = root.dkms(args);
     assert_eq!(out.code, 0, "dkms {args:?}: {}", out.dump());
-}
-
-/// Real `dkms status` on the root's trees, every line in dkms's own order.
-fn dkms_status_lines(root: &TestRoot) -> Vec<String> {
-    let out = root.dkms(&["status"]);
-    assert_eq!(out.code, 0, "dkms status: {}", out.dump());
-    out.stdout.lines().map(str::to_owned).collect()
 }
 
 fn ours(root: &TestRoot) -> Vec<String> {
@@ -70,33 +58,22 @@ fn binary_status(root: &TestRoot) -> Option<Vec<String>> {
     Some(out.stdout.lines().map(str::to_owned).collect())
 }
 
-/// A second, newer dkms script to hold the output to as well (e.g. Debian 13's 3.2.2, extracted
-/// from its package), named by `DKMSHOOK_NEWER_DKMS`: its format differs from 3.0.10's.
-fn newer_dkms() -> Option<std::path::PathBuf> {
-    std::env::var_os("DKMSHOOK_NEWER_DKMS").map(Into::into)
+/// A second, newer dkms to hold the output to as well, whose format differs from 3.0.10's:
+/// the one `DKMSHOOK_NEWER_DKMS` names, else Debian 13's 3.2.2 when tests/setup.sh extracted it.
+fn newer_dkms() -> Option<PathBuf> {
+    match std::env::var_os("DKMSHOOK_NEWER_DKMS") {
+        Some(path) => Some(path.into()),
+        None => Some(common::newer_dkms_path()).filter(|p| p.is_file()),
+    }
 }
 
 fn assert_same(root: &TestRoot, what: &str) -> Vec<String> {
-    let want = dkms_status_lines(root);
+    let want = root.dkms_status_lines();
     let got = ours(root);
     assert_eq!(got, want, "{what}: status::lines differs from dkms status");
-    if let Some(script) = newer_dkms() {
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .arg("status")
-            .arg("--sourcetree")
-            .arg(root.source_tree())
-            .arg("--dkmstree")
-            .arg(root.dkms_tree())
-            .arg("--installtree")
-            .arg(root.install_tree())
-            .output()
-            .unwrap();
-        let newer: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        let version = status::script_version(&script).expect("version of DKMSHOOK_NEWER_DKMS");
+    if let Some(program) = newer_dkms() {
+        let newer = root.dkms_status_lines_as(&program);
+        let version = status::script_version(&program).expect("version of the newer dkms");
         let trees = Trees::load(root.path()).unwrap();
         let got = status::report(&trees, &status::Flavour::new(version)).lines;
         assert_eq!(got, newer, "{what}: status differs from dkms {version:?}");
@@ -116,8 +93,8 @@ fn status_matches_real_dkms_in_every_state() {
     let kernels = common::kernels();
     let (k1, k2) = (kernels[0].as_str(), kernels[1].as_str());
     let root = TestRoot::new();
-    add_kernel(&root, k1);
-    add_kernel(&root, k2);
+    root.add_kernel(k1);
+    root.add_kernel(k2);
 
     // An empty tree prints nothing, in both.
     assert!(assert_same(&root, "empty tree").is_empty());
@@ -224,7 +201,7 @@ fn status_matches_real_dkms_for_real_modules() {
     let kernels = common::kernels();
     let root = TestRoot::new();
     for k in &kernels[..2] {
-        add_kernel(&root, k);
+        root.add_kernel(k);
     }
     // Real Debian sources, one of which (v4l2loopback) decides things from the kernel's config.
     let mut mvs = Vec::new();
