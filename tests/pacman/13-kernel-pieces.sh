@@ -34,12 +34,7 @@ pacman_run -R "linux-test-$K2"
 expect_no_output '^error:'
 expect_output 'directly'
 expect_not_installed dkmshook-plain "$K2"
-if [[ -e /usr/lib/modules/$K2 ]]; then
-  find "/usr/lib/modules/$K2" >&2
-  fail "/usr/lib/modules/$K2 is left"
-fi
-left=$(find /var/lib/dkms -mindepth 3 -maxdepth 3 -name "$K2" -o -name "kernel-$K2-*")
-[[ -z $left ]] || fail "left in the dkms tree: $left"
+expect_kernel_gone "$K2"
 expect_installed dkmshook-plain 1.0 "$K1"
 expect_stock_hooks_silent
 done_ok

@@ -162,6 +162,18 @@ expect_not_installed() {
   [[ -z $(ko_files "$mod" "$k") ]] || fail "$mod: module file left under /usr/lib/modules/$k"
 }
 
+# Nothing of kernel K is left: not its /usr/lib/modules directory (DKMS files, dkms's empty
+# directories), nor anything of it in the dkms tree.
+expect_kernel_gone() {
+  local k=$1 left
+  if [[ -e /usr/lib/modules/$k ]]; then
+    find "/usr/lib/modules/$k" >&2
+    fail "/usr/lib/modules/$k is left"
+  fi
+  left=$(find /var/lib/dkms -mindepth 2 -maxdepth 3 \( -name "$k" -o -name "kernel-$k-*" \))
+  [[ -z $left ]] || fail "left in the dkms tree: $left"
+}
+
 # MOD is unknown to dkms: no status line, no directory in the dkms tree.
 expect_unregistered() {
   local mod=$1
