@@ -118,7 +118,7 @@ enum Pair {
     /// Already installed (in this version or another): satisfies dependents.
     Present,
     /// Will not be built; dependents cannot be built either.
-    Blocked { reason: String, failed: bool },
+    Blocked { reason: String },
 }
 
 impl<'a> Planner<'a> {
@@ -322,7 +322,6 @@ impl<'a> Planner<'a> {
                         key,
                         Pair::Blocked {
                             reason: format!("it is excluded there ({reason})"),
-                            failed: false,
                         },
                     );
                     continue;
@@ -337,7 +336,6 @@ impl<'a> Planner<'a> {
                         key,
                         Pair::Blocked {
                             reason: format!("its dkms.conf is invalid ({e})"),
-                            failed: true,
                         },
                     );
                     continue;
@@ -383,7 +381,7 @@ impl<'a> Planner<'a> {
         let inv = self.inv;
         // Fixpoint: a pair whose dependency is blocked or unknown is blocked too.
         loop {
-            let mut changes: Vec<((String, String), Pair, Decision)> = Vec::new();
+            let mut changes: Vec<((String, String), bool, String, Decision)> = Vec::new();
             for ((kernel, name), pair) in &pairs {
                 let Pair::Build { conf, needs, .. } = pair else {
                     continue;
@@ -393,11 +391,13 @@ impl<'a> Planner<'a> {
                     let dk = (kernel.clone(), d.clone());
                     let decision = match pairs.get(&dk) {
                         Some(Pair::Build { .. }) | Some(Pair::Present) => None,
-                        Some(Pair::Blocked { reason, failed }) => Some((
+                        // Its dependency will not be built: a skip, naming why.
+                        Some(Pair::Blocked { reason }) => Some((
                             format!("needs {d}, which is not built for {kernel}: {reason}"),
-                            *failed,
+                            false,
                         )),
                         None if inv.tree.installed(d, kernel, &inv.arch).is_some() => None,
+                        // A dependency nobody provides: this module's own failure.
                         None => Some((
                             format!(
                                 "unknown dependency {d} (BUILD_DEPENDS): no such module in {} or {}",
@@ -410,10 +410,8 @@ impl<'a> Planner<'a> {
                     if let Some((reason, failed)) = decision {
                         changes.push((
                             (kernel.clone(), name.clone()),
-                            Pair::Blocked {
-                                reason: format!("its dependency {d} cannot be built"),
-                                failed,
-                            },
+                            failed,
+                            d.clone(),
                             Decision {
                                 subject: subject.clone(),
                                 kernel: Some(kernel.clone()),
@@ -427,15 +425,18 @@ impl<'a> Planner<'a> {
             if changes.is_empty() {
                 break;
             }
-            for (key, pair, decision) in changes {
-                let failed = matches!(pair, Pair::Blocked { failed: true, .. })
-                    && decision.reason.starts_with("unknown");
+            for (key, failed, d, decision) in changes {
                 if failed {
                     self.out.failed.push(decision);
                 } else {
                     self.out.skipped.push(decision);
                 }
-                pairs.insert(key, pair);
+                pairs.insert(
+                    key,
+                    Pair::Blocked {
+                        reason: format!("its dependency {d} cannot be built"),
+                    },
+                );
             }
         }
         // Cycles: fail every pair on one, naming the whole cycle.
@@ -454,7 +455,6 @@ impl<'a> Planner<'a> {
                     key,
                     Pair::Blocked {
                         reason: "dependency cycle".into(),
-                        failed: true,
                     },
                 );
             }
