@@ -64,6 +64,22 @@ pub enum ConfError {
     Bash { path: String, message: String },
 }
 
+impl ConfError {
+    /// The message without the leading file path, for where the path is already shown.
+    pub fn detail(&self) -> String {
+        let full = self.to_string();
+        let path = match self {
+            ConfError::Syntax { path, .. }
+            | ConfError::Missing { path, .. }
+            | ConfError::Aborted { path, .. }
+            | ConfError::Bash { path, .. } => path,
+        };
+        full.strip_prefix(&format!("{path}: "))
+            .map(str::to_string)
+            .unwrap_or(full)
+    }
+}
+
 fn kernel_suffix(k: &Option<String>) -> String {
     k.as_ref()
         .map(|k| format!(" when evaluated for kernel {k}"))
@@ -469,6 +485,11 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         let err = e.identity().unwrap_err().to_string();
         assert!(err.contains("dkms.conf"), "{err}");
         assert!(err.contains("line"), "{err}");
+        let detail = e.identity().unwrap_err().detail();
+        assert!(
+            detail.starts_with("line "),
+            "the path is said once: {detail}"
+        );
         assert!(err.contains("syntax error"), "{err}");
         assert!(e.per_kernel.is_empty());
     }

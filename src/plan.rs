@@ -263,7 +263,7 @@ impl<'a> Planner<'a> {
                 let d = Decision {
                     subject: self.inv.trees.display(&s.conf.path).into_owned(),
                     kernel: None,
-                    reason: e.to_string(),
+                    reason: e.detail(),
                 };
                 if !self.out.failed.contains(&d) {
                     self.out.failed.push(d);
@@ -292,7 +292,7 @@ impl<'a> Planner<'a> {
                     self.out.failed.push(Decision {
                         subject: inv.trees.display(&src.conf.path).into_owned(),
                         kernel: Some(k.release.clone()),
-                        reason: e.to_string(),
+                        reason: e.detail(),
                     });
                     continue;
                 }
@@ -572,7 +572,7 @@ impl<'a> Planner<'a> {
                     self.out.failed.push(Decision {
                         subject: shown,
                         kernel: None,
-                        reason: format!("cannot tell which module to remove: {e}"),
+                        reason: format!("cannot tell which module to remove: {}", e.detail()),
                     });
                     continue;
                 }
