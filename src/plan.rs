@@ -310,36 +310,28 @@ impl<'a> Planner<'a> {
                     continue;
                 }
             }
-            match excluded(&conf, k, &inv.arch) {
-                Ok(None) => {}
+            // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way
+            // the pair is not built, and its dependents learn why.
+            let blocked = match excluded(&conf, k, &inv.arch) {
+                Ok(None) => None,
                 Ok(Some(reason)) => {
-                    self.out.skipped.push(Decision {
-                        subject,
-                        kernel: Some(k.release.clone()),
-                        reason: reason.clone(),
-                    });
-                    pairs.insert(
-                        key,
-                        Pair::Blocked {
-                            reason: format!("it is excluded there ({reason})"),
-                        },
-                    );
-                    continue;
+                    Some((false, format!("it is excluded there ({reason})"), reason))
                 }
-                Err(e) => {
-                    self.out.failed.push(Decision {
-                        subject: subject.clone(),
-                        kernel: Some(k.release.clone()),
-                        reason: e.clone(),
-                    });
-                    pairs.insert(
-                        key,
-                        Pair::Blocked {
-                            reason: format!("its dkms.conf is invalid ({e})"),
-                        },
-                    );
-                    continue;
+                Err(e) => Some((true, format!("its dkms.conf is invalid ({e})"), e)),
+            };
+            if let Some((is_failure, why, reason)) = blocked {
+                let d = Decision {
+                    subject,
+                    kernel: Some(k.release.clone()),
+                    reason,
+                };
+                if is_failure {
+                    self.out.failed.push(d);
+                } else {
+                    self.out.skipped.push(d);
                 }
+                pairs.insert(key, Pair::Blocked { reason: why });
+                continue;
             }
             let installed = inv.tree.installed(&conf.name, &k.release, &inv.arch);
             if installed == Some(conf.version.as_str()) && !self.req.force {
