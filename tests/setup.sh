@@ -112,7 +112,7 @@ for p in "${dkms_packages[@]}"; do
 done
 
 # 3. Debian 13's dkms, a newer engine than Debian 12's 3.0.10 (3.2.2, close to
-# Arch's 3.3/3.4), for tests/newer_dkms.rs. It is fetched with a private apt
+# Arch's 3.3/3.4), for tests/it/newer_dkms.rs. It is fetched with a private apt
 # configuration: its own sources list, lists and cache under
 # tests/.cache/apt-trixie, so the machine's own apt sources, lists and cache
 # are never touched; the mirror is the one the machine already uses for its

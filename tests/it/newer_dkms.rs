@@ -4,15 +4,14 @@
 //! headers looked up under the install tree, a refusal to build a module whose BUILD_DEPENDS are
 //! not installed, other status wording), and Arch users run the newer one. Each test works in its
 //! own `--root`, and the same 3.2.2 script's `status` on the same trees is the referee. The
-//! scenarios that must hold on any dkms live in tests/scenarios, shared with tests/engine.rs; what
+//! scenarios that must hold on any dkms live in tests/it/scenarios, shared with tests/it/engine.rs; what
 //! is particular to 3.2 stays here.
-
-mod common;
-mod scenarios;
 
 use std::process::Command;
 
-use common::{installed_lines, newer_dkms, run_command, status_line, two_newest_kernels, TestRoot};
+use crate::common::{
+    installed_lines, newer_dkms, run_command, status_line, two_newest_kernels, TestRoot,
+};
 
 /// What the newer dkms says it is (`dkms-3.2.2`); checked to be newer than Debian 12's 3.0.
 fn newer_dkms_version() -> String {
@@ -61,7 +60,7 @@ fn assert_built_by_newer_dkms(root: &TestRoot, module: &str, version: &str, kern
 fn two_modules_arrive_for_two_kernels_then_a_kernel_and_a_module_leave() {
     let root = newer_root();
     root.add_fixture("dkmshook-plain-1.0");
-    scenarios::two_packages_arrive_then_a_kernel_and_a_package_leave(
+    crate::scenarios::two_packages_arrive_then_a_kernel_and_a_package_leave(
         &root,
         "dkmshook-plain-1.0",
         "dkmshook_plain.ko",
@@ -86,19 +85,19 @@ fn build_depends_pair_builds_in_order_where_the_newer_dkms_refuses_any_other() {
         refused.dump()
     );
 
-    scenarios::build_depends_pair_builds_in_order(&newer_root(), assert_built_by_newer_dkms);
+    crate::scenarios::build_depends_pair_builds_in_order(&newer_root(), assert_built_by_newer_dkms);
 }
 
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_failed_dependency_skips_its_dependent_under_the_newer_dkms() {
-    scenarios::a_failed_dependency_skips_its_dependent(&newer_root());
+    crate::scenarios::a_failed_dependency_skips_its_dependent(&newer_root());
 }
 
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_compile_failure_under_the_newer_dkms_shows_the_compiler_errors() {
-    scenarios::a_compile_failure_fails_loudly_and_alone(&newer_root());
+    crate::scenarios::a_compile_failure_fails_loudly_and_alone(&newer_root());
 }
 
 /// dkms 3.2 added BUILD_DEPENDS_REBUILD: at the end of every successful `dkms install` of D for K,
@@ -132,7 +131,7 @@ fn a_dependency_upgrade_does_not_race_the_rebuild_the_newer_dkms_starts_itself()
     // The transaction: k2 arrives, dkmshook-exporter 1.0 -> 1.1.
     root.add_kernel(&k2);
     let v11 = root.source_tree().join("dkmshook-exporter-1.1");
-    common::copy_tree(&root.source_tree().join("dkmshook-exporter-1.0"), &v11);
+    crate::common::copy_tree(&root.source_tree().join("dkmshook-exporter-1.0"), &v11);
     let text = std::fs::read_to_string(v11.join("dkms.conf")).unwrap();
     std::fs::write(
         v11.join("dkms.conf"),

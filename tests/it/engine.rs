@@ -1,12 +1,9 @@
 //! The engine on the real thing: real dkms (the machine's, Debian 12's 3.0.10), the real headers
 //! of two kernels, real module sources from Debian's `-dkms` packages and fixtures of our own, each
 //! test in its own `--root`. `dkms status` on the same trees is the referee. The scenarios that
-//! must hold on any dkms live in tests/scenarios, shared with tests/newer_dkms.rs.
+//! must hold on any dkms live in tests/it/scenarios, shared with tests/it/newer_dkms.rs.
 
-mod common;
-mod scenarios;
-
-use common::{status_line, two_newest_kernels, vermagic_release, TestRoot};
+use crate::common::{status_line, two_newest_kernels, vermagic_release, TestRoot};
 
 /// Proves a module version was built by the machine's dkms 3.0.10, not by another dkms leaking in
 /// through `DKMS_HOOK_DKMS`: 3.0.10's make.log begins `DKMS make.log for M-V for kernel K`, newer
@@ -37,7 +34,7 @@ fn exclusive_to(root: &TestRoot, source: &str, kernel: &str) {
 fn two_module_packages_arrive_then_a_kernel_and_a_module_leave() {
     let root = TestRoot::new();
     let acpi = root.add_real_source("acpi-call");
-    scenarios::two_packages_arrive_then_a_kernel_and_a_package_leave(
+    crate::scenarios::two_packages_arrive_then_a_kernel_and_a_package_leave(
         &root,
         &acpi,
         "acpi_call.ko",
@@ -80,19 +77,22 @@ fn a_new_kernel_gets_every_autoinstall_module() {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn build_depends_order_lets_a_module_link_against_another() {
-    scenarios::build_depends_pair_builds_in_order(&TestRoot::new(), assert_built_by_machine_dkms);
+    crate::scenarios::build_depends_pair_builds_in_order(
+        &TestRoot::new(),
+        assert_built_by_machine_dkms,
+    );
 }
 
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_failed_dependency_skips_its_dependent_and_names_it() {
-    scenarios::a_failed_dependency_skips_its_dependent(&TestRoot::new());
+    crate::scenarios::a_failed_dependency_skips_its_dependent(&TestRoot::new());
 }
 
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_module_that_fails_to_compile_fails_loudly_and_alone() {
-    scenarios::a_compile_failure_fails_loudly_and_alone(&TestRoot::new());
+    crate::scenarios::a_compile_failure_fails_loudly_and_alone(&TestRoot::new());
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         out.stdout
     );
     assert_eq!(
-        common::snapshot_diff(&before, &root.snapshot()),
+        crate::common::snapshot_diff(&before, &root.snapshot()),
         Vec::<String>::new()
     );
 }
@@ -267,7 +267,7 @@ fn refuses_to_change_anything_without_root_but_dry_run_works() {
     drop.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(cmd.get_program())
         .args(cmd.get_args());
-    let out = common::run_command(drop, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    let out = crate::common::run_command(drop, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
     assert_eq!(out.code, 2, "{}", out.dump());
     assert!(out.stderr.contains("needs root"), "{}", out.dump());
     let mut cmd = std::process::Command::new("setpriv");
@@ -275,12 +275,12 @@ fn refuses_to_change_anything_without_root_but_dry_run_works() {
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        common::BIN,
+        crate::common::BIN,
         "--root",
     ])
     .arg(root.path())
     .args(["--dry-run", "install"]);
-    let out = common::run_command(cmd, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    let out = crate::common::run_command(cmd, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
     assert_eq!(out.code, 0, "{}", out.dump());
     assert!(
         out.stdout.contains("build  dkmshook-plain/1.0"),

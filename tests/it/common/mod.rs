@@ -1,4 +1,4 @@
-//! Helpers shared by dkms-hook's integration tests (`mod common;`).
+//! Helpers shared by dkms-hook's integration tests (`crate::common`).
 //!
 //! Every test works in its own [`TestRoot`], a temporary directory passed as
 //! `--root`, with the machine's real kernel headers linked in, module sources
@@ -6,7 +6,7 @@
 //! (extracted by `tests/setup.sh` into `tests/.cache/sources`), and the real
 //! `dkms` as the referee of what ended up installed. Nothing here touches the
 //! machine's own /usr/src, /var/lib/dkms or /usr/lib/modules.
-#![allow(dead_code)]
+#![allow(dead_code)] // each helper is used by some of the test modules
 
 use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;

@@ -1,5 +1,5 @@
-//! Engine scenarios that must hold whichever dkms the engine drives (`mod scenarios;`, after
-//! `mod common;`): tests/engine.rs runs them on Debian 12's dkms 3.0.10, tests/newer_dkms.rs on
+//! Engine scenarios that must hold whichever dkms the engine drives: tests/it/engine.rs runs them
+//! on Debian 12's dkms 3.0.10, tests/it/newer_dkms.rs on
 //! Debian 13's 3.2.2 (through `DKMS_HOOK_DKMS`). Each takes a fresh [`TestRoot`] set up for its dkms
 //! (see [`TestRoot::with_dkms`]), whose same dkms is the referee, and a [`BuiltBy`] check that a
 //! module version was built by that dkms and not by another one, so one scenario cannot pass on

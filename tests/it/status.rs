@@ -6,21 +6,19 @@
 //! 3.2.2 (or `DKMSHOOK_NEWER_DKMS` names another dkms), its `status` is held to as well, in its own
 //! dialect.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::TestRoot;
+use crate::common::TestRoot;
 use dkms_hook::status;
 use dkms_hook::trees::Trees;
 
 /// Copies the `dkmshook-plain-1.0` fixture to `NAME-VERSION` with PACKAGE_NAME and
 /// PACKAGE_VERSION changed (the built module keeps its name, dkmshook_plain).
 fn add_variant(root: &TestRoot, name: &str, version: &str) {
-    let from = common::fixtures_dir().join("dkmshook-plain-1.0");
+    let from = crate::common::fixtures_dir().join("dkmshook-plain-1.0");
     let to = root.source_tree().join(format!("{name}-{version}"));
-    common::copy_tree(&from, &to);
+    crate::common::copy_tree(&from, &to);
     let conf = fs::read_to_string(to.join("dkms.conf")).unwrap();
     let conf = conf
         .replace(
@@ -46,7 +44,7 @@ fn ours(root: &TestRoot) -> Vec<String> {
 
 /// The binary's `status`, once main.rs dispatches it (`--help` lists it).
 fn binary_status(root: &TestRoot) -> Option<Vec<String>> {
-    let help = std::process::Command::new(common::BIN)
+    let help = std::process::Command::new(crate::common::BIN)
         .arg("--help")
         .output()
         .ok()?;
@@ -63,7 +61,7 @@ fn binary_status(root: &TestRoot) -> Option<Vec<String>> {
 fn newer_dkms() -> Option<PathBuf> {
     match std::env::var_os("DKMSHOOK_NEWER_DKMS") {
         Some(path) => Some(path.into()),
-        None => Some(common::newer_dkms_path()).filter(|p| p.is_file()),
+        None => Some(crate::common::newer_dkms_path()).filter(|p| p.is_file()),
     }
 }
 
@@ -90,7 +88,7 @@ fn assert_same(root: &TestRoot, what: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn status_matches_real_dkms_in_every_state() {
-    let kernels = common::kernels();
+    let kernels = crate::common::kernels();
     let (k1, k2) = (kernels[0].as_str(), kernels[1].as_str());
     let root = TestRoot::new();
     root.add_kernel(k1);
@@ -198,7 +196,7 @@ fn status_matches_real_dkms_in_every_state() {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn status_matches_real_dkms_for_real_modules() {
-    let kernels = common::kernels();
+    let kernels = crate::common::kernels();
     let root = TestRoot::new();
     for k in &kernels[..2] {
         root.add_kernel(k);

@@ -5,9 +5,7 @@
 //! the wrong-kernel build behave, and `dkms status` works as the referee.
 //! The helpers that need nothing installed are tested without root.
 
-mod common;
-
-use common::{kernels, snapshot_diff, vermagic_release, RunOutput, TestRoot};
+use crate::common::{kernels, snapshot_diff, vermagic_release, RunOutput, TestRoot};
 
 const ARCH: &str = "x86_64";
 
@@ -121,7 +119,7 @@ fn broken_fails_with_exit_10_and_compiler_errors_in_make_log() {
 fn badconf_is_not_valid_bash_and_dkms_rejects_it() {
     let (root, ks) = root_with(&["dkmshook-badconf-1.0"]);
     let conf = root.join("usr/src/dkmshook-badconf-1.0/dkms.conf");
-    let out = common::run_command(
+    let out = crate::common::run_command(
         {
             let mut cmd = std::process::Command::new("bash");
             cmd.arg("-n").arg(&conf);
@@ -298,7 +296,7 @@ fn run_command_keeps_streams_apart_and_passes_stdin() {
         "-c",
         "read line; echo \"out $line\"; sleep 0.2; echo err >&2; exit 3",
     ]);
-    let out = common::run_command(cmd, "hello\n");
+    let out = crate::common::run_command(cmd, "hello\n");
     assert_eq!(out.code, 3);
     assert_eq!(out.stdout, "out hello\n");
     assert_eq!(out.stderr, "err\n");
@@ -313,7 +311,7 @@ fn version_order_is_numeric() {
         "6.1.0-55-amd64",
         "6.10.0-1-amd64",
     ];
-    v.sort_by(|a, b| common::version_cmp(a, b));
+    v.sort_by(|a, b| crate::common::version_cmp(a, b));
     assert_eq!(
         v,
         [

@@ -1,0 +1,12 @@
+//! dkms-hook's integration tests, in one test binary (one link, one run): the engine on real dkms
+//! and real kernel headers, the same scenarios on newer dkms versions, `status` against `dkms status`,
+//! the fixtures alone, and whole transactions under a real pacman. The tests that need root, dkms,
+//! headers or pacman are `#[ignore]`d; `tests/run` runs them all.
+
+mod common;
+mod engine;
+mod fixtures_smoke;
+mod newer_dkms;
+mod pacman;
+mod scenarios;
+mod status;
