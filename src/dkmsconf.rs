@@ -2,12 +2,14 @@
 //!
 //! dkms.conf is a bash script, and real ones contain logic (Debian's v4l2loopback reads the kernel's
 //! .config to decide what to build), so it is never parsed with a regex. Each file is first checked
-//! for syntax (a syntax error fails that module alone, with `bash -n`'s own message naming the file
-//! and line), then sourced once per kernel in a subshell with the variables dkms sets (`kernelver`,
-//! `arch`, `kernel_source_dir`, `dkms_tree`, `source_tree`, `install_tree`). The directives we plan
-//! with come back NUL-separated on a private file descriptor, so whatever the script prints cannot be
-//! mistaken for them. One bash process serves a whole batch of files, so planning a hundred modules for
-//! six kernels costs a few hundred subshell forks, not six hundred bash start-ups.
+//! for syntax without running any of it (a syntax error fails that module alone, with bash's own
+//! message naming the file and line), then sourced once per kernel in a subshell with the variables
+//! dkms sets (`kernelver`, `arch`, `kernel_source_dir`, `dkms_tree`, `source_tree`, `install_tree`).
+//! The directives come back NUL-separated on a private file descriptor that the sourced files never
+//! see, so whatever a script prints or writes cannot be mistaken for them. One bash process serves a
+//! whole batch of files, so planning a hundred modules for six kernels costs a few hundred subshell
+//! forks, not six hundred bash start-ups. The evaluator itself is `dkmsconf.sh`, shared with
+//! [`crate::status`].
 
 use crate::trees::Trees;
 use rayon::prelude::*;
@@ -28,8 +30,6 @@ pub struct DkmsConf {
     pub built_modules: Vec<String>,
     /// DEST_MODULE_NAME entries (same order as `built_modules`; empty string when unset).
     pub dest_names: Vec<String>,
-    /// Anything the script printed while being evaluated (stdout and stderr).
-    pub output: String,
 }
 
 /// BUILD_EXCLUSIVE_* directives, unset ones as `None`.
@@ -43,41 +43,33 @@ pub struct Exclusive {
     pub config: Vec<String>,
 }
 
-/// A dkms.conf that cannot be used.
+/// A dkms.conf that cannot be used: the file (as given to the evaluator) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfError {
-    #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
-    #[error("{path}: no {directive} directive{}", kernel_suffix(.kernel))]
+#[error("{}: {}", .path.display(), .problem)]
+pub struct ConfError {
+    pub path: PathBuf,
+    pub problem: Problem,
+}
+
+/// What is wrong with a dkms.conf, without its path (for where the path is already shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// bash's own message, `line N: syntax error ...` (or that the file cannot be read).
+    #[error("{message}")]
+    Syntax { message: String },
+    #[error("no {directive} directive{}", kernel_suffix(.kernel))]
     Missing {
-        path: String,
         directive: &'static str,
         kernel: Option<String>,
     },
-    #[error("{path}: evaluation stopped early (does it call exit?){}{}", kernel_suffix(.kernel), output_suffix(.output))]
+    #[error("evaluation stopped early (does it call exit?){}{}", kernel_suffix(.kernel), output_suffix(.output))]
     Aborted {
-        path: String,
         kernel: Option<String>,
+        /// What the file printed before it stopped.
         output: String,
     },
-    #[error("{path}: cannot run bash: {message}")]
-    Bash { path: String, message: String },
-}
-
-impl ConfError {
-    /// The message without the leading file path, for where the path is already shown.
-    pub fn detail(&self) -> String {
-        let full = self.to_string();
-        let path = match self {
-            ConfError::Syntax { path, .. }
-            | ConfError::Missing { path, .. }
-            | ConfError::Aborted { path, .. }
-            | ConfError::Bash { path, .. } => path,
-        };
-        full.strip_prefix(&format!("{path}: "))
-            .map(str::to_string)
-            .unwrap_or(full)
-    }
+    #[error("cannot run bash: {message}")]
+    Bash { message: String },
 }
 
 fn kernel_suffix(k: &Option<String>) -> String {
@@ -107,7 +99,7 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluated {
     pub path: PathBuf,
-    /// kernel -> directives. Empty when the file did not pass `bash -n`.
+    /// kernel -> directives. Empty when the file did not pass the syntax check.
     pub per_kernel: BTreeMap<String, Result<DkmsConf, ConfError>>,
     /// A failure common to every kernel (syntax error, bash not runnable).
     pub error: Option<ConfError>,
@@ -128,79 +120,210 @@ impl Evaluated {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| ConfError::Missing {
-            path: self.path.display().to_string(),
-            directive: "PACKAGE_NAME",
-            kernel: None,
-        }))
+        Err(first_err.unwrap_or_else(|| self.error_for(missing("PACKAGE_NAME", None))))
     }
 
     pub fn for_kernel(&self, kernel: &str) -> Option<&Result<DkmsConf, ConfError>> {
         self.per_kernel.get(kernel)
     }
+
+    /// What this file gives for `kernel`: its directives, or why there are none (the file's own
+    /// error first, then the kernel's; a kernel it was never evaluated for is an error too).
+    pub fn result_for(&self, kernel: &str) -> Result<&DkmsConf, ConfError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.per_kernel.get(kernel) {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(self.error_for(Problem::Bash {
+                message: format!("it was not evaluated for kernel {kernel}"),
+            })),
+        }
+    }
+
+    /// Whether dkms would build this module by itself for a new kernel, as far as one can tell: a
+    /// file that sets AUTOINSTALL for some kernel, or one that cannot be read at all (it might, and
+    /// leaving it out without a word would let a kernel boot without it).
+    pub fn autoinstall_candidate(&self) -> bool {
+        let mut ok = self.per_kernel.values().flatten().peekable();
+        if ok.peek().is_none() {
+            return true;
+        }
+        ok.any(|c| c.autoinstall)
+    }
+
+    fn error_for(&self, problem: Problem) -> ConfError {
+        ConfError {
+            path: self.path.clone(),
+            problem,
+        }
+    }
 }
 
-const DIRECTIVES: &[&str] = &[
-    "PACKAGE_NAME",
-    "PACKAGE_VERSION",
-    "AUTOINSTALL",
-    "BUILD_DEPENDS",
-    "BUILD_EXCLUSIVE_KERNEL",
-    "BUILD_EXCLUSIVE_KERNEL_MIN",
-    "BUILD_EXCLUSIVE_KERNEL_MAX",
-    "BUILD_EXCLUSIVE_ARCH",
-    "BUILD_EXCLUSIVE_CONFIG",
-    "BUILT_MODULE_NAME",
-    "DEST_MODULE_NAME",
-];
-
-/// The evaluator. Arguments: ARCH DKMS_TREE SOURCE_TREE INSTALL_TREE, then for each file
-/// `--conf PATH` followed by pairs `KERNELVER KERNEL_SOURCE_DIR`.
-const SCRIPT: &str = r#"
-exec 3>&1 1>/dev/null </dev/null
-emit() {
-    local n i
-    for n in "$@"; do
-        eval 'for i in "${!'"$n"'[@]}"; do printf "%s\0%s\0%s\0" "$n" "$i" "${'"$n"'[$i]}" >&3; done'
-    done
+fn missing(directive: &'static str, kernel: Option<&str>) -> Problem {
+    Problem::Missing {
+        directive,
+        kernel: kernel.map(str::to_string),
+    }
 }
-arch=$1 dkms_tree=$2 source_tree=$3 install_tree=$4
-shift 4
-# Indexing an array, not shifting "$@" (each shift copies every remaining argument).
-args=("$@")
-set --
-n=${#args[@]} a=0
-while ((a < n)); do
-    conf=${args[a+1]}
-    ((a += 2))
-    ctx=()
-    while ((a < n)) && [[ ${args[a]} != --conf ]]; do ctx+=("${args[a]}" "${args[a+1]}"); ((a += 2)); done
-    printf '%s\0%s\0' @conf "$conf" >&3
-    # Syntax first, without starting a bash per file: parsing the text as a function body
-    # executes nothing. Only when that fails does `bash -n` run, for bash's own message.
-    src=
-    IFS= read -r -d '' src <"$conf"
-    if eval "__dkms_hook_syntax() {
-$src
-}" 2>/dev/null; then
-        unset -f __dkms_hook_syntax
-    elif ! err=$(LC_ALL=C bash -n "$conf" 2>&1); then
-        printf '%s\0%s\0' @syntax "$err" >&3
-        continue
-    fi
-    for ((j = 0; j < ${#ctx[@]}; j += 2)); do
-        printf '%s\0%s\0' @kernel "${ctx[j]}" >&3
-        out=$(
-            kernelver=${ctx[j]} kernel_source_dir=${ctx[j+1]}
-            unset DIRECTIVES_PLACEHOLDER
-            . "$conf" 2>&1
-            emit DIRECTIVES_PLACEHOLDER
-            printf '%s\0' @done >&3
-        )
-        printf '%s\0%s\0' @output "$out" >&3
-    done
-done
-"#;
+
+/// The one evaluator of dkms.conf files (see the file itself for its protocol), shared with
+/// [`crate::status`].
+pub(crate) const EVALUATOR: &str = include_str!("dkmsconf.sh");
+
+/// The directives a plan reads; unset before each file is sourced, so that none comes from the
+/// environment.
+const DIRECTIVES: &str = "PACKAGE_NAME PACKAGE_VERSION AUTOINSTALL BUILD_DEPENDS \
+    BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
+    BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME";
+
+/// One piece of work for the evaluator.
+#[derive(Debug, Clone)]
+pub(crate) enum Unit<'a> {
+    /// Check `file`'s syntax without running it; later `Source` units of the same id are
+    /// dropped when it fails.
+    Check { id: usize, file: &'a Path },
+    /// Source `files` (those that exist) for one kernel, then run the emitter.
+    Source {
+        id: usize,
+        kernel: &'a str,
+        arch: &'a str,
+        kernel_source_dir: &'a Path,
+        module: &'a str,
+        version: &'a str,
+        files: Vec<PathBuf>,
+    },
+}
+
+/// What the evaluator said about one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record {
+    Check {
+        id: usize,
+        /// Empty when the file parses.
+        message: String,
+    },
+    Source {
+        id: usize,
+        kernel: String,
+        /// What the emitter wrote.
+        fields: Vec<String>,
+        /// The files did not end the subshell (no `exit`).
+        done: bool,
+        /// What the files printed.
+        output: String,
+    },
+}
+
+/// Which emitter the evaluator runs after sourcing, with the script that defines it.
+pub(crate) struct Emitter<'a> {
+    /// Shell code put before the evaluator (defines the emitter), may be empty.
+    pub prelude: &'a str,
+    /// The function to run after sourcing.
+    pub function: &'a str,
+    /// Variables unset before sourcing.
+    pub unset: &'a str,
+    /// Environment for the evaluator (the prelude's settings).
+    pub env: Vec<(&'a str, std::ffi::OsString)>,
+}
+
+/// Runs the evaluator over `units` in one bash process. `Err` when bash cannot run at all, or
+/// died (its stderr).
+pub(crate) fn run_units(
+    emitter: &Emitter,
+    trees: &Trees,
+    units: &[Unit],
+) -> Result<Vec<Record>, String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("{}\n{EVALUATOR}", emitter.prelude))
+        .arg("dkms-hook-eval")
+        .arg(emitter.function)
+        .arg(emitter.unset)
+        .arg(&trees.dkms)
+        .arg(&trees.source)
+        .arg(&trees.install);
+    for (k, v) in &emitter.env {
+        cmd.env(k, v);
+    }
+    for u in units {
+        match u {
+            Unit::Check { id, file } => {
+                cmd.arg("check").arg(id.to_string()).arg(file);
+            }
+            Unit::Source {
+                id,
+                kernel,
+                arch,
+                kernel_source_dir,
+                module,
+                version,
+                files,
+            } => {
+                cmd.arg("source")
+                    .arg(id.to_string())
+                    .arg(kernel)
+                    .arg(arch)
+                    .arg(kernel_source_dir)
+                    .arg(module)
+                    .arg(version)
+                    .arg(files.len().to_string())
+                    .args(files);
+            }
+        }
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(parse_records(&out.stdout))
+}
+
+/// Turns the evaluator's NUL-separated records into [`Record`]s.
+fn parse_records(bytes: &[u8]) -> Vec<Record> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut fields = text.split('\0').peekable();
+    let mut out = Vec::new();
+    let next = |f: &mut std::iter::Peekable<std::str::Split<'_, char>>| {
+        f.next().unwrap_or_default().to_string()
+    };
+    while let Some(tag) = fields.next() {
+        match tag {
+            "@check" => {
+                let id = next(&mut fields).parse().unwrap_or(usize::MAX);
+                let message = next(&mut fields);
+                out.push(Record::Check { id, message });
+            }
+            "@source" => {
+                let id = next(&mut fields).parse().unwrap_or(usize::MAX);
+                let kernel = next(&mut fields);
+                let mut emitted = Vec::new();
+                while let Some(f) = fields.next_if(|f| f.starts_with('=')) {
+                    emitted.push(f[1..].to_string());
+                }
+                let done = fields.next_if_eq(&"@done").is_some();
+                let output = match fields.next_if_eq(&"@output") {
+                    Some(_) => next(&mut fields),
+                    None => String::new(),
+                };
+                out.push(Record::Source {
+                    id,
+                    kernel,
+                    fields: emitted,
+                    done,
+                    output,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
 
 /// Evaluates every dkms.conf in `confs` for every context, in parallel batches.
 pub fn evaluate(
@@ -229,117 +352,73 @@ fn evaluate_batch(
     trees: &Trees,
     arch: &str,
 ) -> Vec<Evaluated> {
-    let script = SCRIPT.replace("DIRECTIVES_PLACEHOLDER", &DIRECTIVES.join(" "));
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg(script)
-        .arg("dkms-hook-eval")
-        .arg(arch)
-        .arg(&trees.dkms)
-        .arg(&trees.source)
-        .arg(&trees.install);
-    for c in confs {
-        cmd.arg("--conf").arg(c);
-        for ctx in contexts {
-            cmd.arg(&ctx.kernel).arg(&ctx.kernel_source_dir);
+    let mut units = Vec::new();
+    for (id, file) in confs.iter().enumerate() {
+        units.push(Unit::Check { id, file });
+        for c in contexts {
+            units.push(Unit::Source {
+                id,
+                kernel: &c.kernel,
+                arch,
+                kernel_source_dir: &c.kernel_source_dir,
+                module: "",
+                version: "",
+                files: vec![file.clone()],
+            });
         }
     }
-    for d in DIRECTIVES {
-        cmd.env_remove(d);
-    }
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            return confs
-                .iter()
-                .map(|p| Evaluated {
-                    path: p.clone(),
-                    per_kernel: BTreeMap::new(),
-                    error: Some(ConfError::Bash {
-                        path: p.display().to_string(),
-                        message: e.to_string(),
-                    }),
-                })
-                .collect()
+    let emitter = Emitter {
+        prelude: "",
+        function: "_dh_emit_directives",
+        unset: DIRECTIVES,
+        env: Vec::new(),
+    };
+    let mut out: Vec<Evaluated> = confs
+        .iter()
+        .map(|p| Evaluated {
+            path: p.clone(),
+            per_kernel: BTreeMap::new(),
+            error: None,
+        })
+        .collect();
+    let records = match run_units(&emitter, trees, &units) {
+        Ok(r) => r,
+        Err(message) => {
+            for e in &mut out {
+                e.error = Some(e.error_for(Problem::Bash {
+                    message: message.clone(),
+                }));
+            }
+            return out;
         }
     };
-    let results = parse_output(&out.stdout);
-    // A file bash never reached (it died): say so rather than dropping the module.
-    confs
-        .iter()
-        .map(|p| {
-            results
-                .iter()
-                .find(|e| &e.path == p)
-                .cloned()
-                .unwrap_or_else(|| Evaluated {
-                    path: p.clone(),
-                    per_kernel: BTreeMap::new(),
-                    error: Some(ConfError::Bash {
-                        path: p.display().to_string(),
-                        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    }),
-                })
-        })
-        .collect()
-}
-
-/// Turns the evaluator's NUL-separated records into results.
-fn parse_output(bytes: &[u8]) -> Vec<Evaluated> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut fields = text.split('\0');
-    let mut out: Vec<Evaluated> = Vec::new();
-    // The kernel being read, its raw directives, and whether it reached its end.
-    let mut kernel: Option<String> = None;
-    let mut vars: BTreeMap<String, BTreeMap<usize, String>> = BTreeMap::new();
-    let mut done = false;
-    while let Some(tag) = fields.next() {
-        match tag {
-            "@conf" => {
-                let path = PathBuf::from(fields.next().unwrap_or_default());
-                out.push(Evaluated {
-                    path,
-                    per_kernel: BTreeMap::new(),
-                    error: None,
-                });
-            }
-            "@syntax" => {
-                let msg = fields.next().unwrap_or_default();
-                if let Some(e) = out.last_mut() {
-                    e.error = Some(ConfError::Syntax {
-                        path: e.path.display().to_string(),
-                        message: clean_bash_message(msg, &e.path),
-                    });
+    for r in records {
+        match r {
+            Record::Check { id, message } if !message.is_empty() => {
+                if let Some(e) = out.get_mut(id) {
+                    let message = clean_bash_message(&message, &e.path);
+                    e.error = Some(e.error_for(Problem::Syntax { message }));
                 }
             }
-            "@kernel" => {
-                kernel = Some(fields.next().unwrap_or_default().to_string());
-                vars.clear();
-                done = false;
-            }
-            "@done" => done = true,
-            "@output" => {
-                let output = fields.next().unwrap_or_default().to_string();
-                if let (Some(e), Some(k)) = (out.last_mut(), kernel.take()) {
-                    let path = e.path.display().to_string();
+            Record::Check { .. } => {}
+            Record::Source {
+                id,
+                kernel,
+                fields,
+                done,
+                output,
+            } => {
+                if let Some(e) = out.get_mut(id) {
                     let r = if done {
-                        to_conf(&vars, output, &path, &k)
+                        to_conf(&fields, &kernel).map_err(|p| e.error_for(p))
                     } else {
-                        Err(ConfError::Aborted {
-                            path,
-                            kernel: Some(k.clone()),
+                        Err(e.error_for(Problem::Aborted {
+                            kernel: Some(kernel.clone()),
                             output,
-                        })
+                        }))
                     };
-                    e.per_kernel.insert(k, r);
+                    e.per_kernel.insert(kernel, r);
                 }
-            }
-            "" => {}
-            name => {
-                let idx = fields.next().and_then(|i| i.parse().ok()).unwrap_or(0);
-                let value = fields.next().unwrap_or_default().to_string();
-                vars.entry(name.to_string()).or_default().insert(idx, value);
             }
         }
     }
@@ -355,30 +434,27 @@ fn clean_bash_message(msg: &str, path: &Path) -> String {
         .join("; ")
 }
 
-fn to_conf(
-    vars: &BTreeMap<String, BTreeMap<usize, String>>,
-    output: String,
-    path: &str,
-    kernel: &str,
-) -> Result<DkmsConf, ConfError> {
+/// Directives from the emitter's `NAME INDEX VALUE` triples.
+fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Problem> {
+    let mut vars: BTreeMap<&str, BTreeMap<usize, &str>> = BTreeMap::new();
+    for t in fields.chunks_exact(3) {
+        let idx = t[1].parse().unwrap_or(0);
+        vars.entry(&t[0]).or_default().insert(idx, &t[2]);
+    }
     let scalar = |n: &str| -> Option<String> {
         vars.get(n)
             .and_then(|m| m.get(&0))
             .filter(|v| !v.is_empty())
-            .cloned()
+            .map(|v| v.to_string())
     };
     let list = |n: &str| -> Vec<String> {
         vars.get(n)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|v| v.to_string()).collect())
             .unwrap_or_default()
     };
-    let missing = |directive| ConfError::Missing {
-        path: path.to_string(),
-        directive,
-        kernel: Some(kernel.to_string()),
-    };
-    let name = scalar("PACKAGE_NAME").ok_or_else(|| missing("PACKAGE_NAME"))?;
-    let version = scalar("PACKAGE_VERSION").ok_or_else(|| missing("PACKAGE_VERSION"))?;
+    let name = scalar("PACKAGE_NAME").ok_or_else(|| missing("PACKAGE_NAME", Some(kernel)))?;
+    let version =
+        scalar("PACKAGE_VERSION").ok_or_else(|| missing("PACKAGE_VERSION", Some(kernel)))?;
     let words = |n: &str| -> Vec<String> {
         list(n)
             .iter()
@@ -392,7 +468,7 @@ fn to_conf(
         .map(|i| {
             dest_map
                 .and_then(|m| m.get(&i))
-                .cloned()
+                .map(|v| v.to_string())
                 .unwrap_or_default()
         })
         .collect();
@@ -410,7 +486,6 @@ fn to_conf(
         },
         built_modules: built,
         dest_names,
-        output,
     })
 }
 
@@ -472,8 +547,6 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         assert_eq!(a.dest_names, ["", "renamed"]);
         assert_eq!(a.exclusive.config, ["CONFIG_A", "!CONFIG_B"]);
         assert!(a.autoinstall);
-        assert!(a.output.contains("this goes to the output"));
-        assert!(a.output.contains("and so does this"));
     }
 
     #[test]
@@ -485,7 +558,7 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         let err = e.identity().unwrap_err().to_string();
         assert!(err.contains("dkms.conf"), "{err}");
         assert!(err.contains("line"), "{err}");
-        let detail = e.identity().unwrap_err().detail();
+        let detail = e.identity().unwrap_err().problem.to_string();
         assert!(
             detail.starts_with("line "),
             "the path is said once: {detail}"
@@ -514,11 +587,11 @@ MAKE="make KVER=$kernelver ARCH=$arch"
     fn missing_version_and_exit_are_errors() {
         let e = eval("PACKAGE_NAME=x\n", &["6.1.0"]);
         assert!(matches!(
-            e.identity(),
-            Err(ConfError::Missing {
+            e.identity().unwrap_err().problem,
+            Problem::Missing {
                 directive: "PACKAGE_VERSION",
                 ..
-            })
+            }
         ));
         let e = eval(
             "PACKAGE_NAME=x\nPACKAGE_VERSION=1\necho bye; exit 3\n",
@@ -562,5 +635,91 @@ MAKE="make KVER=$kernelver ARCH=$arch"
                 );
             }
         }
+    }
+
+    /// Defect: the syntax check parsed the text as a function body, so a file closing that body
+    /// early (`}`) ran what followed in the evaluator's own shell, before any syntax error.
+    #[test]
+    fn the_syntax_check_runs_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mark = d.path().join("ran");
+        let conf = format!("}}\ntouch {}\n{{ :\n", mark.display());
+        let e = eval(&conf, &["6.1.0"]);
+        assert!(!mark.exists(), "the check ran the file's code");
+        let err = e.identity().unwrap_err();
+        assert!(
+            matches!(err.problem, Problem::Syntax { .. }),
+            "a file that does not parse is a syntax error: {err}"
+        );
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(
+            e.per_kernel.is_empty(),
+            "a file that does not parse is never sourced"
+        );
+    }
+
+    /// Defect: a dkms.conf writing to the evaluator's private descriptor corrupted the records of
+    /// every file after it in the batch ("no PACKAGE_NAME" for innocent files).
+    #[test]
+    fn a_file_cannot_write_into_the_record_stream() {
+        let d = tempfile::tempdir().unwrap();
+        let mut confs = Vec::new();
+        for i in 0..4 {
+            let p = d.path().join(format!("m{i}.conf"));
+            let body = if i == 1 {
+                "PACKAGE_NAME=m1\nPACKAGE_VERSION=1\nprintf '@kernel\\0x\\0PACKAGE_NAME\\0' >&3\n\
+                 printf '@source\\0000\\0=PACKAGE_NAME\\0=0\\0=evil\\0' >&3\nexec 3>&1\necho junk >&3\n"
+                    .to_string()
+            } else {
+                format!("PACKAGE_NAME=m{i}\nPACKAGE_VERSION={i}.0\n")
+            };
+            fs::write(&p, body).unwrap();
+            confs.push(p);
+        }
+        let ctx = [
+            Context {
+                kernel: "6.1.0".into(),
+                kernel_source_dir: d.path().into(),
+            },
+            Context {
+                kernel: "6.2.0".into(),
+                kernel_source_dir: d.path().into(),
+            },
+        ];
+        // One batch: the hostile file is followed by innocent ones in the same bash.
+        let r = evaluate_batch(&confs, &ctx, &Trees::defaults(d.path()), "x86_64");
+        for (i, e) in r.iter().enumerate() {
+            let want = if i == 1 {
+                ("m1".to_string(), "1".to_string())
+            } else {
+                (format!("m{i}"), format!("{i}.0"))
+            };
+            for k in ["6.1.0", "6.2.0"] {
+                let c = e.result_for(k).unwrap();
+                assert_eq!((c.name.clone(), c.version.clone()), want, "{k}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_record_is_only_a_value() {
+        let e = eval(
+            "PACKAGE_NAME=@done\nPACKAGE_VERSION=@output\nBUILD_DEPENDS=(@source @check)\n",
+            &["6.1.0"],
+        );
+        let c = e.result_for("6.1.0").unwrap();
+        assert_eq!((c.name.as_str(), c.version.as_str()), ("@done", "@output"));
+        assert_eq!(c.build_depends, ["@source", "@check"]);
+    }
+
+    #[test]
+    fn unreadable_or_empty_files_are_candidates_that_fail() {
+        let e = eval("", &["6.1.0"]);
+        assert!(e.autoinstall_candidate());
+        assert!(e.result_for("6.1.0").is_err());
+        let e = eval("PACKAGE_NAME=x\nPACKAGE_VERSION=1\nexit 3\n", &["6.1.0"]);
+        assert!(e.autoinstall_candidate());
+        let e = eval("PACKAGE_NAME=x\nPACKAGE_VERSION=1\n", &["6.1.0"]);
+        assert!(!e.autoinstall_candidate(), "it evaluates and does not ask");
     }
 }

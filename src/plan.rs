@@ -263,7 +263,7 @@ impl<'a> Planner<'a> {
                 let d = Decision {
                     subject: self.inv.trees.display(&s.conf.path).into_owned(),
                     kernel: None,
-                    reason: e.detail(),
+                    reason: e.problem.to_string(),
                 };
                 if !self.out.failed.contains(&d) {
                     self.out.failed.push(d);
@@ -292,7 +292,7 @@ impl<'a> Planner<'a> {
                     self.out.failed.push(Decision {
                         subject: inv.trees.display(&src.conf.path).into_owned(),
                         kernel: Some(k.release.clone()),
-                        reason: e.detail(),
+                        reason: e.problem.to_string(),
                     });
                     continue;
                 }
@@ -564,7 +564,7 @@ impl<'a> Planner<'a> {
                     self.out.failed.push(Decision {
                         subject: shown,
                         kernel: None,
-                        reason: format!("cannot tell which module to remove: {}", e.detail()),
+                        reason: format!("cannot tell which module to remove: {}", e.problem),
                     });
                     continue;
                 }
@@ -898,7 +898,7 @@ pub fn decision_label(d: &Decision) -> String {
 mod tests {
     use super::*;
     use crate::dkms_tree::{DkmsTree, VersionEntry};
-    use crate::dkmsconf::{ConfError, Evaluated, Exclusive};
+    use crate::dkmsconf::{ConfError, Evaluated, Exclusive, Problem};
     use crate::inventory::Source;
     use crate::kernel::KernelConfig;
     use crate::trees::Trees;
@@ -993,9 +993,11 @@ mod tests {
                 conf: Evaluated {
                     path: d.join("dkms.conf"),
                     per_kernel: BTreeMap::new(),
-                    error: Some(ConfError::Syntax {
-                        path: d.join("dkms.conf").display().to_string(),
-                        message: "line 3: syntax error: unexpected end of file".into(),
+                    error: Some(ConfError {
+                        path: d.join("dkms.conf"),
+                        problem: Problem::Syntax {
+                            message: "line 3: syntax error: unexpected end of file".into(),
+                        },
                     }),
                 },
                 dir: d,

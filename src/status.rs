@@ -32,6 +32,7 @@ use std::process::{Command, Stdio};
 
 use rayon::prelude::*;
 
+use crate::dkmsconf::{run_units, Emitter, Record, Unit};
 use crate::trees::Trees;
 
 /// The status lines for `trees`, exactly as the installed `dkms status` would print them.
@@ -675,121 +676,15 @@ fn evaluate_confs(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf>
     chunks.into_iter().flatten().collect()
 }
 
-const EVAL_SCRIPT: &str = r#"
-# Arguments: flags, then per pair: dkms.conf, module, version, kernel, arch, kernel_source_dir.
-# Prints per pair: a marker, readable, valid, count, then per module: name, location 1,
-# location 2, excluded; every field NUL-terminated.
-flags=$1; etc=$2; osrel=$3; shift 3
-for v in CLEAN PACKAGE_NAME PACKAGE_VERSION BUILT_MODULE_NAME BUILT_MODULE_LOCATION \
-    DEST_MODULE_NAME DEST_MODULE_LOCATION STRIP MAKE MAKE_MATCH BUILD_DEPENDS \
-    BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
-    BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG OBSOLETE_BY AUTOINSTALL; do unset "$v"; done
-distro=$( [[ -e $osrel ]] || osrel=/usr/lib/os-release; [[ -e $osrel ]] || exit
-    . "$osrel"
-    if [[ $ID = ubuntu ]]; then echo "$ID"; elif [[ ${#ID_LIKE[@]} != 0 ]]; then echo "${ID_LIKE[0]}"; else echo "$ID"; fi )
-addon=${ADDON_MODULES_DIR-}
-# dkms's VER: every run of digits padded to three, so that plain string order is version order.
-ver() {
-    local s=$1 out='' run
-    while [[ $s =~ ^([^0-9]*)([0-9]+)(.*)$ ]]; do
-        run=${BASH_REMATCH[2]}
-        while ((${#run} < 3)); do run=0$run; done
-        out+=${BASH_REMATCH[1]}$run; s=${BASH_REMATCH[3]}
-    done
-    printf '%s' "$out$s"
-}
-excluded() { # $1 index: 1 when BUILD_EXCLUSIVE_* rules this module out for this kernel
-    local i=$1 kv c g
-    for g in "" "[$i]"; do
-        eval "local ek=\${BUILD_EXCLUSIVE_KERNEL$g-} emin=\${BUILD_EXCLUSIVE_KERNEL_MIN$g-}"
-        eval "local emax=\${BUILD_EXCLUSIVE_KERNEL_MAX$g-} ea=\${BUILD_EXCLUSIVE_ARCH$g-}"
-        eval "local ec=\${BUILD_EXCLUSIVE_CONFIG$g-}"
-        [[ $ek && ! $kernelver =~ $ek ]] && return 0
-        [[ $emin && "$(ver "$kernelver")" < "$(ver "$emin")" ]] && return 0
-        [[ $emax && "$(ver "$kernelver")" > "$(ver "$emax")" ]] && return 0
-        [[ $ea && ! $arch =~ $ea ]] && return 0
-        if [[ $ec && -e $kernel_config ]]; then
-            for c in $ec; do
-                case $c in
-                    !*) grep -q "^${c#!}=[ym]" "$kernel_config" && return 0 ;;
-                    *) grep -q "^$c=[ym]" "$kernel_config" || return 0 ;;
-                esac
-            done
-        fi
-    done
-    return 1
-}
-# The arguments move to an array: `.` and `shift` copy every positional parameter, which
-# would make the loop quadratic.
-args=("$@")
-set --
-for ((n = 0; n * 6 + 5 < ${#args[@]}; n++)); do
-    conf=${args[n * 6]} module=${args[n * 6 + 1]} module_version=${args[n * 6 + 2]}
-    kernelver=${args[n * 6 + 3]} arch=${args[n * 6 + 4]} kernel_source_dir=${args[n * 6 + 5]}
-    printf '\001%d\0' "$n"
-    (
-        kernel_config=$kernel_source_dir/.config
-        [[ $flags = *P* && -e $kernel_source_dir/include/config/auto.conf ]] &&
-            kernel_config=$kernel_source_dir/include/config/auto.conf
-        [[ -r $conf ]] || { printf '0\0'; exit; }
-        files=("$conf" "$etc/$module.conf" "$etc/$module-$module_version.conf"
-            "$etc/$module-$module_version-$kernelver.conf"
-            "$etc/$module-$module_version-$kernelver-$arch.conf")
-        [[ $flags = *O* ]] && files+=("$etc/$module--$kernelver.conf" "$etc/$module--$kernelver-$arch.conf")
-        for f in "${files[@]}"; do
-            [[ -e $f ]] && . "$f" >/dev/null 2>&1 </dev/null
-        done
-        valid=1
-        [[ ${PACKAGE_NAME-} ]] || valid=0
-        [[ ${PACKAGE_VERSION-} ]] || valid=0
-        count=0
-        if [[ $flags = *S* ]]; then
-            count=-1
-            for i in "${!BUILT_MODULE_NAME[@]}" "${!BUILT_MODULE_LOCATION[@]}" \
-                "${!DEST_MODULE_NAME[@]}" "${!DEST_MODULE_LOCATION[@]}"; do
-                ((i > count)) && count=$i
-            done
-            count=$((count + 1))
-            single=$((count == 1))
-        else
-            for c in ${#BUILT_MODULE_NAME[@]} ${#BUILT_MODULE_LOCATION[@]} \
-                ${#DEST_MODULE_NAME[@]} ${#DEST_MODULE_LOCATION[@]}; do
-                ((c > count)) && count=$c
-            done
-            single=$((${#DEST_MODULE_LOCATION[@]} == 1))
-        fi
-        ((${#DEST_MODULE_LOCATION[@]} == 0 && count == 0)) && valid=0
-        [[ $flags = *P* && ${OBSOLETE_BY-} && ! ${BUILD_EXCLUSIVE_KERNEL_MAX-} ]] &&
-            BUILD_EXCLUSIVE_KERNEL_MAX=$OBSOLETE_BY
-        out=()
-        for ((i = 0; i < count; i++)); do
-            b=${BUILT_MODULE_NAME[i]-} d=${DEST_MODULE_NAME[i]-} l=${DEST_MODULE_LOCATION[i]-}
-            [[ ! $b ]] && ((single)) && b=${PACKAGE_NAME-}
-            [[ $d ]] || d=$b
-            [[ $b ]] || valid=0
-            case $b in *.o | *.ko) valid=0 ;; esac
-            case $d in *.o | *.ko) valid=0 ;; esac
-            case $l in /kernel* | /updates* | /extra*) ;; *) valid=0 ;; esac
-            if [[ $addon ]]; then
-                loc=/$addon
-            else
-                case $distro in
-                    fedora* | centos* | rhel* | ovm*) loc=/extra ;;
-                    sles* | suse* | opensuse*) loc=/updates ;;
-                    debian* | ubuntu* | arch*) loc=/updates/dkms ;;
-                    *) loc=$l ;;
-                esac
-            fi
-            other=''
-            [[ $l != "$loc" ]] && other=$l
-            ex=0
-            [[ $flags = *P* ]] && excluded "$i" && ex=1
-            out+=("$d" "$loc" "$other" "$ex")
-        done
-        printf '%s\0' 1 "$valid" "$count" "${out[@]}"
-    )
-done
-"#;
+/// What `dkms status` derives from a dkms.conf: the emitter the shared evaluator
+/// ([`crate::dkmsconf`]) runs after sourcing a pair's dkms.conf and its `/etc/dkms` overrides.
+const STATUS_EMITTER: &str = include_str!("status.sh");
+
+/// The variables dkms's read_conf unsets before sourcing.
+const READ_CONF_VARS: &str = "CLEAN PACKAGE_NAME PACKAGE_VERSION BUILT_MODULE_NAME \
+    BUILT_MODULE_LOCATION DEST_MODULE_NAME DEST_MODULE_LOCATION STRIP MAKE MAKE_MATCH \
+    BUILD_DEPENDS BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
+    BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG OBSOLETE_BY AUTOINSTALL";
 
 fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf> {
     let mut flags = String::from("-");
@@ -799,95 +694,116 @@ fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf>
     if flavour.per_module_exclusive() {
         flags.push('P');
     }
+    let confs: Vec<PathBuf> = pairs
+        .iter()
+        .map(|p| {
+            trees
+                .dkms
+                .join(&p.module)
+                .join(&p.version)
+                .join("source/dkms.conf")
+        })
+        .collect();
+    let ksds: Vec<PathBuf> = pairs
+        .iter()
+        .map(|p| flavour.kernel_source_dir(trees, &p.kernel))
+        .collect();
+    let mut units = Vec::new();
+    // read_conf: `[[ -r dkms.conf ]]` or it stops; an unreadable one is left as it is.
+    let mut readable = vec![false; pairs.len()];
+    for (i, p) in pairs.iter().enumerate() {
+        readable[i] = fs::File::open(&confs[i]).is_ok();
+        if !readable[i] {
+            continue;
+        }
+        units.push(Unit::Source {
+            id: i,
+            kernel: &p.kernel,
+            arch: &p.arch,
+            kernel_source_dir: &ksds[i],
+            module: &p.module,
+            version: &p.version,
+            files: override_files(flavour, p, &confs[i]),
+        });
+    }
+    let emitter = Emitter {
+        prelude: STATUS_EMITTER,
+        function: "_dh_emit_status",
+        unset: READ_CONF_VARS,
+        env: vec![
+            ("_dh_flags", flags.into()),
+            (
+                "_dh_os_release",
+                flavour.os_release.clone().into_os_string(),
+            ),
+        ],
+    };
+    let records = run_units(&emitter, trees, &units).unwrap_or_default();
+    parse_confs(&records, &readable)
+}
+
+/// The files read_conf sources: the dkms.conf, then the `/etc/dkms` overrides for the module.
+fn override_files(flavour: &Flavour, p: &Pair, conf: &Path) -> Vec<PathBuf> {
+    let etc = &flavour.etc_dkms;
+    let (m, v, k, a) = (&p.module, &p.version, &p.kernel, &p.arch);
+    let mut files = vec![
+        conf.to_path_buf(),
+        etc.join(format!("{m}.conf")),
+        etc.join(format!("{m}-{v}.conf")),
+        etc.join(format!("{m}-{v}-{k}.conf")),
+        etc.join(format!("{m}-{v}-{k}-{a}.conf")),
+    ];
     if flavour.extra_override_names() {
-        flags.push('O');
+        files.push(etc.join(format!("{m}--{k}.conf")));
+        files.push(etc.join(format!("{m}--{k}-{a}.conf")));
     }
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg(EVAL_SCRIPT)
-        .arg("bash")
-        .arg(&flags)
-        .arg(&flavour.etc_dkms)
-        .arg(&flavour.os_release)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .env("dkms_tree", &trees.dkms)
-        .env("source_tree", &trees.source)
-        .env("install_tree", &trees.install);
-    for p in pairs {
-        let base = trees.dkms.join(&p.module).join(&p.version);
-        cmd.arg(base.join("source/dkms.conf"))
-            .arg(&p.module)
-            .arg(&p.version)
-            .arg(&p.kernel)
-            .arg(&p.arch)
-            .arg(flavour.kernel_source_dir(trees, &p.kernel));
-    }
-    let out = cmd.output().map(|o| o.stdout).unwrap_or_default();
-    parse_confs(&out, pairs.len())
+    files
 }
 
 /// Reads the evaluator's records; a pair whose record is missing or cut short (its dkms.conf
 /// exited the subshell) counts as an invalid dkms.conf, as it would in dkms.
-fn parse_confs(out: &[u8], count: usize) -> Vec<Conf> {
-    let invalid = Conf {
-        readable: true,
-        valid: false,
-        modules: Vec::new(),
-    };
-    let mut confs = vec![invalid; count];
-    let fields: Vec<String> = out
-        .split(|&b| b == 0)
-        .map(|f| String::from_utf8_lossy(f).into_owned())
+fn parse_confs(records: &[Record], readable: &[bool]) -> Vec<Conf> {
+    let mut confs: Vec<Conf> = readable
+        .iter()
+        .map(|&r| Conf {
+            readable: r,
+            valid: false,
+            modules: Vec::new(),
+        })
         .collect();
-    let mut i = 0;
-    while i < fields.len() {
-        let Some(idx) = fields[i]
-            .strip_prefix('\u{1}')
-            .and_then(|n| n.parse::<usize>().ok())
+    for r in records {
+        let Record::Source {
+            id,
+            fields,
+            done: true,
+            ..
+        } = r
         else {
-            i += 1;
             continue;
         };
-        i += 1;
-        let rest = &fields[i..];
-        let end = rest
-            .iter()
-            .position(|f| f.starts_with('\u{1}'))
-            .unwrap_or(rest.len());
-        let rec = &rest[..end];
-        i += end;
-        if idx >= count {
+        let Some(conf) = confs.get_mut(*id) else {
+            continue;
+        };
+        let [valid, count, rest @ ..] = fields.as_slice() else {
+            continue;
+        };
+        let n: usize = count.parse().unwrap_or(0);
+        if rest.len() < 4 * n {
             continue;
         }
-        match rec.first().map(String::as_str) {
-            Some("0") => {
-                confs[idx] = Conf::default();
-            }
-            Some("1") if rec.len() >= 3 => {
-                let n: usize = rec[2].parse().unwrap_or(0);
-                if rec.len() < 3 + 4 * n {
-                    continue;
-                }
-                let modules = rec[3..3 + 4 * n]
-                    .chunks(4)
-                    .map(|m| DestModule {
-                        name: m[0].clone(),
-                        locations: format!("{} {}", m[1], m[2])
-                            .split_whitespace()
-                            .map(str::to_string)
-                            .collect(),
-                        excluded: m[3] == "1",
-                    })
-                    .collect();
-                confs[idx] = Conf {
-                    readable: true,
-                    valid: rec[1] == "1",
-                    modules,
-                };
-            }
-            _ => {}
-        }
+        conf.modules = rest[..4 * n]
+            .chunks(4)
+            .map(|m| DestModule {
+                name: m[0].clone(),
+                locations: [&m[1], &m[2]]
+                    .into_iter()
+                    .flat_map(|l| l.split_whitespace())
+                    .map(str::to_string)
+                    .collect(),
+                excluded: m[3] == "1",
+            })
+            .collect();
+        conf.valid = valid == "1";
     }
     confs
 }
