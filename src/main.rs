@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use dkms_hook::dkms::Dkms;
 use dkms_hook::inventory::{Inventory, SourceSelection};
 use dkms_hook::plan::{self, Mode, Request};
-use dkms_hook::report::{Reporter, Style};
+use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::Targets;
 use dkms_hook::trees::{normalize, Trees};
@@ -149,7 +149,7 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let plan = plan::plan(&req, &inv);
     if cli.dry_run {
-        print!("{}", plan.dry_run_text(jobs));
+        print!("{}", report::dry_run_text(&plan, jobs));
         return Ok(if plan.has_failures() {
             EXIT_FAILED
         } else {

@@ -6,13 +6,12 @@
 //! kernel (pulling in a dependency that is available but not installed), and unknown dependencies and
 //! cycles fail the modules involved with their names.
 
-use crate::dkmsconf::DkmsConf;
+use crate::dkmsconf::{ConfError, DkmsConf};
 use crate::events::{Action, Decision, JobInfo};
 use crate::inventory::Inventory;
 use crate::kernel::Kernel;
 use crate::targets::Targets;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// What the user (or pacman) asked for.
@@ -107,7 +106,18 @@ struct Planner<'a> {
     out: Plan,
 }
 
-/// The state of one (module name, kernel) pair while planning builds.
+/// Why a pair is not built: a skip (nothing is wrong: excluded, already there, a dependency that
+/// is not built) or a failure (something must be fixed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Skip(String),
+    Fail(String),
+}
+
+/// (kernel, module name): one pair while planning builds.
+type PairKey = (String, String);
+
+/// The state of one pair while planning builds.
 #[derive(Debug, Clone)]
 enum Pair {
     Build {
@@ -117,13 +127,36 @@ enum Pair {
     },
     /// Already installed (in this version or another): satisfies dependents.
     Present,
-    /// Will not be built; dependents cannot be built either.
-    Blocked { reason: String },
+    /// Will not be built; dependents cannot be built either, and learn why.
+    Blocked { why: String },
 }
 
 impl<'a> Planner<'a> {
     fn wanted_kernel(&self, k: &str) -> bool {
         self.req.kernels.is_empty() || self.req.kernels.iter().any(|x| x == k)
+    }
+
+    /// Records a pair (or a module, with no kernel) that is not built, and why.
+    fn decide(&mut self, subject: String, kernel: Option<&str>, verdict: Verdict) {
+        let (list, reason) = match verdict {
+            Verdict::Skip(r) => (&mut self.out.skipped, r),
+            Verdict::Fail(r) => (&mut self.out.failed, r),
+        };
+        let d = Decision {
+            subject,
+            kernel: kernel.map(str::to_string),
+            reason,
+        };
+        if !list.contains(&d) {
+            list.push(d);
+        }
+    }
+
+    /// A dkms.conf that cannot be used fails the pair (or the module) it was read for, naming the
+    /// file as the admin sees it.
+    fn conf_failed(&mut self, e: &ConfError, kernel: Option<&str>) {
+        let subject = self.inv.trees.display(&e.path).into_owned();
+        self.decide(subject, kernel, Verdict::Fail(e.problem.to_string()));
     }
 
     /// Kernels that can be built for, and a note for each that cannot.
@@ -153,318 +186,280 @@ impl<'a> Planner<'a> {
             let Ok((name, version)) = s.conf.identity() else {
                 continue;
             };
-            match best.get(name) {
-                Some(&j) => {
-                    let (_, v) = self.inv.sources[j].conf.identity().expect("checked");
-                    if crate::version::cmp(version, v).is_gt() {
-                        best.insert(name.to_string(), i);
-                    }
-                }
-                None => {
-                    best.insert(name.to_string(), i);
-                }
+            let newer = best.get(name).is_none_or(|&j| {
+                let (_, v) = self.inv.sources[j].conf.identity().expect("checked");
+                crate::version::cmp(version, v).is_gt()
+            });
+            if newer {
+                best.insert(name.to_string(), i);
             }
         }
         best
     }
 
     fn install(&mut self) {
-        let inv = self.inv;
-        let mut wanted: Vec<(usize, &Kernel)> = Vec::new();
         let newest = self.newest_by_name();
-        let autoinstall = |i: usize| {
-            inv.sources[i]
-                .conf
-                .per_kernel
-                .values()
-                .flatten()
-                .next()
-                .is_some_and(|c| c.autoinstall)
-        };
-        match self.req.mode {
+        let wanted = match self.req.mode {
             Mode::All => {
                 let kernels = self.buildable_kernels(None);
-                self.report_broken_sources(None);
-                for &i in newest.values() {
-                    if autoinstall(i) {
-                        wanted.extend(kernels.iter().map(|k| (i, *k)));
-                    }
-                }
+                self.autoinstall_pairs(&newest, &kernels)
             }
             _ => {
-                // New kernels: every AUTOINSTALL module, newest version of each name.
-                let targeted: BTreeSet<String> = self.req.targets.kernels.keys().cloned().collect();
-                for k in &targeted {
-                    if inv.kernel(k).is_none() && self.wanted_kernel(k) {
-                        self.out.notes.push(format!(
-                            "kernel {k}: no such directory under {}",
-                            inv.trees.display(&inv.trees.install)
-                        ));
-                    }
-                }
-                if !targeted.is_empty() {
-                    let kernels = self.buildable_kernels(Some(&targeted));
-                    if !kernels.is_empty() {
-                        self.report_broken_sources(None);
-                    }
-                    for &i in newest.values() {
-                        if autoinstall(i) {
-                            wanted.extend(kernels.iter().map(|k| (i, *k)));
-                        }
-                    }
-                }
-                // New module sources: built for every kernel.
-                let sources: Vec<usize> = inv
-                    .sources
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| {
-                        s.dir
-                            .strip_prefix(&inv.trees.root)
-                            .is_ok_and(|rel| self.req.targets.sources.contains(rel))
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
-                if !sources.is_empty() {
-                    let kernels = self.buildable_kernels(None);
-                    if targeted.is_empty() && kernels.is_empty() {
-                        self.out
-                            .notes
-                            .push("no kernel with headers: nothing to build for".to_string());
-                    }
-                    let set: BTreeSet<usize> = sources.iter().copied().collect();
-                    self.report_broken_sources(Some(&set));
-                    for i in sources {
-                        wanted.extend(kernels.iter().map(|k| (i, *k)));
-                    }
-                }
-                for rel in &self.req.targets.sources {
-                    let dir = inv.trees.root.join(rel);
-                    if !inv.sources.iter().any(|s| s.dir == dir) {
-                        self.out.notes.push(format!(
-                            "{}: no dkms.conf there, nothing to build",
-                            inv.trees.display(&dir)
-                        ));
-                    }
-                }
+                let mut w = self.for_new_kernels(&newest);
+                w.extend(self.for_new_sources());
+                w
             }
-        }
-        wanted.dedup_by(|a, b| a.0 == b.0 && a.1.release == b.1.release);
-        self.plan_builds(wanted, newest);
+        };
+        self.plan_builds(wanted, &newest);
     }
 
-    /// Sources whose dkms.conf fails before any kernel (syntax errors): one failure each.
-    fn report_broken_sources(&mut self, only: Option<&BTreeSet<usize>>) {
-        for (i, s) in self.inv.sources.iter().enumerate() {
-            if only.is_some_and(|o| !o.contains(&i)) {
-                continue;
-            }
-            if let Some(e) = &s.conf.error {
-                let d = Decision {
-                    subject: self.inv.trees.display(&s.conf.path).into_owned(),
-                    kernel: None,
-                    reason: e.problem.to_string(),
-                };
-                if !self.out.failed.contains(&d) {
-                    self.out.failed.push(d);
-                }
-            }
-        }
+    /// What a kernel gets by itself, as `dkms autoinstall` would give it: the newest version of
+    /// each name that asks for AUTOINSTALL, and every source whose dkms.conf cannot be read for
+    /// any kernel (it may ask for it; its failure is said for each of `kernels` rather than left
+    /// out without a word).
+    fn autoinstall_pairs(
+        &self,
+        newest: &BTreeMap<String, usize>,
+        kernels: &[&'a Kernel],
+    ) -> Vec<(usize, &'a Kernel)> {
+        let sources = &self.inv.sources;
+        let candidates: BTreeSet<usize> = newest
+            .values()
+            .copied()
+            .filter(|&i| sources[i].conf.autoinstall_candidate())
+            .chain((0..sources.len()).filter(|&i| sources[i].conf.identity().is_err()))
+            .collect();
+        candidates
+            .into_iter()
+            .flat_map(|i| kernels.iter().map(move |k| (i, *k)))
+            .collect()
     }
 
-    fn plan_builds(&mut self, wanted: Vec<(usize, &'a Kernel)>, newest: BTreeMap<String, usize>) {
+    /// Kernels that arrived (their package or their headers): every AUTOINSTALL candidate.
+    fn for_new_kernels(&mut self, newest: &BTreeMap<String, usize>) -> Vec<(usize, &'a Kernel)> {
         let inv = self.inv;
-        // (kernel, name) -> pair state
-        let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
-        let mut work: Vec<(usize, &Kernel)> = wanted;
+        let targeted: BTreeSet<String> = self.req.targets.kernels.keys().cloned().collect();
+        for k in &targeted {
+            if inv.kernel(k).is_none() && self.wanted_kernel(k) {
+                self.out.notes.push(format!(
+                    "kernel {k}: no such directory under {}",
+                    inv.trees.display(&inv.trees.install)
+                ));
+            }
+        }
+        if targeted.is_empty() {
+            return Vec::new();
+        }
+        let kernels = self.buildable_kernels(Some(&targeted));
+        self.autoinstall_pairs(newest, &kernels)
+    }
+
+    /// Module sources that arrived: built for every kernel.
+    fn for_new_sources(&mut self) -> Vec<(usize, &'a Kernel)> {
+        let inv = self.inv;
+        let targets = &self.req.targets;
+        for rel in &targets.sources {
+            let dir = inv.trees.root.join(rel);
+            if !inv.sources.iter().any(|s| s.dir == dir) {
+                self.out.notes.push(format!(
+                    "{}: no dkms.conf there, nothing to build",
+                    inv.trees.display(&dir)
+                ));
+            }
+        }
+        let sources: Vec<usize> = (0..inv.sources.len())
+            .filter(|&i| {
+                inv.sources[i]
+                    .dir
+                    .strip_prefix(&inv.trees.root)
+                    .is_ok_and(|rel| targets.sources.contains(rel))
+            })
+            .collect();
+        if sources.is_empty() {
+            return Vec::new();
+        }
+        let kernels = self.buildable_kernels(None);
+        if kernels.is_empty() {
+            if targets.kernels.is_empty() {
+                self.out
+                    .notes
+                    .push("no kernel with headers: nothing to build for".to_string());
+            }
+            // No kernel to fail it for, but a dkms.conf that cannot be read is still said.
+            for &i in &sources {
+                if let Err(e) = inv.sources[i].conf.identity() {
+                    self.conf_failed(&e, None);
+                }
+            }
+        }
+        sources
+            .into_iter()
+            .flat_map(|i| kernels.iter().map(move |k| (i, *k)))
+            .collect()
+    }
+
+    /// Decides every wanted pair (and the dependencies they pull in), then emits the jobs.
+    fn plan_builds(&mut self, wanted: Vec<(usize, &'a Kernel)>, newest: &BTreeMap<String, usize>) {
+        let inv = self.inv;
+        let mut pairs: BTreeMap<PairKey, Pair> = BTreeMap::new();
+        let mut work = wanted;
+        work.reverse(); // popped from the end: keep the wanted order
         let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
         while let Some((i, k)) = work.pop() {
             if !seen.insert((i, k.release.clone())) {
                 continue;
             }
-            let src = &inv.sources[i];
-            if src.conf.error.is_some() {
-                continue; // reported once by report_broken_sources
-            }
-            let conf = match src.conf.for_kernel(&k.release) {
-                Some(Ok(c)) => c.clone(),
-                Some(Err(e)) => {
-                    self.out.failed.push(Decision {
-                        subject: inv.trees.display(&src.conf.path).into_owned(),
-                        kernel: Some(k.release.clone()),
-                        reason: e.problem.to_string(),
-                    });
+            let conf = match inv.sources[i].conf.result_for(&k.release) {
+                Ok(c) => c.clone(),
+                Err(e) => {
+                    self.conf_failed(&e, Some(&k.release));
                     continue;
                 }
-                None => continue,
             };
-            let subject = format!("{}/{}", conf.name, conf.version);
             let key = (k.release.clone(), conf.name.clone());
-            if let Some(Pair::Build { src: other, .. }) = pairs.get(&key) {
+            if let Some(Pair::Build { conf: other, .. }) = pairs.get(&key) {
                 // Two versions of one name for one kernel: the newer wins, as dkms would install it.
-                let (_, ov) = inv.sources[*other]
-                    .conf
-                    .identity()
-                    .expect("built pairs evaluate");
-                if crate::version::cmp(&conf.version, ov).is_le() {
+                if crate::version::cmp(&conf.version, &other.version).is_le() {
                     continue;
                 }
             }
-            // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way
-            // the pair is not built, and its dependents learn why.
-            let blocked = match excluded(&conf, k, &inv.arch) {
-                Ok(None) => None,
-                Ok(Some(reason)) => {
-                    Some((false, format!("it is excluded there ({reason})"), reason))
-                }
-                Err(e) => Some((true, format!("its dkms.conf is invalid ({e})"), e)),
-            };
-            if let Some((is_failure, why, reason)) = blocked {
-                let d = Decision {
-                    subject,
-                    kernel: Some(k.release.clone()),
-                    reason,
-                };
-                if is_failure {
-                    self.out.failed.push(d);
-                } else {
-                    self.out.skipped.push(d);
-                }
-                pairs.insert(key, Pair::Blocked { reason: why });
-                continue;
-            }
-            let installed = inv.tree.installed(&conf.name, &k.release, &inv.arch);
-            if installed == Some(conf.version.as_str()) && !self.req.force {
-                self.out.skipped.push(Decision {
-                    subject,
-                    kernel: Some(k.release.clone()),
-                    reason: "already installed".to_string(),
-                });
-                pairs.insert(key, Pair::Present);
-                continue;
-            }
-            // Dependencies: pull in available ones that are neither planned nor installed.
-            for d in &conf.build_depends {
-                let dkey = (k.release.clone(), d.clone());
-                if pairs.contains_key(&dkey) {
-                    continue;
-                }
-                if let Some(&j) = newest.get(d) {
-                    work.push((j, k));
-                } else if inv.tree.installed(d, &k.release, &inv.arch).is_some() {
-                    pairs.insert(dkey, Pair::Present);
-                }
-            }
-            let needs = conf.build_depends.iter().cloned().collect();
-            pairs.insert(
-                key,
-                Pair::Build {
-                    src: i,
-                    conf: Box::new(conf),
-                    needs,
-                },
-            );
-        }
-        self.resolve_and_emit(pairs);
-    }
-
-    /// Blocks pairs whose dependencies cannot be met, finds cycles, then emits jobs with edges.
-    fn resolve_and_emit(&mut self, mut pairs: BTreeMap<(String, String), Pair>) {
-        let inv = self.inv;
-        // Fixpoint: a pair whose dependency is blocked or unknown is blocked too.
-        loop {
-            let mut changes: Vec<((String, String), bool, String, Decision)> = Vec::new();
-            for ((kernel, name), pair) in &pairs {
-                let Pair::Build { conf, needs, .. } = pair else {
-                    continue;
-                };
-                let subject = format!("{}/{}", conf.name, conf.version);
-                for d in needs {
-                    let dk = (kernel.clone(), d.clone());
-                    let decision = match pairs.get(&dk) {
-                        Some(Pair::Build { .. }) | Some(Pair::Present) => None,
-                        // Its dependency will not be built: a skip, naming why.
-                        Some(Pair::Blocked { reason }) => Some((
-                            format!("needs {d}, which is not built for {kernel}: {reason}"),
-                            false,
-                        )),
-                        None if inv.tree.installed(d, kernel, &inv.arch).is_some() => None,
-                        // A dependency nobody provides: this module's own failure.
-                        None => Some((
-                            format!(
-                                "unknown dependency {d} (BUILD_DEPENDS): no such module in {} or {}",
-                                inv.trees.display(&inv.trees.source),
-                                inv.trees.display(&inv.trees.dkms)
-                            ),
-                            true,
-                        )),
-                    };
-                    if let Some((reason, failed)) = decision {
-                        changes.push((
-                            (kernel.clone(), name.clone()),
-                            failed,
-                            d.clone(),
-                            Decision {
-                                subject: subject.clone(),
-                                kernel: Some(kernel.clone()),
-                                reason,
-                            },
-                        ));
-                        break;
+            let pair = self.pair_state(i, conf, k);
+            if let Pair::Build { conf, .. } = &pair {
+                // Pull in dependencies that are available but neither planned nor installed.
+                for d in &conf.build_depends {
+                    let dkey = (k.release.clone(), d.clone());
+                    if pairs.contains_key(&dkey) {
+                        continue;
+                    }
+                    if let Some(&j) = newest.get(d) {
+                        work.push((j, k));
+                    } else if inv.tree.installed(d, &k.release, &inv.arch).is_some() {
+                        pairs.insert(dkey, Pair::Present);
                     }
                 }
             }
-            if changes.is_empty() {
-                break;
+            pairs.insert(key, pair);
+        }
+        self.resolve(&mut pairs);
+        self.emit_builds(&pairs);
+    }
+
+    /// One pair on its own: excluded there, already installed, or to build.
+    fn pair_state(&mut self, src: usize, conf: DkmsConf, k: &Kernel) -> Pair {
+        let subject = format!("{}/{}", conf.name, conf.version);
+        let kernel = Some(k.release.as_str());
+        // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way the
+        // pair is not built, and its dependents learn why.
+        match excluded(&conf, k, &self.inv.arch) {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                let why = format!("it is excluded there ({reason})");
+                self.decide(subject, kernel, Verdict::Skip(reason));
+                return Pair::Blocked { why };
             }
-            for (key, failed, d, decision) in changes {
-                if failed {
-                    self.out.failed.push(decision);
-                } else {
-                    self.out.skipped.push(decision);
-                }
-                pairs.insert(
-                    key,
-                    Pair::Blocked {
-                        reason: format!("its dependency {d} cannot be built"),
-                    },
-                );
+            Err(e) => {
+                let why = format!("its dkms.conf is invalid ({e})");
+                self.decide(subject, kernel, Verdict::Fail(e));
+                return Pair::Blocked { why };
             }
         }
-        // Cycles: fail every pair on one, naming the whole cycle.
-        for (kernel, cycle) in find_cycles(&pairs) {
+        let installed = self
+            .inv
+            .tree
+            .installed(&conf.name, &k.release, &self.inv.arch);
+        if installed == Some(conf.version.as_str()) && !self.req.force {
+            self.decide(
+                subject,
+                kernel,
+                Verdict::Skip("already installed".to_string()),
+            );
+            return Pair::Present;
+        }
+        Pair::Build {
+            src,
+            needs: conf.build_depends.iter().cloned().collect(),
+            conf: Box::new(conf),
+        }
+    }
+
+    /// Blocks every pair whose dependencies cannot be met, dependency cycles included, until
+    /// nothing changes.
+    fn resolve(&mut self, pairs: &mut BTreeMap<PairKey, Pair>) {
+        loop {
+            while self.block_unmet(pairs) {}
+            if !self.block_cycles(pairs) {
+                break;
+            }
+        }
+    }
+
+    /// What keeps `needs` from being met on `kernel`, if anything.
+    fn unmet(&self, pairs: &BTreeMap<PairKey, Pair>, kernel: &str, d: &str) -> Option<Verdict> {
+        let inv = self.inv;
+        match pairs.get(&(kernel.to_string(), d.to_string())) {
+            Some(Pair::Build { .. } | Pair::Present) => None,
+            // Its dependency will not be built: a skip, naming why.
+            Some(Pair::Blocked { why }) => Some(Verdict::Skip(format!(
+                "needs {d}, which is not built for {kernel}: {why}"
+            ))),
+            None if inv.tree.installed(d, kernel, &inv.arch).is_some() => None,
+            // A dependency nobody provides: this module's own failure.
+            None => Some(Verdict::Fail(format!(
+                "unknown dependency {d} (BUILD_DEPENDS): no such module in {} or {}",
+                inv.trees.display(&inv.trees.source),
+                inv.trees.display(&inv.trees.dkms)
+            ))),
+        }
+    }
+
+    /// One pass: blocks the pairs with an unmet dependency. Whether any was blocked.
+    fn block_unmet(&mut self, pairs: &mut BTreeMap<PairKey, Pair>) -> bool {
+        let mut blocked = Vec::new();
+        for ((kernel, name), pair) in pairs.iter() {
+            let Pair::Build { conf, needs, .. } = pair else {
+                continue;
+            };
+            let first = needs
+                .iter()
+                .find_map(|d| self.unmet(pairs, kernel, d).map(|v| (d.clone(), v)));
+            if let Some((d, verdict)) = first {
+                let subject = format!("{}/{}", conf.name, conf.version);
+                blocked.push(((kernel.clone(), name.clone()), subject, d, verdict));
+            }
+        }
+        let any = !blocked.is_empty();
+        for (key, subject, d, verdict) in blocked {
+            self.decide(subject, Some(&key.0), verdict);
+            let why = format!("its dependency {d} cannot be built");
+            pairs.insert(key, Pair::Blocked { why });
+        }
+        any
+    }
+
+    /// Fails every pair on a dependency cycle, naming the whole cycle. Whether any was found.
+    fn block_cycles(&mut self, pairs: &mut BTreeMap<PairKey, Pair>) -> bool {
+        let cycles = find_cycles(pairs);
+        for (kernel, cycle) in &cycles {
             let names = cycle.join(" -> ");
             for name in &cycle[..cycle.len() - 1] {
                 let key = (kernel.clone(), name.clone());
                 if let Some(Pair::Build { conf, .. }) = pairs.get(&key) {
-                    self.out.failed.push(Decision {
-                        subject: format!("{}/{}", conf.name, conf.version),
-                        kernel: Some(kernel.clone()),
-                        reason: format!("dependency cycle: {names}"),
-                    });
+                    let subject = format!("{}/{}", conf.name, conf.version);
+                    let verdict = Verdict::Fail(format!("dependency cycle: {names}"));
+                    self.decide(subject, Some(kernel), verdict);
                 }
-                pairs.insert(
-                    key,
-                    Pair::Blocked {
-                        reason: "dependency cycle".into(),
-                    },
-                );
+                let why = "dependency cycle".to_string();
+                pairs.insert(key, Pair::Blocked { why });
             }
         }
-        // Pairs depending on something blocked by a cycle: run the fixpoint once more.
-        if pairs.iter().any(|((k, _), p)| match p {
-            Pair::Build { needs, .. } => needs.iter().any(|d| {
-                matches!(
-                    pairs.get(&(k.clone(), d.clone())),
-                    Some(Pair::Blocked { .. })
-                )
-            }),
-            _ => false,
-        }) {
-            return self.resolve_and_emit(pairs);
-        }
-        // Emit jobs in a stable order: by module name, then kernel.
-        let mut keys: Vec<&(String, String)> = pairs
+        !cycles.is_empty()
+    }
+
+    /// The jobs of the pairs left to build, in a stable order (module name, then kernel), with
+    /// their dependency edges.
+    fn emit_builds(&mut self, pairs: &BTreeMap<PairKey, Pair>) {
+        let inv = self.inv;
+        let mut keys: Vec<&PairKey> = pairs
             .iter()
             .filter(|(_, p)| matches!(p, Pair::Build { .. }))
             .map(|(k, _)| k)
@@ -472,26 +467,9 @@ impl<'a> Planner<'a> {
         keys.sort_by(|a, b| {
             (&a.1, crate::version_key(&a.0)).cmp(&(&b.1, crate::version_key(&b.0)))
         });
-        // Module name -> the versions (of any module) whose dkms.conf BUILD_DEPENDS on it.
-        let mut dependents: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for s in &inv.sources {
-            let mut seen = BTreeSet::new();
-            for c in s.conf.per_kernel.values().flatten() {
-                for d in &c.build_depends {
-                    if seen.insert(d.clone()) {
-                        dependents
-                            .entry(d.clone())
-                            .or_default()
-                            .push((c.name.clone(), c.version.clone()));
-                    }
-                }
-            }
-        }
-        let ids: BTreeMap<(String, String), usize> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| ((*k).clone(), i))
-            .collect();
+        let dependents = self.dependents();
+        let ids: BTreeMap<&PairKey, usize> =
+            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
         for key in keys {
             let Some(Pair::Build { src, conf, needs }) = pairs.get(key) else {
                 continue;
@@ -533,113 +511,156 @@ impl<'a> Planner<'a> {
         set_priorities(&mut self.out.jobs);
     }
 
-    fn remove(&mut self) {
-        let inv = self.inv;
-        let leaving: BTreeSet<&str> = self
-            .req
-            .targets
-            .kernels
-            .iter()
-            .filter(|(_, t)| !t.headers_only)
-            .map(|(k, _)| k.as_str())
-            .collect();
-        // A kernel keeps its depmod data only if it stays and is still there.
-        let depmod_ok = |k: &str| {
-            !leaving.contains(k) && inv.trees.kernel_dir(k).join("modules.order").exists()
-        };
-        let mut unregister: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut jobs: Vec<Job> = Vec::new();
-        for rel in &self.req.targets.sources {
-            let dir = inv.trees.root.join(rel);
-            let shown = inv.trees.display(&dir).into_owned();
-            let from_conf = inv.sources.iter().find(|s| s.dir == dir).map(|s| {
-                s.conf
-                    .identity()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-            });
-            let identity = match (from_conf, inv.tree.version_for_source(&dir)) {
-                (Some(Ok(id)), _) => id,
-                (_, Some(id)) => id,
-                (Some(Err(e)), None) => {
-                    self.out.failed.push(Decision {
-                        subject: shown,
-                        kernel: None,
-                        reason: format!("cannot tell which module to remove: {}", e.problem),
-                    });
-                    continue;
+    /// Module name -> the versions (of any module) whose dkms.conf BUILD_DEPENDS on it.
+    fn dependents(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        let mut dependents: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for s in &self.inv.sources {
+            let mut seen = BTreeSet::new();
+            for c in s.conf.per_kernel.values().flatten() {
+                for d in &c.build_depends {
+                    if seen.insert(d.clone()) {
+                        dependents
+                            .entry(d.clone())
+                            .or_default()
+                            .push((c.name.clone(), c.version.clone()));
+                    }
                 }
-                (None, None) => {
-                    self.out.notes.push(format!(
-                        "{shown}: not registered with dkms, nothing to remove"
-                    ));
-                    continue;
-                }
-            };
-            let (name, version) = identity;
-            if inv.tree.version(&name, &version).is_none() {
-                self.out.notes.push(format!(
-                    "{name}/{version} is not registered with dkms, nothing to remove"
-                ));
-                continue;
             }
-            if !self.req.kernels.is_empty() {
+        }
+        dependents
+    }
+
+    fn remove(&mut self) {
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut unregistered: BTreeSet<(String, String)> = BTreeSet::new();
+        for rel in &self.req.targets.sources {
+            let Some((name, version)) = self.registered_identity(rel) else {
+                continue;
+            };
+            if self.req.kernels.is_empty() {
+                unregistered.insert((name.clone(), version.clone()));
+                jobs.push(self.unregister_job(rel, name, version));
+            } else {
                 for k in &self.req.kernels {
-                    if inv
+                    if self
+                        .inv
                         .tree
                         .pairs_for_kernel(k)
                         .contains(&(name.clone(), version.clone()))
                     {
-                        jobs.push(remove_job(inv, &name, &version, k, depmod_ok(k)));
+                        jobs.push(self.remove_job(&name, &version, k));
                     }
                 }
-                continue;
             }
-            let touches: Vec<String> = inv
-                .tree
-                .version(&name, &version)
-                .map(|v| {
-                    v.built
-                        .keys()
-                        .map(|(k, _)| k.clone())
-                        .collect::<BTreeSet<_>>()
-                })
-                .unwrap_or_default()
-                .into_iter()
-                .chain(
-                    inv.tree.modules[&name]
-                        .installed
-                        .iter()
-                        .filter(|(_, v)| **v == version)
-                        .map(|((k, _), _)| k.clone()),
-                )
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            unregister.insert((name.clone(), version.clone()));
-            jobs.push(Job {
-                id: 0,
-                info: JobInfo {
-                    module: name,
-                    version,
-                    kernel: None,
-                    action: Action::Unregister,
-                },
-                source: Some(dir),
-                headers: None,
-                direct: false,
-                expect: Vec::new(),
-                needs: Vec::new(),
-                shares: Vec::new(),
-                touches: touches.into_iter().filter(|k| depmod_ok(k)).collect(),
-                cost: 1,
-                priority: 0,
-            });
         }
+        self.remove_from_kernels(&unregistered, &mut jobs);
+        for (i, j) in jobs.iter_mut().enumerate() {
+            j.id = i;
+            for k in &j.touches {
+                self.out.depmod.insert(k.clone());
+            }
+        }
+        set_priorities(&mut jobs);
+        self.out.jobs = jobs;
+    }
+
+    /// Which registered module version a leaving source directory is (from its dkms.conf, else
+    /// from the dkms tree's `source` links); `None`, with a note or a failure, when there is
+    /// nothing to remove or no telling what.
+    fn registered_identity(&mut self, rel: &std::path::Path) -> Option<(String, String)> {
+        let inv = self.inv;
+        let dir = inv.trees.root.join(rel);
+        let shown = inv.trees.display(&dir).into_owned();
+        let from_conf = inv.sources.iter().find(|s| s.dir == dir).map(|s| {
+            s.conf
+                .identity()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        });
+        let (name, version) = match (from_conf, inv.tree.version_for_source(&dir)) {
+            (Some(Ok(id)), _) => id,
+            (_, Some(id)) => id,
+            (Some(Err(e)), None) => {
+                let reason = format!("cannot tell which module to remove: {}", e.problem);
+                self.decide(shown, None, Verdict::Fail(reason));
+                return None;
+            }
+            (None, None) => {
+                self.out.notes.push(format!(
+                    "{shown}: not registered with dkms, nothing to remove"
+                ));
+                return None;
+            }
+        };
+        if inv.tree.version(&name, &version).is_none() {
+            self.out.notes.push(format!(
+                "{name}/{version} is not registered with dkms, nothing to remove"
+            ));
+            return None;
+        }
+        Some((name, version))
+    }
+
+    /// Whether a kernel still has a module index to update: it stays (its package is not
+    /// leaving) and its modules.order is there.
+    fn keeps_index(&self, kernel: &str) -> bool {
+        let leaving = self
+            .req
+            .targets
+            .kernels
+            .get(kernel)
+            .is_some_and(|t| !t.headers_only);
+        !leaving && self.inv.kernel(kernel).is_some_and(|k| k.modules_order)
+    }
+
+    /// `dkms remove --all`: the version leaves every kernel and the dkms tree.
+    fn unregister_job(&self, rel: &std::path::Path, name: String, version: String) -> Job {
+        let inv = self.inv;
+        let built = inv
+            .tree
+            .version(&name, &version)
+            .into_iter()
+            .flat_map(|v| v.built.keys().map(|(k, _)| k.clone()));
+        let installed = inv.tree.modules[&name]
+            .installed
+            .iter()
+            .filter(|(_, v)| **v == version)
+            .map(|((k, _), _)| k.clone());
+        let touches: BTreeSet<String> = built
+            .chain(installed)
+            .filter(|k| self.keeps_index(k))
+            .collect();
+        Job {
+            id: 0,
+            info: JobInfo {
+                module: name,
+                version,
+                kernel: None,
+                action: Action::Unregister,
+            },
+            source: Some(inv.trees.root.join(rel)),
+            headers: None,
+            direct: false,
+            expect: Vec::new(),
+            needs: Vec::new(),
+            shares: Vec::new(),
+            touches: touches.into_iter().collect(),
+            cost: 1,
+            priority: 0,
+        }
+    }
+
+    /// Kernels that leave: every module version installed or built there, unless it is being
+    /// unregistered anyway. Kernels whose headers alone leave keep their modules.
+    fn remove_from_kernels(
+        &mut self,
+        unregistered: &BTreeSet<(String, String)>,
+        jobs: &mut Vec<Job>,
+    ) {
         for (k, target) in &self.req.targets.kernels {
             if !self.wanted_kernel(k) {
                 continue;
             }
-            let pairs = inv.tree.pairs_for_kernel(k);
+            let pairs = self.inv.tree.pairs_for_kernel(k);
             if target.headers_only {
                 // Only the headers package leaves: the kernel stays and may still boot, and its
                 // modules still load. They go when the kernel itself goes (directly, then).
@@ -657,47 +678,39 @@ impl<'a> Planner<'a> {
                     .push(format!("kernel {k}: no DKMS modules to remove"));
             }
             for (name, version) in pairs {
-                if unregister.contains(&(name.clone(), version.clone())) {
-                    continue; // removed from every kernel anyway
+                if !unregistered.contains(&(name.clone(), version.clone())) {
+                    jobs.push(self.remove_job(&name, &version, k));
                 }
-                jobs.push(remove_job(inv, &name, &version, k, depmod_ok(k)));
             }
         }
-        for (i, j) in jobs.iter_mut().enumerate() {
-            j.id = i;
-            for k in &j.touches {
-                self.out.depmod.insert(k.clone());
-            }
-        }
-        set_priorities(&mut jobs);
-        self.out.jobs = jobs;
     }
-}
 
-fn remove_job(inv: &Inventory, name: &str, version: &str, kernel: &str, depmod: bool) -> Job {
-    let k = inv.kernel(kernel);
-    let headers = k.and_then(|k| k.headers.clone());
-    Job {
-        id: 0,
-        info: JobInfo {
-            module: name.to_string(),
-            version: version.to_string(),
-            kernel: Some(kernel.to_string()),
-            action: Action::RemoveFromKernel,
-        },
-        source: None,
-        direct: headers.is_none(),
-        headers,
-        expect: Vec::new(),
-        needs: Vec::new(),
-        shares: Vec::new(),
-        touches: if depmod {
-            vec![kernel.to_string()]
-        } else {
-            Vec::new()
-        },
-        cost: 1,
-        priority: 0,
+    /// Removes one version from one kernel: through dkms while the kernel has headers, directly
+    /// otherwise.
+    fn remove_job(&self, name: &str, version: &str, kernel: &str) -> Job {
+        let headers = self.inv.kernel(kernel).and_then(|k| k.headers.clone());
+        Job {
+            id: 0,
+            info: JobInfo {
+                module: name.to_string(),
+                version: version.to_string(),
+                kernel: Some(kernel.to_string()),
+                action: Action::RemoveFromKernel,
+            },
+            source: None,
+            direct: headers.is_none(),
+            headers,
+            expect: Vec::new(),
+            needs: Vec::new(),
+            shares: Vec::new(),
+            touches: if self.keeps_index(kernel) {
+                vec![kernel.to_string()]
+            } else {
+                Vec::new()
+            },
+            cost: 1,
+            priority: 0,
+        }
     }
 }
 
@@ -834,64 +847,6 @@ impl Plan {
     pub fn has_failures(&self) -> bool {
         !self.failed.is_empty()
     }
-
-    /// The `--dry-run` text: jobs in the order they would start, then skips and failures.
-    pub fn dry_run_text(&self, jobs_at_once: usize) -> String {
-        let mut s = String::new();
-        let order = crate::queue::serial_order(&self.jobs);
-        let _ = writeln!(
-            s,
-            "dry run: {} job{}, up to {} at once; nothing is changed",
-            self.jobs.len(),
-            if self.jobs.len() == 1 { "" } else { "s" },
-            jobs_at_once
-        );
-        for n in &self.notes {
-            let _ = writeln!(s, "note: {n}");
-        }
-        for (pos, &id) in order.iter().enumerate() {
-            let j = &self.jobs[id];
-            let after: Vec<String> = j
-                .needs
-                .iter()
-                .map(|&d| format!("{}/{}", self.jobs[d].info.module, self.jobs[d].info.version))
-                .collect();
-            let how = if j.direct {
-                " (directly: no headers)"
-            } else {
-                ""
-            };
-            let _ = write!(
-                s,
-                "{:>4}. {:<6} {}{how}",
-                pos + 1,
-                j.info.action.verb(),
-                j.info.label()
-            );
-            if !after.is_empty() {
-                let _ = write!(s, "  (after {})", after.join(", "));
-            }
-            s.push('\n');
-        }
-        for k in &self.depmod {
-            let _ = writeln!(s, "      depmod {k}");
-        }
-        for d in &self.skipped {
-            let _ = writeln!(s, "  skip {}: {}", decision_label(d), d.reason);
-        }
-        for d in &self.failed {
-            let _ = writeln!(s, "  fail {}: {}", decision_label(d), d.reason);
-        }
-        s
-    }
-}
-
-/// `subject for kernel` or `subject`.
-pub fn decision_label(d: &Decision) -> String {
-    match &d.kernel {
-        Some(k) => format!("{} for {k}", d.subject),
-        None => d.subject.clone(),
-    }
 }
 
 #[cfg(test)]
@@ -933,6 +888,7 @@ mod tests {
                     dir: trees.kernel_dir(k),
                     headers: Some(trees.kernel_dir(k).join("build")),
                     config: KernelConfig::parse("CONFIG_ACPI=y\nCONFIG_USB=m\n"),
+                    modules_order: true,
                 })
                 .collect();
             Sys {
@@ -951,6 +907,7 @@ mod tests {
                 dir: self.inv.trees.kernel_dir(k),
                 headers: None,
                 config: KernelConfig::default(),
+                modules_order: true,
             });
             self
         }
@@ -999,6 +956,34 @@ mod tests {
                             message: "line 3: syntax error: unexpected end of file".into(),
                         },
                     }),
+                },
+                dir: d,
+                cost: 1,
+            });
+            self
+        }
+        /// A source whose dkms.conf gives no directives for any kernel: `problem` for each.
+        fn unreadable(mut self, dir: &str, problem: Problem) -> Sys {
+            let d = self.inv.trees.source.join(dir);
+            let path = d.join("dkms.conf");
+            let per_kernel = self
+                .inv
+                .kernels
+                .iter()
+                .filter(|k| k.headers.is_some())
+                .map(|k| {
+                    let e = ConfError {
+                        path: path.clone(),
+                        problem: problem.clone(),
+                    };
+                    (k.release.clone(), Err(e))
+                })
+                .collect();
+            self.inv.sources.push(Source {
+                conf: Evaluated {
+                    path,
+                    per_kernel,
+                    error: None,
                 },
                 dir: d,
                 cost: 1,
@@ -1054,9 +1039,7 @@ mod tests {
     }
 
     fn reasons(d: &[Decision]) -> Vec<String> {
-        d.iter()
-            .map(|d| format!("{}: {}", decision_label(d), d.reason))
-            .collect()
+        d.iter().map(crate::report::decision_text).collect()
     }
 
     #[test]
@@ -1297,8 +1280,7 @@ mod tests {
             .installed("vpoll", "0.1", &[K1, K2]);
         let p = s.plan(Mode::Remove, "usr/src/vpoll-0.1/dkms.conf\n");
         assert_eq!(jobs(&p), ["remove vpoll/0.1 on every kernel"]);
-        // modules.order does not exist in this synthetic system: no kernel can be depmodded.
-        assert!(p.depmod.is_empty());
+        assert_eq!(p.depmod, BTreeSet::from([K1.to_string(), K2.to_string()]));
         // Unknown to dkms: nothing to do, said once.
         let s = Sys::new(&[K1]).source("vpoll", "0.1");
         let p = s.plan(Mode::Remove, "usr/src/vpoll-0.1/dkms.conf\n");
@@ -1346,5 +1328,64 @@ mod tests {
             &format!("usr/lib/modules/{K1}/build/include/\nusr/lib/modules/{K1}/vmlinuz\n"),
         );
         assert_eq!(jobs(&p), [format!("remove a/1 for {K1}")]);
+    }
+
+    /// Defect: an empty dkms.conf, or one that ends in `exit 3`, was left out without a word
+    /// when a new kernel arrived (or with no command), and the run succeeded.
+    #[test]
+    fn an_unreadable_autoinstall_candidate_fails_for_each_kernel() {
+        let empty = Problem::Missing {
+            directive: "PACKAGE_NAME",
+            kernel: None,
+        };
+        let exits = Problem::Aborted {
+            kernel: None,
+            output: String::new(),
+        };
+        let s = Sys::new(&[K1, K2])
+            .unreadable("empty-1", empty)
+            .unreadable("exits-1", exits)
+            .source("good", "1");
+        let new_kernel = format!("usr/lib/modules/{K2}/modules.order\n");
+        for (mode, targets, kernels) in [
+            (Mode::All, "", vec![K1, K2]),
+            (Mode::Install, new_kernel.as_str(), vec![K2]),
+        ] {
+            let p = s.plan(mode, targets);
+            let mut want = Vec::new();
+            for dir in ["empty-1", "exits-1"] {
+                for k in &kernels {
+                    want.push(format!("/usr/src/{dir}/dkms.conf for {k}"));
+                }
+            }
+            let mut got: Vec<String> = p
+                .failed
+                .iter()
+                .map(|d| format!("{} for {}", d.subject, d.kernel.as_deref().unwrap_or("-")))
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{mode:?}");
+            assert!(p.has_failures());
+            assert_eq!(
+                p.jobs.len(),
+                kernels.len(),
+                "the good module is still built"
+            );
+        }
+        // A module that evaluates and does not ask for AUTOINSTALL stays out, silently.
+        let s = Sys::new(&[K1]).source_with("manual-1", conf("manual", "1"), |_, c| {
+            c.autoinstall = false
+        });
+        let p = s.plan(Mode::All, "");
+        assert!(p.jobs.is_empty() && p.failed.is_empty());
+    }
+
+    /// Defect: the planner checked modules.order on the disk; it is a fact of the inventory now.
+    #[test]
+    fn depmod_after_removal_follows_the_inventory() {
+        let mut s = Sys::new(&[K1, K2]).installed("a", "1", &[K1, K2]);
+        s.inv.kernels[1].modules_order = false;
+        let p = s.plan(Mode::Remove, "usr/src/a-1/dkms.conf\n");
+        assert_eq!(p.depmod, BTreeSet::from([K1.to_string()]));
     }
 }

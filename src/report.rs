@@ -11,9 +11,11 @@
 //! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
 use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult};
+use crate::plan::Plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -571,18 +573,67 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     }
 }
 
-/// `subject[ for kernel]: reason`, naming the subject once when the reason starts with it (bash
-/// names the dkms.conf it could not read, with the root in front: `/root/usr/src/x/dkms.conf: line 3`).
-fn decision_text(decision: &Decision) -> String {
-    let subject = &decision.subject;
-    let reason = match decision.reason.split_once(": ") {
-        Some((first, rest)) if first.ends_with(subject.as_str()) => rest,
-        _ => decision.reason.as_str(),
-    };
-    match &decision.kernel {
+/// `subject[ for kernel]: reason`.
+pub(crate) fn decision_text(decision: &Decision) -> String {
+    let Decision {
+        subject,
+        kernel,
+        reason,
+    } = decision;
+    match kernel {
         Some(k) => format!("{subject} for {k}: {reason}"),
         None => format!("{subject}: {reason}"),
     }
+}
+
+/// The `--dry-run` text: jobs in the order they would start, then the kernels depmod would run
+/// for, then what is skipped and what fails.
+pub fn dry_run_text(plan: &Plan, jobs_at_once: usize) -> String {
+    let mut s = String::new();
+    let jobs = &plan.jobs;
+    let _ = writeln!(
+        s,
+        "dry run: {} {}, up to {jobs_at_once} at once; nothing is changed",
+        jobs.len(),
+        plural(jobs.len(), "job", "jobs"),
+    );
+    for n in &plan.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    for (pos, &id) in crate::queue::serial_order(jobs).iter().enumerate() {
+        let j = &jobs[id];
+        let how = if j.direct {
+            " (directly: no headers)"
+        } else {
+            ""
+        };
+        let _ = write!(
+            s,
+            "{:>4}. {:<6} {}{how}",
+            pos + 1,
+            j.info.action.verb(),
+            j.info.label()
+        );
+        let after: Vec<String> = j
+            .needs
+            .iter()
+            .map(|&d| format!("{}/{}", jobs[d].info.module, jobs[d].info.version))
+            .collect();
+        if !after.is_empty() {
+            let _ = write!(s, "  (after {})", after.join(", "));
+        }
+        s.push('\n');
+    }
+    for k in &plan.depmod {
+        let _ = writeln!(s, "      depmod {k}");
+    }
+    for d in &plan.skipped {
+        let _ = writeln!(s, "  skip {}", decision_text(d));
+    }
+    for d in &plan.failed {
+        let _ = writeln!(s, "  fail {}", decision_text(d));
+    }
+    s
 }
 
 /// `a`, `a or b`, `a, b or c`.
@@ -957,30 +1008,6 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
 ==> ERROR: 1 DKMS module failed to build: do not reboot into 6.1.0-56-amd64 until fixed
 ",
             "\n{text}"
-        );
-        assert!(failed);
-    }
-
-    #[test]
-    fn a_reason_that_names_its_subject_names_it_once() {
-        let events = [
-            Event::RunStarted {
-                jobs: 0,
-                concurrency: 2,
-                skipped: vec![],
-                failed: vec![Decision {
-                    subject: "/usr/src/x-1.0/dkms.conf".into(),
-                    kernel: None,
-                    reason: "/srv/root/usr/src/x-1.0/dkms.conf: line 10: syntax error: unexpected end of file"
-                        .into(),
-                }],
-                notes: vec![],
-            },
-        ];
-        let (text, failed) = render(&events);
-        assert_eq!(
-            text,
-            "error: /usr/src/x-1.0/dkms.conf: line 10: syntax error: unexpected end of file\n"
         );
         assert!(failed);
     }
