@@ -57,25 +57,15 @@ pub enum Problem {
     /// bash's own message, `line N: syntax error ...` (or that the file cannot be read).
     #[error("{message}")]
     Syntax { message: String },
-    #[error("no {directive} directive{}", kernel_suffix(.kernel))]
-    Missing {
-        directive: &'static str,
-        kernel: Option<String>,
-    },
-    #[error("evaluation stopped early (does it call exit?){}{}", kernel_suffix(.kernel), output_suffix(.output))]
+    #[error("no {directive} directive")]
+    Missing { directive: &'static str },
+    #[error("evaluation stopped early (does it call exit?){}", output_suffix(.output))]
     Aborted {
-        kernel: Option<String>,
         /// What the file printed before it stopped.
         output: String,
     },
     #[error("cannot run bash: {message}")]
     Bash { message: String },
-}
-
-fn kernel_suffix(k: &Option<String>) -> String {
-    k.as_ref()
-        .map(|k| format!(" when evaluated for kernel {k}"))
-        .unwrap_or_default()
 }
 
 fn output_suffix(o: &str) -> String {
@@ -120,7 +110,11 @@ impl Evaluated {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| self.error_for(missing("PACKAGE_NAME", None))))
+        Err(first_err.unwrap_or_else(|| {
+            self.error_for(Problem::Missing {
+                directive: "PACKAGE_NAME",
+            })
+        }))
     }
 
     pub fn for_kernel(&self, kernel: &str) -> Option<&Result<DkmsConf, ConfError>> {
@@ -158,13 +152,6 @@ impl Evaluated {
             path: self.path.clone(),
             problem,
         }
-    }
-}
-
-fn missing(directive: &'static str, kernel: Option<&str>) -> Problem {
-    Problem::Missing {
-        directive,
-        kernel: kernel.map(str::to_string),
     }
 }
 
@@ -410,12 +397,9 @@ fn evaluate_batch(
             } => {
                 if let Some(e) = out.get_mut(id) {
                     let r = if done {
-                        to_conf(&fields, &kernel).map_err(|p| e.error_for(p))
+                        to_conf(&fields).map_err(|p| e.error_for(p))
                     } else {
-                        Err(e.error_for(Problem::Aborted {
-                            kernel: Some(kernel.clone()),
-                            output,
-                        }))
+                        Err(e.error_for(Problem::Aborted { output }))
                     };
                     e.per_kernel.insert(kernel, r);
                 }
@@ -435,7 +419,7 @@ fn clean_bash_message(msg: &str, path: &Path) -> String {
 }
 
 /// Directives from the emitter's `NAME INDEX VALUE` triples.
-fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Problem> {
+fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
     let mut vars: BTreeMap<&str, BTreeMap<usize, &str>> = BTreeMap::new();
     for t in fields.chunks_exact(3) {
         let idx = t[1].parse().unwrap_or(0);
@@ -452,9 +436,9 @@ fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Problem> {
             .map(|m| m.values().map(|v| v.to_string()).collect())
             .unwrap_or_default()
     };
-    let name = scalar("PACKAGE_NAME").ok_or_else(|| missing("PACKAGE_NAME", Some(kernel)))?;
-    let version =
-        scalar("PACKAGE_VERSION").ok_or_else(|| missing("PACKAGE_VERSION", Some(kernel)))?;
+    let missing = |directive| Problem::Missing { directive };
+    let name = scalar("PACKAGE_NAME").ok_or_else(|| missing("PACKAGE_NAME"))?;
+    let version = scalar("PACKAGE_VERSION").ok_or_else(|| missing("PACKAGE_VERSION"))?;
     let words = |n: &str| -> Vec<String> {
         list(n)
             .iter()
@@ -589,8 +573,7 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         assert!(matches!(
             e.identity().unwrap_err().problem,
             Problem::Missing {
-                directive: "PACKAGE_VERSION",
-                ..
+                directive: "PACKAGE_VERSION"
             }
         ));
         let e = eval(

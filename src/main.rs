@@ -83,12 +83,10 @@ fn run(cli: Cli) -> Result<u8> {
     }
     let trees = Trees::load(&root)?;
     if let Some(Cmd::Status) = cli.command {
-        // What dkms status prints on stdout, and on stderr what it would say there.
-        let report = status::report(&trees, &status::Flavour::detect());
-        let mut out = std::io::stdout().lock();
-        for line in &report.lines {
-            writeln!(out, "{line}")?;
-        }
+        // What dkms status prints on stdout, and on stderr what it would say there; with -k,
+        // only those kernels' lines.
+        let report = status::report(&trees, &status::Flavour::detect()).only_kernels(&cli.kernels);
+        quietly_when_closed(print_lines(&report.lines))?;
         for e in &report.errors {
             eprintln!("{e}");
         }
@@ -149,7 +147,8 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let plan = plan::plan(&req, &inv);
     if cli.dry_run {
-        print!("{}", report::dry_run_text(&plan, jobs));
+        let text = report::dry_run_text(&plan, jobs);
+        quietly_when_closed(print_lines(text.lines()))?;
         return Ok(if plan.has_failures() {
             EXIT_FAILED
         } else {
@@ -161,7 +160,10 @@ fn run(cli: Cli) -> Result<u8> {
         stdout.is_terminal(),
         std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
     );
-    let mut reporter = Reporter::new(Box::new(stdout), style);
+    let mut reporter = Reporter::new(Box::new(stdout), style).under_root(&trees.root);
+    if mode == Mode::Remove {
+        reporter = reporter.removing();
+    }
     let cfg = RunConfig {
         jobs,
         cpus,
@@ -175,6 +177,24 @@ fn run(cli: Cli) -> Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// Writes lines to stdout.
+fn print_lines<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{}", line.as_ref())?;
+    }
+    out.flush()
+}
+
+/// A reader that stopped reading (`dkms-hook status | head -1`) ends the output, not the run
+/// with an error: the rest is not wanted, and the exit status stays what the run decides.
+fn quietly_when_closed(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

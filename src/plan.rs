@@ -1336,10 +1336,8 @@ mod tests {
     fn an_unreadable_autoinstall_candidate_fails_for_each_kernel() {
         let empty = Problem::Missing {
             directive: "PACKAGE_NAME",
-            kernel: None,
         };
         let exits = Problem::Aborted {
-            kernel: None,
             output: String::new(),
         };
         let s = Sys::new(&[K1, K2])

@@ -14,9 +14,10 @@ use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult};
 use crate::plan::Plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -87,6 +88,10 @@ pub struct Reporter {
     /// Skip and exclusion reasons with their counts, in the order first seen.
     skipped: Vec<(String, usize)>,
     failures: Vec<Failed>,
+    /// What a failure the planner reports stops: a build, or (in a removal run) a removal.
+    planned: Stops,
+    /// The system root: paths are shown relative to it, as the admin sees them there.
+    root: PathBuf,
 }
 
 impl Reporter {
@@ -102,7 +107,23 @@ impl Reporter {
             removed: 0,
             skipped: Vec::new(),
             failures: Vec::new(),
+            planned: Stops::Build,
+            root: PathBuf::from("/"),
         }
+    }
+
+    /// A removal run (`dkms-hook remove`): what the planner fails is a module it could not
+    /// remove, not one it could not build.
+    pub fn removing(mut self) -> Reporter {
+        self.planned = Stops::Remove;
+        self
+    }
+
+    /// Paths under `root` are shown as on the system itself (`/var/log/...`), like every path
+    /// dkms-hook shows ([`crate::trees::display_under`]).
+    pub fn under_root(mut self, root: &Path) -> Reporter {
+        self.root = root.to_path_buf();
+        self
     }
 
     /// Whether anything failed: a job, depmod, or a module the planner could not plan.
@@ -219,7 +240,7 @@ impl Reporter {
             self.emit(line);
             self.failures.push(Failed {
                 line: text,
-                stops: Stops::Build,
+                stops: self.planned,
                 module: decision.subject.clone(),
                 kernel: decision.kernel.clone(),
             });
@@ -331,7 +352,8 @@ impl Reporter {
             lines.extend(output.iter().map(|l| indent(&indent(l))));
         }
         if let Some(log) = log {
-            lines.push(indent(&format!("full log: {}", log.display())));
+            let log = crate::trees::display_under(&self.root, log);
+            lines.push(indent(&format!("full log: {log}")));
         }
         lines
     }
@@ -383,32 +405,45 @@ impl Reporter {
         }
     }
 
-    /// The last line when anything failed: what failed, and which kernels would boot without modules.
+    /// The last line when anything failed: as many failures as the summary counts, then what is
+    /// missing where: the modules not installed for each kernel, those not removed, the kernels
+    /// whose module index was not updated.
     fn verdict(&self) -> Option<String> {
         if self.failures.is_empty() {
             return None;
         }
-        let modules = |stops: Stops| -> BTreeSet<&str> {
-            self.failures
-                .iter()
-                .filter(|f| f.stops == stops)
-                .map(|f| f.module.as_str())
-                .collect()
-        };
-        let mut what = Vec::new();
-        let builds = modules(Stops::Build).len();
-        if builds > 0 {
-            what.push(format!(
-                "{builds} DKMS {} failed to build",
-                plural(builds, "module", "modules")
-            ));
-        }
-        let removals = modules(Stops::Remove).len();
-        if removals > 0 {
-            what.push(format!(
-                "{removals} DKMS {} could not be removed",
-                plural(removals, "module", "modules")
-            ));
+        let mut parts = Vec::new();
+        for (stops, none, some) in [
+            (Stops::Build, "not built", "not installed for"),
+            (
+                Stops::Remove,
+                "not removed from every kernel",
+                "not removed from",
+            ),
+        ] {
+            // module -> its kernels, then the modules of each set of kernels.
+            let mut kernels: BTreeMap<&str, Vec<Option<&str>>> = BTreeMap::new();
+            for f in self.failures.iter().filter(|f| f.stops == stops) {
+                let ks = kernels.entry(&f.module).or_default();
+                if !ks.contains(&f.kernel.as_deref()) {
+                    ks.push(f.kernel.as_deref());
+                }
+            }
+            let mut modules: BTreeMap<Vec<Option<&str>>, Vec<&str>> = BTreeMap::new();
+            for (m, mut ks) in kernels {
+                ks.sort_by(|a, b| crate::version::cmp(a.unwrap_or(""), b.unwrap_or("")));
+                modules.entry(ks).or_default().push(m);
+            }
+            for (ks, ms) in modules {
+                let named: Vec<&str> = ks.iter().flatten().copied().collect();
+                let modules = join_words(&ms, "and");
+                if named.len() < ks.len() {
+                    parts.push(format!("{none}: {modules}"));
+                }
+                if !named.is_empty() {
+                    parts.push(format!("{some} {}: {modules}", join_words(&named, "and")));
+                }
+            }
         }
         let depmod: Vec<&str> = self
             .failures
@@ -417,25 +452,16 @@ impl Reporter {
             .filter_map(|f| f.kernel.as_deref())
             .collect();
         if !depmod.is_empty() {
-            what.push(format!("depmod failed for {}", join_words(&depmod, "and")));
+            parts.push(format!(
+                "module index not updated (depmod) for {}",
+                join_words(&depmod, "and")
+            ));
         }
-        // Kernels that would boot without a module (or with a stale module index).
-        let kernels: BTreeSet<&str> = self
-            .failures
-            .iter()
-            .filter(|f| f.stops != Stops::Remove)
-            .filter_map(|f| f.kernel.as_deref())
-            .collect();
-        let advice = if kernels.is_empty() {
-            "see the errors above".to_string()
-        } else {
-            let kernels: Vec<&str> = kernels.into_iter().collect();
-            format!(
-                "do not reboot into {} until fixed",
-                join_words(&kernels, "or")
-            )
-        };
-        Some(format!("{}: {advice}", what.join(", ")))
+        Some(format!(
+            "{} failed: {}",
+            self.failures.len(),
+            parts.join("; ")
+        ))
     }
 
     fn stopped_running(&mut self, job: &JobInfo, finished: usize) {
@@ -826,7 +852,7 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
 error: /usr/src/foo-1.0/dkms.conf: line 3: syntax error near unexpected token `('
 error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
    Summary [  33.0s] 1 built, 4 skipped (1 already installed, 1 BUILD_EXCLUSIVE_KERNEL, 1 BUILD_EXCLUSIVE, 1 needs broken/1.0, which failed), 2 failed
-==> ERROR: 2 DKMS modules failed to build: do not reboot into 6.1.0-56-amd64 until fixed
+==> ERROR: 2 failed: not built: /usr/src/foo-1.0/dkms.conf; not installed for 6.1.0-56-amd64: broken/1.0
 ";
 
     #[test]
@@ -974,7 +1000,7 @@ error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /
 error: evdi/1.14.1 on every kernel: dkms remove failed (dkms exit 4)
 error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64
    Summary [ 125.0s] 1 removed, 2 failed
-==> ERROR: 1 DKMS module could not be removed, depmod failed for 6.1.0-55-amd64: do not reboot into 6.1.0-55-amd64 until fixed
+==> ERROR: 2 failed: not removed from every kernel: evdi/1.14.1; module index not updated (depmod) for 6.1.0-55-amd64
 ",
             "\n{text}"
         );
@@ -1005,7 +1031,7 @@ error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /
             "error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkms module
 error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkms module
    Summary [   0.0s] 1 failed
-==> ERROR: 1 DKMS module failed to build: do not reboot into 6.1.0-56-amd64 until fixed
+==> ERROR: 1 failed: not installed for 6.1.0-56-amd64: zfs/2.2.2
 ",
             "\n{text}"
         );
@@ -1121,5 +1147,99 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
         assert_eq!(join_words(&["a"], "or"), "a");
         assert_eq!(join_words(&["a", "b"], "or"), "a or b");
         assert_eq!(join_words(&["a", "b", "c"], "and"), "a, b and c");
+    }
+
+    fn failed_decision(subject: &str, kernel: Option<&str>) -> Decision {
+        Decision {
+            subject: subject.into(),
+            kernel: kernel.map(str::to_string),
+            reason: "cannot tell which module to remove: no PACKAGE_NAME directive".into(),
+        }
+    }
+
+    fn started_with_failures(failed: Vec<Decision>) -> [Event; 2] {
+        [
+            Event::RunStarted {
+                jobs: 0,
+                concurrency: 2,
+                skipped: vec![],
+                failed,
+                notes: vec![],
+            },
+            Event::RunFinished {
+                elapsed: secs(0.01),
+            },
+        ]
+    }
+
+    /// Defect: what the planner failed in a removal run was summed up as "failed to build".
+    #[test]
+    fn a_removal_run_says_what_was_not_removed() {
+        let events = started_with_failures(vec![failed_decision("/usr/src/x-1.0", None)]);
+        let buffer = Buffer::default();
+        let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).removing();
+        for e in &events {
+            reporter.handle(e);
+        }
+        let text = buffer.text();
+        let last = text.lines().last().unwrap();
+        assert_eq!(
+            last,
+            "==> ERROR: 1 failed: not removed from every kernel: /usr/src/x-1.0"
+        );
+        assert!(!text.contains("build"), "{text}");
+    }
+
+    /// Defect: the summary counted failed pairs, the last line failed modules, and it told to
+    /// avoid every kernel named anywhere. Now both count the same failures, and the last line
+    /// says which module is missing on which kernel.
+    #[test]
+    fn the_last_line_counts_what_the_summary_counts_and_says_what_is_missing_where() {
+        let events = started_with_failures(vec![
+            failed_decision("a/1", Some("6.1.0-55-amd64")),
+            failed_decision("a/1", Some("6.1.0-56-amd64")),
+            failed_decision("b/2", Some("6.1.0-56-amd64")),
+        ]);
+        let (text, failed) = render(&events);
+        assert!(failed);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[lines.len() - 2], "   Summary [   0.0s] 3 failed");
+        assert_eq!(
+            lines[lines.len() - 1],
+            "==> ERROR: 3 failed: not installed for 6.1.0-55-amd64 and 6.1.0-56-amd64: a/1; \
+             not installed for 6.1.0-56-amd64: b/2"
+        );
+    }
+
+    /// Every path is shown as on the system itself, the log's too.
+    #[test]
+    fn a_log_under_the_root_is_shown_as_on_the_system() {
+        let j = job("x", "1", Some(K), Action::Build);
+        let events = [Event::JobFinished {
+            job: j,
+            result: JobResult::Failed(Failure {
+                what: "make failed (dkms exit 10)".into(),
+                exit_code: Some(10),
+                errors: vec![],
+                log: Some(PathBuf::from("/srv/root/var/log/dkms-hook/x-1_K.log")),
+                output: vec![],
+            }),
+            elapsed: secs(1.0),
+            finished: 1,
+            total: 1,
+        }];
+        let buffer = Buffer::default();
+        let mut reporter =
+            Reporter::new(Box::new(buffer.clone()), PLAIN).under_root(Path::new("/srv/root"));
+        for e in &events {
+            reporter.handle(e);
+        }
+        assert!(
+            buffer
+                .text()
+                .contains("    full log: /var/log/dkms-hook/x-1_K.log\n"),
+            "{}",
+            buffer.text()
+        );
     }
 }

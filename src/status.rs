@@ -46,6 +46,28 @@ pub fn lines(trees: &Trees) -> Vec<String> {
 pub struct Report {
     pub lines: Vec<String>,
     pub errors: Vec<String>,
+    /// The kernel of each line (`None` for `M/V: added` or `broken`), for `-k`.
+    pub kernels: Vec<Option<String>>,
+}
+
+impl Report {
+    /// `-k`: the lines of these kernels (all when `kernels` is empty), and the lines of versions
+    /// that are only added or broken, which belong to no kernel.
+    pub fn only_kernels(mut self, kernels: &[String]) -> Report {
+        if kernels.is_empty() {
+            return self;
+        }
+        let keep: Vec<bool> = self
+            .kernels
+            .iter()
+            .map(|k| k.as_ref().is_none_or(|k| kernels.contains(k)))
+            .collect();
+        let mut keep_iter = keep.iter();
+        self.lines.retain(|_| *keep_iter.next().unwrap_or(&true));
+        let mut keep_iter = keep.iter();
+        self.kernels.retain(|_| *keep_iter.next().unwrap_or(&true));
+        self
+    }
 }
 
 /// The dkms version whose output is reproduced, and the host paths that dkms reads whatever
@@ -278,10 +300,10 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
             if flavour.built_reads_conf() {
                 let conf = &confs[i];
                 if !conf.readable {
+                    let conf = trees.dkms.join(m).join(v).join("source/dkms.conf");
                     errors.push(format!(
-                        "Could not locate dkms.conf file.\nFile: {}/{m}/{v}/source/dkms.conf does \
-                         not exist.",
-                        dkms
+                        "Could not locate dkms.conf file.\nFile: {} does not exist.",
+                        trees.display(&conf)
                     ));
                     break 'listing;
                 }
@@ -343,7 +365,18 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
             }
         })
         .collect();
-    Report { lines, errors }
+    let kernels = entries
+        .iter()
+        .map(|e| match e {
+            Entry::Text(_) => None,
+            Entry::Pair { pair, .. } => Some(pairs[*pair].kernel.clone()),
+        })
+        .collect();
+    Report {
+        lines,
+        errors,
+        kernels,
+    }
 }
 
 /// module_status_built_extra: the warnings after a built or installed line.

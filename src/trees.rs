@@ -121,13 +121,19 @@ impl Trees {
     /// A path as the admin would write it on the target system (relative to the root, with a
     /// leading `/`), for messages.
     pub fn display<'a>(&self, path: &'a Path) -> std::borrow::Cow<'a, str> {
-        if self.root == Path::new("/") {
-            return path.to_string_lossy();
-        }
-        match path.strip_prefix(&self.root) {
-            Ok(rel) => format!("/{}", rel.display()).into(),
-            Err(_) => path.to_string_lossy(),
-        }
+        display_under(&self.root, path)
+    }
+}
+
+/// The one rule for every path dkms-hook shows: as the admin sees it on the system under `root`
+/// (relative to the root, with a leading `/`). A path outside the root is shown as it is.
+pub fn display_under<'a>(root: &Path, path: &'a Path) -> std::borrow::Cow<'a, str> {
+    if root == Path::new("/") {
+        return path.to_string_lossy();
+    }
+    match path.strip_prefix(root) {
+        Ok(rel) => format!("/{}", rel.display()).into(),
+        Err(_) => path.to_string_lossy(),
     }
 }
 

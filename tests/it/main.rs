@@ -3,6 +3,7 @@
 //! the fixtures alone, and whole transactions under a real pacman. The tests that need root, dkms,
 //! headers or pacman are `#[ignore]`d; `tests/run` runs them all.
 
+mod cli;
 mod common;
 mod engine;
 mod fixtures_smoke;

@@ -76,34 +76,10 @@ pub fn two_newest_kernels() -> (String, String) {
     (k1, k2)
 }
 
-/// Version order in the spirit of `sort -V`: runs of digits compare as
-/// numbers, everything else byte by byte.
+/// Version order: dkms-hook's own (`dkms_hook::version`), so that the tests and the engine
+/// never disagree on which kernel or module version is newer.
 pub fn version_cmp(a: &str, b: &str) -> Ordering {
-    fn chunks(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
-        }
-        out
-    }
-    let (ca, cb) = (chunks(a), chunks(b));
-    for ((da, xa), (db, xb)) in ca.iter().zip(cb.iter()) {
-        let ord = if *da && *db {
-            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
-        } else {
-            xa.cmp(xb)
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    ca.len().cmp(&cb.len()).then_with(|| a.cmp(b))
+    dkms_hook::version::cmp(a, b)
 }
 
 /// What a finished process left: its exit code and output.
@@ -448,6 +424,15 @@ impl TestRoot {
         let dir = self.mkdir(self.kernel_dir(kernel));
         std::os::unix::fs::symlink(&headers, dir.join("build"))
             .unwrap_or_else(|e| panic!("{}/build: {e}", dir.display()));
+        self.write_file(dir.join("modules.order"), "");
+    }
+
+    /// Makes `usr/lib/modules/K` a kernel that counts as having headers without any: an empty
+    /// `build/Makefile` and an empty `modules.order`. Enough to plan and to read status, never
+    /// to build; for the tests that need no root and no headers.
+    pub fn add_fake_kernel(&self, kernel: &str) {
+        let dir = self.kernel_dir(kernel);
+        self.write_file(dir.join("build/Makefile"), "");
         self.write_file(dir.join("modules.order"), "");
     }
 
