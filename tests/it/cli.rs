@@ -222,3 +222,37 @@ fn a_closed_pipe_ends_status_quietly() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
 }
+
+/// The evaluator's bash (src/dkmsconf.sh, and src/status.sh, which runs in front of it) is
+/// shellcheck-clean, as the two run together.
+#[test]
+#[ignore = "needs shellcheck (tests/setup.sh installs it)"]
+fn the_evaluator_is_shellcheck_clean() {
+    let src = crate::common::repo_dir().join("src");
+    let joined = format!(
+        "{}\n{}",
+        std::fs::read_to_string(src.join("status.sh")).unwrap(),
+        std::fs::read_to_string(src.join("dkmsconf.sh")).unwrap()
+    );
+    for (what, input) in [
+        (
+            "dkmsconf.sh",
+            std::fs::read_to_string(src.join("dkmsconf.sh")).unwrap(),
+        ),
+        ("status.sh + dkmsconf.sh", joined),
+    ] {
+        let mut child = Command::new("shellcheck")
+            .args(["-s", "bash", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running shellcheck");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
