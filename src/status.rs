@@ -201,6 +201,18 @@ struct Pair {
     arch: String,
 }
 
+/// One `M/V` of the dkms tree, as the listing takes it.
+enum Version {
+    /// Its `source` link dangles, or it has sources but was never added (dkms 3.0.13+).
+    Broken { module: String, version: String },
+    /// Added, with the indexes of its built pairs.
+    Added {
+        module: String,
+        version: String,
+        pairs: Vec<usize>,
+    },
+}
+
 /// One line of the listing: final text, or a built/installed pair whose warnings are still to
 /// be worked out.
 enum Entry {
@@ -229,7 +241,7 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
 
     // First pass: what each added version has built, and the dkms.conf evaluations needed.
     let mut pairs: Vec<Pair> = Vec::new();
-    let mut plan: Vec<(String, String, Vec<usize>, bool)> = Vec::new(); // m, v, pairs, broken
+    let mut plan: Vec<Version> = Vec::new();
     for (m, v, _) in &mvs {
         let dir = trees.dkms.join(m).join(v);
         if !dir.is_dir() {
@@ -244,7 +256,10 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
         if flavour.has_broken() {
             let unlinked_sources = !is_link && trees.source.join(format!("{m}-{v}")).is_dir();
             if (is_link && !is_dir) || unlinked_sources {
-                plan.push((m.clone(), v.clone(), Vec::new(), true));
+                plan.push(Version::Broken {
+                    module: m.clone(),
+                    version: v.clone(),
+                });
                 continue;
             }
         }
@@ -276,7 +291,11 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
                 });
             }
         }
-        plan.push((m.clone(), v.clone(), idx, false));
+        plan.push(Version::Added {
+            module: m.clone(),
+            version: v.clone(),
+            pairs: idx,
+        });
     }
 
     let confs = evaluate_confs(trees, flavour, &pairs);
@@ -285,15 +304,23 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
     // Second pass, in order: the listing, as module_status prints it.
     let mut entries: Vec<Entry> = Vec::new();
     let mut sticky = String::new(); // set_module_suffix's global, before 3.1.8
-    'listing: for (m, v, idx, broken) in &plan {
-        if *broken {
-            entries.push(Entry::Text(format!("{m}/{v}: broken")));
-            errors.push(format!(
-                "{m}/{v}: Missing the module source directory or the symbolic link pointing to \
-                 it.\nManual intervention is required!"
-            ));
-            continue;
-        }
+    'listing: for version in &plan {
+        let (m, v, idx) = match version {
+            Version::Broken { module, version } => {
+                let (m, v) = (module, version);
+                entries.push(Entry::Text(format!("{m}/{v}: broken")));
+                errors.push(format!(
+                    "{m}/{v}: Missing the module source directory or the symbolic link pointing \
+                     to it.\nManual intervention is required!"
+                ));
+                continue;
+            }
+            Version::Added {
+                module,
+                version,
+                pairs,
+            } => (module, version, pairs),
+        };
         let mut any = false;
         for &i in idx {
             let p = &pairs[i];
