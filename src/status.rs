@@ -225,11 +225,65 @@ pub fn report(trees: &Trees, flavour: &Flavour) -> Report {
     report_sorted_by(trees, flavour, &Collator::from_env())
 }
 
+/// Computes what `dkms status` prints, sorting names with `collator`.
 fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Report {
-    let dkms = trees.dkms.to_string_lossy().into_owned();
-    let mut errors = Vec::new();
+    let (versions, pairs) = read_versions(trees, flavour, collator);
+    let confs = evaluate_confs(trees, flavour, &pairs);
+    let mut suffixes = SuffixCache::default();
+    let (entries, errors) = listing(trees, flavour, &versions, &pairs, &confs, &mut suffixes);
 
-    // `"$dkms_tree/"*/*`: every M/V, sorted as bash sorts a glob's results.
+    // The parenthesised warnings: independent per line, so in parallel.
+    let kernels: Vec<&str> = pairs.iter().map(|p| p.kernel.as_str()).collect();
+    for k in kernels {
+        suffixes.get(trees, flavour, k);
+    }
+    let lines = entries
+        .par_iter()
+        .map(|e| match e {
+            Entry::Text(t) => t.clone(),
+            Entry::Pair { pair, installed } => {
+                let p = &pairs[*pair];
+                let state = if *installed { "installed" } else { "built" };
+                let mut line = format!(
+                    "{}/{}, {}, {}: {state}",
+                    p.module, p.version, p.kernel, p.arch
+                );
+                let suffix = suffixes.peek(&p.kernel);
+                line.push_str(&extra(
+                    trees,
+                    flavour,
+                    p,
+                    &confs[*pair],
+                    *installed,
+                    &suffix,
+                ));
+                line
+            }
+        })
+        .collect();
+    let kernels = entries
+        .iter()
+        .map(|e| match e {
+            Entry::Text(_) => None,
+            Entry::Pair { pair, .. } => Some(pairs[*pair].kernel.clone()),
+        })
+        .collect();
+    Report {
+        lines,
+        errors,
+        kernels,
+    }
+}
+
+/// First pass, `"$dkms_tree/"*/*` sorted as bash sorts a glob's results: every version of the
+/// dkms tree, broken or added, and the pairs each added one has built.
+fn read_versions(
+    trees: &Trees,
+    flavour: &Flavour,
+    collator: &Collator,
+) -> (Vec<Version>, Vec<Pair>) {
+    let dkms = trees.dkms.to_string_lossy().into_owned();
+
     let mut mvs: Vec<(String, String, CString)> = Vec::new();
     for m in names(&trees.dkms) {
         for v in names(&trees.dkms.join(&m)) {
@@ -239,9 +293,8 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
     }
     collator.sort(&mut mvs, |e| &e.2);
 
-    // First pass: what each added version has built, and the dkms.conf evaluations needed.
     let mut pairs: Vec<Pair> = Vec::new();
-    let mut plan: Vec<Version> = Vec::new();
+    let mut versions: Vec<Version> = Vec::new();
     for (m, v, _) in &mvs {
         let dir = trees.dkms.join(m).join(v);
         if !dir.is_dir() {
@@ -256,7 +309,7 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
         if flavour.has_broken() {
             let unlinked_sources = !is_link && trees.source.join(format!("{m}-{v}")).is_dir();
             if (is_link && !is_dir) || unlinked_sources {
-                plan.push(Version::Broken {
+                versions.push(Version::Broken {
                     module: m.clone(),
                     version: v.clone(),
                 });
@@ -291,20 +344,30 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
                 });
             }
         }
-        plan.push(Version::Added {
+        versions.push(Version::Added {
             module: m.clone(),
             version: v.clone(),
             pairs: idx,
         });
     }
+    (versions, pairs)
+}
 
-    let confs = evaluate_confs(trees, flavour, &pairs);
-    let mut suffixes = SuffixCache::default();
-
-    // Second pass, in order: the listing, as module_status prints it.
+/// Second pass, in order: the listing, as module_status prints it, and what dkms would say on
+/// stderr.
+fn listing(
+    trees: &Trees,
+    flavour: &Flavour,
+    versions: &[Version],
+    pairs: &[Pair],
+    confs: &[Conf],
+    suffixes: &mut SuffixCache,
+) -> (Vec<Entry>, Vec<String>) {
+    let dkms = trees.dkms.to_string_lossy().into_owned();
+    let mut errors = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut sticky = String::new(); // set_module_suffix's global, before 3.1.8
-    'listing: for version in &plan {
+    'listing: for version in versions {
         let (m, v, idx) = match version {
             Version::Broken { module, version } => {
                 let (m, v) = (module, version);
@@ -362,48 +425,7 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
             entries.push(Entry::Text(format!("{m}/{v}: added")));
         }
     }
-
-    // The parenthesised warnings: independent per line, so in parallel.
-    let kernels: Vec<&str> = pairs.iter().map(|p| p.kernel.as_str()).collect();
-    for k in kernels {
-        suffixes.get(trees, flavour, k);
-    }
-    let lines = entries
-        .par_iter()
-        .map(|e| match e {
-            Entry::Text(t) => t.clone(),
-            Entry::Pair { pair, installed } => {
-                let p = &pairs[*pair];
-                let state = if *installed { "installed" } else { "built" };
-                let mut line = format!(
-                    "{}/{}, {}, {}: {state}",
-                    p.module, p.version, p.kernel, p.arch
-                );
-                let suffix = suffixes.peek(&p.kernel);
-                line.push_str(&extra(
-                    trees,
-                    flavour,
-                    p,
-                    &confs[*pair],
-                    *installed,
-                    &suffix,
-                ));
-                line
-            }
-        })
-        .collect();
-    let kernels = entries
-        .iter()
-        .map(|e| match e {
-            Entry::Text(_) => None,
-            Entry::Pair { pair, .. } => Some(pairs[*pair].kernel.clone()),
-        })
-        .collect();
-    Report {
-        lines,
-        errors,
-        kernels,
-    }
+    (entries, errors)
 }
 
 /// module_status_built_extra: the warnings after a built or installed line.
