@@ -117,10 +117,6 @@ impl Evaluated {
         }))
     }
 
-    pub fn for_kernel(&self, kernel: &str) -> Option<&Result<DkmsConf, ConfError>> {
-        self.per_kernel.get(kernel)
-    }
-
     /// What this file gives for `kernel`: its directives, or why there are none (the file's own
     /// error first, then the kernel's; a kernel it was never evaluated for is an error too).
     pub fn result_for(&self, kernel: &str) -> Result<&DkmsConf, ConfError> {
@@ -522,8 +518,8 @@ MAKE="make KVER=$kernelver ARCH=$arch"
             &["6.1.0", "6.2.0"],
         );
         assert_eq!(e.identity().unwrap(), ("foo-bar", "1.2-rc3-7"));
-        let a = e.for_kernel("6.1.0").unwrap().as_ref().unwrap();
-        let b = e.for_kernel("6.2.0").unwrap().as_ref().unwrap();
+        let a = e.result_for("6.1.0").unwrap();
+        let b = e.result_for("6.2.0").unwrap();
         assert_eq!(a.exclusive.kernel, None);
         assert_eq!(b.exclusive.kernel.as_deref(), Some("^never$"));
         assert_eq!(a.build_depends, ["zfs-utils", "spl"]);
