@@ -28,6 +28,14 @@ pub struct DkmsConf {
     pub built_modules: Vec<String>,
     /// DEST_MODULE_NAME entries (same order as `built_modules`; empty string when unset).
     pub dest_names: Vec<String>,
+    /// BUILT_MODULE_LOCATION entries (same order as `built_modules`; empty string when unset).
+    pub built_locations: Vec<String>,
+    /// AUTOINSTALL as written (`autoinstall` says only whether it is set).
+    pub autoinstall_value: String,
+    /// PATCH entries: file names under the source's `patches/` directory.
+    pub patches: Vec<String>,
+    /// MAKE entries as evaluated (`MAKE` or `MAKE[0]` is the build command).
+    pub make: Vec<String>,
     /// Anything the script printed while being evaluated (stdout and stderr).
     pub output: String,
 }
@@ -152,6 +160,9 @@ const DIRECTIVES: &[&str] = &[
     "BUILD_EXCLUSIVE_CONFIG",
     "BUILT_MODULE_NAME",
     "DEST_MODULE_NAME",
+    "BUILT_MODULE_LOCATION",
+    "PATCH",
+    "MAKE",
 ];
 
 /// The evaluator. Arguments: ARCH DKMS_TREE SOURCE_TREE INSTALL_TREE, then for each file
@@ -396,7 +407,19 @@ fn to_conf(
                 .unwrap_or_default()
         })
         .collect();
+    let built_locations = (0..built.len())
+        .map(|i| {
+            vars.get("BUILT_MODULE_LOCATION")
+                .and_then(|m| m.get(&i))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
     Ok(DkmsConf {
+        autoinstall_value: scalar("AUTOINSTALL").unwrap_or_default(),
+        built_locations,
+        patches: list("PATCH"),
+        make: list("MAKE"),
         name,
         version,
         autoinstall: scalar("AUTOINSTALL").is_some(),
