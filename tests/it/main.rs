@@ -6,6 +6,7 @@
 mod common;
 mod engine;
 mod fixtures_smoke;
+mod lint;
 mod newer_dkms;
 mod pacman;
 mod scenarios;
