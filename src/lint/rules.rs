@@ -171,7 +171,7 @@ pub fn check(pkg: &PackageFacts, confs: &[ConfFacts], cx: &Context) -> Vec<Findi
         conf(pkg, c, cx, &mut out);
     }
     shipped_modules(pkg, &mut out);
-    name(pkg, &mut out);
+    name(pkg, confs, &mut out);
     install_script(pkg, &mut out);
     out.sort_by_key(|f| f.rule);
     out
@@ -405,28 +405,46 @@ fn base_name(name: &str) -> Option<&str> {
     trimmed.strip_suffix("-dkms").filter(|b| !b.is_empty())
 }
 
-fn name(pkg: &PackageFacts, out: &mut Vec<Finding>) {
-    match base_name(&pkg.name) {
-        None => out.push(Finding::new(
+/// The prebuilt package may go by the -dkms package's base name or by the module's own
+/// PACKAGE_NAME (Debian's tp-smapi-dkms ships PACKAGE_NAME=tp_smapi, Arch's prebuilt is
+/// tp_smapi): a conflict with either is enough.
+fn name(pkg: &PackageFacts, confs: &[ConfFacts], out: &mut Vec<Finding>) {
+    let Some(base) = base_name(&pkg.name) else {
+        out.push(Finding::new(
             Rule::NameWithoutDkms,
             format!(
                 "package name {} does not end in -dkms: DKMS packages are named by appending \
                  -dkms to the original package name",
                 pkg.name
             ),
-        )),
-        Some(base) => {
-            if !pkg.conflicts.iter().any(|c| c == base) {
-                out.push(Finding::new(
-                    Rule::NoConflictsWithBase,
-                    format!(
-                        "{base} is not in conflicts: installed together with a prebuilt {base}, \
-                         two copies of the module compete"
-                    ),
-                ));
+        ));
+        return;
+    };
+    let mut names = vec![base.to_string()];
+    for c in confs {
+        if let Ok(conf) = &c.result {
+            if !names.contains(&conf.name) {
+                names.push(conf.name.clone());
             }
         }
     }
+    if names.iter().any(|n| pkg.conflicts.contains(n)) {
+        return;
+    }
+    let which = match &names[..] {
+        [one] => format!("{one} is not in conflicts"),
+        [first, rest @ ..] => format!(
+            "neither {first} nor {} (its PACKAGE_NAME) is in conflicts",
+            rest.join(", ")
+        ),
+        [] => unreachable!("the base name is always there"),
+    };
+    out.push(Finding::new(
+        Rule::NoConflictsWithBase,
+        format!(
+            "{which}: installed together with a prebuilt {base}, two copies of the module compete"
+        ),
+    ));
 }
 
 /// What an .INSTALL must not run, and why.
@@ -665,6 +683,33 @@ mod tests {
         }
         let c = with_conf(|c| c.make = vec!["make KVER=6.12.0-arch1-1".into()]);
         assert_eq!(rules(&pkg, &c), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn conflicts_with_the_base_name_or_the_package_name() {
+        let mut pkg = good_pkg();
+        pkg.name = "tp-smapi-dkms".into();
+        pkg.conflicts.clear();
+        let c = with_conf(|c| c.name = "tp_smapi".into());
+        let f = check(&pkg, std::slice::from_ref(&c), &cx());
+        let f: Vec<_> = f
+            .iter()
+            .filter(|f| f.rule == Rule::NoConflictsWithBase)
+            .collect();
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .starts_with("neither tp-smapi nor tp_smapi (its PACKAGE_NAME) is in conflicts"),
+            "{f:?}"
+        );
+        for name in ["tp-smapi", "tp_smapi"] {
+            pkg.conflicts = vec![name.into()];
+            let f = check(&pkg, std::slice::from_ref(&c), &cx());
+            assert!(
+                f.iter().all(|f| f.rule != Rule::NoConflictsWithBase),
+                "{name}: {f:?}"
+            );
+        }
     }
 
     #[test]

@@ -528,3 +528,133 @@ fn several_packages_each_under_its_own_name() {
         .unwrap()
         .starts_with("other-dkms E: "));
 }
+
+/// A Debian `-dkms` package as an Arch packager would port it: Debian's name, the upstream part
+/// of its version, its depends/conflicts/provides by name, every file it ships; Debian's
+/// maintainer scripts (which call dkms themselves) stay behind, as no Arch port keeps them.
+fn port_of_debian(deb: &Path, work: &Path) -> Spec {
+    let field = |f: &str| -> String {
+        let out = Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(deb)
+            .arg(f)
+            .output()
+            .expect("dpkg-deb: cannot start (it comes with Debian; run tests/run)");
+        assert!(out.status.success(), "dpkg-deb -f {} {f}", deb.display());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let names = |f: &str| -> Vec<String> {
+        field(f)
+            .split([',', '|'])
+            .filter_map(|d| d.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let version = field("Version");
+    let upstream = version.split_once(':').map_or(&*version, |(_, v)| v);
+    let upstream = upstream.rsplit_once('-').map_or(upstream, |(u, _)| u);
+    let root = work.join(field("Package"));
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(&root)
+        .status()
+        .expect("dpkg-deb: cannot start");
+    assert!(st.success(), "dpkg-deb -x {}", deb.display());
+    let mut files = BTreeMap::new();
+    collect_files(&root, &root, &mut files);
+    Spec {
+        name: field("Package"),
+        pkgver: upstream.to_string(),
+        depends: names("Depends"),
+        conflicts: names("Conflicts"),
+        provides: names("Provides"),
+        install: None,
+        files,
+    }
+}
+
+fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect_files(base, &p, out);
+        } else {
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, fs::read(&p).unwrap());
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the real Debian -dkms packages tests/setup.sh fetches, and dpkg-deb: run tests/run"]
+fn real_debian_dkms_packages_ported_to_arch() {
+    let cache = crate::common::repo_dir().join("tests/.cache");
+    let mut debs: Vec<PathBuf> = fs::read_dir(cache.join("debs"))
+        .expect("tests/.cache/debs: run tests/setup.sh")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    debs.sort();
+    let d = tempfile::tempdir().unwrap();
+    let mut report = String::new();
+    let mut covered = Vec::new();
+    for deb in &debs {
+        let spec = port_of_debian(deb, d.path());
+        covered.extend(
+            spec.files
+                .keys()
+                .filter_map(|p| p.strip_suffix("/dkms.conf"))
+                .filter_map(|p| p.strip_prefix("usr/src/"))
+                .map(str::to_string),
+        );
+        let pkg = spec.build(d.path(), Compression::Zstd);
+        let out = lint(&[&pkg]);
+        assert_eq!(out.stderr, "", "{}", out.dump());
+        report += &format!(
+            "$ dkms-hook lint {}\n{}(exit {})\n",
+            pkg.file_name().unwrap().to_string_lossy(),
+            out.stdout,
+            out.code
+        );
+        // Reviewed: Debian declares no Conflicts (it has no prebuilt variant of these modules),
+        // so each straight port misses the conflict with the prebuilt package an Arch user may
+        // have, and nothing else. tp-smapi's module calls itself tp_smapi: either name would do.
+        let base = spec.name.strip_suffix("-dkms").unwrap();
+        let which = if base == "tp-smapi" {
+            "neither tp-smapi nor tp_smapi (its PACKAGE_NAME) is in".to_string()
+        } else {
+            format!("{base} is not in")
+        };
+        assert_eq!(
+            out.stdout,
+            format!(
+                "{} W: {which} conflicts: installed together with a prebuilt {base}, two \
+                 copies of the module compete (no-conflicts-with-base)\n",
+                spec.name
+            ),
+            "{}",
+            out.dump()
+        );
+        assert_eq!(out.code, 0);
+        // With the conflict a packager would add, the port is clean.
+        let mut fixed = spec.clone();
+        fixed.conflicts.push(if base == "tp-smapi" {
+            "tp_smapi".into()
+        } else {
+            base.into()
+        });
+        let fixed_dir = d.path().join("fixed");
+        fs::create_dir_all(&fixed_dir).unwrap();
+        let out = lint(&[&fixed.build(&fixed_dir, Compression::Xz)]);
+        assert_eq!((out.code, out.combined.as_str()), (0, ""), "{}", out.dump());
+    }
+    println!("{report}");
+    // Every real source the other tests use was linted.
+    let mut sources: Vec<String> = fs::read_dir(crate::common::real_sources_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    sources.sort();
+    covered.sort();
+    assert_eq!(covered, sources);
+}
