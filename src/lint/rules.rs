@@ -258,7 +258,7 @@ fn conf(pkg: &PackageFacts, c: &ConfFacts, cx: &Context, out: &mut Vec<Finding>)
     make(c, conf, cx, out);
 }
 
-/// dkms 3.x refuses a dkms.conf that names the same built module (location + name) or the same
+/// dkms 3.4 refuses a dkms.conf that names the same built module (location + name) or the same
 /// destination name twice (`read_conf_strict`).
 fn duplicates(c: &ConfFacts, conf: &DkmsConf, out: &mut Vec<Finding>) {
     // Name -> the indices that use it.
@@ -282,7 +282,7 @@ fn duplicates(c: &ConfFacts, conf: &DkmsConf, out: &mut Vec<Finding>) {
         out.push(Finding::new(
             Rule::DuplicateModuleName,
             format!(
-                "{}: BUILT_MODULE_NAME \"{m}\" is listed {} times: dkms refuses the dkms.conf",
+                "{}: BUILT_MODULE_NAME \"{m}\" is listed {} times: dkms 3.4 refuses the dkms.conf",
                 c.path,
                 v.len()
             ),
@@ -297,7 +297,8 @@ fn duplicates(c: &ConfFacts, conf: &DkmsConf, out: &mut Vec<Finding>) {
             Rule::DuplicateModuleName,
             format!(
                 "{}: {} modules are installed as \"{m}\" (DEST_MODULE_NAME, or BUILT_MODULE_NAME \
-                 where unset): dkms refuses the dkms.conf",
+                 where unset): dkms 3.4 refuses the dkms.conf, older dkms installs one over the \
+                 other",
                 c.path,
                 v.len()
             ),

@@ -636,6 +636,12 @@ fn real_debian_dkms_packages_ported_to_arch() {
             out.dump()
         );
         assert_eq!(out.code, 0);
+        let readme = fs::read_to_string(crate::common::repo_dir().join("README.md")).unwrap();
+        assert!(
+            readme.contains(&out.stdout),
+            "README.md's review does not show: {}",
+            out.stdout
+        );
         // With the conflict a packager would add, the port is clean.
         let mut fixed = spec.clone();
         fixed.conflicts.push(if base == "tp-smapi" {
@@ -657,4 +663,42 @@ fn real_debian_dkms_packages_ported_to_arch() {
     sources.sort();
     covered.sort();
     assert_eq!(covered, sources);
+}
+
+#[test]
+fn the_readme_example_is_real_output() {
+    let mut files = BTreeMap::new();
+    let conf = "PACKAGE_NAME=\"example\"\nPACKAGE_VERSION=\"1.2\"\nBUILT_MODULE_NAME[0]=\"example\"\n\
+                BUILT_MODULE_NAME[1]=\"example_hw\"\nDEST_MODULE_NAME[1]=\"example\"\n\
+                PATCH[0]=\"fix-6.12.patch\"\nMAKE[0]=\"make -C /lib/modules/$(uname -r)/build M=$PWD\"\n";
+    files.insert(
+        "usr/src/example-1.2/dkms.conf".to_string(),
+        conf.as_bytes().to_vec(),
+    );
+    files.insert(
+        "usr/src/example-1.2/Makefile".to_string(),
+        b"obj-m := example.o\n".to_vec(),
+    );
+    let spec = Spec {
+        name: "example-dkms".into(),
+        pkgver: "1.2.1".into(),
+        depends: vec!["linux-headers".into()],
+        conflicts: Vec::new(),
+        provides: Vec::new(),
+        install: Some(
+            "post_install() {\n  dkms install example/1.2\n  modprobe example\n}\n".into(),
+        ),
+        files,
+    };
+    let d = tempfile::tempdir().unwrap();
+    let out = lint(&[&spec.build(d.path(), Compression::Zstd)]);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    let readme = fs::read_to_string(crate::common::repo_dir().join("README.md")).unwrap();
+    assert_eq!(out.stdout.lines().count(), 10, "{}", out.dump());
+    for line in out.stdout.lines() {
+        assert!(
+            readme.contains(&format!("\n{line}\n")),
+            "README.md does not show this line of the example: {line}"
+        );
+    }
 }
