@@ -2,12 +2,16 @@
 //! module sources (`usr/src/*/`) unpacked into a temporary directory so dkms.conf can be evaluated.
 //!
 //! The archive is read with the ALPM project's pure-Rust crates (`alpm-package` for the file name
-//! and the decompressing tar reader, `alpm-pkginfo` for .PKGINFO), never with libalpm: one pass
-//! over the entries, whatever order they come in.
+//! and the decompressing tar reader, `alpm-types` for names, versions and relations), never with
+//! libalpm: one pass over the entries, whatever order they come in.
+//!
+//! .PKGINFO is not handed whole to `alpm-pkginfo`: it rejects what makepkg writes by default and
+//! pacman installs (`packager = Unknown Packager` without an e-mail address, an empty `url = `),
+//! which would make most locally built packages "not a package". Only the fields lint uses are
+//! read, each validated by its alpm-types parser.
 
 use alpm_package::{Package, PackageReader};
-use alpm_pkginfo::PackageInfo;
-use alpm_types::RelationOrSoname;
+use alpm_types::{FullVersion, Name, PackageRelation, RelationOrSoname};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
@@ -103,7 +107,7 @@ pub fn read(path: &Path) -> Result<ReadPackage, ReadError> {
         .prefix("dkms-hook-lint.")
         .tempdir()
         .map_err(unpack)?;
-    let mut pkginfo: Option<PackageInfo> = None;
+    let mut pkginfo: Option<PackageFacts> = None;
     let mut install = None;
     let mut files = Vec::new();
     let mut links = BTreeSet::new();
@@ -118,8 +122,8 @@ pub fn read(path: &Path) -> Result<ReadPackage, ReadError> {
         match rel.as_str() {
             ".PKGINFO" => {
                 let text = read_text(&mut entry).map_err(|e| not_a_package(e.to_string()))?;
-                let info = PackageInfo::from_str(&text)
-                    .map_err(|e| not_a_package(format!(".PKGINFO: {e}")))?;
+                let info =
+                    parse_pkginfo(&text).map_err(|e| not_a_package(format!(".PKGINFO: {e}")))?;
                 pkginfo = Some(info);
             }
             ".INSTALL" => {
@@ -157,10 +161,9 @@ pub fn read(path: &Path) -> Result<ReadPackage, ReadError> {
             }
         }
     }
-    let Some(info) = pkginfo else {
+    let Some(mut facts) = pkginfo else {
         return Err(not_a_package("no .PKGINFO in the archive".into()));
     };
-    let mut facts = facts_of(&info);
     facts.install = install;
     files.sort();
     files.dedup();
@@ -220,30 +223,69 @@ fn make_parent(p: &Path) -> std::io::Result<()> {
     }
 }
 
-fn facts_of(info: &PackageInfo) -> PackageFacts {
-    let (name, pkgver, depends, conflicts) = match info {
-        PackageInfo::V1(i) => (&i.pkgname, &i.pkgver, &i.depend, &i.conflict),
-        PackageInfo::V2(i) => (&i.pkgname, &i.pkgver, &i.depend, &i.conflict),
-    };
-    PackageFacts {
-        name: name.to_string(),
-        pkgver: pkgver.pkgver.to_string(),
-        depends: depends
-            .iter()
-            .filter_map(|d| match d {
-                RelationOrSoname::Relation(r) => Some(r.name.to_string()),
-                _ => None,
-            })
-            .collect(),
-        conflicts: conflicts.iter().map(|c| c.name.to_string()).collect(),
-        install: None,
-        files: Vec::new(),
+/// The fields of .PKGINFO that lint uses: `pkgname`, `pkgver`, `depend`, `conflict`. Other lines
+/// are not looked at; a field lint uses that does not parse makes the file not a package.
+fn parse_pkginfo(text: &str) -> Result<PackageFacts, String> {
+    let mut facts = PackageFacts::default();
+    let mut name = None;
+    let mut version = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {line:?} is not KEY = VALUE"));
+        };
+        let value = value.trim();
+        let bad = |e: &dyn std::fmt::Display| {
+            format!("{} = {value}: {}", key.trim(), one_line(&e.to_string()))
+        };
+        match key.trim() {
+            "pkgname" => name = Some(Name::from_str(value).map_err(|e| bad(&e))?.to_string()),
+            "pkgver" => {
+                let v = FullVersion::from_str(value).map_err(|e| bad(&e))?;
+                version = Some(v.pkgver.to_string());
+            }
+            "depend" => {
+                if let RelationOrSoname::Relation(r) =
+                    RelationOrSoname::from_str(value).map_err(|e| bad(&e))?
+                {
+                    facts.depends.push(r.name.to_string());
+                }
+            }
+            "conflict" => {
+                let r = PackageRelation::from_str(value).map_err(|e| bad(&e))?;
+                facts.conflicts.push(r.name.to_string());
+            }
+            _ => {}
+        }
     }
+    facts.name = name.ok_or("no pkgname")?;
+    facts.pkgver = version.ok_or("no pkgver")?;
+    Ok(facts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkginfo_as_makepkg_writes_it_by_default() {
+        let f = parse_pkginfo(
+            "# Generated by makepkg 6.0.2\npkgname = foo-dkms\npkgbase = foo-dkms\n\
+             pkgver = 1:1.2-3\nurl = \npackager = Unknown Packager\nlicense = GPL2\n\
+             depend = dkms>=3\ndepend = libfoo.so=1-64\nconflict = foo<1.2\n",
+        )
+        .unwrap();
+        assert_eq!(f.name, "foo-dkms");
+        assert_eq!(f.pkgver, "1.2");
+        assert_eq!(f.depends, ["dkms"]);
+        assert_eq!(f.conflicts, ["foo"]);
+        assert_eq!(parse_pkginfo("pkgver = 1-1\n").unwrap_err(), "no pkgname");
+        let e = parse_pkginfo("pkgname = Foo Bar\npkgver = 1-1\n").unwrap_err();
+        assert!(e.starts_with("pkgname = Foo Bar: "), "{e}");
+    }
 
     #[test]
     fn archive_paths_are_made_plain_and_safe() {
