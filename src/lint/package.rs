@@ -152,8 +152,11 @@ pub fn read(path: &Path) -> Result<ReadPackage, ReadError> {
                             let mut bytes = Vec::new();
                             entry.read_to_end(&mut bytes).map_err(unpack)?;
                             fs::write(&target, bytes).map_err(unpack)?;
-                            fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o600))
-                                .map_err(unpack)?;
+                            fs::set_permissions(
+                                &target,
+                                fs::Permissions::from_mode((mode & 0o777) | 0o600),
+                            )
+                            .map_err(unpack)?;
                         }
                     }
                 }
