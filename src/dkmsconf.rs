@@ -30,6 +30,14 @@ pub struct DkmsConf {
     pub built_modules: Vec<String>,
     /// DEST_MODULE_NAME entries (same order as `built_modules`; empty string when unset).
     pub dest_names: Vec<String>,
+    /// BUILT_MODULE_LOCATION entries (same order as `built_modules`; empty string when unset).
+    pub built_locations: Vec<String>,
+    /// AUTOINSTALL as written (`autoinstall` says only whether it is set).
+    pub autoinstall_value: String,
+    /// PATCH entries: file names under the source's `patches/` directory.
+    pub patches: Vec<String>,
+    /// MAKE entries as evaluated (`MAKE` or `MAKE[0]` is the build command).
+    pub make: Vec<String>,
 }
 
 /// BUILD_EXCLUSIVE_* directives, unset ones as `None`.
@@ -155,11 +163,12 @@ impl Evaluated {
 /// [`crate::status`].
 pub(crate) const EVALUATOR: &str = include_str!("dkmsconf.sh");
 
-/// The directives a plan reads; unset before each file is sourced, so that none comes from the
-/// environment.
+/// The directives a plan (or `lint`) reads: unset before each file is sourced, so that none comes
+/// from the environment, and the names the evaluator's `_dh_emit_directives` reports.
 const DIRECTIVES: &str = "PACKAGE_NAME PACKAGE_VERSION AUTOINSTALL BUILD_DEPENDS \
     BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
-    BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME";
+    BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME \
+    BUILT_MODULE_LOCATION PATCH MAKE";
 
 /// One piece of work for the evaluator.
 #[derive(Debug, Clone)]
@@ -452,7 +461,19 @@ fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
                 .unwrap_or_default()
         })
         .collect();
+    let built_locations = (0..built.len())
+        .map(|i| {
+            vars.get("BUILT_MODULE_LOCATION")
+                .and_then(|m| m.get(&i))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
     Ok(DkmsConf {
+        autoinstall_value: scalar("AUTOINSTALL").unwrap_or_default(),
+        built_locations,
+        patches: list("PATCH"),
+        make: list("MAKE"),
         name,
         version,
         autoinstall: scalar("AUTOINSTALL").is_some(),

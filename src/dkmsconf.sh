@@ -26,13 +26,12 @@ _dh_field() {
     printf '=%s\0' "$@" >&3
 }
 
-# The raw directives a plan needs: for each name, every index and value of its array (a scalar
-# is index 0).
+# The raw directives a plan needs (the names unset before sourcing, $_dh_unset): for each name,
+# every index and value of its array (a scalar is index 0).
 _dh_emit_directives() {
     local _dh_n _dh_i
-    for _dh_n in PACKAGE_NAME PACKAGE_VERSION AUTOINSTALL BUILD_DEPENDS BUILD_EXCLUSIVE_KERNEL \
-        BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX BUILD_EXCLUSIVE_ARCH \
-        BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME; do
+    # shellcheck disable=SC2154 # set from the arguments below, before any file is sourced
+    for _dh_n in $_dh_unset; do
         local -n _dh_v=$_dh_n
         for _dh_i in "${!_dh_v[@]}"; do
             _dh_field "$_dh_n" "$_dh_i" "${_dh_v[$_dh_i]}"

@@ -12,6 +12,7 @@ pub mod dkmsconf;
 pub mod events;
 pub mod inventory;
 pub mod kernel;
+pub mod lint;
 pub mod makelog;
 pub mod plan;
 pub mod queue;

@@ -57,6 +57,13 @@ enum Cmd {
     Remove,
     /// One line per module version x kernel, in `dkms status`'s format
     Status,
+    /// Check built -dkms packages against the DKMS packaging rules (namcap-style lines; exit 1 on
+    /// an error, 2 for a file that is not a package)
+    Lint {
+        /// Package files (.pkg.tar.zst, .pkg.tar.xz, .pkg.tar.gz)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +84,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8> {
+    if let Some(Cmd::Lint { files }) = &cli.command {
+        let outcome = dkms_hook::lint::run(files, &mut std::io::stdout(), &mut std::io::stderr())?;
+        return Ok(outcome.code());
+    }
     let root = absolute(&cli.root)?;
     if !root.is_dir() {
         bail!("--root {}: not a directory", root.display());
