@@ -476,7 +476,8 @@ fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
         make: list("MAKE"),
         name,
         version,
-        autoinstall: scalar("AUTOINSTALL").is_some(),
+        // dkms 3.4 reads "no" (any case) as unset; 3.0.10 took any non-empty value. Follow 3.4.
+        autoinstall: scalar("AUTOINSTALL").is_some_and(|v| !v.eq_ignore_ascii_case("no")),
         build_depends: words("BUILD_DEPENDS"),
         exclusive: Exclusive {
             kernel: scalar("BUILD_EXCLUSIVE_KERNEL"),
@@ -548,6 +549,27 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         assert_eq!(a.dest_names, ["", "renamed"]);
         assert_eq!(a.exclusive.config, ["CONFIG_A", "!CONFIG_B"]);
         assert!(a.autoinstall);
+    }
+
+    #[test]
+    fn autoinstall_no_is_unset_as_dkms_3_4_reads_it() {
+        for (value, want) in [
+            ("yes", true),
+            ("YES", true),
+            ("no", false),
+            ("No", false),
+            ("", false),
+        ] {
+            let e = eval(
+                &format!("PACKAGE_NAME=a\nPACKAGE_VERSION=1\nAUTOINSTALL={value}\n"),
+                &["6.1.0"],
+            );
+            assert_eq!(
+                e.result_for("6.1.0").unwrap().autoinstall,
+                want,
+                "AUTOINSTALL={value}"
+            );
+        }
     }
 
     #[test]

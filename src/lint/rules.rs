@@ -207,7 +207,12 @@ fn is_headers_package(name: &str) -> bool {
 fn conf(pkg: &PackageFacts, c: &ConfFacts, cx: &Context, out: &mut Vec<Finding>) {
     let conf = match &c.result {
         Ok(conf) => conf,
-        Err(e @ ConfError { problem: Problem::Missing { .. }, .. }) => {
+        Err(
+            e @ ConfError {
+                problem: Problem::Missing { .. },
+                ..
+            },
+        ) => {
             out.push(Finding::new(
                 Rule::DkmsConfMissingDirective,
                 format!("{}: {}: dkms refuses it", c.path, e.problem),
