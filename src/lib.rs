@@ -6,14 +6,17 @@
 //! -> queue + runner (parallel scheduling, one `dkms` process per job)
 //! -> report (what the user sees, from runner events only).
 
+pub mod cost;
 pub mod dkms;
 pub mod dkms_tree;
 pub mod dkmsconf;
 pub mod events;
+pub mod execute;
 pub mod inventory;
 pub mod kernel;
 pub mod makelog;
 pub mod plan;
+pub mod process;
 pub mod queue;
 pub mod report;
 pub mod runner;

@@ -10,6 +10,7 @@ use crate::dkmsconf::DkmsConf;
 use crate::events::{Action, Decision, JobInfo};
 use crate::inventory::Inventory;
 use crate::kernel::Kernel;
+use crate::queue::Node;
 use crate::targets::Targets;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -55,18 +56,25 @@ pub struct Job {
     pub shares: Vec<(String, String)>,
     /// Kernels whose modules this job changes (for depmod after their last job).
     pub touches: Vec<String>,
+    /// See [`crate::cost`].
     pub cost: u64,
-    /// Own cost plus the cost of everything waiting on it: long chains start first.
-    pub priority: u64,
 }
 
-impl Job {
-    /// The module versions whose dkms build directory this job may use: its own, and for a build,
-    /// those of modules that BUILD_DEPENDS on it (dkms 3.2+ rebuilds them itself at the end of the
-    /// install, in their shared build directory). Two jobs sharing any of these never run at once.
-    pub fn groups(&self) -> impl Iterator<Item = (&str, &str)> {
-        std::iter::once((self.info.module.as_str(), self.info.version.as_str()))
-            .chain(self.shares.iter().map(|(m, v)| (m.as_str(), v.as_str())))
+/// What the queue needs of a job. Its groups are the module versions whose dkms build directory it
+/// may use: its own, and for a build, those of modules that BUILD_DEPENDS on it (dkms 3.2+ rebuilds
+/// them itself at the end of the install, in their shared build directory). Two jobs sharing any of
+/// these never run at once.
+impl From<&Job> for Node {
+    fn from(j: &Job) -> Node {
+        let own = (&j.info.module, &j.info.version);
+        Node {
+            needs: j.needs.clone(),
+            groups: std::iter::once(own)
+                .chain(j.shares.iter().map(|(m, v)| (m, v)))
+                .map(|(m, v)| format!("{m}/{v}"))
+                .collect(),
+            cost: j.cost,
+        }
     }
 }
 
@@ -527,10 +535,8 @@ impl<'a> Planner<'a> {
                 shares,
                 touches: vec![k.release.clone()],
                 cost: s.cost,
-                priority: 0,
             });
         }
-        set_priorities(&mut self.out.jobs);
     }
 
     fn remove(&mut self) {
@@ -631,8 +637,7 @@ impl<'a> Planner<'a> {
                 needs: Vec::new(),
                 shares: Vec::new(),
                 touches: touches.into_iter().filter(|k| depmod_ok(k)).collect(),
-                cost: 1,
-                priority: 0,
+                cost: crate::cost::REMOVE,
             });
         }
         for (k, target) in &self.req.targets.kernels {
@@ -669,7 +674,6 @@ impl<'a> Planner<'a> {
                 self.out.depmod.insert(k.clone());
             }
         }
-        set_priorities(&mut jobs);
         self.out.jobs = jobs;
     }
 }
@@ -696,8 +700,7 @@ fn remove_job(inv: &Inventory, name: &str, version: &str, kernel: &str, depmod: 
         } else {
             Vec::new()
         },
-        cost: 1,
-        priority: 0,
+        cost: crate::cost::REMOVE,
     }
 }
 
@@ -804,29 +807,6 @@ fn same_cycle(a: &[String], b: &[String]) -> bool {
     let sa: BTreeSet<&String> = a.iter().collect();
     let sb: BTreeSet<&String> = b.iter().collect();
     sa == sb
-}
-
-/// priority = own cost + cost of everything that (transitively) needs it.
-fn set_priorities(jobs: &mut [Job]) {
-    let n = jobs.len();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for j in jobs.iter() {
-        for &d in &j.needs {
-            dependents[d].push(j.id);
-        }
-    }
-    for i in 0..n {
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![i];
-        let mut total = 0;
-        while let Some(x) = stack.pop() {
-            if seen.insert(x) {
-                total += jobs[x].cost;
-                stack.extend(&dependents[x]);
-            }
-        }
-        jobs[i].priority = total;
-    }
 }
 
 impl Plan {
@@ -1226,11 +1206,10 @@ mod tests {
             .find(|j| j.info.module == "zfs" && j.info.kernel.as_deref() == Some(K1))
             .unwrap();
         assert!(zfs1.needs.is_empty(), "spl is already installed for K1");
-        // The dependency starts before unrelated work: its priority counts what waits on it.
         let spl2 = p.jobs.iter().find(|j| j.info.module == "spl").unwrap();
         // dkms 3.2+ may rebuild zfs itself when spl is installed: spl's job holds zfs's build dir.
         assert_eq!(spl2.shares, [("zfs".to_string(), "2.2".to_string())]);
-        assert!(spl2.priority > zfs2.priority);
+        assert_eq!(Node::from(spl2).groups, ["spl/2.2", "zfs/2.2"]);
     }
 
     #[test]
