@@ -549,10 +549,9 @@ impl<'a> Planner<'a> {
             .filter(|(_, t)| !t.headers_only)
             .map(|(k, _)| k.as_str())
             .collect();
-        // A kernel keeps its depmod data only if it stays and is still there.
-        let depmod_ok = |k: &str| {
-            !leaving.contains(k) && inv.trees.kernel_dir(k).join("modules.order").exists()
-        };
+        // depmod after every change to the modules of a kernel that stays and is still there,
+        // whatever else its directory holds (with or without modules.order).
+        let depmod_ok = |k: &str| !leaving.contains(k) && inv.kernel(k).is_some();
         let mut unregister: BTreeSet<(String, String)> = BTreeSet::new();
         let mut jobs: Vec<Job> = Vec::new();
         for rel in &self.req.targets.sources {
@@ -1274,8 +1273,8 @@ mod tests {
             .installed("vpoll", "0.1", &[K1, K2]);
         let p = s.plan(Mode::Remove, "usr/src/vpoll-0.1/dkms.conf\n");
         assert_eq!(jobs(&p), ["remove vpoll/0.1 on every kernel"]);
-        // modules.order does not exist in this synthetic system: no kernel can be depmodded.
-        assert!(p.depmod.is_empty());
+        // Both kernels stay: depmod for each, though they have no modules.order.
+        assert_eq!(p.depmod, BTreeSet::from([K1.to_string(), K2.to_string()]));
         // Unknown to dkms: nothing to do, said once.
         let s = Sys::new(&[K1]).source("vpoll", "0.1");
         let p = s.plan(Mode::Remove, "usr/src/vpoll-0.1/dkms.conf\n");
