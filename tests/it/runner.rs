@@ -1,8 +1,9 @@
 //! The runner's execution of jobs on the real dkms: `--force` rebuilds from the sources as they
 //! are now, a pair that fails verification does not stay installed, depmod follows every change to a
-//! kernel's modules, and a job ends when dkms exits, whatever its grandchildren do.
+//! kernel's modules, and a job ends when dkms exits, whatever its grandchildren do. On the machine's
+//! dkms 3.0.10 and on Debian 13's 3.2.2 (their `--force` and `remove -k` differ in detail).
 
-use crate::common::{status_line, TestRoot};
+use crate::common::{newer_dkms, status_line, TestRoot};
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,7 +34,16 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn force_rebuilds_from_the_sources_as_they_are_now() {
-    let root = TestRoot::new();
+    force_rebuilds_from_the_sources_as_they_are_now_on(TestRoot::new());
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn force_rebuilds_from_the_sources_as_they_are_now_on_dkms_3_2() {
+    force_rebuilds_from_the_sources_as_they_are_now_on(TestRoot::with_dkms(newer_dkms()));
+}
+
+fn force_rebuilds_from_the_sources_as_they_are_now_on(root: TestRoot) {
     let (k1, _) = root.two_kernels();
     root.add_fixture(PLAIN);
     let out = root.run(&["-k", &k1], "");
@@ -57,7 +67,18 @@ fn force_rebuilds_from_the_sources_as_they_are_now() {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_forced_rebuild_that_fails_leaves_the_previous_build_installed() {
-    let root = TestRoot::new();
+    a_forced_rebuild_that_fails_leaves_the_previous_build_installed_on(TestRoot::new());
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn a_forced_rebuild_that_fails_leaves_the_previous_build_installed_on_dkms_3_2() {
+    a_forced_rebuild_that_fails_leaves_the_previous_build_installed_on(TestRoot::with_dkms(
+        newer_dkms(),
+    ));
+}
+
+fn a_forced_rebuild_that_fails_leaves_the_previous_build_installed_on(root: TestRoot) {
     let (k1, _) = root.two_kernels();
     root.add_fixture(PLAIN);
     let out = root.run(&["-k", &k1], "");
@@ -82,7 +103,18 @@ fn a_forced_rebuild_that_fails_leaves_the_previous_build_installed() {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_pair_that_fails_verification_is_uninstalled_and_fails_on_every_run() {
-    let root = TestRoot::new();
+    a_pair_that_fails_verification_is_uninstalled_and_fails_on_every_run_on(TestRoot::new());
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn a_pair_that_fails_verification_is_uninstalled_and_fails_on_every_run_on_dkms_3_2() {
+    a_pair_that_fails_verification_is_uninstalled_and_fails_on_every_run_on(TestRoot::with_dkms(
+        newer_dkms(),
+    ));
+}
+
+fn a_pair_that_fails_verification_is_uninstalled_and_fails_on_every_run_on(root: TestRoot) {
     let (k1, k2) = root.two_kernels();
     root.add_fixture("dkmshook-wrongkernel-1.0");
     // Its Makefile always builds against k1's headers, whatever kernel dkms asks for.
@@ -108,7 +140,18 @@ fn a_pair_that_fails_verification_is_uninstalled_and_fails_on_every_run() {
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn removing_a_module_runs_depmod_on_a_kernel_without_modules_order() {
-    let root = TestRoot::new();
+    removing_a_module_runs_depmod_on_a_kernel_without_modules_order_on(TestRoot::new());
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn removing_a_module_runs_depmod_on_a_kernel_without_modules_order_on_dkms_3_2() {
+    removing_a_module_runs_depmod_on_a_kernel_without_modules_order_on(TestRoot::with_dkms(
+        newer_dkms(),
+    ));
+}
+
+fn removing_a_module_runs_depmod_on_a_kernel_without_modules_order_on(root: TestRoot) {
     let (k1, _) = root.two_kernels();
     fs::remove_file(root.kernel_dir(&k1).join("modules.order")).unwrap();
     root.add_fixture(PLAIN);
