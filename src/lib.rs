@@ -3,7 +3,7 @@
 //! The pipeline, one module per stage:
 //! targets (what pacman sent) -> inventory (kernels, module sources, the dkms tree)
 //! -> plan (pure: which jobs, in which order, what is skipped and why)
-//! -> queue + runner (parallel scheduling, one `dkms` process per job)
+//! -> queue + runner (parallel scheduling) -> execute (one `dkms` process per job, then verify)
 //! -> report (what the user sees, from runner events only).
 
 pub mod cost;

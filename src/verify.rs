@@ -141,19 +141,14 @@ pub fn vermagic(path: &Path) -> Result<String, String> {
         }
         return Err(format!("{name}: no vermagic in the module"));
     }
-    let out = Command::new("modinfo")
-        .args(["-F", "vermagic"])
-        .arg(path)
-        .output()
-        .map_err(|e| format!("modinfo {name}: {e}"))?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && !s.is_empty() {
+    let mut c = Command::new("modinfo");
+    c.args(["-F", "vermagic"]).arg(path);
+    let out = crate::process::run(c).map_err(|e| format!("modinfo {name}: {e}"))?;
+    let s = out.output.trim().to_string();
+    if out.status.success() && !s.is_empty() && !s.contains('\n') {
         Ok(s)
     } else {
-        Err(format!(
-            "modinfo {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("modinfo {name}: {s}"))
     }
 }
 
