@@ -1,13 +1,14 @@
 //! The dkms runner: one `dkms` process per call, with the trees passed explicitly.
 //!
 //! dkms owns building, signing, compression and its tree; this module only builds its command lines
-//! and captures what it prints (stdout and stderr interleaved, as a user would see them). Paths are
+//! and captures what it prints (stdout and stderr interleaved, as a user would see them; a call ends
+//! when dkms exits, see [`crate::process`]). Paths are
 //! normalised before they reach dkms (see [`crate::trees`]). `DKMS_HOOK_DKMS` names another dkms
 //! program: tests use it to run a different dkms version, or to inject a fault real dkms cannot be made
 //! to produce.
 
+use crate::process;
 use crate::trees::Trees;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -71,7 +72,8 @@ impl Dkms {
         run(self.command("add", module, version))
     }
 
-    /// `dkms install --no-depmod` for one kernel (builds first when needed).
+    /// `dkms install --no-depmod` for one kernel (builds first when needed; an installed pair is
+    /// left as it is).
     pub fn install(
         &self,
         module: &str,
@@ -79,9 +81,49 @@ impl Dkms {
         kernel: &str,
         headers: &Path,
         make_jobs: usize,
-        force: bool,
     ) -> Outcome {
-        let mut c = self.command("install", module, version);
+        run(self.for_kernel("install", module, version, kernel, headers, make_jobs))
+    }
+
+    /// `dkms build --force` for one kernel: unbuilds what is built and builds from the sources as
+    /// they are now (dkms 3.0 and 3.2 alike; `install --force` would reinstall the old build).
+    pub fn rebuild(
+        &self,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        headers: &Path,
+        make_jobs: usize,
+    ) -> Outcome {
+        let mut c = self.for_kernel("build", module, version, kernel, headers, make_jobs);
+        c.arg("--force");
+        run(c)
+    }
+
+    /// `dkms install --force --no-depmod`: installs what is built, replacing an installed copy.
+    pub fn reinstall(
+        &self,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        headers: &Path,
+        make_jobs: usize,
+    ) -> Outcome {
+        let mut c = self.for_kernel("install", module, version, kernel, headers, make_jobs);
+        c.arg("--force");
+        run(c)
+    }
+
+    fn for_kernel(
+        &self,
+        action: &str,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        headers: &Path,
+        make_jobs: usize,
+    ) -> Command {
+        let mut c = self.command(action, module, version);
         c.arg("-k")
             .arg(kernel)
             .arg("--kernelsourcedir")
@@ -89,10 +131,7 @@ impl Dkms {
             .arg("-j")
             .arg(make_jobs.to_string())
             .arg("--no-depmod");
-        if force {
-            c.arg("--force");
-        }
-        run(c)
+        c
     }
 
     /// `dkms remove --no-depmod` from one kernel, or from all with `kernel = None`.
@@ -120,26 +159,18 @@ pub fn find_program() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs a command with stdout and stderr on one pipe, so the output keeps its order.
-pub fn run(mut cmd: Command) -> Outcome {
-    let started = (|| {
-        let (mut reader, writer) = std::io::pipe()?;
-        cmd.stdout(writer.try_clone()?).stderr(writer);
-        let mut child = cmd.spawn()?;
-        drop(cmd); // closes our copies of the pipe's write end
-        let mut buf = Vec::new();
-        reader.read_to_end(&mut buf)?;
-        let status = child.wait()?;
-        Ok::<_, std::io::Error>((status, buf))
-    })();
-    match started {
-        Ok((status, buf)) => Outcome {
-            code: status.code(),
-            output: String::from_utf8_lossy(&buf).into_owned(),
+/// Runs a command to its exit, stdout and stderr together in the order written (see
+/// [`crate::process`]).
+pub fn run(cmd: Command) -> Outcome {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    match process::run(cmd) {
+        Ok(f) => Outcome {
+            code: f.status.code(),
+            output: f.output,
         },
         Err(e) => Outcome {
             code: None,
-            output: format!("cannot run dkms: {e}"),
+            output: format!("cannot run {program}: {e}"),
         },
     }
 }

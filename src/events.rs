@@ -52,8 +52,6 @@ impl JobInfo {
 pub struct Failure {
     /// One line: what failed, in words (`make failed (dkms exit 10)`, `built for 6.1.0-55 ...`).
     pub what: String,
-    /// dkms's exit code, when dkms ran and failed.
-    pub exit_code: Option<i32>,
     /// The compiler's own error lines from make.log (the first errors, with their context).
     pub errors: Vec<String>,
     /// The whole log, kept where the next dkms run does not delete it.
@@ -102,9 +100,6 @@ pub enum Event {
     },
     JobStarted {
         job: JobInfo,
-        /// 1-based number of this job among all jobs of the run.
-        index: usize,
-        total: usize,
     },
     JobFinished {
         job: JobInfo,

@@ -18,8 +18,7 @@ pub struct Source {
     /// `source_tree/NAME-VERSION`.
     pub dir: PathBuf,
     pub conf: Evaluated,
-    /// A rough cost of one build, in bytes of C source (see [`DKMS_CALL_COST`]), so long builds
-    /// start first.
+    /// A rough cost of one build (see [`crate::cost::build`]), so long builds start first.
     pub cost: u64,
 }
 
@@ -76,7 +75,7 @@ impl Inventory {
             .into_iter()
             .zip(evaluated)
             .map(|(dir, conf)| Source {
-                cost: source_cost(&dir),
+                cost: crate::cost::build(&dir),
                 dir,
                 conf,
             })
@@ -107,28 +106,4 @@ fn source_dirs(source_tree: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-/// What one dkms call costs besides compiling, in bytes of C it could have compiled meanwhile.
-/// Measured on 7 real modules (bench/rebuild.sh): a build takes about 1.3 s of dkms's own bash,
-/// signing and checks, plus about 1 s per 36 KB of C. Without it, two one-file modules look
-/// free and are left for the end, where their kernels' jobs run one after the other on one core.
-pub const DKMS_CALL_COST: u64 = 48 * 1024;
-
-fn source_cost(dir: &Path) -> u64 {
-    fn walk(dir: &Path, depth: u32) -> u64 {
-        let Ok(rd) = fs::read_dir(dir) else { return 0 };
-        let mut sum = 0;
-        for e in rd.flatten() {
-            let Ok(t) = e.file_type() else { continue };
-            let p = e.path();
-            if t.is_dir() && depth < 6 {
-                sum += walk(&p, depth + 1);
-            } else if t.is_file() && p.extension().is_some_and(|x| x == "c") {
-                sum += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-        sum
-    }
-    DKMS_CALL_COST + walk(dir, 0)
 }

@@ -19,9 +19,6 @@ pub struct Kernel {
     pub headers: Option<PathBuf>,
     /// The kernel's `.config` from its headers (empty when unknown).
     pub config: KernelConfig,
-    /// `modules.order` is there: the kernel's own package is installed, so depmod has an index
-    /// to keep (a directory holding only headers or leftovers has none).
-    pub modules_order: bool,
 }
 
 impl Kernel {
@@ -40,7 +37,6 @@ impl Kernel {
             .unwrap_or_default();
         Kernel {
             release,
-            modules_order: dir.join("modules.order").is_file(),
             dir: dir.to_path_buf(),
             headers,
             config,

@@ -3,18 +3,21 @@
 //! The pipeline, one module per stage:
 //! targets (what pacman sent) -> inventory (kernels, module sources, the dkms tree)
 //! -> plan (pure: which jobs, in which order, what is skipped and why)
-//! -> queue + runner (parallel scheduling, one `dkms` process per job)
+//! -> queue + runner (parallel scheduling) -> execute (one `dkms` process per job, then verify)
 //! -> report (what the user sees, from runner events only).
 
+pub mod cost;
 pub mod dkms;
 pub mod dkms_tree;
 pub mod dkmsconf;
 pub mod events;
+pub mod execute;
 pub mod inventory;
 pub mod kernel;
 pub mod lint;
 pub mod makelog;
 pub mod plan;
+pub mod process;
 pub mod queue;
 pub mod report;
 pub mod runner;

@@ -10,6 +10,7 @@ use crate::dkmsconf::{ConfError, DkmsConf};
 use crate::events::{Action, Decision, JobInfo};
 use crate::inventory::Inventory;
 use crate::kernel::Kernel;
+use crate::queue::Node;
 use crate::targets::Targets;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -50,22 +51,29 @@ pub struct Job {
     pub expect: Vec<String>,
     /// Jobs that must succeed first.
     pub needs: Vec<usize>,
-    /// Other module versions whose build directory this job may use (see [`Job::groups`]).
+    /// Other module versions whose build directory this job may use (see the `From<&Job> for Node` impl).
     pub shares: Vec<(String, String)>,
     /// Kernels whose modules this job changes (for depmod after their last job).
     pub touches: Vec<String>,
+    /// See [`crate::cost`].
     pub cost: u64,
-    /// Own cost plus the cost of everything waiting on it: long chains start first.
-    pub priority: u64,
 }
 
-impl Job {
-    /// The module versions whose dkms build directory this job may use: its own, and for a build,
-    /// those of modules that BUILD_DEPENDS on it (dkms 3.2+ rebuilds them itself at the end of the
-    /// install, in their shared build directory). Two jobs sharing any of these never run at once.
-    pub fn groups(&self) -> impl Iterator<Item = (&str, &str)> {
-        std::iter::once((self.info.module.as_str(), self.info.version.as_str()))
-            .chain(self.shares.iter().map(|(m, v)| (m.as_str(), v.as_str())))
+/// What the queue needs of a job. Its groups are the module versions whose dkms build directory it
+/// may use: its own, and for a build, those of modules that BUILD_DEPENDS on it (dkms 3.2+ rebuilds
+/// them itself at the end of the install, in their shared build directory). Two jobs sharing any of
+/// these never run at once.
+impl From<&Job> for Node {
+    fn from(j: &Job) -> Node {
+        let own = (&j.info.module, &j.info.version);
+        Node {
+            needs: j.needs.clone(),
+            groups: std::iter::once(own)
+                .chain(j.shares.iter().map(|(m, v)| (m, v)))
+                .map(|(m, v)| format!("{m}/{v}"))
+                .collect(),
+            cost: j.cost,
+        }
     }
 }
 
@@ -505,10 +513,8 @@ impl<'a> Planner<'a> {
                 shares,
                 touches: vec![k.release.clone()],
                 cost: s.cost,
-                priority: 0,
             });
         }
-        set_priorities(&mut self.out.jobs);
     }
 
     /// Module name -> the versions (of any module) whose dkms.conf BUILD_DEPENDS on it.
@@ -560,7 +566,6 @@ impl<'a> Planner<'a> {
                 self.out.depmod.insert(k.clone());
             }
         }
-        set_priorities(&mut jobs);
         self.out.jobs = jobs;
     }
 
@@ -600,8 +605,9 @@ impl<'a> Planner<'a> {
         Some((name, version))
     }
 
-    /// Whether a kernel still has a module index to update: it stays (its package is not
-    /// leaving) and its modules.order is there.
+    /// Whether a kernel's module index is to be updated after a removal: it stays (its package is
+    /// not leaving) and its directory is there, whatever else it holds (with or without
+    /// modules.order: a stale modules.dep naming a deleted .ko is worse than a fresh one).
     fn keeps_index(&self, kernel: &str) -> bool {
         let leaving = self
             .req
@@ -609,7 +615,7 @@ impl<'a> Planner<'a> {
             .kernels
             .get(kernel)
             .is_some_and(|t| !t.headers_only);
-        !leaving && self.inv.kernel(kernel).is_some_and(|k| k.modules_order)
+        !leaving && self.inv.kernel(kernel).is_some()
     }
 
     /// `dkms remove --all`: the version leaves every kernel and the dkms tree.
@@ -644,8 +650,7 @@ impl<'a> Planner<'a> {
             needs: Vec::new(),
             shares: Vec::new(),
             touches: touches.into_iter().collect(),
-            cost: 1,
-            priority: 0,
+            cost: crate::cost::REMOVE,
         }
     }
 
@@ -708,8 +713,7 @@ impl<'a> Planner<'a> {
             } else {
                 Vec::new()
             },
-            cost: 1,
-            priority: 0,
+            cost: crate::cost::REMOVE,
         }
     }
 }
@@ -819,29 +823,6 @@ fn same_cycle(a: &[String], b: &[String]) -> bool {
     sa == sb
 }
 
-/// priority = own cost + cost of everything that (transitively) needs it.
-fn set_priorities(jobs: &mut [Job]) {
-    let n = jobs.len();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for j in jobs.iter() {
-        for &d in &j.needs {
-            dependents[d].push(j.id);
-        }
-    }
-    for i in 0..n {
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![i];
-        let mut total = 0;
-        while let Some(x) = stack.pop() {
-            if seen.insert(x) {
-                total += jobs[x].cost;
-                stack.extend(&dependents[x]);
-            }
-        }
-        jobs[i].priority = total;
-    }
-}
-
 impl Plan {
     /// Whether the planner alone already failed something.
     pub fn has_failures(&self) -> bool {
@@ -888,7 +869,6 @@ mod tests {
                     dir: trees.kernel_dir(k),
                     headers: Some(trees.kernel_dir(k).join("build")),
                     config: KernelConfig::parse("CONFIG_ACPI=y\nCONFIG_USB=m\n"),
-                    modules_order: true,
                 })
                 .collect();
             Sys {
@@ -907,7 +887,6 @@ mod tests {
                 dir: self.inv.trees.kernel_dir(k),
                 headers: None,
                 config: KernelConfig::default(),
-                modules_order: true,
             });
             self
         }
@@ -958,7 +937,7 @@ mod tests {
                     }),
                 },
                 dir: d,
-                cost: 1,
+                cost: crate::cost::REMOVE,
             });
             self
         }
@@ -986,7 +965,7 @@ mod tests {
                     error: None,
                 },
                 dir: d,
-                cost: 1,
+                cost: crate::cost::REMOVE,
             });
             self
         }
@@ -1215,7 +1194,7 @@ mod tests {
         let spl2 = p.jobs.iter().find(|j| j.info.module == "spl").unwrap();
         // dkms 3.2+ may rebuild zfs itself when spl is installed: spl's job holds zfs's build dir.
         assert_eq!(spl2.shares, [("zfs".to_string(), "2.2".to_string())]);
-        assert!(spl2.priority > zfs2.priority);
+        assert_eq!(Node::from(spl2).groups, ["spl/2.2", "zfs/2.2"]);
     }
 
     #[test]
@@ -1378,12 +1357,12 @@ mod tests {
         assert!(p.jobs.is_empty() && p.failed.is_empty());
     }
 
-    /// Defect: the planner checked modules.order on the disk; it is a fact of the inventory now.
+    /// Defects: the planner checked modules.order on the disk, and skipped depmod where it was
+    /// missing, leaving a modules.dep that names a deleted .ko. Every kernel that stays is depmodded.
     #[test]
-    fn depmod_after_removal_follows_the_inventory() {
-        let mut s = Sys::new(&[K1, K2]).installed("a", "1", &[K1, K2]);
-        s.inv.kernels[1].modules_order = false;
+    fn depmod_after_removal_on_every_kernel_that_stays() {
+        let s = Sys::new(&[K1, K2]).installed("a", "1", &[K1, K2]);
         let p = s.plan(Mode::Remove, "usr/src/a-1/dkms.conf\n");
-        assert_eq!(p.depmod, BTreeSet::from([K1.to_string()]));
+        assert_eq!(p.depmod, BTreeSet::from([K1.to_string(), K2.to_string()]));
     }
 }

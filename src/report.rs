@@ -140,10 +140,9 @@ impl Reporter {
                 failed,
                 notes,
             } => self.run_started(*jobs, *concurrency, skipped, failed, notes),
-            Event::JobStarted { job, index, total } => {
-                // The counter counts finished jobs: a start has none, so that `(2/4)` always
-                // means the same thing.
-                let _ = (index, total);
+            Event::JobStarted { job } => {
+                // No counter: it counts finished jobs, and a start has none, so that `(2/4)`
+                // always means the same thing.
                 let line = self.status_line("START", Tone::Start, None, None, &job.label());
                 self.emit(line);
                 self.running.push(job.label());
@@ -766,13 +765,9 @@ mod tests {
             },
             Event::JobStarted {
                 job: vpoll.clone(),
-                index: 1,
-                total: 4,
             },
             Event::JobStarted {
                 job: broken.clone(),
-                index: 2,
-                total: 4,
             },
             Event::JobFinished {
                 job: vpoll,
@@ -783,8 +778,6 @@ mod tests {
             },
             Event::JobStarted {
                 job: tp.clone(),
-                index: 3,
-                total: 4,
             },
             Event::JobFinished {
                 job: tp,
@@ -799,7 +792,6 @@ mod tests {
                 job: broken,
                 result: JobResult::Failed(Failure {
                     what: "make failed (dkms exit 10)".into(),
-                    exit_code: Some(10),
                     errors: vec![
                         "/var/lib/dkms/broken/1.0/build/main.c: In function ‘broken_init’:".into(),
                         "/var/lib/dkms/broken/1.0/build/main.c:9:16: error: implicit declaration of function ‘missing_function’ [-Werror=implicit-function-declaration]".into(),
@@ -874,11 +866,7 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 failed: vec![],
                 notes: vec![],
             },
-            Event::JobStarted {
-                job: a.clone(),
-                index: 1,
-                total: 2,
-            },
+            Event::JobStarted { job: a.clone() },
             Event::JobFinished {
                 job: a,
                 result: JobResult::Done { note: None },
@@ -886,11 +874,7 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 finished: 1,
                 total: 2,
             },
-            Event::JobStarted {
-                job: b.clone(),
-                index: 2,
-                total: 2,
-            },
+            Event::JobStarted { job: b.clone() },
             Event::JobFinished {
                 job: b,
                 result: JobResult::Done { note: None },
@@ -948,8 +932,6 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
             },
             Event::JobStarted {
                 job: gone.clone(),
-                index: 9,
-                total: 12,
             },
             Event::JobFinished {
                 job: gone,
@@ -964,7 +946,6 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 job: unreg,
                 result: JobResult::Failed(Failure {
                     what: "dkms remove failed (dkms exit 4)".into(),
-                    exit_code: Some(4),
                     errors: vec![],
                     log: None,
                     output: vec![
@@ -1219,7 +1200,6 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
             job: j,
             result: JobResult::Failed(Failure {
                 what: "make failed (dkms exit 10)".into(),
-                exit_code: Some(10),
                 errors: vec![],
                 log: Some(PathBuf::from("/srv/root/var/log/dkms-hook/x-1_K.log")),
                 output: vec![],

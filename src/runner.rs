@@ -1,26 +1,43 @@
-//! The runner: executes a plan with up to N jobs at once, and tells the reporter what happens.
+//! The runner: the loop that executes a plan with up to N jobs at once and tells the reporter.
 //!
 //! std threads and one channel: the loop starts ready jobs from the [`Queue`] while there is room,
 //! waits for one to finish, records the outcome, and never leaves early while children run (a failure
-//! stops only what needs the failed job, everything else goes on). make's parallelism is shared:
-//! each dkms call gets `-j` = CPUs divided by the jobs that can run at that moment, so a lone big
-//! module uses every core and twelve small ones do not oversubscribe the machine. depmod runs once per
-//! kernel, after that kernel's last job. The runner knows nothing of display: it only emits [`Event`]s.
+//! stops only what needs the failed job, everything else goes on). A job that panics is a failed job,
+//! never a hang. make's parallelism is shared: each job gets `-j` = CPUs divided by the jobs running
+//! or able to start at that moment, so a lone big module uses every core and twelve small ones do not
+//! oversubscribe the machine. depmod runs once per kernel, after that kernel's last job, when any of
+//! its jobs ran. What a job does is the [`Executor`]'s business ([`crate::execute`] in production, a
+//! fake in the tests); the loop knows nothing of dkms nor of display: it only emits [`Event`]s.
 
-use crate::dkms::{self, Dkms};
-use crate::events::{Action, Event, Failure, JobResult};
+use crate::dkms::Dkms;
+use crate::events::{Event, Failure, JobResult};
+use crate::execute::DkmsExecutor;
 use crate::plan::{Job, Plan};
 use crate::queue::Queue;
-use crate::trees::Trees;
-use crate::verify;
+use std::any::Any;
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// How to run a plan.
+/// What runs the jobs: the loop calls it from one thread per running job.
+pub trait Executor: Sync {
+    /// Does `job`, with `make_jobs` for make's `-j`.
+    fn execute(&self, job: &Job, make_jobs: usize) -> JobResult;
+    /// Updates a kernel's module index once its jobs are done.
+    fn depmod(&self, kernel: &str) -> Result<(), String>;
+}
+
+/// How many at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Jobs at once.
+    pub jobs: usize,
+    /// CPUs to share among concurrent makes.
+    pub cpus: usize,
+}
+
+/// How to run a plan on the real system.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     /// Jobs at once.
@@ -40,15 +57,34 @@ pub struct RunSummary {
     pub skipped: usize,
 }
 
+/// Runs `plan` with the real dkms (see [`run_with`]).
+pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> RunSummary {
+    let exec = DkmsExecutor {
+        dkms: cfg.dkms.clone(),
+        arch: cfg.arch.clone(),
+        force: cfg.force,
+    };
+    let limits = Limits {
+        jobs: cfg.jobs,
+        cpus: cfg.cpus,
+    };
+    run_with(plan, limits, &exec, on_event)
+}
+
 enum Msg {
     Job(usize, JobResult, Duration),
     Depmod(String, Result<(), String>, Duration),
 }
 
-/// Runs `plan`, calling `on_event` for everything that happens, from this thread only.
-pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> RunSummary {
+/// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only.
+pub fn run_with(
+    plan: &Plan,
+    limits: Limits,
+    exec: &dyn Executor,
+    on_event: &mut dyn FnMut(&Event),
+) -> RunSummary {
     let start = Instant::now();
-    let jobs_at_once = cfg.jobs.max(1);
+    let jobs_at_once = limits.jobs.max(1);
     on_event(&Event::RunStarted {
         jobs: plan.jobs.len(),
         concurrency: jobs_at_once.min(plan.jobs.len().max(1)),
@@ -61,8 +97,8 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
         ..Default::default()
     };
     let total = plan.jobs.len();
-    let mut queue = Queue::new(&plan.jobs);
-    // Jobs still to finish per kernel that needs depmod, and whether anything changed there.
+    let mut queue = Queue::new(plan.jobs.iter().map(Into::into).collect());
+    // Jobs still to finish per kernel that needs depmod, and whether any of them ran.
     let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
     for j in &plan.jobs {
         for k in &j.touches {
@@ -72,25 +108,39 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
         }
     }
     let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
-    let (mut started, mut finished, mut depmods) = (0, 0, 0);
+    let (mut finished, mut depmods) = (0, 0);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
+            let mut batch = Vec::new();
             while queue.running() < jobs_at_once {
                 let Some(id) = queue.take_ready() else { break };
-                started += 1;
+                batch.push(id);
+            }
+            // The CPUs go to the jobs running now and those that could start beside them.
+            let sharing = jobs_at_once.min(queue.running() + queue.ready()).max(1);
+            let make_jobs = (limits.cpus / sharing).max(1);
+            for id in batch {
                 let job = &plan.jobs[id];
                 on_event(&Event::JobStarted {
                     job: job.info.clone(),
-                    index: started,
-                    total,
                 });
-                let sharing = jobs_at_once.min(queue.unfinished()).max(1);
-                let make_jobs = (cfg.cpus / sharing).max(1);
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let t = Instant::now();
-                    let result = execute(job, cfg, make_jobs);
+                    let result =
+                        panic::catch_unwind(AssertUnwindSafe(|| exec.execute(job, make_jobs)))
+                            .unwrap_or_else(|p| {
+                                JobResult::Failed(Failure {
+                                    what: format!(
+                                        "dkms-hook bug: the job panicked: {}",
+                                        panic_text(&*p)
+                                    ),
+                                    errors: Vec::new(),
+                                    log: None,
+                                    output: Vec::new(),
+                                })
+                            });
                     let _ = tx.send(Msg::Job(id, result, t.elapsed()));
                 });
             }
@@ -102,6 +152,9 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
             match msg {
                 Msg::Job(id, result, elapsed) => {
                     let ok = !matches!(result, JobResult::Failed(_));
+                    // A job that ran may have changed the kernel's modules, even one that failed
+                    // (an unverified pair it uninstalled, a rebuild put back).
+                    let ran = !matches!(result, JobResult::Excluded { .. });
                     match &result {
                         JobResult::Done { .. } => summary.done += 1,
                         JobResult::Excluded { .. } => summary.skipped += 1,
@@ -110,12 +163,12 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
                     finished += 1;
                     on_event(&Event::JobFinished {
                         job: plan.jobs[id].info.clone(),
-                        result: result.clone(),
+                        result,
                         elapsed,
                         finished,
                         total,
                     });
-                    ended.push((id, matches!(result, JobResult::Done { .. })));
+                    ended.push((id, ran));
                     for (skipped, cause) in queue.finish(id, ok) {
                         finished += 1;
                         summary.skipped += 1;
@@ -142,21 +195,26 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
                     });
                 }
             }
-            for (id, did_change) in ended {
+            for (id, ran) in ended {
                 for k in &plan.jobs[id].touches {
                     let Some(n) = pending.get_mut(k.as_str()) else {
                         continue;
                     };
-                    *changed.entry(k.as_str()).or_default() |= did_change;
+                    *changed.entry(k.as_str()).or_default() |= ran;
                     *n -= 1;
                     if *n == 0 && changed[k.as_str()] {
                         depmods += 1;
                         let tx = tx.clone();
                         let kernel = k.clone();
-                        let trees = &cfg.dkms.trees;
                         scope.spawn(move || {
                             let t = Instant::now();
-                            let r = depmod(trees, &kernel);
+                            let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
+                                .unwrap_or_else(|p| {
+                                    Err(format!(
+                                        "depmod {kernel}: dkms-hook bug: panicked: {}",
+                                        panic_text(&*p)
+                                    ))
+                                });
                             let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
                         });
                     }
@@ -170,278 +228,236 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
     summary
 }
 
-fn execute(job: &Job, cfg: &RunConfig, make_jobs: usize) -> JobResult {
-    match job.info.action {
-        Action::Build => build(job, cfg, make_jobs),
-        Action::RemoveFromKernel => remove_from_kernel(job, cfg),
-        Action::Unregister => unregister(job, cfg),
-    }
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
-fn build(job: &Job, cfg: &RunConfig, make_jobs: usize) -> JobResult {
-    let (m, v) = (&job.info.module, &job.info.version);
-    let kernel = job.info.kernel.as_deref().unwrap_or_default();
-    let trees = &cfg.dkms.trees;
-    let Some(headers) = &job.headers else {
-        return failed(
-            format!("kernel {kernel} has no headers"),
-            None,
-            vec![],
-            None,
-            "",
-        );
-    };
-    // Register the version first when dkms does not know it (jobs of one version never overlap).
-    if fs::symlink_metadata(trees.dkms.join(m).join(v).join("source")).is_err() {
-        let expected = trees.source.join(format!("{m}-{v}"));
-        if let Some(src) = &job.source {
-            if *src != expected {
-                return failed(
-                    format!(
-                        "{} declares {m} {v}, but dkms only takes sources from {}: rename the directory",
-                        trees.display(&src.join("dkms.conf")),
-                        trees.display(&expected)
-                    ),
-                    None,
-                    vec![],
-                    None,
-                    "",
-                );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Action, JobInfo};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    /// A build of `module/1` for `kernel`.
+    fn job(id: usize, module: &str, kernel: &str, needs: &[usize]) -> Job {
+        Job {
+            id,
+            info: JobInfo {
+                module: module.into(),
+                version: "1".into(),
+                kernel: Some(kernel.into()),
+                action: Action::Build,
+            },
+            source: None,
+            headers: None,
+            direct: false,
+            expect: vec![],
+            needs: needs.to_vec(),
+            shares: vec![],
+            touches: vec![kernel.into()],
+            cost: 1,
+        }
+    }
+
+    fn plan(jobs: Vec<Job>) -> Plan {
+        Plan {
+            depmod: jobs.iter().flat_map(|j| j.touches.clone()).collect(),
+            jobs,
+            ..Plan::default()
+        }
+    }
+
+    /// Does nothing but record; a module named `fail`, `panic` or `excluded` does that.
+    #[derive(Default)]
+    struct Fake {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Executor for Fake {
+        fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
+            let label = job.info.label();
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("{label} -j{make_jobs}"));
+            match job.info.module.as_str() {
+                "panic" => panic!("injected"),
+                "excluded" => JobResult::Excluded {
+                    reason: "no".into(),
+                },
+                "fail" => JobResult::Failed(Failure {
+                    what: "make failed".into(),
+                    errors: vec![],
+                    log: None,
+                    output: vec![],
+                }),
+                _ => JobResult::Done { note: None },
             }
         }
-        let added = cfg.dkms.add(m, v);
-        if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
-            let log = keep_log(trees, job, &added.output, None);
-            return failed(
-                format!("dkms add {}", dkms::exit_words(added.code)),
-                added.code,
-                vec![],
-                log,
-                &added.output,
-            );
+
+        fn depmod(&self, kernel: &str) -> Result<(), String> {
+            self.calls.lock().unwrap().push(format!("depmod {kernel}"));
+            Ok(())
         }
     }
-    let out = cfg
-        .dkms
-        .install(m, v, kernel, headers, make_jobs, cfg.force);
-    match out.code {
-        Some(dkms::exit::OK) => match verify::check_install(trees, m, v, kernel, &cfg.arch) {
-            Ok(()) => JobResult::Done { note: None },
-            Err(why) => {
-                let log = keep_log(trees, job, &out.output, None);
-                failed(why, None, vec![], log, "")
+
+    /// Runs `jobs` on a fake executor in another thread, failing the test if the run hangs.
+    fn run_fake(jobs: Vec<Job>, limits: Limits) -> (Vec<String>, Vec<Event>, RunSummary) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let fake = Fake::default();
+            let mut events = Vec::new();
+            let s = run_with(&plan(jobs), limits, &fake, &mut |e| events.push(e.clone()));
+            let _ = tx.send((fake.calls.into_inner().unwrap(), events, s));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the run hung")
+    }
+
+    /// The jobs' calls in order, and the depmods (which run beside the next job).
+    fn split(calls: &[String]) -> (Vec<&str>, BTreeSet<&str>) {
+        let jobs = calls.iter().filter(|c| !c.starts_with("depmod"));
+        let depmods = calls.iter().filter(|c| c.starts_with("depmod"));
+        (
+            jobs.map(String::as_str).collect(),
+            depmods.map(String::as_str).collect(),
+        )
+    }
+
+    /// depmod of `kernel` comes after every job of that kernel.
+    fn depmod_after_its_jobs(calls: &[String], kernel: &str) -> bool {
+        let d = calls.iter().position(|c| *c == format!("depmod {kernel}"));
+        let last = calls
+            .iter()
+            .rposition(|c| c.contains(&format!(" for {kernel} ")));
+        matches!((d, last), (Some(d), Some(l)) if d > l)
+    }
+
+    fn one_at_a_time() -> Limits {
+        Limits { jobs: 1, cpus: 4 }
+    }
+
+    #[test]
+    fn a_lone_module_on_two_kernels_gets_every_cpu() {
+        // Its two jobs share one build directory: the first runs alone, nothing to share with.
+        let jobs = vec![job(0, "nvidia", "k1", &[]), job(1, "nvidia", "k2", &[])];
+        let limits = Limits { jobs: 16, cpus: 16 };
+        let (calls, _, _) = run_fake(jobs, limits);
+        let builds: Vec<&String> = calls.iter().filter(|c| !c.starts_with("depmod")).collect();
+        assert_eq!(builds, ["nvidia/1 for k1 -j16", "nvidia/1 for k2 -j16"]);
+    }
+
+    #[test]
+    fn cpus_are_shared_among_the_jobs_that_can_start() {
+        // a and b start together; c needs a and cannot start yet: it takes no share.
+        let jobs = vec![
+            job(0, "a", "k1", &[]),
+            job(1, "b", "k1", &[]),
+            job(2, "c", "k1", &[0]),
+        ];
+        let (calls, _, _) = run_fake(jobs, Limits { jobs: 16, cpus: 16 });
+        let first: BTreeSet<&str> = calls[..2].iter().map(String::as_str).collect();
+        assert_eq!(first, BTreeSet::from(["a/1 for k1 -j8", "b/1 for k1 -j8"]));
+        let (order, depmods) = split(&calls);
+        assert!(order[2].starts_with("c/1 for k1"), "{calls:?}");
+        assert_eq!(depmods, BTreeSet::from(["depmod k1"]));
+        assert!(depmod_after_its_jobs(&calls, "k1"));
+    }
+
+    #[test]
+    fn one_at_a_time_follows_the_queue_and_depmods_each_kernel_after_its_last_job() {
+        let jobs = vec![
+            job(0, "small", "k1", &[]),
+            job(1, "spl", "k2", &[]),
+            job(2, "zfs", "k2", &[1]),
+        ];
+        let (calls, _, s) = run_fake(jobs, one_at_a_time());
+        let (order, depmods) = split(&calls);
+        assert_eq!(
+            order,
+            ["spl/1 for k2 -j4", "small/1 for k1 -j4", "zfs/1 for k2 -j4"]
+        );
+        assert_eq!(depmods, BTreeSet::from(["depmod k1", "depmod k2"]));
+        assert!(depmod_after_its_jobs(&calls, "k1") && depmod_after_its_jobs(&calls, "k2"));
+        assert_eq!(
+            s,
+            RunSummary {
+                failed: 0,
+                done: 3,
+                skipped: 0
             }
-        },
-        Some(dkms::exit::EXCLUDED) => JobResult::Excluded {
-            reason: "dkms: BUILD_EXCLUSIVE directive does not match this kernel".to_string(),
-        },
-        code => {
-            let make_log =
-                fs::read_to_string(trees.dkms.join(m).join(v).join("build/make.log")).ok();
-            // The compiler's own errors; failing that, the end of make.log says more than dkms.
-            let errors = make_log
-                .as_deref()
-                .map(|l| {
-                    let e = crate::makelog::error_lines(l, 40);
-                    if e.is_empty() {
-                        crate::makelog::tail(l, 15)
-                    } else {
-                        e
-                    }
-                })
-                .unwrap_or_default();
-            let log = keep_log(trees, job, &out.output, make_log.as_deref());
-            failed(dkms::exit_words(code), code, errors, log, &out.output)
-        }
-    }
-}
-
-fn remove_from_kernel(job: &Job, cfg: &RunConfig) -> JobResult {
-    let (m, v) = (&job.info.module, &job.info.version);
-    let kernel = job.info.kernel.as_deref().unwrap_or_default();
-    let trees = &cfg.dkms.trees;
-    let mut note = None;
-    if !job.direct {
-        let out = cfg.dkms.remove(m, v, Some(kernel));
-        if out.ok() && leftovers(trees, m, v, kernel, &cfg.arch).is_empty() {
-            prune_empty(&trees.kernel_dir(kernel));
-            return JobResult::Done { note: None };
-        }
-        note = Some(format!(
-            "dkms remove {}; removed its files directly",
-            dkms::exit_words(out.code)
-        ));
-    }
-    match remove_directly(trees, m, v, kernel, &cfg.arch) {
-        Ok(()) => JobResult::Done {
-            note: note.or_else(|| {
-                Some(format!(
-                    "kernel {kernel} has no headers: removed dkms's files for it directly"
-                ))
-            }),
-        },
-        Err(e) => failed(e, None, vec![], None, ""),
-    }
-}
-
-fn unregister(job: &Job, cfg: &RunConfig) -> JobResult {
-    let (m, v) = (&job.info.module, &job.info.version);
-    let trees = &cfg.dkms.trees;
-    let out = cfg.dkms.remove(m, v, None);
-    let version_dir = trees.dkms.join(m).join(v);
-    if out.ok() && fs::symlink_metadata(&version_dir).is_err() {
-        return JobResult::Done { note: None };
-    }
-    // dkms could not finish (e.g. a kernel's headers are gone): finish its work directly.
-    let kernels: Vec<String> = fs::read_dir(&version_dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_dir() && e.file_type().is_ok_and(|t| !t.is_symlink()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "build" && n != "source")
-                .collect()
-        })
-        .unwrap_or_default();
-    for k in &kernels {
-        if let Err(e) = remove_directly(trees, m, v, k, &cfg.arch) {
-            return failed(e, out.code, vec![], None, &out.output);
-        }
-    }
-    if let Err(e) = fs::remove_dir_all(&version_dir).or_else(ignore_missing) {
-        return failed(
-            format!("{}: {e}", trees.display(&version_dir)),
-            out.code,
-            vec![],
-            None,
-            &out.output,
         );
     }
-    let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
-    JobResult::Done {
-        note: Some(format!(
-            "dkms remove {}; removed its files directly",
-            dkms::exit_words(out.code)
-        )),
-    }
-}
 
-fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
-/// What dkms left of `m/v` for `kernel`: the install link, the build directory, installed files.
-fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
-    if fs::read_link(&link).is_ok_and(|t| t.starts_with(v)) {
-        out.push(link);
-    }
-    let dir = trees.dkms.join(m).join(v).join(kernel);
-    for ko in verify::ko_files(&dir.join(arch).join("module")) {
-        let name = ko.file_name().unwrap_or_default().to_owned();
-        out.extend(
-            verify::installed_kos(&trees.kernel_dir(kernel))
-                .into_iter()
-                .filter(|p| p.file_name() == Some(&name)),
+    #[test]
+    fn a_failure_skips_what_needs_it_and_nothing_else() {
+        let jobs = vec![
+            job(0, "fail", "k1", &[]),
+            job(1, "user", "k1", &[0]),
+            job(2, "other", "k2", &[]),
+            job(3, "excluded", "k3", &[]),
+        ];
+        let (calls, events, s) = run_fake(jobs, one_at_a_time());
+        let (order, depmods) = split(&calls);
+        assert_eq!(
+            order,
+            [
+                "fail/1 for k1 -j4",
+                "other/1 for k2 -j4",
+                "excluded/1 for k3 -j4"
+            ]
+        );
+        // A failed job may have changed its kernel (k1 gets depmod); an excluded one did not.
+        assert_eq!(depmods, BTreeSet::from(["depmod k1", "depmod k2"]));
+        let skipped: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobSkipped { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped, ["needs fail/1, which failed"]);
+        assert_eq!(
+            s,
+            RunSummary {
+                failed: 1,
+                done: 1,
+                skipped: 2
+            }
         );
     }
-    if dir.exists() {
-        out.push(dir);
-    }
-    out
-}
 
-/// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build
-/// results, the install link; then the empty directories dkms made under the kernel.
-fn remove_directly(
-    trees: &Trees,
-    m: &str,
-    v: &str,
-    kernel: &str,
-    arch: &str,
-) -> Result<(), String> {
-    for p in leftovers(trees, m, v, kernel, arch) {
-        let r = match fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => fs::remove_dir_all(&p),
-            Ok(_) => fs::remove_file(&p),
-            Err(_) => Ok(()),
-        };
-        r.map_err(|e| format!("{}: {e}", trees.display(&p)))?;
-    }
-    prune_empty(&trees.kernel_dir(kernel));
-    Ok(())
-}
-
-/// Removes the empty directories dkms creates under a kernel (`updates/dkms`, `updates`, `extra`).
-fn prune_empty(kernel_dir: &Path) {
-    for d in ["updates/dkms", "updates", "extra"] {
-        let _ = fs::remove_dir(kernel_dir.join(d));
-    }
-}
-
-/// Copies what dkms printed and the make.log where the next run will not delete them.
-fn keep_log(trees: &Trees, job: &Job, output: &str, make_log: Option<&str>) -> Option<PathBuf> {
-    let dir = trees.log_dir();
-    fs::create_dir_all(&dir).ok()?;
-    let kernel = job.info.kernel.as_deref().unwrap_or("all");
-    let path = dir.join(format!(
-        "{}-{}_{}.log",
-        job.info.module, job.info.version, kernel
-    ));
-    let mut text = format!("==> dkms output ({})\n{output}", job.info.label());
-    if let Some(l) = make_log {
-        text.push_str("\n==> make.log\n");
-        text.push_str(l);
-    }
-    fs::write(&path, text).ok()?;
-    Some(path)
-}
-
-fn failed(
-    what: String,
-    code: Option<i32>,
-    errors: Vec<String>,
-    log: Option<PathBuf>,
-    output: &str,
-) -> JobResult {
-    JobResult::Failed(Failure {
-        what,
-        exit_code: code,
-        output: if errors.is_empty() {
-            dkms::tail(output, 15)
-        } else {
-            Vec::new()
-        },
-        errors,
-        log,
-    })
-}
-
-/// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
-fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
-    let mut c = Command::new("depmod");
-    c.arg("-a");
-    match trees.depmod_base() {
-        Some(base) if base != Path::new("/") => {
-            c.arg("-b").arg(base);
-        }
-        Some(_) => {}
-        None => {
-            return Err(format!(
-                "depmod {kernel}: the install tree {} does not end in lib/modules",
-                trees.display(&trees.install)
-            ))
-        }
-    }
-    c.arg(kernel);
-    let out = dkms::run(c);
-    if out.ok() {
-        Ok(())
-    } else {
-        Err(format!("depmod {kernel}: {}", out.output.trim()))
+    #[test]
+    fn a_job_that_panics_is_a_failed_job_not_a_hang() {
+        let jobs = vec![
+            job(0, "panic", "k1", &[]),
+            job(1, "user", "k1", &[0]),
+            job(2, "other", "k2", &[]),
+        ];
+        let (_, events, s) = run_fake(jobs, Limits { jobs: 2, cpus: 2 });
+        assert_eq!(
+            s,
+            RunSummary {
+                failed: 1,
+                done: 1,
+                skipped: 1
+            }
+        );
+        let failure = events.iter().find_map(|e| match e {
+            Event::JobFinished {
+                result: JobResult::Failed(f),
+                ..
+            } => Some(f.what.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            failure.as_deref(),
+            Some("dkms-hook bug: the job panicked: injected")
+        );
+        assert!(matches!(events.last(), Some(Event::RunFinished { .. })));
     }
 }

@@ -1,7 +1,8 @@
 //! Verification after dkms said it succeeded: did it really install modules for the target kernel?
 //!
-//! Every built `.ko` of the pair must carry the target kernel's release in its vermagic, and an
-//! installed copy must exist under the kernel's module directory. This catches Makefiles that build
+//! Every module the dkms.conf names must have been built, every built `.ko` of the pair must carry
+//! the target kernel's release in its vermagic, and an installed copy must exist under the kernel's
+//! module directory. This catches Makefiles that build
 //! for `uname -r` instead of `$kernelver` (dkms happily installs those, and the module then fails to
 //! load in the kernel the user reboots into).
 
@@ -10,13 +11,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Checks the installed modules of `module/version` for `kernel`.
+/// Checks the installed modules of `module/version` for `kernel`; `expect` are the module names
+/// (without `.ko`) its dkms.conf says it builds.
 pub fn check_install(
     trees: &Trees,
     module: &str,
     version: &str,
     kernel: &str,
     arch: &str,
+    expect: &[String],
 ) -> Result<(), String> {
     let link = trees
         .dkms
@@ -44,6 +47,19 @@ pub fn check_install(
             "dkms reported success but no module was built in {}",
             trees.display(&built_dir)
         ));
+    }
+    for name in expect {
+        let stem = |p: &PathBuf| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.split(".ko").next().unwrap_or_default() == name
+        };
+        if !built.iter().any(stem) {
+            return Err(format!(
+                "dkms reported success but {name}.ko, which {module}/{version}'s dkms.conf names, \
+                 was not built in {}",
+                trees.display(&built_dir)
+            ));
+        }
     }
     let installed = installed_kos(&trees.kernel_dir(kernel));
     for b in &built {
@@ -125,19 +141,14 @@ pub fn vermagic(path: &Path) -> Result<String, String> {
         }
         return Err(format!("{name}: no vermagic in the module"));
     }
-    let out = Command::new("modinfo")
-        .args(["-F", "vermagic"])
-        .arg(path)
-        .output()
-        .map_err(|e| format!("modinfo {name}: {e}"))?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && !s.is_empty() {
+    let mut c = Command::new("modinfo");
+    c.args(["-F", "vermagic"]).arg(path);
+    let out = crate::process::run(c).map_err(|e| format!("modinfo {name}: {e}"))?;
+    let s = out.output.trim().to_string();
+    if out.status.success() && !s.is_empty() && !s.contains('\n') {
         Ok(s)
     } else {
-        Err(format!(
-            "modinfo {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("modinfo {name}: {s}"))
     }
 }
 

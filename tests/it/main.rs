@@ -10,5 +10,6 @@ mod fixtures_smoke;
 mod lint;
 mod newer_dkms;
 mod pacman;
+mod runner;
 mod scenarios;
 mod status;

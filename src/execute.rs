@@ -1,0 +1,393 @@
+//! The execution of one job on the real system: dkms calls, direct removal, log keeping, verify.
+//!
+//! [`DkmsExecutor`] is the [`Executor`] the runner's loop drives in production; the loop itself
+//! knows nothing of dkms. A build registers the version when dkms does not know it, installs it
+//! (with `--force`: rebuilds from the sources as they are now, then installs, keeping the previous
+//! build installed when the rebuild fails), and verifies the result; a pair that fails verification
+//! is uninstalled, so it stays a failure on every run until it builds right. A removal asks dkms
+//! and finishes directly what dkms cannot (a kernel without headers).
+
+use crate::dkms::{self, Dkms};
+use crate::events::{Action, Failure, JobResult};
+use crate::plan::Job;
+use crate::runner::Executor;
+use crate::trees::Trees;
+use crate::verify;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs jobs with the real dkms.
+#[derive(Debug, Clone)]
+pub struct DkmsExecutor {
+    pub dkms: Dkms,
+    pub arch: String,
+    /// Rebuild pairs that are built or installed already.
+    pub force: bool,
+}
+
+impl Executor for DkmsExecutor {
+    fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
+        match job.info.action {
+            Action::Build => self.build(job, make_jobs),
+            Action::RemoveFromKernel => self.remove_from_kernel(job),
+            Action::Unregister => self.unregister(job),
+        }
+    }
+
+    fn depmod(&self, kernel: &str) -> Result<(), String> {
+        depmod(&self.dkms.trees, kernel)
+    }
+}
+
+/// One build job's names.
+struct Pair<'a> {
+    m: &'a str,
+    v: &'a str,
+    kernel: &'a str,
+    headers: &'a Path,
+    make_jobs: usize,
+}
+
+impl DkmsExecutor {
+    fn trees(&self) -> &Trees {
+        &self.dkms.trees
+    }
+
+    fn build(&self, job: &Job, make_jobs: usize) -> JobResult {
+        let (m, v) = (&job.info.module, &job.info.version);
+        let kernel = job.info.kernel.as_deref().unwrap_or_default();
+        let trees = self.trees();
+        let Some(headers) = &job.headers else {
+            return failed(format!("kernel {kernel} has no headers"), vec![], None, "");
+        };
+        // Register the version first when dkms does not know it (jobs of one version never overlap).
+        if fs::symlink_metadata(trees.dkms.join(m).join(v).join("source")).is_err() {
+            let expected = trees.source.join(format!("{m}-{v}"));
+            if let Some(src) = &job.source {
+                if *src != expected {
+                    return failed(
+                        format!(
+                            "{} declares {m} {v}, but dkms only takes sources from {}: rename the directory",
+                            trees.display(&src.join("dkms.conf")),
+                            trees.display(&expected)
+                        ),
+                        vec![],
+                        None,
+                        "",
+                    );
+                }
+            }
+            let added = self.dkms.add(m, v);
+            if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
+                let log = keep_log(trees, job, &added.output, None);
+                return failed(
+                    format!("dkms add {}", dkms::exit_words(added.code)),
+                    vec![],
+                    log,
+                    &added.output,
+                );
+            }
+        }
+        let pair = Pair {
+            m,
+            v,
+            kernel,
+            headers,
+            make_jobs,
+        };
+        if self.force {
+            return self.rebuild(job, &pair);
+        }
+        let out = self.dkms.install(m, v, kernel, headers, make_jobs);
+        self.installed(job, &pair, out, String::new())
+    }
+
+    /// `--force`: builds from the sources as they are now, then installs that build. The previous
+    /// build is moved aside first (so dkms builds afresh: dkms 3.0 and 3.2 alike) and put back when
+    /// the rebuild fails, so the pair that was installed stays installed.
+    fn rebuild(&self, job: &Job, p: &Pair) -> JobResult {
+        let trees = self.trees();
+        let dir = trees.dkms.join(p.m).join(p.v).join(p.kernel);
+        let built = dir.join(&self.arch);
+        let kept = dir.join(format!(".dkms-hook-previous-{}", self.arch));
+        let _ = fs::remove_dir_all(&kept);
+        let has_previous = built.is_dir();
+        if has_previous {
+            if let Err(e) = fs::rename(&built, &kept) {
+                return failed(format!("{}: {e}", trees.display(&built)), vec![], None, "");
+            }
+        }
+        let restore = || {
+            if has_previous {
+                let _ = fs::remove_dir_all(&built);
+                let _ = fs::rename(&kept, &built);
+            }
+        };
+        let out = self
+            .dkms
+            .rebuild(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        match out.code {
+            Some(dkms::exit::OK) => {
+                let _ = fs::remove_dir_all(&kept);
+            }
+            Some(dkms::exit::EXCLUDED) => {
+                restore();
+                return excluded();
+            }
+            _ => {
+                restore();
+                let mut r = self.build_failed(job, p, &out.output, out.code);
+                if let (true, JobResult::Failed(f)) = (has_previous, &mut r) {
+                    f.what.push_str("; the previous build stays installed");
+                }
+                return r;
+            }
+        }
+        let out_install = self
+            .dkms
+            .reinstall(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        self.installed(job, p, out_install, out.output)
+    }
+
+    /// What follows a `dkms install`: verification, or the failure with its logs. `before` is the
+    /// output of an earlier dkms call of the job, kept in its log.
+    fn installed(&self, job: &Job, p: &Pair, out: dkms::Outcome, before: String) -> JobResult {
+        let trees = self.trees();
+        let output = before + &out.output;
+        match out.code {
+            Some(dkms::exit::OK) => {
+                match verify::check_install(trees, p.m, p.v, p.kernel, &self.arch, &job.expect) {
+                    Ok(()) => JobResult::Done { note: None },
+                    Err(why) => self.uninstall_unverified(job, p, why, &output),
+                }
+            }
+            Some(dkms::exit::EXCLUDED) => excluded(),
+            code => self.build_failed(job, p, &output, code),
+        }
+    }
+
+    /// A pair dkms installed but that fails verification is uninstalled (dkms's record and its
+    /// files): left installed, the next run would take it as done and the wrong module would load.
+    fn uninstall_unverified(&self, job: &Job, p: &Pair, why: String, output: &str) -> JobResult {
+        let trees = self.trees();
+        let out = self.dkms.remove(p.m, p.v, Some(p.kernel));
+        let mut what = format!("{why}; uninstalled it");
+        if !out.ok() || !leftovers(trees, p.m, p.v, p.kernel, &self.arch).is_empty() {
+            if let Err(e) = remove_directly(trees, p.m, p.v, p.kernel, &self.arch) {
+                what = format!("{why}; could not uninstall it: {e}");
+            }
+        }
+        let text = format!("{output}\n==> dkms remove\n{}", out.output);
+        let log = keep_log(trees, job, &text, None);
+        failed(what, vec![], log, "")
+    }
+
+    fn build_failed(&self, job: &Job, p: &Pair, output: &str, code: Option<i32>) -> JobResult {
+        let trees = self.trees();
+        let make_log =
+            fs::read_to_string(trees.dkms.join(p.m).join(p.v).join("build/make.log")).ok();
+        // The compiler's own errors; failing that, the end of make.log says more than dkms.
+        let errors = make_log
+            .as_deref()
+            .map(|l| {
+                let e = crate::makelog::error_lines(l, 40);
+                if e.is_empty() {
+                    crate::makelog::tail(l, 15)
+                } else {
+                    e
+                }
+            })
+            .unwrap_or_default();
+        let log = keep_log(trees, job, output, make_log.as_deref());
+        failed(dkms::exit_words(code), errors, log, output)
+    }
+
+    fn remove_from_kernel(&self, job: &Job) -> JobResult {
+        let (m, v) = (&job.info.module, &job.info.version);
+        let kernel = job.info.kernel.as_deref().unwrap_or_default();
+        let trees = self.trees();
+        let mut note = None;
+        if !job.direct {
+            let out = self.dkms.remove(m, v, Some(kernel));
+            if out.ok() && leftovers(trees, m, v, kernel, &self.arch).is_empty() {
+                prune_empty(&trees.kernel_dir(kernel));
+                return JobResult::Done { note: None };
+            }
+            note = Some(format!(
+                "dkms remove {}; removed its files directly",
+                dkms::exit_words(out.code)
+            ));
+        }
+        match remove_directly(trees, m, v, kernel, &self.arch) {
+            Ok(()) => JobResult::Done {
+                note: note.or_else(|| {
+                    Some(format!(
+                        "kernel {kernel} has no headers: removed dkms's files for it directly"
+                    ))
+                }),
+            },
+            Err(e) => failed(e, vec![], None, ""),
+        }
+    }
+
+    fn unregister(&self, job: &Job) -> JobResult {
+        let (m, v) = (&job.info.module, &job.info.version);
+        let trees = self.trees();
+        let out = self.dkms.remove(m, v, None);
+        let version_dir = trees.dkms.join(m).join(v);
+        if out.ok() && fs::symlink_metadata(&version_dir).is_err() {
+            return JobResult::Done { note: None };
+        }
+        // dkms could not finish (e.g. a kernel's headers are gone): finish its work directly.
+        let kernels: Vec<String> = fs::read_dir(&version_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir() && e.file_type().is_ok_and(|t| !t.is_symlink()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "build" && n != "source")
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in &kernels {
+            if let Err(e) = remove_directly(trees, m, v, k, &self.arch) {
+                return failed(e, vec![], None, &out.output);
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&version_dir).or_else(ignore_missing) {
+            return failed(
+                format!("{}: {e}", trees.display(&version_dir)),
+                vec![],
+                None,
+                &out.output,
+            );
+        }
+        let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
+        JobResult::Done {
+            note: Some(format!(
+                "dkms remove {}; removed its files directly",
+                dkms::exit_words(out.code)
+            )),
+        }
+    }
+}
+
+fn excluded() -> JobResult {
+    JobResult::Excluded {
+        reason: "dkms: BUILD_EXCLUSIVE directive does not match this kernel".to_string(),
+    }
+}
+
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// What dkms left of `m/v` for `kernel`: the install link, the build directory, installed files.
+fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
+    if fs::read_link(&link).is_ok_and(|t| t.starts_with(v)) {
+        out.push(link);
+    }
+    let dir = trees.dkms.join(m).join(v).join(kernel);
+    for ko in verify::ko_files(&dir.join(arch).join("module")) {
+        let name = ko.file_name().unwrap_or_default().to_owned();
+        out.extend(
+            verify::installed_kos(&trees.kernel_dir(kernel))
+                .into_iter()
+                .filter(|p| p.file_name() == Some(&name)),
+        );
+    }
+    if dir.exists() {
+        out.push(dir);
+    }
+    out
+}
+
+/// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build
+/// results, the install link; then the empty directories dkms made under the kernel.
+fn remove_directly(
+    trees: &Trees,
+    m: &str,
+    v: &str,
+    kernel: &str,
+    arch: &str,
+) -> Result<(), String> {
+    for p in leftovers(trees, m, v, kernel, arch) {
+        let r = match fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&p),
+            Ok(_) => fs::remove_file(&p),
+            Err(_) => Ok(()),
+        };
+        r.map_err(|e| format!("{}: {e}", trees.display(&p)))?;
+    }
+    prune_empty(&trees.kernel_dir(kernel));
+    Ok(())
+}
+
+/// Removes the empty directories dkms creates under a kernel (`updates/dkms`, `updates`, `extra`).
+fn prune_empty(kernel_dir: &Path) {
+    for d in ["updates/dkms", "updates", "extra"] {
+        let _ = fs::remove_dir(kernel_dir.join(d));
+    }
+}
+
+/// Copies what dkms printed and the make.log where the next run will not delete them.
+fn keep_log(trees: &Trees, job: &Job, output: &str, make_log: Option<&str>) -> Option<PathBuf> {
+    let dir = trees.log_dir();
+    fs::create_dir_all(&dir).ok()?;
+    let kernel = job.info.kernel.as_deref().unwrap_or("all");
+    let path = dir.join(format!(
+        "{}-{}_{}.log",
+        job.info.module, job.info.version, kernel
+    ));
+    let mut text = format!("==> dkms output ({})\n{output}", job.info.label());
+    if let Some(l) = make_log {
+        text.push_str("\n==> make.log\n");
+        text.push_str(l);
+    }
+    fs::write(&path, text).ok()?;
+    Some(path)
+}
+
+fn failed(what: String, errors: Vec<String>, log: Option<PathBuf>, output: &str) -> JobResult {
+    JobResult::Failed(Failure {
+        what,
+        output: if errors.is_empty() {
+            dkms::tail(output, 15)
+        } else {
+            Vec::new()
+        },
+        errors,
+        log,
+    })
+}
+
+/// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
+fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
+    let mut c = Command::new("depmod");
+    c.arg("-a");
+    match trees.depmod_base() {
+        Some(base) if base != Path::new("/") => {
+            c.arg("-b").arg(base);
+        }
+        Some(_) => {}
+        None => {
+            return Err(format!(
+                "depmod {kernel}: the install tree {} does not end in lib/modules",
+                trees.display(&trees.install)
+            ))
+        }
+    }
+    c.arg(kernel);
+    let out = dkms::run(c);
+    if out.ok() {
+        Ok(())
+    } else {
+        Err(format!("depmod {kernel}: {}", out.output.trim()))
+    }
+}
