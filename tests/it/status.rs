@@ -161,6 +161,25 @@ fn status_matches_real_dkms_in_every_state() {
     fs::remove_dir_all(root.source_tree().join("dkmshook-plain-b-1.0")).unwrap();
     assert_same(&root, "dangling source link");
 
+    // dkms 3.1.7+ builds into M/V/K/.tmp_ARCH_XXXXXX and moves it into place at the end: a build
+    // interrupted there (the machine lost power, the job was killed) leaves it behind.
+    fs::create_dir_all(
+        root.dkms_tree()
+            .join("dkmshook-plain/2.0")
+            .join(k1)
+            .join(".tmp_x86_64_Ab12Cd/module"),
+    )
+    .unwrap();
+    fs::write(
+        root.dkms_tree()
+            .join("dkmshook-plain/2.0")
+            .join(k1)
+            .join(".tmp_x86_64_Ab12Cd/module/dkmshook_plain.ko"),
+        b"",
+    )
+    .unwrap();
+    assert_same(&root, "an interrupted build's temporary directory");
+
     // The install link points at another version's directory than the one listed.
     let link = root
         .dkms_tree()
