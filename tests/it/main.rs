@@ -9,4 +9,5 @@ mod fixtures_smoke;
 mod newer_dkms;
 mod pacman;
 mod scenarios;
+mod signing;
 mod status;
