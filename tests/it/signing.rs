@@ -214,7 +214,16 @@ fn a_failed_signing_step_is_reported_in_the_job_block() {
     root.add_fixture("dkmshook-plain-1.0");
     let out = root.run_merged(&["install"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
     assert_eq!(out.code, 1, "{}", out.dump());
-    assert!(out.combined.contains("sign"), "{}", out.dump());
+    // The job is named, and sign-file's own last line (`sign-file: KEY`, printed by both dkms
+    // versions) is shown under it.
+    let text = &out.combined;
+    let job = text
+        .find(&format!("dkmshook-plain/1.0 for {k}:"))
+        .unwrap_or_else(|| panic!("the job's failure is not named: {text}"));
+    assert!(
+        text[job..].contains("sign-file: "),
+        "sign-file's message is not shown: {text}"
+    );
 }
 
 /// dkms 3.4 signs nothing in a chroot unless told (`try_sign_modules`, default `not_in_chroot`):
