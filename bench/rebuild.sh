@@ -31,12 +31,22 @@
 #               (default: all seven that tests/setup.sh extracts)
 #   DKMS_HOOK=PATH      the binary (default target/release/dkms-hook)
 #   DKMS_HOOK_ARGS=...  extra arguments for dkms-hook, e.g. "-j 3"
+#   DKMS=PATH           the dkms both ways run (default: dkms, from PATH), e.g.
+#                       tests/.cache/dkms-3.4.3/dkms, which tests/setup.sh builds
+#
+# dkms 3.4 signs nothing in a chroot unless told, and counts this script's
+# private mount namespace as one: both ways run with try_sign_modules=true in
+# their environment, so every dkms version signs, as on a live system.
 set -euo pipefail
 export LC_ALL=C
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 sources=$repo/tests/.cache/sources/usr/src
 bin=${DKMS_HOOK:-$repo/target/release/dkms-hook}
+dkms=${DKMS:-dkms}
+if [[ $dkms == */* ]]; then dkms=$(realpath "$dkms"); fi
+# The same dkms for both ways: bench/stock.sh reads DKMS, dkms-hook DKMS_HOOK_DKMS.
+export DKMS=$dkms DKMS_HOOK_DKMS=$dkms try_sign_modules=true
 
 die() {
     echo "bench/rebuild.sh: $*" >&2
@@ -47,7 +57,7 @@ die() {
 # this script again inside a private mount namespace.
 if [[ ${1:-} != --in-namespace ]]; then
     ((EUID == 0)) || die "must run as root (dkms installs modules; everything stays in a sandbox)"
-    command -v dkms >/dev/null || die "dkms not found: run tests/setup.sh as root"
+    command -v "$dkms" >/dev/null || die "$dkms: not found: run tests/setup.sh as root"
     [[ -x $bin ]] || die "$bin: not found: run cargo build --release first"
     [[ -d $sources ]] || die "$sources: not found: run tests/setup.sh as root first"
     scratch=$(mktemp -d /tmp/dkms-hook-rebuild.XXXXXX)
@@ -86,7 +96,9 @@ if [[ -d $modules_dir ]]; then
         -o "lowerdir=$modules_dir,upperdir=$scratch/upper,workdir=$scratch/work" "$modules_dir"
 fi
 # The signing key dkms would make on its first build: made once here, so
-# neither variant pays for it.
+# neither variant pays for it. The stock way's dkms looks for it in
+# /var/lib/dkms; dkms-hook, under --root, points dkms at the root's
+# var/lib/dkms (the template's copy below).
 if command -v openssl >/dev/null; then
     openssl req -new -x509 -nodes -days 36500 -subj "/CN=DKMS module signing key" \
         -newkey rsa:2048 -keyout /var/lib/dkms/mok.key \
@@ -101,6 +113,7 @@ mapfile -t kernels < <(compgen -G '/usr/src/linux-headers-6.1.0-*-amd64' |
 # The template root.
 template=$scratch/template
 mkdir -p "$template/usr/src" "$template/var/lib/dkms"
+if [[ -f /var/lib/dkms/mok.key ]]; then cp -a /var/lib/dkms/mok.key /var/lib/dkms/mok.pub "$template/var/lib/dkms/"; fi
 picked=()
 for w in "${wanted[@]}"; do
     dir=$(compgen -G "$sources/$w-[0-9]*" | sort -V | tail -n 1 || true)
@@ -125,7 +138,7 @@ done
 # `dkms status` of a root, as the referee.
 dkms_status() {
     local r=$1
-    dkms status --sourcetree "$r/usr/src" --dkmstree "$r/var/lib/dkms" \
+    "$dkms" status --sourcetree "$r/usr/src" --dkmstree "$r/var/lib/dkms" \
         --installtree "$r/usr/lib/modules" 2>&1 | sort
 }
 
@@ -168,9 +181,9 @@ one_run() {
     r=$scratch/roots/$variant-$i
     cp -a "$template" "$r"
     TIMEFORMAT='%R %U %S'
+    # shellcheck disable=SC2086 # DKMS_HOOK_ARGS is a list of words
     case $variant in
     stock) t=$({ time bash "$repo/bench/stock.sh" "$r" >"$logs/$variant-$i.log" 2>&1; } 2>&1) || status=$? ;;
-    # shellcheck disable=SC2086 # DKMS_HOOK_ARGS is a list of words
     dkms-hook) t=$({ time "$bin" --root "$r" ${DKMS_HOOK_ARGS:-} 2>&1 | stamp >"$logs/$variant-$i.log"; } 2>&1) ||
         status=$? ;;
     esac
@@ -212,7 +225,7 @@ col() {
 }
 
 echo "machine:  $cores CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //'), $(. /etc/os-release && echo "$PRETTY_NAME")"
-echo "dkms:     $(dkms --version 2>&1 | head -n 1)"
+echo "dkms:     $("$dkms" --version 2>&1 | head -n 1) ($dkms)"
 echo "kernels:  ${kernels[*]}"
 echo "modules:  ${picked[*]} (${#picked[@]} x ${#kernels[@]} kernels)"
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (before)"

@@ -9,7 +9,9 @@
 # first failing call: a benchmark of a failed build means nothing.
 #
 # Usage: bench/stock.sh ROOT   (as root; see bench/rebuild.sh for the sandbox)
+#   DKMS=PATH   the dkms program (default: dkms, from PATH)
 set -euo pipefail
+dkms=${DKMS:-dkms}
 
 root=${1:?usage: bench/stock.sh ROOT}
 src=$root/usr/src
@@ -53,13 +55,13 @@ trap 'rm -f "$out"' EXIT
 
 for nv in "${modules[@]}"; do
     read -r m v <<<"$nv"
-    timed "add $m/$v" dkms add -m "$m" -v "$v" "${trees[@]}"
+    timed "add $m/$v" "$dkms" add -m "$m" -v "$v" "${trees[@]}"
 done
 for k in "${kernels[@]}"; do
     for nv in "${modules[@]}"; do
         read -r m v <<<"$nv"
         # dkms 3.0.10 looks for headers in /lib/modules/K/build unless told.
-        timed "install $m/$v $k" dkms install --no-depmod -m "$m" -v "$v" -k "$k" "${trees[@]}" \
+        timed "install $m/$v $k" "$dkms" install --no-depmod -m "$m" -v "$v" -k "$k" "${trees[@]}" \
             --kernelsourcedir "$install_tree/$k/build"
     done
 done

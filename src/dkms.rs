@@ -63,6 +63,7 @@ impl Dkms {
             .arg("--installtree")
             .arg(&self.trees.install)
             .env("LC_ALL", "C")
+            .envs(self.trees.dkms_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }

@@ -3,6 +3,14 @@
 //! The trees are values, not fixed paths: a test, a benchmark or a future preflight run can point the
 //! whole engine at a private copy of a system. Paths are normalised lexically (never through the
 //! disk it describes) because dkms misreports state when given paths like `//var/lib/dkms`.
+//!
+//! dkms reads its module signing settings (`mok_signing_key`, `mok_certificate`, `sign_file`,
+//! `try_sign_modules`) only from the running system's /etc/dkms, and makes its key at the fixed
+//! path /var/lib/dkms/mok.key when none is named. Under a root other than `/` (not chrooted, as
+//! pacman's hooks are) that would sign with the host's settings and create a key on the host, so
+//! the root's settings are handed to dkms in its environment instead ([`Trees::dkms_env`]), paths
+//! joined under the root: dkms takes a variable from its environment unless the running system's
+//! framework.conf sets it.
 
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -18,7 +26,18 @@ pub struct Trees {
     pub dkms: PathBuf,
     /// Kernel module directories, `usr/lib/modules` by default: one directory per kernel release.
     pub install: PathBuf,
+    /// Variables for dkms's environment: the root's signing settings, with the key and certificate
+    /// under the root by default. Empty when the root is `/` (dkms reads its /etc/dkms itself).
+    pub dkms_env: Vec<(String, String)>,
 }
+
+/// The signing settings of framework.conf handed to dkms under a root; the first three are paths.
+const SIGNING_VARIABLES: [&str; 4] = [
+    "mok_signing_key",
+    "mok_certificate",
+    "sign_file",
+    "try_sign_modules",
+];
 
 /// Failure to work out where the trees are.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +56,22 @@ impl Trees {
     /// The default layout under `root`, ignoring any framework.conf.
     pub fn defaults(root: &Path) -> Trees {
         let root = normalize(root);
+        let mut dkms_env = Vec::new();
+        if root != Path::new("/") {
+            // dkms's own defaults, which it would make on the host.
+            for (name, path) in [
+                ("mok_signing_key", "/var/lib/dkms/mok.key"),
+                ("mok_certificate", "/var/lib/dkms/mok.pub"),
+            ] {
+                dkms_env.push((name.to_string(), path_under(&root, path)));
+            }
+        }
         Trees {
             source: join_under(&root, "/usr/src"),
             dkms: join_under(&root, "/var/lib/dkms"),
             install: join_under(&root, "/usr/lib/modules"),
             root,
+            dkms_env,
         }
     }
 
@@ -63,9 +93,14 @@ impl Trees {
                 [[ -e $f ]] || continue
                 . "$f" >/dev/null || { echo "$f: evaluation failed" >&2; exit 1; }
             done
-            printf '%s\0' "${source_tree-}" "${dkms_tree-}" "${install_tree-}"
+            printf '%s\0' "${source_tree-}" "${dkms_tree-}" "${install_tree-}" \
+                "${mok_signing_key-}" "${mok_certificate-}" "${sign_file-}" "${try_sign_modules-}"
         "#;
-        let out = Command::new("bash")
+        let mut bash = Command::new("bash");
+        for name in SIGNING_VARIABLES {
+            bash.env_remove(name);
+        }
+        let out = bash
             .arg("-c")
             .arg(script)
             .arg("bash")
@@ -94,6 +129,20 @@ impl Trees {
         take(&mut trees.source);
         take(&mut trees.dkms);
         take(&mut trees.install);
+        if trees.root != Path::new("/") {
+            for (i, name) in SIGNING_VARIABLES.into_iter().enumerate() {
+                let Some(value) = fields.next().filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                let value = if i < 3 && !value.starts_with("pkcs11:") {
+                    path_under(&trees.root, value)
+                } else {
+                    value.to_string()
+                };
+                trees.dkms_env.retain(|(n, _)| n != name);
+                trees.dkms_env.push((name.to_string(), value));
+            }
+        }
         Ok(trees)
     }
 
@@ -143,6 +192,11 @@ pub fn join_under(root: &Path, inner: &str) -> PathBuf {
     normalize(&root.join(rel))
 }
 
+/// [`join_under`] as a string, for dkms's environment.
+fn path_under(root: &Path, inner: &str) -> String {
+    join_under(root, inner).to_string_lossy().into_owned()
+}
+
 /// Lexical normalisation: collapses `//`, `.` and `..` without reading the disk. `..` never climbs
 /// above the root of an absolute path.
 pub fn normalize(path: &Path) -> PathBuf {
@@ -186,6 +240,38 @@ mod tests {
             Path::new("/var/lib/dkms")
         );
         assert_eq!(normalize(Path::new("/a/./b/../c")), Path::new("/a/c"));
+    }
+
+    #[test]
+    fn signing_settings_reach_dkms_under_the_root_only() {
+        assert!(Trees::defaults(Path::new("/")).dkms_env.is_empty());
+        // dkms's default key would be made on the host: it goes under the root.
+        let t = Trees::defaults(Path::new("/mnt/"));
+        assert_eq!(
+            t.dkms_env,
+            [
+                ("mok_signing_key".into(), "/mnt/var/lib/dkms/mok.key".into()),
+                ("mok_certificate".into(), "/mnt/var/lib/dkms/mok.pub".into()),
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/dkms")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/dkms/framework.conf"),
+            "mok_signing_key=/etc/keys/db.key\ntry_sign_modules=true\nsign_file=/usr/bin/sign-file\n",
+        )
+        .unwrap();
+        let t = Trees::load(dir.path()).unwrap();
+        let root = dir.path().display();
+        let want: Vec<(String, String)> = [
+            ("mok_certificate", format!("{root}/var/lib/dkms/mok.pub")),
+            ("mok_signing_key", format!("{root}/etc/keys/db.key")),
+            ("sign_file", format!("{root}/usr/bin/sign-file")),
+            ("try_sign_modules", "true".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        assert_eq!(t.dkms_env, want);
     }
 
     #[test]

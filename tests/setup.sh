@@ -159,3 +159,27 @@ if [[ ! -x $trixie/usr/sbin/dkms ]]; then
     rm -rf "$trixie"
     mv "$trixie.new" "$trixie"
 fi
+
+# 4. dkms 3.4.3, what Arch ships, built from its release tarball when the
+# repository sits beside a `shared/dkms` folder that holds it (CI clones the
+# repository so; DKMSHOOK_SHARED names another `shared` folder): unpacked into
+# tests/.cache/dkms-3.4.3, where `make dkms` turns dkms.in into the `dkms`
+# script, which runs from there against private trees. Without that folder (a
+# plain clone) the 3.4.3 tests say so in one line and skip.
+tarball=${DKMSHOOK_SHARED:-../shared}/dkms/dkms-3.4.3.tar.gz
+dkms34=$cache/dkms-3.4.3
+if [[ -f $tarball && ! -x $dkms34/dkms ]]; then
+    rm -rf "$dkms34.new"
+    mkdir -p "$dkms34.new"
+    quiet tar -xzf "$tarball" -C "$dkms34.new" --strip-components=1
+    quiet make -C "$dkms34.new" dkms
+    # make writes the script from dkms.in without the executable bit.
+    chmod 0755 "$dkms34.new/dkms"
+    version=$("$dkms34.new/dkms" --version 2>&1 || true)
+    [[ $version == dkms-3.4.3 ]] || die "$tarball: its dkms does not run (--version said: $version)"
+    rm -rf "$dkms34"
+    mv "$dkms34.new" "$dkms34"
+fi
+if [[ ! -x $dkms34/dkms ]]; then
+    echo "tests/setup.sh: $tarball: missing (a plain clone, without shared/ beside it): the dkms 3.4.3 tests skip"
+fi

@@ -12,4 +12,5 @@ mod newer_dkms;
 mod pacman;
 mod runner;
 mod scenarios;
+mod signing;
 mod status;

@@ -2,9 +2,9 @@
 //! into a private root for two kernels, in every state status reports (installed, built but not
 //! installed, added only, several versions of one module, a tampered installed copy, a saved
 //! original module, a built directory missing its module, a dangling source link), then both
-//! outputs compared line for line, order included. When tests/setup.sh extracted Debian 13's dkms
-//! 3.2.2 (or `DKMSHOOK_NEWER_DKMS` names another dkms), its `status` is held to as well, in its own
-//! dialect.
+//! outputs compared line for line, order included. The `status` of every newer dkms tests/setup.sh
+//! made available (Debian 13's 3.2.2, and 3.4.3 when built from its tarball), or of the one
+//! `DKMSHOOK_NEWER_DKMS` names, is held to as well, each in its own dialect.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -56,12 +56,12 @@ fn binary_status(root: &TestRoot) -> Option<Vec<String>> {
     Some(out.stdout.lines().map(str::to_owned).collect())
 }
 
-/// A second, newer dkms to hold the output to as well, whose format differs from 3.0.10's:
-/// the one `DKMSHOOK_NEWER_DKMS` names, else Debian 13's 3.2.2 when tests/setup.sh extracted it.
-fn newer_dkms() -> Option<PathBuf> {
+/// The newer dkms versions to hold the output to as well, whose format differs from 3.0.10's: the
+/// one `DKMSHOOK_NEWER_DKMS` names, else every one tests/setup.sh made available.
+fn newer_dkms() -> Vec<PathBuf> {
     match std::env::var_os("DKMSHOOK_NEWER_DKMS") {
-        Some(path) => Some(path.into()),
-        None => Some(crate::common::newer_dkms_path()).filter(|p| p.is_file()),
+        Some(path) => vec![path.into()],
+        None => crate::common::newer_dkms_programs(),
     }
 }
 
@@ -69,7 +69,7 @@ fn assert_same(root: &TestRoot, what: &str) -> Vec<String> {
     let want = root.dkms_status_lines();
     let got = ours(root);
     assert_eq!(got, want, "{what}: status::lines differs from dkms status");
-    if let Some(program) = newer_dkms() {
+    for program in newer_dkms() {
         let newer = root.dkms_status_lines_as(&program);
         let version = status::script_version(&program).expect("version of the newer dkms");
         let trees = Trees::load(root.path()).unwrap();
@@ -160,6 +160,25 @@ fn status_matches_real_dkms_in_every_state() {
     // A version whose source link dangles (its sources were deleted).
     fs::remove_dir_all(root.source_tree().join("dkmshook-plain-b-1.0")).unwrap();
     assert_same(&root, "dangling source link");
+
+    // dkms 3.1.7+ builds into M/V/K/.tmp_ARCH_XXXXXX and moves it into place at the end: a build
+    // interrupted there (the machine lost power, the job was killed) leaves it behind.
+    fs::create_dir_all(
+        root.dkms_tree()
+            .join("dkmshook-plain/2.0")
+            .join(k1)
+            .join(".tmp_x86_64_Ab12Cd/module"),
+    )
+    .unwrap();
+    fs::write(
+        root.dkms_tree()
+            .join("dkmshook-plain/2.0")
+            .join(k1)
+            .join(".tmp_x86_64_Ab12Cd/module/dkmshook_plain.ko"),
+        b"",
+    )
+    .unwrap();
+    assert_same(&root, "an interrupted build's temporary directory");
 
     // The install link points at another version's directory than the one listed.
     let link = root

@@ -688,3 +688,34 @@ pub fn is_module_file(name: &str) -> bool {
         .iter()
         .any(|ext| name.ends_with(ext))
 }
+
+/// dkms 3.4.3, the series Arch ships, built by tests/setup.sh from its release tarball when the
+/// repository sits beside `shared/dkms`; `None` in a plain clone. tests/setup.sh says once why the
+/// 3.4.3 tests skip then; each skipped test says it too (seen with `--nocapture`).
+pub fn dkms_343() -> Option<PathBuf> {
+    let path = dkms_343_path();
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipped: {}: missing (no shared/dkms/dkms-3.4.3.tar.gz beside the repository for \
+             tests/setup.sh to build it from)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// Where tests/setup.sh builds [`dkms_343`], whether or not it is there.
+pub fn dkms_343_path() -> PathBuf {
+    repo_dir().join("tests/.cache/dkms-3.4.3/dkms")
+}
+
+/// Every dkms newer than the machine's 3.0.10 that tests/setup.sh made available: Debian 13's
+/// 3.2.2 and, when built, 3.4.3.
+pub fn newer_dkms_programs() -> Vec<PathBuf> {
+    [newer_dkms_path(), dkms_343_path()]
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
+}
