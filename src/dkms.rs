@@ -176,6 +176,24 @@ pub fn run(cmd: Command) -> Outcome {
     }
 }
 
+/// The lines of a signing step that failed, from what dkms printed; empty when none failed.
+/// dkms exits 0 and installs the module unsigned when `sign-file` fails: 3.4 says `Failed to sign
+/// module '...'!`, 3.0 says nothing of its own; both pass on sign-file's `At main.c:N:`,
+/// `- SSL error:...` and `sign-file: KEY` lines.
+pub fn signing_failure(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.contains("Failed to sign module")
+                || l.starts_with("sign-file: ")
+                || (l.starts_with("At main.c:") && l.ends_with(':'))
+                || l.starts_with("- SSL error:")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// dkms's exit code in words.
 pub fn exit_words(code: Option<i32>) -> String {
     let words = match code {
@@ -223,6 +241,21 @@ mod tests {
         let o = run(c);
         assert_eq!(o.code, Some(10));
         assert_eq!(o.output, "one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn a_failed_signing_step_is_found_in_either_dialect() {
+        let v3_0 = "Signing module /var/lib/dkms/m/1/build/m.ko\nAt main.c:174:\n\
+                    - SSL error:1E08010C:DECODER routines::unsupported: decoder_lib.c:101\n\
+                    sign-file: /etc/keys/db.key\nInstalling /lib/modules/k/updates/dkms/m.ko\n";
+        assert_eq!(signing_failure(v3_0).len(), 3);
+        let v3_4 = "Signing module /x/m.ko\nWarning: Failed to sign module '/x/m.ko'!\n\
+                    At main.c:170:\nsign-file: /etc/keys/db.key\n";
+        assert_eq!(
+            signing_failure(v3_4)[0],
+            "Warning: Failed to sign module '/x/m.ko'!"
+        );
+        assert!(signing_failure("Signing module /x/m.ko\nInstalling ...\n").is_empty());
     }
 
     #[test]

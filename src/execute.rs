@@ -158,13 +158,32 @@ impl DkmsExecutor {
         match out.code {
             Some(dkms::exit::OK) => {
                 match verify::check_install(trees, p.m, p.v, p.kernel, &self.arch, &job.expect) {
-                    Ok(()) => JobResult::Done { note: None },
+                    Ok(()) => self.signed(job, &output),
                     Err(why) => self.uninstall_unverified(job, p, why, &output),
                 }
             }
             Some(dkms::exit::EXCLUDED) => excluded(),
             code => self.build_failed(job, p, &output, code),
         }
+    }
+
+    /// dkms exits 0 when signing fails, and installs the module unsigned: a failure, said in the
+    /// job's block with sign-file's own lines. The module stays installed (it loads where Secure
+    /// Boot does not enforce signatures; removing it would take it from those machines too).
+    fn signed(&self, job: &Job, output: &str) -> JobResult {
+        let lines = dkms::signing_failure(output);
+        if lines.is_empty() {
+            return JobResult::Done { note: None };
+        }
+        let log = keep_log(self.trees(), job, output, None);
+        failed(
+            "module signing failed: installed unsigned, it will not load while Secure Boot \
+             enforces signatures"
+                .to_string(),
+            lines,
+            log,
+            output,
+        )
     }
 
     /// A pair dkms installed but that fails verification is uninstalled (dkms's record and its

@@ -200,7 +200,7 @@ fn a_signing_step_that_fails_leaves_dkms_exit_0_and_an_unsigned_module(root: Tes
 /// dkms's (3.4: "Failed to sign module ...") or sign-file's own message, since the module it
 /// installed will not load under Secure Boot.
 #[test]
-#[ignore = "fails until the runner reports a failed signing step (dkms exits 0 for it): see the README"]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn a_failed_signing_step_is_reported_in_the_job_block() {
     let root = TestRoot::new();
     make_key(&root, "etc/keys/db.key", "etc/keys/db.der", "unused");
