@@ -6,6 +6,7 @@
 //! -> queue + runner (parallel scheduling, one `dkms` process per job)
 //! -> report (what the user sees, from runner events only).
 
+pub mod config;
 pub mod dkms;
 pub mod dkms_tree;
 pub mod dkmsconf;
@@ -14,6 +15,7 @@ pub mod inventory;
 pub mod kernel;
 pub mod makelog;
 pub mod plan;
+pub mod preflight;
 pub mod queue;
 pub mod report;
 pub mod runner;

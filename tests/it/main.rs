@@ -8,5 +8,6 @@ mod engine;
 mod fixtures_smoke;
 mod newer_dkms;
 mod pacman;
+mod preflight;
 mod scenarios;
 mod status;

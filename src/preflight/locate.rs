@@ -1,0 +1,152 @@
+//! Which package files bring the hook's targets, found before pacman unpacks them.
+//!
+//! By the time PreTransaction hooks run, pacman has downloaded and checked every package of the
+//! transaction. For `pacman -U FILE...` they are the files pacman was given. For `-S`/`-Syu`
+//! they are in CacheDir under the `%FILENAME%` the sync databases give for each package whose
+//! offered version is not the installed one (an upgrade, a downgrade, a new package); a
+//! same-version reinstall is looked for only when nothing else brings a target. Of those
+//! candidates, the ones whose file list holds a target path bring it.
+
+use super::archive;
+use super::pacman::{Operation, PacmanPaths, PacmanView};
+use super::pkgdb;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// A package file that brings some of the targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub file: PathBuf,
+    /// The targets it holds (as pacman gave them, without a trailing `/`).
+    pub targets: Vec<String>,
+}
+
+/// What was found for the targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Located {
+    pub packages: Vec<Found>,
+    /// Targets no package file was found for.
+    pub missing: Vec<String>,
+    /// Things that went wrong on the way (an unreadable database or package), one line each.
+    pub notes: Vec<String>,
+}
+
+/// Where to look: the package files of a `-U`, or pacman's databases and cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Files(Vec<PathBuf>),
+    Repos(PacmanPaths),
+}
+
+impl Source {
+    /// Where to look, from what pacman was asked to do.
+    pub fn from_pacman(view: &PacmanView) -> Source {
+        match view.operation() {
+            Operation::Upgrade { files } => Source::Files(
+                files
+                    .iter()
+                    .map(|f| match f.rsplit_once("://") {
+                        // A URL: pacman downloaded it into the cache under its last component.
+                        Some((_, rest)) => {
+                            let name = rest.rsplit('/').next().unwrap_or(rest);
+                            let paths = view.paths();
+                            paths
+                                .cache_dirs
+                                .iter()
+                                .map(|c| c.join(name))
+                                .find(|p| p.is_file())
+                                .unwrap_or_else(|| paths.cache_dirs[0].join(name))
+                        }
+                        None => view.resolve(f),
+                    })
+                    .collect(),
+            ),
+            Operation::Sync | Operation::Unknown => Source::Repos(view.paths()),
+        }
+    }
+}
+
+/// Finds the package files that bring `targets` (pacman's NeedsTargets lines).
+pub fn locate(source: &Source, targets: &[String]) -> Located {
+    let wanted: BTreeSet<String> = targets
+        .iter()
+        .map(|t| t.trim().trim_matches('/').to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out = Located::default();
+    let mut left = wanted.clone();
+    match source {
+        Source::Files(files) => scan(files, &mut left, &mut out),
+        Source::Repos(paths) => {
+            let (new, same) = repo_candidates(paths, &mut out.notes);
+            scan(&new, &mut left, &mut out);
+            if !left.is_empty() {
+                scan(&same, &mut left, &mut out);
+            }
+        }
+    }
+    out.missing = left.into_iter().collect();
+    out
+}
+
+/// Reads each candidate's file list; those holding targets still unresolved bring them.
+fn scan(files: &[PathBuf], left: &mut BTreeSet<String>, out: &mut Located) {
+    for file in files {
+        if left.is_empty() {
+            return;
+        }
+        match archive::package_paths(file) {
+            Ok(paths) => {
+                let hits: Vec<String> = paths.into_iter().filter(|p| left.contains(p)).collect();
+                if !hits.is_empty() {
+                    for h in &hits {
+                        left.remove(h);
+                    }
+                    out.packages.push(Found {
+                        file: file.clone(),
+                        targets: hits,
+                    });
+                }
+            }
+            Err(e) => out.notes.push(format!("cannot read package {e}")),
+        }
+    }
+}
+
+/// The cached package files of the sync databases' packages: (not installed at that version,
+/// installed at that version).
+fn repo_candidates(paths: &PacmanPaths, notes: &mut Vec<String>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (sync, errors) = pkgdb::read_sync_dbs(&paths.db_path.join("sync"));
+    notes.extend(
+        errors
+            .iter()
+            .map(|e| format!("cannot read sync database {e}")),
+    );
+    let local = pkgdb::read_local_db(&paths.db_path.join("local"));
+    let mut new = Vec::new();
+    let mut same = Vec::new();
+    let mut seen = BTreeSet::new();
+    for d in sync {
+        let Some(name) = d.filename.as_deref() else {
+            continue;
+        };
+        if !seen.insert(name.to_owned()) {
+            continue;
+        }
+        let Some(file) = cached(&paths.cache_dirs, name) else {
+            continue;
+        };
+        match local.get(&d.name) {
+            Some(v) if pkgdb::same_version(v, &d.version) => same.push(file),
+            _ => new.push(file),
+        }
+    }
+    (new, same)
+}
+
+fn cached(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return None;
+    }
+    dirs.iter().map(|d| d.join(name)).find(|p| Path::is_file(p))
+}
