@@ -80,3 +80,280 @@ fn the_package_ships_the_config_example_as_a_backup_file() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_ne!(cfg, dkms_hook::config::Config::default());
 }
+
+// Finding and unpacking what arrives, on real package files and databases.
+
+use crate::common::{self, TestRoot};
+use dkms_hook::preflight::locate::{self, Found, Source};
+use dkms_hook::preflight::pacman::PacmanPaths;
+use dkms_hook::preflight::{self, Scratch};
+use dkms_hook::trees::Trees;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A package file as makepkg lays it out: `.PKGINFO` (and `.MTREE`, gzipped mtree, when
+/// `mtree`) first, then the files of `tree`, zstd-compressed by bsdtar. Returns its path.
+fn make_package(out_dir: &Path, name: &str, version: &str, tree: &Path, mtree: bool) -> PathBuf {
+    std::fs::write(
+        tree.join(".PKGINFO"),
+        format!("pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = any\nsize = 1\n"),
+    )
+    .unwrap();
+    let mut meta = vec![".PKGINFO"];
+    if mtree {
+        run(Command::new("sh").current_dir(tree).arg("-c").arg(
+            "LANG=C bsdtar -czf .MTREE --format=mtree \
+             --options='!all,use-set,type,uid,gid,mode,time,size,md5,sha256,link' .PKGINFO usr",
+        ));
+        meta.push(".MTREE");
+    }
+    let file = out_dir.join(format!("{name}-{version}-any.pkg.tar.zst"));
+    run(Command::new("bsdtar")
+        .arg("--zstd")
+        .arg("-cf")
+        .arg(&file)
+        .arg("-C")
+        .arg(tree)
+        .args(&meta)
+        .arg("usr"));
+    file
+}
+
+/// An Arch-style headers package of the host's newest Debian kernel at
+/// usr/lib/modules/K/build: Debian's relative links out of the tree made absolute (as
+/// tests/pacman/pkgs/linux-headers does), plus an absolute and a relative link inside it.
+fn headers_package(out_dir: &Path, work: &Path, kernel: &str, version: &str) -> PathBuf {
+    let tree = work.join(format!("headers-{kernel}"));
+    let build = tree.join(format!("usr/lib/modules/{kernel}/build"));
+    std::fs::create_dir_all(&build).unwrap();
+    let from = common::headers_dir(kernel);
+    run(Command::new("cp")
+        .arg("-dR")
+        .arg(format!("{}/.", from.display()))
+        .arg(&build));
+    for e in std::fs::read_dir(&build).unwrap().flatten() {
+        let p = e.path();
+        if let Ok(t) = std::fs::read_link(&p) {
+            if !t.is_absolute() {
+                let abs = std::fs::canonicalize(from.join(e.file_name())).unwrap();
+                std::fs::remove_file(&p).unwrap();
+                symlink(abs, &p).unwrap();
+            }
+        }
+    }
+    symlink(
+        format!("/usr/lib/modules/{kernel}/build/Makefile"),
+        build.join("abs-makefile"),
+    )
+    .unwrap();
+    symlink("include", build.join("rel-include")).unwrap();
+    make_package(
+        out_dir,
+        &format!("linux-test-headers-{kernel}"),
+        version,
+        &tree,
+        true,
+    )
+}
+
+/// A -dkms package of fixture `fixture` (tests/fixtures/NAME-1.0) as usr/src/NAME-VER.
+fn module_package(out_dir: &Path, work: &Path, fixture: &str, ver: &str) -> PathBuf {
+    let name = fixture.trim_end_matches("-1.0");
+    let tree = work.join(format!("{name}-{ver}"));
+    let dir = tree.join(format!("usr/src/{name}-{ver}"));
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    common::copy_tree(&common::fixtures_dir().join(fixture), &dir);
+    let conf = std::fs::read_to_string(dir.join("dkms.conf")).unwrap();
+    let conf = conf.replace(
+        "PACKAGE_VERSION=\"1.0\"",
+        &format!("PACKAGE_VERSION=\"{ver}\""),
+    );
+    std::fs::write(dir.join("dkms.conf"), conf).unwrap();
+    make_package(
+        out_dir,
+        &format!("{name}-dkms"),
+        &format!("{ver}-1"),
+        &tree,
+        false,
+    )
+}
+
+/// A local database entry as pacman writes it.
+fn install_local(db: &Path, name: &str, version: &str) {
+    let dir = db.join(format!("local/{name}-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("desc"),
+        format!("%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nany\n\n%SIZE%\n1\n\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs bsdtar, repo-add and kernel headers: run tests/run"]
+fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
+    let (_, kernel) = common::two_newest_kernels();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let cache = tmp.path().join("cache");
+    let repo_dir = tmp.path().join("repo");
+    let db = tmp.path().join("db");
+    for d in [&work, &cache, &repo_dir, &db] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let headers = headers_package(&repo_dir, &work, &kernel, "2-1");
+    let plain = module_package(&repo_dir, &work, "dkmshook-plain-1.0", "1.1");
+    // Installed already at the version the repository has: not a candidate.
+    let broken = module_package(&repo_dir, &work, "dkmshook-broken-1.0", "1.0");
+    run(Command::new("repo-add")
+        .arg("-q")
+        .arg(repo_dir.join("test.db.tar.gz"))
+        .args([&headers, &plain, &broken]));
+    std::fs::create_dir_all(db.join("sync")).unwrap();
+    std::fs::copy(repo_dir.join("test.db.tar.gz"), db.join("sync/test.db")).unwrap();
+    for p in [&headers, &plain, &broken] {
+        std::fs::copy(p, cache.join(p.file_name().unwrap())).unwrap();
+    }
+    install_local(&db, &format!("linux-test-headers-{kernel}"), "1-1");
+    install_local(&db, "dkmshook-broken-dkms", "1.0-1");
+    let paths = PacmanPaths {
+        db_path: db.clone(),
+        cache_dirs: vec![tmp.path().join("no-such-cache"), cache.clone()],
+    };
+    let targets: Vec<String> = [
+        format!("usr/lib/modules/{kernel}/build/include/"),
+        "usr/src/dkmshook-plain-1.1/dkms.conf".into(),
+        "usr/src/dkmshook-broken-1.0/dkms.conf".into(),
+        "usr/src/nowhere-1.0/dkms.conf".into(),
+    ]
+    .into();
+    let located = locate::locate(&Source::Repos(paths.clone()), &targets);
+    assert!(located.notes.is_empty(), "{:?}", located.notes);
+    // The new versions first; broken 1.0, installed at that version (a reinstall), is looked
+    // for only because nothing new brings its target.
+    assert_eq!(
+        located.packages.last(),
+        Some(&Found {
+            file: cache.join(broken.file_name().unwrap()),
+            targets: vec!["usr/src/dkmshook-broken-1.0/dkms.conf".into()],
+        })
+    );
+    let mut found = located.packages[..2].to_vec();
+    found.sort_by(|a, b| a.file.cmp(&b.file));
+    assert_eq!(
+        found,
+        [
+            Found {
+                file: cache.join(plain.file_name().unwrap()),
+                targets: vec!["usr/src/dkmshook-plain-1.1/dkms.conf".into()],
+            },
+            Found {
+                file: cache.join(headers.file_name().unwrap()),
+                targets: vec![format!("usr/lib/modules/{kernel}/build/include")],
+            },
+        ]
+    );
+    assert_eq!(located.missing, ["usr/src/nowhere-1.0/dkms.conf"]);
+    // Without the reinstall's target, the installed version's file is never opened.
+    let located = locate::locate(&Source::Repos(paths.clone()), &targets[..2]);
+    assert_eq!(located.packages.len(), 2);
+    assert!(located.missing.is_empty());
+
+    // -U: the files given, whatever the databases say.
+    let located = locate::locate(&Source::Files(vec![broken.clone()]), &targets);
+    assert_eq!(located.packages.len(), 1);
+    assert_eq!(located.packages[0].file, broken);
+
+    // Unpacked into the scratch root, next to what stays.
+    let root = TestRoot::new();
+    let (old, _) = common::two_newest_kernels();
+    root.add_kernel(&old);
+    root.add_fixture("dkmshook-exporter-1.0");
+    // The system's own files the headers lean on (Debian's kbuild tree), seen under --root.
+    for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("linux-kbuild-") {
+            root.mkdir("usr/lib");
+            symlink(e.path(), root.join("usr/lib").join(e.file_name())).unwrap();
+        }
+    }
+    let trees = Trees::load(root.path()).unwrap();
+    let located = locate::locate(
+        &Source::Files(vec![headers.clone(), plain.clone()]),
+        &targets,
+    );
+    let scratch_dir;
+    {
+        let scratch = Scratch::create(root.path()).unwrap();
+        scratch_dir = scratch.dir.clone();
+        assert_eq!(scratch_dir, root.join("var/cache/dkms-hook/preflight"));
+        let (st, incoming) = preflight::stage(&located, &trees, &scratch).unwrap();
+        assert_eq!(incoming.kernels.iter().collect::<Vec<_>>(), [&kernel]);
+        assert_eq!(
+            incoming.sources.iter().collect::<Vec<_>>(),
+            [Path::new("usr/src/dkmshook-plain-1.1")]
+        );
+        let build = st.install.join(&kernel).join("build");
+        assert!(build.join("include").is_dir() && build.join(".config").is_file());
+        // Absolute into the package: now into the scratch copy; relative: the same, absolute.
+        assert_eq!(
+            std::fs::read_link(build.join("abs-makefile")).unwrap(),
+            build.join("Makefile")
+        );
+        assert_eq!(
+            std::fs::read_link(build.join("rel-include")).unwrap(),
+            build.join("include")
+        );
+        // Out of the package (Debian's kbuild scripts): what is on the system, under --root.
+        let scripts = std::fs::read_link(build.join("scripts")).unwrap();
+        assert!(
+            scripts
+                .to_string_lossy()
+                .starts_with(&*root.join("usr/lib/linux-kbuild-").to_string_lossy()),
+            "{scripts:?}"
+        );
+        assert!(build.join("scripts").join("Makefile.build").is_file());
+        assert!(st.source.join("dkmshook-plain-1.1/dkms.conf").is_file());
+        assert!(
+            std::fs::read_to_string(st.source.join("dkmshook-plain-1.1/dkms.conf"))
+                .unwrap()
+                .contains("PACKAGE_VERSION=\"1.1\"")
+        );
+        // What stays: the other kernel's headers and the other sources, linked.
+        assert_eq!(
+            std::fs::read_link(st.install.join(&old).join("build")).unwrap(),
+            root.kernel_dir(&old).join("build")
+        );
+        assert_eq!(
+            std::fs::read_link(st.source.join("dkmshook-exporter-1.0")).unwrap(),
+            root.source_tree().join("dkmshook-exporter-1.0")
+        );
+        assert!(st.dkms.is_dir() && std::fs::read_dir(&st.dkms).unwrap().next().is_none());
+        // A second run starts from nothing (what a killed run left goes first).
+        std::fs::write(scratch_dir.join("left-over"), "").unwrap();
+        let again = Scratch::create(root.path()).unwrap();
+        assert!(!again.dir.join("left-over").exists());
+        std::mem::forget(again);
+    }
+    assert!(
+        !scratch_dir.exists(),
+        "the scratch root is removed at the end"
+    );
+    assert!(
+        root.kernel_dir(&old)
+            .join("build")
+            .join("Makefile")
+            .is_file(),
+        "links followed"
+    );
+}
