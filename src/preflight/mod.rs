@@ -39,6 +39,9 @@ use std::path::{Path, PathBuf};
 /// start and removed at the end of each run, so scratch files never pile up.
 pub const SCRATCH_DIR: &str = "var/cache/dkms-hook/preflight";
 
+/// Where the logs of the last preflight's failed trial builds are kept, relative to the root.
+pub const PREFLIGHT_LOGS: &str = "var/log/dkms-hook/preflight";
+
 /// Exit codes of `dkms-hook preflight`.
 pub const EXIT_GO_ON: u8 = 0;
 /// An essential module would not build: pacman (AbortOnFail) aborts the transaction.
@@ -127,6 +130,18 @@ pub fn stage(
             source,
         })
     };
+    // The trial builds' failure logs outlive the scratch root: they go to the real system's
+    // log directory, in `preflight/`, emptied at each run (see [`PREFLIGHT_LOGS`]).
+    let logs = trees.root.join(PREFLIGHT_LOGS);
+    let _ = std::fs::remove_dir_all(&logs);
+    mkdir(&logs)?;
+    mkdir(&root.join("var/log"))?;
+    std::os::unix::fs::symlink(&logs, strees.log_dir()).map_err(|source| {
+        archive::ArchiveError::Io {
+            path: strees.log_dir(),
+            source,
+        }
+    })?;
     mkdir(&strees.dkms)?;
     mkdir(&strees.install)?;
     mkdir(&strees.source)?;
@@ -344,6 +359,11 @@ fn decide(
         &DkmsTree::read(&trees.dkms),
         &opts.running,
         &opts.arch,
+    );
+    let _ = writeln!(
+        out,
+        "  preflight: the logs of the failed trial builds are in {}",
+        trees.display(&trees.root.join(PREFLIGHT_LOGS))
     );
     let mut abort = false;
     for (m, ks) in failed {

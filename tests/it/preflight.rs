@@ -357,3 +357,150 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
         "links followed"
     );
 }
+
+/// A root with kernel `old` (headers linked) and dkmshook-plain 1.0 as a source that stays, the
+/// host's kbuild tree seen under it, and, in `pkgs`, the headers package of `new` and a
+/// dkmshook-broken-dkms 1.0 package (a module that does not compile).
+fn trial_root(work: &Path, pkgs: &Path) -> (TestRoot, String, String, PathBuf, PathBuf) {
+    let (old, new) = common::two_newest_kernels();
+    let root = TestRoot::new();
+    root.add_kernel(&old);
+    root.add_fixture("dkmshook-plain-1.0");
+    for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("linux-kbuild-") {
+            root.mkdir("usr/lib");
+            symlink(e.path(), root.join("usr/lib").join(e.file_name())).unwrap();
+        }
+    }
+    let headers = headers_package(pkgs, work, &new, "2-1");
+    let broken = module_package(pkgs, work, "dkmshook-broken-1.0", "1.0");
+    (root, old, new, headers, broken)
+}
+
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let (root, old, new, headers, broken) = trial_root(&work, &pkgs);
+    let targets =
+        format!("usr/lib/modules/{new}/build/include/\nusr/src/dkmshook-broken-1.0/dkms.conf\n");
+    let pkg_args = [
+        "preflight",
+        "--package",
+        headers.to_str().unwrap(),
+        "--package",
+        broken.to_str().unwrap(),
+    ];
+    let unchanged = |out: &common::RunOutput| {
+        assert!(
+            !root.kernel_dir(&new).exists(),
+            "the new kernel appeared\n{}",
+            out.dump()
+        );
+        assert!(
+            std::fs::read_dir(root.dkms_tree())
+                .unwrap()
+                .next()
+                .is_none(),
+            "the dkms tree changed\n{}",
+            out.dump()
+        );
+        assert!(
+            !root.join("var/cache/dkms-hook/preflight").exists(),
+            "scratch left\n{}",
+            out.dump()
+        );
+    };
+
+    // Essential and failing: exit 1, the compiler's error, module, kernels, the ways on.
+    root.write_file("etc/dkms-hook.conf", "essential = dkmshook-broken\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    let text = &out.combined;
+    assert!(text.contains("dkmshook_no_such_symbol"), "{}", out.dump());
+    assert!(
+        text.contains(&format!(
+            "error: preflight: dkmshook-broken would not build for {old}, {new} (essential)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(text.contains("DKMS_HOOK_PREFLIGHT=warn pacman -Syu"));
+    // The failure logs outlive the scratch root.
+    assert!(text.contains(
+        "preflight: the logs of the failed trial builds are in /var/log/dkms-hook/preflight\n"
+    ));
+    let log = root.join(format!(
+        "var/log/dkms-hook/preflight/dkmshook-broken-1.0_{new}.log"
+    ));
+    assert!(
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("dkmshook_no_such_symbol")),
+        "{}",
+        log.display()
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("BUILT") && l.ends_with(&format!("dkmshook-plain/1.0 for {new}"))),
+        "the staying module is trial-built for the new kernel\n{}",
+        out.dump()
+    );
+    unchanged(&out);
+
+    // The same, proceeding knowingly: a warning, exit 0.
+    let mut cmd = root.command();
+    cmd.env("DKMS_HOOK_PREFLIGHT", "warn").args(pkg_args);
+    let out = common::run_command(cmd, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(&format!(
+        "warning: preflight: dkmshook-broken would not build for {old}, {new} (essential)"
+    )));
+    unchanged(&out);
+
+    // Not essential (none named, none loaded): a warning, exit 0.
+    root.write_file("etc/dkms-hook.conf", "# nothing named\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(&format!(
+        "warning: preflight: dkmshook-broken would not build for {old}, {new}\n"
+    )));
+
+    // Off: nothing is built.
+    root.write_file("etc/dkms-hook.conf", "preflight = off\nessential = all\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(!out.combined.contains("START"), "{}", out.dump());
+
+    // A malformed file: named with its line, then the defaults (abort; the loaded modules).
+    root.write_file("etc/dkms-hook.conf", "essential: all\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(
+        "error: /etc/dkms-hook.conf: line 1: `essential: all`: not `key = value` (ignored)"
+    ));
+
+    // Everything builds: one line per kernel.
+    root.write_file("etc/dkms-hook.conf", "essential = all\n");
+    let only_headers = format!("usr/lib/modules/{new}/build/include/\n");
+    let out = root.run_merged(&pkg_args, &only_headers);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined
+            .contains(&format!("preflight: 1 DKMS modules build for {new}")),
+        "{}",
+        out.dump()
+    );
+    unchanged(&out);
+
+    // A target no package brings: said in one line, not blocking.
+    let out = root.run_merged(
+        &["preflight", "--package", broken.to_str().unwrap()],
+        &only_headers,
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(&format!(
+        "warning: preflight: no package file found for usr/lib/modules/{new}/build/include (not checked)"
+    )));
+}
