@@ -39,9 +39,6 @@ use std::path::{Path, PathBuf};
 /// start and removed at the end of each run, so scratch files never pile up.
 pub const SCRATCH_DIR: &str = "var/cache/dkms-hook/preflight";
 
-/// Where the logs of the last preflight's failed trial builds are kept, relative to the root.
-pub const PREFLIGHT_LOGS: &str = "var/log/dkms-hook/preflight";
-
 /// Exit codes of `dkms-hook preflight`.
 pub const EXIT_GO_ON: u8 = 0;
 /// An essential module would not build: pacman (AbortOnFail) aborts the transaction.
@@ -111,7 +108,12 @@ pub fn stage(
     scratch: &Scratch,
 ) -> Result<(Trees, Incoming), archive::ArchiveError> {
     let root = scratch.dir.join("root");
-    let strees = Trees::defaults(&root);
+    // The scratch trees keep the system's root: paths are shown as the admin finds them, and
+    // the failed builds' logs go to the system's log directory, where they outlive the scratch.
+    let strees = Trees {
+        root: trees.root.clone(),
+        ..Trees::defaults(&root)
+    };
     let mut incoming = Incoming::default();
     for found in &located.packages {
         let t = parse_targets(&found.targets.join("\n"), trees);
@@ -130,18 +132,6 @@ pub fn stage(
             source,
         })
     };
-    // The trial builds' failure logs outlive the scratch root: they go to the real system's
-    // log directory, in `preflight/`, emptied at each run (see [`PREFLIGHT_LOGS`]).
-    let logs = trees.root.join(PREFLIGHT_LOGS);
-    let _ = std::fs::remove_dir_all(&logs);
-    mkdir(&logs)?;
-    mkdir(&root.join("var/log"))?;
-    std::os::unix::fs::symlink(&logs, strees.log_dir()).map_err(|source| {
-        archive::ArchiveError::Io {
-            path: strees.log_dir(),
-            source,
-        }
-    })?;
     mkdir(&strees.dkms)?;
     mkdir(&strees.install)?;
     mkdir(&strees.source)?;
@@ -265,7 +255,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Writ
             let _ = writeln!(
                 out,
                 "warning: preflight: {}: {e} (not checked)",
-                trees.root.join(SCRATCH_DIR).display()
+                trees.display(&trees.root.join(SCRATCH_DIR))
             );
             return EXIT_GO_ON;
         }
@@ -289,14 +279,18 @@ fn trial(
     opts: &Options,
     out: &mut dyn Write,
 ) -> u8 {
+    // The targets, as paths of the scratch trees relative to the root.
+    let rel = |p: &Path| p.strip_prefix(&strees.root).unwrap_or(p).to_path_buf();
+    let (source, install) = (rel(&strees.source), rel(&strees.install));
     let mut text = String::new();
     for k in &incoming.kernels {
-        text.push_str(&format!("usr/lib/modules/{k}/build/include/\n"));
+        text.push_str(&format!("{}/{k}/build/include/\n", install.display()));
     }
     for s in &incoming.sources {
-        text.push_str(&format!("{}/dkms.conf\n", s.display()));
+        let name = s.file_name().unwrap_or_default().to_string_lossy();
+        text.push_str(&format!("{}/{name}/dkms.conf\n", source.display()));
     }
-    let targets = Targets::parse(&text, Path::new("usr/src"), Path::new("usr/lib/modules"));
+    let targets = Targets::parse(&text, &source, &install);
     let inv = Inventory::load(strees, &opts.arch, &SourceSelection::All);
     let req = Request {
         mode: Mode::Install,
@@ -359,11 +353,6 @@ fn decide(
         &DkmsTree::read(&trees.dkms),
         &opts.running,
         &opts.arch,
-    );
-    let _ = writeln!(
-        out,
-        "  preflight: the logs of the failed trial builds are in {}",
-        trees.display(&trees.root.join(PREFLIGHT_LOGS))
     );
     let mut abort = false;
     for (m, ks) in failed {
