@@ -97,19 +97,36 @@ pub fn read_entries(
     Ok(out)
 }
 
-/// The paths a package installs (relative, no trailing `/`; directories included). From its
-/// `.MTREE` when it has one among the metadata entries at its start (makepkg puts it there), so
-/// that a large package is not decompressed whole; else from the archive's own entries.
-pub fn package_paths(path: &Path) -> Result<Vec<String>, ArchiveError> {
+/// What a package file says of itself: its name (`.PKGINFO`'s `pkgname`) and the paths it
+/// installs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub name: Option<String>,
+    /// Relative, no trailing `/`; directories included.
+    pub paths: Vec<String>,
+}
+
+/// The name and paths of a package. The paths come from its `.MTREE` when it has one among the
+/// metadata entries at its start (makepkg puts it there), so that a large package is not
+/// decompressed whole; else from the archive's own entries.
+pub fn package_listing(path: &Path) -> Result<Listing, ArchiveError> {
     let mut ar = open(path)?;
-    let mut all = Vec::new();
+    let mut out = Listing::default();
+    let mut from_mtree = false;
     for entry in ar.entries().map_err(io_err(path))? {
         let mut entry = entry.map_err(io_err(path))?;
         let Some(p) = entry.path().ok().and_then(|p| entry_path(&p)) else {
             continue;
         };
         let name = p.to_string_lossy().into_owned();
-        if name == ".MTREE" {
+        if name == ".PKGINFO" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(io_err(path))?;
+            out.name = text.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == "pkgname").then(|| v.trim().to_owned())
+            });
+        } else if name == ".MTREE" {
             let mut gz = Vec::new();
             entry.read_to_end(&mut gz).map_err(io_err(path))?;
             let mut text = String::new();
@@ -119,13 +136,17 @@ pub fn package_paths(path: &Path) -> Result<Vec<String>, ArchiveError> {
                     path: path.to_path_buf(),
                     message: format!(".MTREE: {e}"),
                 })?;
-            return Ok(mtree_paths(&text));
-        }
-        if !name.starts_with('.') {
-            all.push(name);
+            out.paths = mtree_paths(&text);
+            from_mtree = true;
+        } else if !name.starts_with('.') {
+            if from_mtree {
+                // The metadata come first and the .MTREE's list is whole: stop decompressing.
+                break;
+            }
+            out.paths.push(name);
         }
     }
-    Ok(all)
+    Ok(out)
 }
 
 /// The paths of an mtree(5) listing as makepkg writes it (`./usr/bin/x time=... type=file`,

@@ -100,10 +100,12 @@ pub fn prefixes(targets: &Targets, trees: &Trees) -> Vec<PathBuf> {
 }
 
 /// Unpacks what `located` brings into `scratch/root`, links what stays on the system beside it
-/// (each other kernel's headers, each other module source), and makes an empty dkms tree there.
+/// (each other kernel's headers, each other module source, but not what is `leaving`), and makes
+/// an empty dkms tree there.
 /// Returns the scratch system's trees and what was unpacked.
 pub fn stage(
     located: &Located,
+    leaving: &locate::Leaving,
     trees: &Trees,
     scratch: &Scratch,
 ) -> Result<(Trees, Incoming), archive::ArchiveError> {
@@ -142,7 +144,10 @@ pub fn stage(
         .flatten()
     {
         let k = e.file_name().to_string_lossy().into_owned();
-        if incoming.kernels.contains(&k) || !e.path().join("build").is_dir() {
+        if incoming.kernels.contains(&k)
+            || leaving.kernels.contains(&k)
+            || !e.path().join("build").is_dir()
+        {
             continue;
         }
         let kdir = strees.install.join(&k);
@@ -156,7 +161,11 @@ pub fn stage(
         .flatten()
     {
         let to = strees.source.join(e.file_name());
-        if to.exists() || !e.path().join("dkms.conf").is_file() {
+        let rel = to_default(
+            e.path().strip_prefix(&trees.root).unwrap_or(&e.path()),
+            trees,
+        );
+        if to.exists() || leaving.sources.contains(&rel) || !e.path().join("dkms.conf").is_file() {
             continue;
         }
         let _ = std::os::unix::fs::symlink(e.path(), to);
@@ -227,15 +236,15 @@ pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Writ
     if targets.is_empty() {
         return EXIT_GO_ON;
     }
+    let view =
+        pacman::PacmanView::parent().unwrap_or_else(|| pacman::PacmanView::at(&trees.root, vec![]));
     let source = if opts.packages.is_empty() {
-        match pacman::PacmanView::parent() {
-            Some(view) => Source::from_pacman(&view),
-            None => Source::Repos(pacman::PacmanView::local(vec![]).paths()),
-        }
+        Source::from_pacman(&view)
     } else {
         Source::Files(opts.packages.clone())
     };
     let located = locate::locate(&source, &targets);
+    let leaving = locate::leaving(&view.paths().db_path.join("local"), &located.packages);
     for n in &located.notes {
         let _ = writeln!(out, "warning: preflight: {n}");
     }
@@ -260,7 +269,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Writ
             return EXIT_GO_ON;
         }
     };
-    let (strees, incoming) = match stage(&located, trees, &scratch) {
+    let (strees, incoming) = match stage(&located, &leaving, trees, &scratch) {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(out, "warning: preflight: cannot unpack {e} (not checked)");

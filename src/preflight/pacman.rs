@@ -98,10 +98,11 @@ impl PacmanView {
         })
     }
 
-    /// A view of a pacman that shares our filesystem (tests; or no pacman found).
-    pub fn local(args: Vec<String>) -> PacmanView {
+    /// A pacman whose `/` is `root` as we see it, run from our working directory (by hand,
+    /// with no pacman above us: pacman's defaults under `--root`).
+    pub fn at(root: &Path, args: Vec<String>) -> PacmanView {
         PacmanView {
-            fs_root: PathBuf::from("/"),
+            fs_root: root.to_path_buf(),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             args,
         }

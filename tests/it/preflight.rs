@@ -189,8 +189,8 @@ fn module_package(out_dir: &Path, work: &Path, fixture: &str, ver: &str) -> Path
     )
 }
 
-/// A local database entry as pacman writes it.
-fn install_local(db: &Path, name: &str, version: &str) {
+/// A local database entry as pacman writes it (`desc`, and `files` listing `files`).
+fn install_local(db: &Path, name: &str, version: &str, files: &[&str]) {
     let dir = db.join(format!("local/{name}-{version}"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -198,6 +198,8 @@ fn install_local(db: &Path, name: &str, version: &str) {
         format!("%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nany\n\n%SIZE%\n1\n\n"),
     )
     .unwrap();
+    let list: String = files.iter().map(|f| format!("{f}\n")).collect();
+    std::fs::write(dir.join("files"), format!("%FILES%\n{list}\n")).unwrap();
 }
 
 #[test]
@@ -225,8 +227,26 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
     for p in [&headers, &plain, &broken] {
         std::fs::copy(p, cache.join(p.file_name().unwrap())).unwrap();
     }
-    install_local(&db, &format!("linux-test-headers-{kernel}"), "1-1");
-    install_local(&db, "dkmshook-broken-dkms", "1.0-1");
+    // The headers package's installed version is another kernel's (one package name moving
+    // from release to release, as Arch's linux-headers does): that kernel's headers leave.
+    let (old, _) = common::two_newest_kernels();
+    let old_build = format!("usr/lib/modules/{old}/build/");
+    let old_include = format!("usr/lib/modules/{old}/build/include/");
+    install_local(
+        &db,
+        &format!("linux-test-headers-{kernel}"),
+        "1-1",
+        &["usr/", "usr/lib/", &old_build, &old_include],
+    );
+    install_local(
+        &db,
+        "dkmshook-broken-dkms",
+        "1.0-1",
+        &[
+            "usr/src/dkmshook-broken-1.0/",
+            "usr/src/dkmshook-broken-1.0/dkms.conf",
+        ],
+    );
     let paths = PacmanPaths {
         db_path: db.clone(),
         cache_dirs: vec![tmp.path().join("no-such-cache"), cache.clone()],
@@ -246,6 +266,7 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
         located.packages.last(),
         Some(&Found {
             file: cache.join(broken.file_name().unwrap()),
+            name: Some("dkmshook-broken-dkms".into()),
             targets: vec!["usr/src/dkmshook-broken-1.0/dkms.conf".into()],
         })
     );
@@ -256,10 +277,12 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
         [
             Found {
                 file: cache.join(plain.file_name().unwrap()),
+                name: Some("dkmshook-plain-dkms".into()),
                 targets: vec!["usr/src/dkmshook-plain-1.1/dkms.conf".into()],
             },
             Found {
                 file: cache.join(headers.file_name().unwrap()),
+                name: Some(format!("linux-test-headers-{kernel}")),
                 targets: vec![format!("usr/lib/modules/{kernel}/build/include")],
             },
         ]
@@ -275,10 +298,23 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
     assert_eq!(located.packages.len(), 1);
     assert_eq!(located.packages[0].file, broken);
 
+    // What leaves: the installed version's files that the new one does not bring. A reinstall
+    // (broken 1.0 again) takes nothing away.
+    let located = locate::locate(&Source::Repos(paths.clone()), &targets);
+    let leaving = locate::leaving(&db.join("local"), &located.packages);
+    assert_eq!(leaving.kernels.iter().collect::<Vec<_>>(), [&old]);
+    assert!(leaving.sources.is_empty(), "{leaving:?}");
+
     // Unpacked into the scratch root, next to what stays.
     let root = TestRoot::new();
-    let (old, _) = common::two_newest_kernels();
     root.add_kernel(&old);
+    let third = "6.0.0-stays";
+    root.mkdir(root.kernel_dir(third));
+    symlink(
+        common::headers_dir(&old),
+        root.kernel_dir(third).join("build"),
+    )
+    .unwrap();
     root.add_fixture("dkmshook-exporter-1.0");
     // The system's own files the headers lean on (Debian's kbuild tree), seen under --root.
     for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
@@ -297,7 +333,8 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
         let scratch = Scratch::create(root.path()).unwrap();
         scratch_dir = scratch.dir.clone();
         assert_eq!(scratch_dir, root.join("var/cache/dkms-hook/preflight"));
-        let (st, incoming) = preflight::stage(&located, &trees, &scratch).unwrap();
+        let (st, incoming) =
+            preflight::stage(&located, &Default::default(), &trees, &scratch).unwrap();
         assert_eq!(incoming.kernels.iter().collect::<Vec<_>>(), [&kernel]);
         assert_eq!(
             incoming.sources.iter().collect::<Vec<_>>(),
@@ -339,6 +376,17 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
             root.source_tree().join("dkmshook-exporter-1.0")
         );
         assert!(st.dkms.is_dir() && std::fs::read_dir(&st.dkms).unwrap().next().is_none());
+        // With the old kernel's headers leaving, only the kernel that really stays is there.
+        drop(scratch);
+        let scratch = Scratch::create(root.path()).unwrap();
+        let (st, _) = preflight::stage(&located, &leaving, &trees, &scratch).unwrap();
+        assert!(!st.install.join(&old).exists());
+        assert!(st
+            .install
+            .join(third)
+            .join("build")
+            .join("Makefile")
+            .is_file());
         // A second run starts from nothing (what a killed run left goes first).
         std::fs::write(scratch_dir.join("left-over"), "").unwrap();
         let again = Scratch::create(root.path()).unwrap();
