@@ -552,3 +552,20 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
         "warning: preflight: no package file found for usr/lib/modules/{new}/build/include (not checked)"
     )));
 }
+
+/// AbortOnFail makes a binary that cannot start block every later transaction: it must not
+/// link libalpm, whose soname changes with pacman (nor libarchive: archives are read in Rust).
+#[test]
+fn the_binary_links_neither_libalpm_nor_libarchive() {
+    let out = Command::new("ldd")
+        .arg(common::BIN)
+        .output()
+        .expect("ldd: cannot start");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ldd {}: {text}", common::BIN);
+    assert!(text.contains("libc.so"), "{text}");
+    assert!(
+        !text.contains("libalpm") && !text.contains("libarchive"),
+        "{text}"
+    );
+}
