@@ -322,7 +322,8 @@ fn trial(
     // What did not get installed in the scratch tree failed (or was refused by the planner).
     let built = DkmsTree::read(&strees.dkms);
     let mut failed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut ok: BTreeMap<String, usize> = BTreeMap::new();
+    // Every incoming kernel gets its line, even with nothing to build.
+    let mut ok: BTreeMap<String, usize> = incoming.kernels.iter().map(|k| (k.clone(), 0)).collect();
     for job in &plan.jobs {
         let Some(k) = &job.info.kernel else { continue };
         if built.installed(&job.info.module, k, &opts.arch) == Some(job.info.version.as_str()) {
@@ -353,7 +354,11 @@ fn decide(
 ) -> u8 {
     if failed.is_empty() {
         for (k, n) in ok {
-            let _ = writeln!(out, "  preflight: {n} DKMS modules build for {k}");
+            let _ = match n {
+                0 => writeln!(out, "  preflight: no DKMS module to build for {k}"),
+                1 => writeln!(out, "  preflight: 1 DKMS module builds for {k}"),
+                n => writeln!(out, "  preflight: {n} DKMS modules build for {k}"),
+            };
         }
         return EXIT_GO_ON;
     }

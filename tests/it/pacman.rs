@@ -64,7 +64,7 @@ fn packages() -> &'static Path {
 
 /// Runs `tests/pacman/<script>`: passes if it exits 0; its whole output is shown on failure
 /// (and with --nocapture), with the time it took.
-fn scenario(script: &str) {
+pub(crate) fn scenario(script: &str) {
     let pkgs = packages();
     let start = Instant::now();
     let out = Command::new("bash")

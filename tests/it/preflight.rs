@@ -536,7 +536,7 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
     assert_eq!(out.code, 0, "{}", out.dump());
     assert!(
         out.combined
-            .contains(&format!("preflight: 1 DKMS modules build for {new}")),
+            .contains(&format!("preflight: 1 DKMS module builds for {new}\n")),
         "{}",
         out.dump()
     );
@@ -568,4 +568,10 @@ fn the_binary_links_neither_libalpm_nor_libarchive() {
         !text.contains("libalpm") && !text.contains("libarchive"),
         "{text}"
     );
+}
+
+#[test]
+#[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
+fn s20_pacman_syu_aborts_before_files_change_when_an_essential_module_fails() {
+    crate::pacman::scenario("20-preflight.sh");
 }
