@@ -211,3 +211,58 @@ pub fn leaving(local_dir: &Path, found: &[Found]) -> Leaving {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(root: &Path, args: &str) -> PacmanView {
+        PacmanView {
+            fs_root: root.to_path_buf(),
+            cwd: root.join("home/me"),
+            args: args.split_whitespace().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn upgrade_files_are_pacmans_paths_and_urls_its_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("var/cache/pacman/pkg");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("foo-1-1-any.pkg.tar.zst"), b"").unwrap();
+        let v = view(
+            dir.path(),
+            "-U ./a.pkg.tar.zst /srv/b.pkg.tar.zst https://example.org/repo/foo-1-1-any.pkg.tar.zst",
+        );
+        assert_eq!(
+            Source::from_pacman(&v),
+            Source::Files(vec![
+                dir.path().join("home/me/./a.pkg.tar.zst"),
+                dir.path().join("srv/b.pkg.tar.zst"),
+                cache.join("foo-1-1-any.pkg.tar.zst"),
+            ])
+        );
+        assert_eq!(
+            Source::from_pacman(&view(dir.path(), "-Syu")),
+            Source::Repos(PacmanPaths {
+                db_path: dir.path().join("var/lib/pacman"),
+                cache_dirs: vec![cache.clone()],
+            })
+        );
+    }
+
+    #[test]
+    fn a_target_nothing_brings_is_missing_and_an_unreadable_file_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.pkg.tar.zst");
+        std::fs::write(&bad, b"\x28\xb5\x2f\xfdnot zstd at all").unwrap();
+        let got = locate(
+            &Source::Files(vec![bad.clone(), dir.path().join("absent.pkg.tar.zst")]),
+            &["usr/src/foo-1/dkms.conf".into(), "  \n".into()],
+        );
+        assert!(got.packages.is_empty());
+        assert_eq!(got.missing, ["usr/src/foo-1/dkms.conf"]);
+        assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
+        assert!(got.notes[0].starts_with(&format!("cannot read package {}", bad.display())));
+    }
+}
