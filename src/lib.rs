@@ -6,6 +6,7 @@
 //! -> queue + runner (parallel scheduling) -> execute (one `dkms` process per job, then verify)
 //! -> report (what the user sees, from runner events only).
 
+pub mod config;
 pub mod cost;
 pub mod dkms;
 pub mod dkms_tree;
@@ -17,6 +18,7 @@ pub mod kernel;
 pub mod lint;
 pub mod makelog;
 pub mod plan;
+pub mod preflight;
 pub mod process;
 pub mod queue;
 pub mod report;

@@ -64,6 +64,15 @@ enum Cmd {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Hook mode, before the transaction: trial-build for the headers and module sources on stdin
+    /// (pacman's NeedsTargets), from the package files pacman downloaded; exit 1 when an essential
+    /// module would not build (see /etc/dkms-hook.conf)
+    Preflight {
+        /// Package files that bring the targets (default: found from pacman's command line, or
+        /// its sync databases and cache)
+        #[arg(long = "package", value_name = "FILE")]
+        packages: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +111,27 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("{e}");
         }
         return Ok(EXIT_OK);
+    }
+    if let Some(Cmd::Preflight { packages }) = &cli.command {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading targets from stdin")?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let opts = dkms_hook::preflight::Options {
+            packages: packages
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<_>>()?,
+            env_preflight: std::env::var(dkms_hook::config::PREFLIGHT_ENV).ok(),
+            proc_modules: PathBuf::from(dkms_hook::preflight::essential::PROC_MODULES),
+            running: kernel::running_release(),
+            arch: kernel::host_arch(),
+            jobs: cli.jobs.unwrap_or(cpus).max(1),
+            cpus,
+        };
+        let out = &mut std::io::stdout();
+        return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
     }
     let mode = match cli.command {
         Some(Cmd::Install) => Mode::Install,

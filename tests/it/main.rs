@@ -10,6 +10,7 @@ mod fixtures_smoke;
 mod lint;
 mod newer_dkms;
 mod pacman;
+mod preflight;
 mod runner;
 mod scenarios;
 mod signing;

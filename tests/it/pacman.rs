@@ -16,8 +16,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// The hook files of the package, and the stock dkms hooks the package masks.
-const OUR_HOOKS: [&str; 2] = ["70-dkms-hook-install.hook", "70-dkms-hook-remove.hook"];
+/// The hook files of the package (sorted as pacman runs them), and the stock dkms hooks the
+/// package masks. The preflight hook's own checks are in `preflight.rs`.
+const OUR_HOOKS: [&str; 3] = [
+    "70-dkms-hook-install.hook",
+    "70-dkms-hook-preflight.hook",
+    "70-dkms-hook-remove.hook",
+];
 const STOCK_HOOKS: [&str; 3] = [
     "70-dkms-install.hook",
     "70-dkms-upgrade.hook",
@@ -59,7 +64,7 @@ fn packages() -> &'static Path {
 
 /// Runs `tests/pacman/<script>`: passes if it exits 0; its whole output is shown on failure
 /// (and with --nocapture), with the time it took.
-fn scenario(script: &str) {
+pub(crate) fn scenario(script: &str) {
     let pkgs = packages();
     let start = Instant::now();
     let out = Command::new("bash")
@@ -174,7 +179,7 @@ fn read(path: &str) -> String {
 }
 
 /// `key = value` lines of a hook file's `[Action]` section (comments and blanks skipped).
-fn action(hook: &str) -> Vec<(String, String)> {
+pub(crate) fn action(hook: &str) -> Vec<(String, String)> {
     let mut in_action = false;
     let mut out = Vec::new();
     for line in hook.lines().map(str::trim) {
@@ -196,8 +201,8 @@ fn action(hook: &str) -> Vec<(String, String)> {
 #[test]
 fn hooks_run_our_binary_with_targets_and_need_dkms() {
     for (name, command, when) in [
-        (OUR_HOOKS[0], "install", "PostTransaction"),
-        (OUR_HOOKS[1], "remove", "PreTransaction"),
+        ("70-dkms-hook-install.hook", "install", "PostTransaction"),
+        ("70-dkms-hook-remove.hook", "remove", "PreTransaction"),
     ] {
         let a = action(&read(&format!("libalpm-hooks.d/{name}")));
         let get = |k: &str| a.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Scenario 0: our hook files parse under a real pacman, mask the stock dkms hooks, and send each
-# path to the right place: what arrives to `dkms-hook install` after the transaction, what
-# leaves to `dkms-hook remove` before it, a same-version rebuild to both. The engine is
+# path to the right place: what arrives to `dkms-hook preflight` first and `dkms-hook install`
+# after the transaction, what leaves to `dkms-hook remove` before it, a same-version rebuild to
+# all three (preflight, then remove, then install). The engine is
 # replaced by a recorder here (in the sandbox only), so this checks the hooks alone, exactly.
 # kernel_pkgs prints two paths without spaces, split on purpose:
 # shellcheck disable=SC2046
@@ -13,6 +14,7 @@ install_base
 # Every hook file parses: pacman loads them all for any transaction and names each it parsed.
 pacman_run --debug -U "$(pkg dummy)"
 for h in /usr/share/libalpm/hooks/70-dkms-hook-install.hook \
+  /usr/share/libalpm/hooks/70-dkms-hook-preflight.hook \
   /usr/share/libalpm/hooks/70-dkms-hook-remove.hook; do
   expect_output "parsing hook file $h\$"
   expect_no_output "parsing hook file $h failed"
@@ -51,18 +53,25 @@ expect_calls() {
 # The decoys in dummy fired nothing (it is installed already: reinstall it).
 expect_calls -U "$(pkg dummy)" </dev/null
 
+# The preflight sees what arrives (headers, sources; not the kernel's own files), before anything.
 expect_calls -U $(kernel_pkgs "$K1") <<END
+dkms-hook preflight
+  usr/lib/modules/$K1/build/include/
 dkms-hook install
   usr/lib/modules/$K1/build/include/
   usr/lib/modules/$K1/modules.order
   usr/lib/modules/$K1/vmlinuz
 END
 expect_calls -U "$(pkg dkmshook-plain-dkms 1.0-1)" <<END
+dkms-hook preflight
+  usr/src/dkmshook-plain-1.0/dkms.conf
 dkms-hook install
   usr/src/dkmshook-plain-1.0/dkms.conf
 END
 # A new version: the old one's dkms.conf is removed, the new one's installed.
 expect_calls -U "$(pkg dkmshook-plain-dkms 1.1-1)" <<END
+dkms-hook preflight
+  usr/src/dkmshook-plain-1.1/dkms.conf
 dkms-hook remove
   usr/src/dkmshook-plain-1.0/dkms.conf
 dkms-hook install
@@ -70,6 +79,8 @@ dkms-hook install
 END
 # The same version rebuilt: removed with the old files, built from the new ones.
 expect_calls -U "$(pkg dkmshook-plain-dkms 1.1-2)" <<END
+dkms-hook preflight
+  usr/src/dkmshook-plain-1.1/dkms.conf
 dkms-hook remove
   usr/src/dkmshook-plain-1.1/dkms.conf
 dkms-hook install
@@ -78,6 +89,9 @@ END
 # A kernel and a module in one transaction: one call with both.
 vpoll_conf=$(bsdtar -tf "$(pkg vpoll-dkms)" | grep -m1 -E '^usr/src/[^/]+/dkms\.conf$')
 expect_calls -U $(kernel_pkgs "$K2") "$(pkg vpoll-dkms)" <<END
+dkms-hook preflight
+  usr/lib/modules/$K2/build/include/
+  $vpoll_conf
 dkms-hook install
   usr/lib/modules/$K2/build/include/
   usr/lib/modules/$K2/modules.order

@@ -1,0 +1,134 @@
+//! pacman's package databases, read without libalpm: the sync databases (`DBPath/sync/*.db`,
+//! tar archives of `NAME-VERSION/desc` entries) say which version of each package the
+//! repositories offer and its package file's name (`%FILENAME%`); the local database
+//! (`DBPath/local/NAME-VERSION/desc`) says which version is installed. Versions are compared as
+//! pacman does (`alpm-types`' vercmp).
+//!
+//! A `desc` entry is `%KEY%` lines each followed by values and a blank line (alpm-repo-desc(5),
+//! alpm-db-desc(5)). Only NAME, VERSION and FILENAME are read, and leniently: `alpm-repo-db`'s
+//! strict parser takes a database with an `%MD5SUM%` for schema v1, which requires a
+//! `%PGPSIG%` that `repo-add` writes only for signed packages, so it would reject the unsigned
+//! local repositories many users keep.
+
+use super::archive::{self, ArchiveError};
+use alpm_types::FullVersion;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// One package as a database describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desc {
+    pub name: String,
+    /// `[EPOCH:]PKGVER-PKGREL`.
+    pub version: String,
+    /// The package file's name (sync databases only).
+    pub filename: Option<String>,
+}
+
+/// Parses one `desc` entry; `None` without a NAME or a VERSION.
+pub fn parse_desc(text: &str) -> Option<Desc> {
+    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let key = line.trim();
+        if key.len() > 2 && key.starts_with('%') && key.ends_with('%') {
+            if let Some(value) = lines.next() {
+                fields.entry(&key[1..key.len() - 1]).or_insert(value.trim());
+            }
+        }
+    }
+    Some(Desc {
+        name: fields.get("NAME").filter(|v| !v.is_empty())?.to_string(),
+        version: fields.get("VERSION").filter(|v| !v.is_empty())?.to_string(),
+        filename: fields.get("FILENAME").map(|v| v.to_string()),
+    })
+}
+
+/// Whether two pacman versions differ (vercmp; as strings when one does not parse).
+pub fn same_version(a: &str, b: &str) -> bool {
+    match (FullVersion::from_str(a), FullVersion::from_str(b)) {
+        (Ok(x), Ok(y)) => x.vercmp(&y) == 0,
+        _ => a == b,
+    }
+}
+
+/// pacman's version order (`vercmp`): negative, zero or positive.
+pub fn vercmp(a: &str, b: &str) -> i8 {
+    match (FullVersion::from_str(a), FullVersion::from_str(b)) {
+        (Ok(x), Ok(y)) => x.vercmp(&y),
+        _ => a.cmp(b) as i8,
+    }
+}
+
+/// Every package of every sync database in `sync_dir` (`*.db`), by repository file name order;
+/// a database that cannot be read is an error beside the others' packages.
+pub fn read_sync_dbs(sync_dir: &Path) -> (Vec<Desc>, Vec<ArchiveError>) {
+    let mut dbs: Vec<PathBuf> = std::fs::read_dir(sync_dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "db"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dbs.sort();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for db in dbs {
+        let is_desc = |p: &Path| p.components().count() == 2 && p.ends_with("desc");
+        match archive::read_entries(&db, is_desc) {
+            Ok(entries) => out.extend(entries.iter().filter_map(|(_, t)| parse_desc(t))),
+            Err(e) => errors.push(e),
+        }
+    }
+    (out, errors)
+}
+
+/// The installed packages: name -> version, from `local_dir/*/desc`.
+pub fn read_local_db(local_dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(local_dir) else {
+        return out;
+    };
+    for e in dir.filter_map(Result::ok) {
+        if let Some(d) = std::fs::read_to_string(e.path().join("desc"))
+            .ok()
+            .as_deref()
+            .and_then(parse_desc)
+        {
+            out.insert(d.name, d.version);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repo_add_desc() {
+        let d = parse_desc(
+            "%FILENAME%\nlinux-6.9.1.arch1-1-x86_64.pkg.tar.zst\n\n%NAME%\nlinux\n\n\
+             %BASE%\nlinux\n\n%VERSION%\n6.9.1.arch1-1\n\n%MD5SUM%\nabc\n\n%DEPENDS%\ncoreutils\nkmod\n\n",
+        )
+        .unwrap();
+        assert_eq!(d.name, "linux");
+        assert_eq!(d.version, "6.9.1.arch1-1");
+        assert_eq!(
+            d.filename.as_deref(),
+            Some("linux-6.9.1.arch1-1-x86_64.pkg.tar.zst")
+        );
+        assert_eq!(parse_desc("%NAME%\nfoo\n\n"), None, "no version");
+    }
+
+    #[test]
+    fn versions_compare_as_pacman_does() {
+        assert!(vercmp("6.9.1.arch1-1", "6.10.arch1-1") < 0);
+        assert!(vercmp("1:1.0-1", "2.0-1") > 0);
+        assert!(vercmp("1.0-2", "1.0-1") > 0);
+        assert!(same_version("1.0-1", "1.0-1"));
+        assert!(!same_version("1.0-1", "1.0-2"));
+    }
+}

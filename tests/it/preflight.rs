@@ -1,0 +1,577 @@
+//! The preflight (`dkms-hook preflight`): its hook file, and finding, reading and unpacking the
+//! package files of what a transaction brings, on real packages (made with bsdtar and makepkg's
+//! format), a real sync database (made with `repo-add`) and a local database written as pacman
+//! writes it.
+
+use crate::pacman::action;
+use std::path::Path;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    let p = repo().join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// `Target = ...` lines of a hook file, in order.
+fn triggers(hook: &str) -> Vec<String> {
+    hook.lines()
+        .filter_map(|l| l.trim().strip_prefix("Target"))
+        .map(|l| l.trim_start().trim_start_matches('=').trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_preflight_hook_aborts_before_the_remove_hook_on_what_arrives() {
+    let name = "70-dkms-hook-preflight.hook";
+    let text = read(&format!("libalpm-hooks.d/{name}"));
+    let a = action(&text);
+    let get = |k: &str| a.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("Exec"), Some("/usr/bin/dkms-hook preflight"));
+    assert_eq!(get("When"), Some("PreTransaction"));
+    assert_eq!(get("Depends"), Some("dkms"));
+    assert!(get("NeedsTargets").is_some(), "no NeedsTargets");
+    assert!(get("AbortOnFail").is_some(), "no AbortOnFail");
+    // pacman runs a phase's hooks by file name (compared without the suffix).
+    assert!("70-dkms-hook-preflight" < "70-dkms-hook-remove");
+    assert!(text.contains("Operation = Install\nOperation = Upgrade\nType = Path\n"));
+    assert!(!text.contains("Operation = Remove"));
+    // What arrives: headers and sources, with the other hooks' negations (the last match wins).
+    assert_eq!(
+        triggers(&text),
+        [
+            "usr/src/*/dkms.conf",
+            "!usr/src/*/*/*",
+            "!usr/lib/modules/*/*/*",
+            "usr/lib/modules/*/build/include/",
+        ]
+    );
+    let install = triggers(&read("libalpm-hooks.d/70-dkms-hook-install.hook"));
+    for t in triggers(&text) {
+        assert!(
+            install.contains(&t),
+            "{t}: not a pattern of the install hook"
+        );
+    }
+}
+
+#[test]
+fn the_package_ships_the_config_example_as_a_backup_file() {
+    let pkgbuild = read("PKGBUILD");
+    assert!(
+        pkgbuild.contains("backup=(etc/dkms-hook.conf)"),
+        "no backup=()"
+    );
+    assert!(pkgbuild.contains("install -Dm644 dkms-hook.conf -t \"$pkgdir/etc/\""));
+    // Every setting in the example is commented out, and names a real key.
+    let example = read("dkms-hook.conf");
+    let (cfg, errors) = dkms_hook::config::Config::parse(&example, Path::new("dkms-hook.conf"));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(cfg, dkms_hook::config::Config::default());
+    let uncommented: String = example
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('#'))
+        .filter(|l| !l.starts_with(' ') && !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (cfg, errors) = dkms_hook::config::Config::parse(&uncommented, Path::new("x"));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_ne!(cfg, dkms_hook::config::Config::default());
+}
+
+// Finding and unpacking what arrives, on real package files and databases.
+
+use crate::common::{self, TestRoot};
+use dkms_hook::preflight::locate::{self, Found, Source};
+use dkms_hook::preflight::pacman::PacmanPaths;
+use dkms_hook::preflight::{self, Scratch};
+use dkms_hook::trees::Trees;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A package file as makepkg lays it out: `.PKGINFO` (and `.MTREE`, gzipped mtree, when
+/// `mtree`) first, then the files of `tree`, zstd-compressed by bsdtar. Returns its path.
+fn make_package(out_dir: &Path, name: &str, version: &str, tree: &Path, mtree: bool) -> PathBuf {
+    std::fs::write(
+        tree.join(".PKGINFO"),
+        format!("pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = any\nsize = 1\n"),
+    )
+    .unwrap();
+    let mut meta = vec![".PKGINFO"];
+    if mtree {
+        run(Command::new("sh").current_dir(tree).arg("-c").arg(
+            "LANG=C bsdtar -czf .MTREE --format=mtree \
+             --options='!all,use-set,type,uid,gid,mode,time,size,md5,sha256,link' .PKGINFO usr",
+        ));
+        meta.push(".MTREE");
+    }
+    let file = out_dir.join(format!("{name}-{version}-any.pkg.tar.zst"));
+    run(Command::new("bsdtar")
+        .arg("--zstd")
+        .arg("-cf")
+        .arg(&file)
+        .arg("-C")
+        .arg(tree)
+        .args(&meta)
+        .arg("usr"));
+    file
+}
+
+/// An Arch-style headers package of the host's newest Debian kernel at
+/// usr/lib/modules/K/build: Debian's relative links out of the tree made absolute (as
+/// tests/pacman/pkgs/linux-headers does), plus an absolute and a relative link inside it.
+fn headers_package(out_dir: &Path, work: &Path, kernel: &str, version: &str) -> PathBuf {
+    let tree = work.join(format!("headers-{kernel}"));
+    let build = tree.join(format!("usr/lib/modules/{kernel}/build"));
+    std::fs::create_dir_all(&build).unwrap();
+    let from = common::headers_dir(kernel);
+    run(Command::new("cp")
+        .arg("-dR")
+        .arg(format!("{}/.", from.display()))
+        .arg(&build));
+    for e in std::fs::read_dir(&build).unwrap().flatten() {
+        let p = e.path();
+        if let Ok(t) = std::fs::read_link(&p) {
+            if !t.is_absolute() {
+                let abs = std::fs::canonicalize(from.join(e.file_name())).unwrap();
+                std::fs::remove_file(&p).unwrap();
+                symlink(abs, &p).unwrap();
+            }
+        }
+    }
+    symlink(
+        format!("/usr/lib/modules/{kernel}/build/Makefile"),
+        build.join("abs-makefile"),
+    )
+    .unwrap();
+    symlink("include", build.join("rel-include")).unwrap();
+    make_package(
+        out_dir,
+        &format!("linux-test-headers-{kernel}"),
+        version,
+        &tree,
+        true,
+    )
+}
+
+/// A -dkms package of fixture `fixture` (tests/fixtures/NAME-1.0) as usr/src/NAME-VER.
+fn module_package(out_dir: &Path, work: &Path, fixture: &str, ver: &str) -> PathBuf {
+    let name = fixture.trim_end_matches("-1.0");
+    let tree = work.join(format!("{name}-{ver}"));
+    let dir = tree.join(format!("usr/src/{name}-{ver}"));
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    common::copy_tree(&common::fixtures_dir().join(fixture), &dir);
+    let conf = std::fs::read_to_string(dir.join("dkms.conf")).unwrap();
+    let conf = conf.replace(
+        "PACKAGE_VERSION=\"1.0\"",
+        &format!("PACKAGE_VERSION=\"{ver}\""),
+    );
+    std::fs::write(dir.join("dkms.conf"), conf).unwrap();
+    make_package(
+        out_dir,
+        &format!("{name}-dkms"),
+        &format!("{ver}-1"),
+        &tree,
+        false,
+    )
+}
+
+/// A local database entry as pacman writes it (`desc`, and `files` listing `files`).
+fn install_local(db: &Path, name: &str, version: &str, files: &[&str]) {
+    let dir = db.join(format!("local/{name}-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("desc"),
+        format!("%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nany\n\n%SIZE%\n1\n\n"),
+    )
+    .unwrap();
+    let list: String = files.iter().map(|f| format!("{f}\n")).collect();
+    std::fs::write(dir.join("files"), format!("%FILES%\n{list}\n")).unwrap();
+}
+
+#[test]
+#[ignore = "needs bsdtar, repo-add and kernel headers: run tests/run"]
+fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
+    let (_, kernel) = common::two_newest_kernels();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let cache = tmp.path().join("cache");
+    let repo_dir = tmp.path().join("repo");
+    let db = tmp.path().join("db");
+    for d in [&work, &cache, &repo_dir, &db] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let headers = headers_package(&repo_dir, &work, &kernel, "2-1");
+    let plain = module_package(&repo_dir, &work, "dkmshook-plain-1.0", "1.1");
+    // Installed already at the version the repository has: not a candidate.
+    let broken = module_package(&repo_dir, &work, "dkmshook-broken-1.0", "1.0");
+    run(Command::new("repo-add")
+        .arg("-q")
+        .arg(repo_dir.join("test.db.tar.gz"))
+        .args([&headers, &plain, &broken]));
+    std::fs::create_dir_all(db.join("sync")).unwrap();
+    std::fs::copy(repo_dir.join("test.db.tar.gz"), db.join("sync/test.db")).unwrap();
+    for p in [&headers, &plain, &broken] {
+        std::fs::copy(p, cache.join(p.file_name().unwrap())).unwrap();
+    }
+    // The headers package's installed version is another kernel's (one package name moving
+    // from release to release, as Arch's linux-headers does): that kernel's headers leave.
+    let (old, _) = common::two_newest_kernels();
+    let old_build = format!("usr/lib/modules/{old}/build/");
+    let old_include = format!("usr/lib/modules/{old}/build/include/");
+    install_local(
+        &db,
+        &format!("linux-test-headers-{kernel}"),
+        "1-1",
+        &["usr/", "usr/lib/", &old_build, &old_include],
+    );
+    install_local(
+        &db,
+        "dkmshook-broken-dkms",
+        "1.0-1",
+        &[
+            "usr/src/dkmshook-broken-1.0/",
+            "usr/src/dkmshook-broken-1.0/dkms.conf",
+        ],
+    );
+    let paths = PacmanPaths {
+        db_path: db.clone(),
+        cache_dirs: vec![tmp.path().join("no-such-cache"), cache.clone()],
+    };
+    let targets: Vec<String> = [
+        format!("usr/lib/modules/{kernel}/build/include/"),
+        "usr/src/dkmshook-plain-1.1/dkms.conf".into(),
+        "usr/src/dkmshook-broken-1.0/dkms.conf".into(),
+        "usr/src/nowhere-1.0/dkms.conf".into(),
+    ]
+    .into();
+    let located = locate::locate(&Source::Repos(paths.clone()), &targets);
+    assert!(located.notes.is_empty(), "{:?}", located.notes);
+    // The new versions first; broken 1.0, installed at that version (a reinstall), is looked
+    // for only because nothing new brings its target.
+    assert_eq!(
+        located.packages.last(),
+        Some(&Found {
+            file: cache.join(broken.file_name().unwrap()),
+            name: Some("dkmshook-broken-dkms".into()),
+            targets: vec!["usr/src/dkmshook-broken-1.0/dkms.conf".into()],
+        })
+    );
+    let mut found = located.packages[..2].to_vec();
+    found.sort_by(|a, b| a.file.cmp(&b.file));
+    assert_eq!(
+        found,
+        [
+            Found {
+                file: cache.join(plain.file_name().unwrap()),
+                name: Some("dkmshook-plain-dkms".into()),
+                targets: vec!["usr/src/dkmshook-plain-1.1/dkms.conf".into()],
+            },
+            Found {
+                file: cache.join(headers.file_name().unwrap()),
+                name: Some(format!("linux-test-headers-{kernel}")),
+                targets: vec![format!("usr/lib/modules/{kernel}/build/include")],
+            },
+        ]
+    );
+    assert_eq!(located.missing, ["usr/src/nowhere-1.0/dkms.conf"]);
+    // Without the reinstall's target, the installed version's file is never opened.
+    let located = locate::locate(&Source::Repos(paths.clone()), &targets[..2]);
+    assert_eq!(located.packages.len(), 2);
+    assert!(located.missing.is_empty());
+
+    // -U: the files given, whatever the databases say.
+    let located = locate::locate(&Source::Files(vec![broken.clone()]), &targets);
+    assert_eq!(located.packages.len(), 1);
+    assert_eq!(located.packages[0].file, broken);
+
+    // What leaves: the installed version's files that the new one does not bring. A reinstall
+    // (broken 1.0 again) takes nothing away.
+    let located = locate::locate(&Source::Repos(paths.clone()), &targets);
+    let leaving = locate::leaving(&db.join("local"), &located.packages);
+    assert_eq!(leaving.kernels.iter().collect::<Vec<_>>(), [&old]);
+    assert!(leaving.sources.is_empty(), "{leaving:?}");
+
+    // Unpacked into the scratch root, next to what stays.
+    let root = TestRoot::new();
+    root.add_kernel(&old);
+    let third = "6.0.0-stays";
+    root.mkdir(root.kernel_dir(third));
+    symlink(
+        common::headers_dir(&old),
+        root.kernel_dir(third).join("build"),
+    )
+    .unwrap();
+    root.add_fixture("dkmshook-exporter-1.0");
+    // The system's own files the headers lean on (Debian's kbuild tree), seen under --root.
+    for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("linux-kbuild-") {
+            root.mkdir("usr/lib");
+            symlink(e.path(), root.join("usr/lib").join(e.file_name())).unwrap();
+        }
+    }
+    let trees = Trees::load(root.path()).unwrap();
+    let located = locate::locate(
+        &Source::Files(vec![headers.clone(), plain.clone()]),
+        &targets,
+    );
+    let scratch_dir;
+    {
+        let scratch = Scratch::create(root.path()).unwrap();
+        scratch_dir = scratch.dir.clone();
+        assert_eq!(scratch_dir, root.join("var/cache/dkms-hook/preflight"));
+        let (st, incoming) =
+            preflight::stage(&located, &Default::default(), &trees, &scratch).unwrap();
+        assert_eq!(incoming.kernels.iter().collect::<Vec<_>>(), [&kernel]);
+        assert_eq!(
+            incoming.sources.iter().collect::<Vec<_>>(),
+            [Path::new("usr/src/dkmshook-plain-1.1")]
+        );
+        let build = st.install.join(&kernel).join("build");
+        assert!(build.join("include").is_dir() && build.join(".config").is_file());
+        // Absolute into the package: now into the scratch copy; relative: the same, absolute.
+        assert_eq!(
+            std::fs::read_link(build.join("abs-makefile")).unwrap(),
+            build.join("Makefile")
+        );
+        assert_eq!(
+            std::fs::read_link(build.join("rel-include")).unwrap(),
+            build.join("include")
+        );
+        // Out of the package (Debian's kbuild scripts): what is on the system, under --root.
+        let scripts = std::fs::read_link(build.join("scripts")).unwrap();
+        assert!(
+            scripts
+                .to_string_lossy()
+                .starts_with(&*root.join("usr/lib/linux-kbuild-").to_string_lossy()),
+            "{scripts:?}"
+        );
+        assert!(build.join("scripts").join("Makefile.build").is_file());
+        assert!(st.source.join("dkmshook-plain-1.1/dkms.conf").is_file());
+        assert!(
+            std::fs::read_to_string(st.source.join("dkmshook-plain-1.1/dkms.conf"))
+                .unwrap()
+                .contains("PACKAGE_VERSION=\"1.1\"")
+        );
+        // What stays: the other kernel's headers and the other sources, linked.
+        assert_eq!(
+            std::fs::read_link(st.install.join(&old).join("build")).unwrap(),
+            root.kernel_dir(&old).join("build")
+        );
+        assert_eq!(
+            std::fs::read_link(st.source.join("dkmshook-exporter-1.0")).unwrap(),
+            root.source_tree().join("dkmshook-exporter-1.0")
+        );
+        assert!(st.dkms.is_dir() && std::fs::read_dir(&st.dkms).unwrap().next().is_none());
+        // With the old kernel's headers leaving, only the kernel that really stays is there.
+        drop(scratch);
+        let scratch = Scratch::create(root.path()).unwrap();
+        let (st, _) = preflight::stage(&located, &leaving, &trees, &scratch).unwrap();
+        assert!(!st.install.join(&old).exists());
+        assert!(st
+            .install
+            .join(third)
+            .join("build")
+            .join("Makefile")
+            .is_file());
+        // A second run starts from nothing (what a killed run left goes first).
+        std::fs::write(scratch_dir.join("left-over"), "").unwrap();
+        let again = Scratch::create(root.path()).unwrap();
+        assert!(!again.dir.join("left-over").exists());
+        std::mem::forget(again);
+    }
+    assert!(
+        !scratch_dir.exists(),
+        "the scratch root is removed at the end"
+    );
+    assert!(
+        root.kernel_dir(&old)
+            .join("build")
+            .join("Makefile")
+            .is_file(),
+        "links followed"
+    );
+}
+
+/// A root with kernel `old` (headers linked) and dkmshook-plain 1.0 as a source that stays, the
+/// host's kbuild tree seen under it, and, in `pkgs`, the headers package of `new` and a
+/// dkmshook-broken-dkms 1.0 package (a module that does not compile).
+fn trial_root(work: &Path, pkgs: &Path) -> (TestRoot, String, String, PathBuf, PathBuf) {
+    let (old, new) = common::two_newest_kernels();
+    let root = TestRoot::new();
+    root.add_kernel(&old);
+    root.add_fixture("dkmshook-plain-1.0");
+    for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("linux-kbuild-") {
+            root.mkdir("usr/lib");
+            symlink(e.path(), root.join("usr/lib").join(e.file_name())).unwrap();
+        }
+    }
+    let headers = headers_package(pkgs, work, &new, "2-1");
+    let broken = module_package(pkgs, work, "dkmshook-broken-1.0", "1.0");
+    (root, old, new, headers, broken)
+}
+
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let (root, old, new, headers, broken) = trial_root(&work, &pkgs);
+    let targets =
+        format!("usr/lib/modules/{new}/build/include/\nusr/src/dkmshook-broken-1.0/dkms.conf\n");
+    let pkg_args = [
+        "preflight",
+        "--package",
+        headers.to_str().unwrap(),
+        "--package",
+        broken.to_str().unwrap(),
+    ];
+    let unchanged = |out: &common::RunOutput| {
+        assert!(
+            !root.kernel_dir(&new).exists(),
+            "the new kernel appeared\n{}",
+            out.dump()
+        );
+        assert!(
+            std::fs::read_dir(root.dkms_tree())
+                .unwrap()
+                .next()
+                .is_none(),
+            "the dkms tree changed\n{}",
+            out.dump()
+        );
+        assert!(
+            !root.join("var/cache/dkms-hook/preflight").exists(),
+            "scratch left\n{}",
+            out.dump()
+        );
+    };
+
+    // Essential and failing: exit 1, the compiler's error, module, kernels, the ways on.
+    root.write_file("etc/dkms-hook.conf", "essential = dkmshook-broken\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    let text = &out.combined;
+    assert!(text.contains("dkmshook_no_such_symbol"), "{}", out.dump());
+    assert!(
+        text.contains(&format!(
+            "error: preflight: dkmshook-broken would not build for {old}, {new} (essential)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(text.contains("DKMS_HOOK_PREFLIGHT=warn pacman -Syu"));
+    // The failure logs outlive the scratch root: they are the system's.
+    let log = root.join(format!("var/log/dkms-hook/dkmshook-broken-1.0_{new}.log"));
+    assert!(
+        text.contains(&format!("full log: {}\n", log.display())),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("dkmshook_no_such_symbol")),
+        "{}",
+        log.display()
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("BUILT") && l.ends_with(&format!("dkmshook-plain/1.0 for {new}"))),
+        "the staying module is trial-built for the new kernel\n{}",
+        out.dump()
+    );
+    unchanged(&out);
+
+    // The same, proceeding knowingly: a warning, exit 0.
+    let mut cmd = root.command();
+    cmd.env("DKMS_HOOK_PREFLIGHT", "warn").args(pkg_args);
+    let out = common::run_command(cmd, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(&format!(
+        "warning: preflight: dkmshook-broken would not build for {old}, {new} (essential)"
+    )));
+    unchanged(&out);
+
+    // Not essential (none named, none loaded): a warning, exit 0.
+    root.write_file("etc/dkms-hook.conf", "# nothing named\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(&format!(
+        "warning: preflight: dkmshook-broken would not build for {old}, {new}\n"
+    )));
+
+    // Off: nothing is built.
+    root.write_file("etc/dkms-hook.conf", "preflight = off\nessential = all\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(!out.combined.contains("START"), "{}", out.dump());
+
+    // A malformed file: named with its line, then the defaults (abort; the loaded modules).
+    root.write_file("etc/dkms-hook.conf", "essential: all\n");
+    let out = root.run_merged(&pkg_args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(
+        "error: /etc/dkms-hook.conf: line 1: `essential: all`: not `key = value` (ignored)"
+    ));
+
+    // Everything builds: one line per kernel.
+    root.write_file("etc/dkms-hook.conf", "essential = all\n");
+    let only_headers = format!("usr/lib/modules/{new}/build/include/\n");
+    let out = root.run_merged(&pkg_args, &only_headers);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined
+            .contains(&format!("preflight: 1 DKMS module builds for {new}\n")),
+        "{}",
+        out.dump()
+    );
+    unchanged(&out);
+
+    // A target no package brings: said in one line, not blocking.
+    let out = root.run_merged(
+        &["preflight", "--package", broken.to_str().unwrap()],
+        &only_headers,
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(out.combined.contains(&format!(
+        "warning: preflight: no package file found for usr/lib/modules/{new}/build/include (not checked)"
+    )));
+}
+
+/// AbortOnFail makes a binary that cannot start block every later transaction: it must not
+/// link libalpm, whose soname changes with pacman (nor libarchive: archives are read in Rust).
+#[test]
+fn the_binary_links_neither_libalpm_nor_libarchive() {
+    let out = Command::new("ldd")
+        .arg(common::BIN)
+        .output()
+        .expect("ldd: cannot start");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ldd {}: {text}", common::BIN);
+    assert!(text.contains("libc.so"), "{text}");
+    assert!(
+        !text.contains("libalpm") && !text.contains("libarchive"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
+fn s20_pacman_syu_aborts_before_files_change_when_an_essential_module_fails() {
+    crate::pacman::scenario("20-preflight.sh");
+}
