@@ -64,10 +64,10 @@ fn the_package_ships_the_config_example_as_a_backup_file() {
         pkgbuild.contains("backup=(etc/dkms-hook.conf)"),
         "no backup=()"
     );
-    assert!(pkgbuild.contains("install -Dm644 dkms-hook.conf -t \"$pkgdir/etc/\""));
+    assert!(pkgbuild.contains("install -Dm644 src/dkms-hook.conf -t \"$pkgdir/etc/\""));
     // Every setting in the example is commented out, and names a real key.
-    let example = read("dkms-hook.conf");
-    let (cfg, errors) = dkms_hook::config::Config::parse(&example, Path::new("dkms-hook.conf"));
+    let example = read("src/dkms-hook.conf");
+    let (cfg, errors) = dkms_hook::config::Config::parse(&example, Path::new("src/dkms-hook.conf"));
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(cfg, dkms_hook::config::Config::default());
     let uncommented: String = example
