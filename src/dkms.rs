@@ -197,7 +197,7 @@ pub fn signing_failure(output: &str) -> Vec<String> {
 /// dkms's exit code in words.
 pub fn exit_words(code: Option<i32>) -> String {
     let words = match code {
-        None => return "dkms was killed or could not start".to_string(),
+        None => return "killed, or could not start (no exit status)".to_string(),
         Some(0) => "succeeded",
         Some(1) => "failed",
         Some(2) => "invalid arguments",
@@ -262,5 +262,10 @@ mod tests {
     fn exit_codes_in_words() {
         assert_eq!(exit_words(Some(10)), "make failed (dkms exit 10)");
         assert_eq!(exit_words(Some(250)), "failed (dkms exit 250)");
+        // Defect: "dkms add dkms was killed or could not start" said dkms twice.
+        assert_eq!(
+            format!("dkms add: {}", exit_words(None)),
+            "dkms add: killed, or could not start (no exit status)"
+        );
     }
 }

@@ -82,7 +82,7 @@ impl DkmsExecutor {
             if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
                 let log = keep_log(trees, job, &added.output, None);
                 return failed(
-                    format!("dkms add {}", dkms::exit_words(added.code)),
+                    format!("dkms add: {}", dkms::exit_words(added.code)),
                     vec![],
                     log,
                     &added.output,
@@ -234,7 +234,7 @@ impl DkmsExecutor {
                 return JobResult::Done { note: None };
             }
             note = Some(format!(
-                "dkms remove {}; removed its files directly",
+                "dkms remove: {}; removed its files directly",
                 dkms::exit_words(out.code)
             ));
         }
@@ -284,7 +284,7 @@ impl DkmsExecutor {
         let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
         JobResult::Done {
             note: Some(format!(
-                "dkms remove {}; removed its files directly",
+                "dkms remove: {}; removed its files directly",
                 dkms::exit_words(out.code)
             )),
         }

@@ -105,7 +105,20 @@ fn run(cli: Cli) -> Result<u8> {
     if let Some(Cmd::Status) = cli.command {
         // What dkms status prints on stdout, and on stderr what it would say there; with -k,
         // only those kernels' lines.
-        let report = status::report(&trees, &status::Flavour::detect()).only_kernels(&cli.kernels);
+        let report = status::report(&trees, &status::Flavour::detect());
+        // A kernel that is neither installed nor named by any line is a typo: refuse it, as
+        // the other modes do, rather than print only the kernel-less lines and exit 0.
+        for k in &cli.kernels {
+            let known = trees.install.join(k).is_dir()
+                || report.kernels.iter().flatten().any(|line_k| line_k == k);
+            if !known {
+                bail!(
+                    "-k {k}: no such kernel under {}, nor in the dkms tree",
+                    trees.display(&trees.install)
+                );
+            }
+        }
+        let report = report.only_kernels(&cli.kernels);
         quietly_when_closed(print_lines(&report.lines))?;
         for e in &report.errors {
             eprintln!("{e}");

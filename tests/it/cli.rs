@@ -202,6 +202,23 @@ fn status_honours_k() {
     );
 }
 
+/// Defect: `status -k nonsense` printed the kernel-less lines and exited 0, where every other
+/// mode refuses an unknown kernel with exit 2: a typo went unnoticed.
+#[test]
+fn status_refuses_an_unknown_kernel() {
+    let root = status_root();
+    let out = root.run(&["status", "-k", "nonsense"], "");
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("-k nonsense: no such kernel under /usr/lib/modules"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(out.stdout, "");
+    assert_no_root_path(&root, &out.combined);
+}
+
 /// Defect: `dkms-hook status | head -1` printed `error: Broken pipe` and exited 2. A reader that
 /// stops reading ends the output quietly, with the status the run would have had (0 here).
 #[test]
