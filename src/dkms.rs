@@ -49,6 +49,27 @@ impl Dkms {
         }
     }
 
+    /// Whether the dkms program can be run: an executable file (`DKMS_HOOK_DKMS`, or the one
+    /// found in `PATH`); the message names it and says where it came from.
+    pub fn check(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let from = match std::env::var_os("DKMS_HOOK_DKMS").filter(|p| !p.is_empty()) {
+            Some(_) => "DKMS_HOOK_DKMS=",
+            None if self.program.components().count() == 1 => {
+                return Err("dkms: not found in PATH (install dkms, or name one with \
+                            DKMS_HOOK_DKMS=/path/to/dkms)"
+                    .to_string())
+            }
+            None => "",
+        };
+        let shown = format!("{from}{}", self.program.display());
+        match std::fs::metadata(&self.program) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(format!("{shown}: not an executable file")),
+            Err(e) => Err(format!("{shown}: {e}")),
+        }
+    }
+
     fn command(&self, action: &str, module: &str, version: &str) -> Command {
         let mut c = Command::new(&self.program);
         c.arg(action)

@@ -162,6 +162,12 @@ fn run(cli: Cli) -> Result<u8> {
     if !cli.dry_run && unsafe { libc::geteuid() } != 0 {
         bail!("changing DKMS modules needs root (try --dry-run to see the plan, or `status`)");
     }
+    let dkms = Dkms::new(&trees);
+    if !cli.dry_run {
+        // A dkms that cannot run is a configuration error, said once before anything starts,
+        // not a failure of every job.
+        dkms.check().map_err(anyhow::Error::msg)?;
+    }
     let targets = if mode == Mode::All {
         Targets::default()
     } else {
@@ -223,7 +229,7 @@ fn run(cli: Cli) -> Result<u8> {
         cpus,
         force: cli.force,
         arch,
-        dkms: Dkms::new(&trees),
+        dkms,
     };
     let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
     Ok(if summary.failed > 0 {

@@ -289,6 +289,28 @@ fn refuses_to_change_anything_without_root_but_dry_run_works() {
     );
 }
 
+/// A dkms that cannot run is one configuration error before anything starts (exit 2), not a
+/// failure of every job (it was: each job `FAILED`, exit 1).
+#[test]
+#[ignore = "needs root: run tests/run"]
+fn a_dkms_that_cannot_run_is_a_configuration_error() {
+    let root = TestRoot::new();
+    let (_k1, _k2) = root.two_kernels();
+    root.add_fixture("dkmshook-plain-1.0");
+    let mut cmd = root.command();
+    cmd.env("DKMS_HOOK_DKMS", "/nonexistent/dkms")
+        .arg("install");
+    let out = crate::common::run_command(cmd, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("DKMS_HOOK_DKMS=/nonexistent/dkms: No such file"),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.stdout.contains("START"), "{}", out.dump());
+}
+
 fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
