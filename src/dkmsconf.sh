@@ -80,9 +80,17 @@ while ((_dh_a < _dh_n)); do
         ;;
     source)
         _dh_id=${_dh_args[_dh_a + 1]}
+        # Element by element: bash walks an array from its start for a slice ("${a[@]:i:n}"),
+        # but reaches the element after the last one read at once.
+        _dh_ctx=()
+        for ((_dh_i = 2; _dh_i < 7; _dh_i++)); do
+            _dh_ctx+=("${_dh_args[_dh_a + _dh_i]}")
+        done
         _dh_count=${_dh_args[_dh_a + 7]}
-        _dh_files=("${_dh_args[@]:_dh_a+8:_dh_count}")
-        _dh_ctx=("${_dh_args[@]:_dh_a+2:5}")
+        _dh_files=()
+        for ((_dh_i = 0; _dh_i < _dh_count; _dh_i++)); do
+            _dh_files+=("${_dh_args[_dh_a + 8 + _dh_i]}")
+        done
         ((_dh_a += 8 + _dh_count))
         [[ ${_dh_broken[$_dh_id]-} ]] && continue
         _dh_record @source "$_dh_id" "${_dh_ctx[0]}"
