@@ -163,28 +163,8 @@ fn a_signing_step_that_fails_leaves_dkms_exit_0_and_an_unsigned_module(root: Tes
     root.add_kernel(&k);
     root.add_fixture("dkmshook-plain-1.0");
     // dkms alone, with the settings dkms-hook hands it.
-    let mut cmd = Command::new(root.dkms_program());
-    cmd.args([
-        "install",
-        "-m",
-        "dkmshook-plain",
-        "-v",
-        "1.0",
-        "-k",
-        &k,
-        "--no-depmod",
-    ])
-    .arg("--sourcetree")
-    .arg(root.source_tree())
-    .arg("--dkmstree")
-    .arg(root.dkms_tree())
-    .arg("--installtree")
-    .arg(root.install_tree())
-    .arg("--kernelsourcedir")
-    .arg(root.kernel_dir(&k).join("build"))
-    .env("mok_signing_key", root.join("etc/keys/db.key"))
-    .env("mok_certificate", root.join("etc/keys/db.der"))
-    .env("try_sign_modules", "true");
+    let mut cmd = dkms_install(&root, &k);
+    cmd.env("try_sign_modules", "true");
     let out = crate::common::run_command(cmd, "");
     assert_eq!(out.code, 0, "{}", out.dump());
     assert!(
@@ -247,27 +227,7 @@ fn dkms_3_4_signs_nothing_in_a_chroot_unless_told() {
     // dkms's reason, from the same dkms building for the other kernel, as dkms-hook runs it.
     let k1 = kernels()[kernels().len() - 2].clone();
     root.add_kernel(&k1);
-    let mut cmd = Command::new(root.dkms_program());
-    cmd.args([
-        "install",
-        "-m",
-        "dkmshook-plain",
-        "-v",
-        "1.0",
-        "-k",
-        &k1,
-        "--no-depmod",
-    ])
-    .arg("--sourcetree")
-    .arg(root.source_tree())
-    .arg("--dkmstree")
-    .arg(root.dkms_tree())
-    .arg("--installtree")
-    .arg(root.install_tree())
-    .arg("--kernelsourcedir")
-    .arg(root.kernel_dir(&k1).join("build"))
-    .env("mok_signing_key", root.join("etc/keys/db.key"))
-    .env("mok_certificate", root.join("etc/keys/db.der"));
+    let cmd = dkms_install(&root, &k1);
     let out = crate::common::run_command(cmd, "");
     assert_eq!(out.code, 0, "{}", out.dump());
     assert!(
@@ -276,4 +236,23 @@ fn dkms_3_4_signs_nothing_in_a_chroot_unless_told() {
         "{}",
         out.dump()
     );
+}
+
+/// `dkms install` of the plain fixture for `kernel`, run by hand on the root's trees, with the
+/// root's key and certificate named in dkms's environment as dkms-hook hands them over.
+fn dkms_install(root: &TestRoot, kernel: &str) -> Command {
+    let mut cmd = Command::new(root.dkms_program());
+    cmd.args(["install", "-m", "dkmshook-plain", "-v", "1.0", "-k", kernel])
+        .arg("--no-depmod")
+        .arg("--sourcetree")
+        .arg(root.source_tree())
+        .arg("--dkmstree")
+        .arg(root.dkms_tree())
+        .arg("--installtree")
+        .arg(root.install_tree())
+        .arg("--kernelsourcedir")
+        .arg(root.kernel_dir(kernel).join("build"))
+        .env("mok_signing_key", root.join("etc/keys/db.key"))
+        .env("mok_certificate", root.join("etc/keys/db.der"));
+    cmd
 }
