@@ -99,8 +99,53 @@ impl DkmsExecutor {
         if self.force {
             return self.rebuild(job, &pair);
         }
+        let reused = match &job.prebuilt {
+            Some(from) => self.place_prebuilt(&pair, from),
+            None => Ok(false),
+        };
+        let before = match &reused {
+            Err(why) => format!("==> dkms-hook: the preflight's build not used: {why}\n"),
+            Ok(_) => String::new(),
+        };
         let out = self.dkms.install(m, v, kernel, headers, make_jobs);
-        self.installed(job, &pair, out, String::new())
+        match self.installed(job, &pair, out, before) {
+            JobResult::Done { note: None } if reused == Ok(true) => JobResult::Done {
+                note: Some("built in the preflight".into()),
+            },
+            r => r,
+        }
+    }
+
+    /// Puts the preflight's build of this pair where dkms keeps builds
+    /// (`MODULE/VERSION/KERNEL/ARCH`), so that `dkms install` installs it without compiling
+    /// (dkms takes a pair as built when its `module/` directory is there). A build dkms already
+    /// has there is replaced: the preflight's was made from what is installed now.
+    fn place_prebuilt(&self, p: &Pair, from: &Path) -> Result<bool, String> {
+        let to = self
+            .trees()
+            .dkms
+            .join(p.m)
+            .join(p.v)
+            .join(p.kernel)
+            .join(&self.arch);
+        let place = || -> std::io::Result<()> {
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            match fs::remove_dir_all(&to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            crate::prebuilt::move_dir(from, &to)
+        };
+        match place() {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Half moved: dkms must not take it for a build.
+                let _ = fs::remove_dir_all(&to);
+                Err(format!("{} -> {}: {e}", from.display(), to.display()))
+            }
+        }
     }
 
     /// `--force`: builds from the sources as they are now, then installs that build. The previous

@@ -8,7 +8,7 @@ use crate::dkms_tree::DkmsTree;
 use crate::dkmsconf::{self, Context, Evaluated};
 use crate::kernel::Kernel;
 use crate::trees::Trees;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,9 @@ pub struct Inventory {
     pub kernels: Vec<Kernel>,
     pub sources: Vec<Source>,
     pub tree: DkmsTree,
+    /// (module, version, kernel) -> a build the preflight made from the same inputs (see
+    /// [`crate::prebuilt`]), ready to install.
+    pub prebuilt: BTreeMap<(String, String, String), PathBuf>,
 }
 
 /// Which module sources to read.
@@ -71,7 +74,7 @@ impl Inventory {
         }
         let confs: Vec<PathBuf> = dirs.iter().map(|d| d.join("dkms.conf")).collect();
         let evaluated = dkmsconf::evaluate(&confs, &contexts, trees, arch);
-        let sources = dirs
+        let sources: Vec<Source> = dirs
             .into_iter()
             .zip(evaluated)
             .map(|(dir, conf)| Source {
@@ -80,18 +83,57 @@ impl Inventory {
                 conf,
             })
             .collect();
+        let prebuilt = prebuilt(trees, arch, &kernels, &sources);
         Inventory {
             trees: trees.clone(),
             arch: arch.to_string(),
             kernels,
             sources,
             tree: DkmsTree::read(&trees.dkms),
+            prebuilt,
         }
     }
 
     pub fn kernel(&self, release: &str) -> Option<&Kernel> {
         self.kernels.iter().find(|k| k.release == release)
     }
+}
+
+/// The preflight's builds that are still good for this system: for each module version and
+/// kernel with headers that has one kept, its stamp computed on the system as it is now.
+fn prebuilt(
+    trees: &Trees,
+    arch: &str,
+    kernels: &[Kernel],
+    sources: &[Source],
+) -> BTreeMap<(String, String, String), PathBuf> {
+    let store = crate::prebuilt::Store::at(&trees.root);
+    let mut out = BTreeMap::new();
+    if store.is_empty() {
+        return out;
+    }
+    let dkms = crate::dkms::find_program().unwrap_or_else(|| PathBuf::from("dkms"));
+    for s in sources {
+        let Ok((m, v)) = s.conf.identity() else {
+            continue;
+        };
+        for k in kernels {
+            let Some(headers) = &k.headers else { continue };
+            let inputs = crate::prebuilt::Inputs {
+                module: m,
+                version: v,
+                kernel: &k.release,
+                arch,
+                source: &s.dir,
+                headers,
+                dkms: &dkms,
+            };
+            if let Some(dir) = store.usable(&inputs) {
+                out.insert((m.to_owned(), v.to_owned(), k.release.clone()), dir);
+            }
+        }
+    }
+    out
 }
 
 /// `source_tree/*` directories that hold a dkms.conf, sorted.

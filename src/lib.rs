@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod lint;
 pub mod makelog;
 pub mod plan;
+pub mod prebuilt;
 pub mod preflight;
 pub mod process;
 pub mod queue;

@@ -232,6 +232,14 @@ fn run(cli: Cli) -> Result<u8> {
         dkms,
     };
     let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
+    if mode != Mode::Remove {
+        // The preflight's builds serve one transaction: what this run did not install goes
+        // (an install run ends the transaction; the remove hook runs between the two).
+        let store = dkms_hook::prebuilt::Store::at(&trees.root);
+        if let Err(e) = store.clear() {
+            eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
+        }
+    }
     Ok(if summary.failed > 0 {
         EXIT_FAILED
     } else {

@@ -55,6 +55,8 @@ pub struct Job {
     pub shares: Vec<(String, String)>,
     /// Kernels whose modules this job changes (for depmod after their last job).
     pub touches: Vec<String>,
+    /// A build: the preflight's build of the same inputs, to install instead of compiling.
+    pub prebuilt: Option<PathBuf>,
     /// See [`crate::cost`].
     pub cost: u64,
 }
@@ -496,6 +498,14 @@ impl<'a> Planner<'a> {
                 .map(|(b, d)| if d.is_empty() { b.clone() } else { d.clone() })
                 .collect();
             let shares = dependents.get(&conf.name).cloned().unwrap_or_default();
+            let prebuilt = match self.req.force {
+                true => None,
+                false => self
+                    .inv
+                    .prebuilt
+                    .get(&(conf.name.clone(), conf.version.clone(), k.release.clone()))
+                    .cloned(),
+            };
             self.out.depmod.insert(k.release.clone());
             self.out.jobs.push(Job {
                 id: ids[key],
@@ -512,7 +522,11 @@ impl<'a> Planner<'a> {
                 needs: need_ids,
                 shares,
                 touches: vec![k.release.clone()],
-                cost: s.cost,
+                cost: match prebuilt {
+                    Some(_) => crate::cost::DKMS_CALL,
+                    None => s.cost,
+                },
+                prebuilt,
             });
         }
     }
@@ -651,6 +665,7 @@ impl<'a> Planner<'a> {
             shares: Vec::new(),
             touches: touches.into_iter().collect(),
             cost: crate::cost::REMOVE,
+            prebuilt: None,
         }
     }
 
@@ -714,6 +729,7 @@ impl<'a> Planner<'a> {
                 Vec::new()
             },
             cost: crate::cost::REMOVE,
+            prebuilt: None,
         }
     }
 }
@@ -878,6 +894,7 @@ mod tests {
                     arch: "x86_64".into(),
                     kernels,
                     sources: vec![],
+                    prebuilt: Default::default(),
                 },
             }
         }

@@ -629,6 +629,8 @@ pub fn dry_run_text(plan: &Plan, jobs_at_once: usize) -> String {
         let j = &jobs[id];
         let how = if j.direct {
             " (directly: no headers)"
+        } else if j.prebuilt.is_some() {
+            " (install the preflight's build)"
         } else {
             ""
         };

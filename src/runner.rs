@@ -260,6 +260,7 @@ mod tests {
             shares: vec![],
             touches: vec![kernel.into()],
             cost: 1,
+            prebuilt: None,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::dkms::Dkms;
 use crate::dkms_tree::DkmsTree;
 use crate::inventory::{Inventory, SourceSelection};
 use crate::plan::{self, Mode, Request};
+use crate::prebuilt::{self, Store};
 use crate::report::{Reporter, Style};
 use crate::runner::{self, RunConfig};
 use crate::targets::Targets;
@@ -220,6 +221,15 @@ pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Writ
     for e in &errors {
         let _ = writeln!(out, "error: {e}");
     }
+    // What an earlier transaction's preflight kept goes first, whatever this one does.
+    let store = Store::at(&trees.root);
+    if let Err(e) = store.clear() {
+        let _ = writeln!(
+            out,
+            "warning: preflight: {}: {e}",
+            trees.display(&store.dir)
+        );
+    }
     if config.preflight == PreflightMode::Off {
         let _ = writeln!(
             out,
@@ -321,6 +331,7 @@ fn trial(
     drop(reporter);
     // What did not get installed in the scratch tree failed (or was refused by the planner).
     let built = DkmsTree::read(&strees.dkms);
+    keep_builds(&plan, &built, strees, &cfg, out);
     let mut failed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // Every incoming kernel gets its line, even with nothing to build.
     let mut ok: BTreeMap<String, usize> = incoming.kernels.iter().map(|k| (k.clone(), 0)).collect();
@@ -340,7 +351,51 @@ fn trial(
         let k = d.kernel.clone().unwrap_or_else(|| "every kernel".into());
         failed.entry(module).or_default().insert(k);
     }
-    decide(trees, &failed, &ok, config, opts, out)
+    let code = decide(trees, &failed, &ok, config, opts, out);
+    if code == EXIT_ABORT {
+        // The transaction will not happen: nothing of it is kept.
+        let _ = Store::at(&trees.root).clear();
+    }
+    code
+}
+
+/// Keeps each trial build that installed in the scratch tree for the install hook after the
+/// transaction, stamped with what it was compiled from (see [`crate::prebuilt`]).
+fn keep_builds(
+    plan: &plan::Plan,
+    built: &DkmsTree,
+    strees: &Trees,
+    cfg: &RunConfig,
+    out: &mut dyn Write,
+) {
+    let store = Store::at(&strees.root);
+    for job in &plan.jobs {
+        let (Some(k), Some(source), Some(headers)) = (&job.info.kernel, &job.source, &job.headers)
+        else {
+            continue;
+        };
+        let (m, v) = (&job.info.module, &job.info.version);
+        if built.installed(m, k, &cfg.arch) != Some(v.as_str()) {
+            continue;
+        }
+        let inputs = prebuilt::Inputs {
+            module: m,
+            version: v,
+            kernel: k,
+            arch: &cfg.arch,
+            source,
+            headers,
+            dkms: &cfg.dkms.program,
+        };
+        let dir = strees.dkms.join(m).join(v).join(k).join(&cfg.arch);
+        if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs)) {
+            // Not fatal: the install hook builds it again.
+            let _ = writeln!(
+                out,
+                "warning: preflight: keeping the build of {m}/{v} for {k}: {e}"
+            );
+        }
+    }
 }
 
 /// Turns the failures into the last lines and the exit code.

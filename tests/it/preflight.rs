@@ -410,8 +410,17 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
 /// host's kbuild tree seen under it, and, in `pkgs`, the headers package of `new` and a
 /// dkmshook-broken-dkms 1.0 package (a module that does not compile).
 fn trial_root(work: &Path, pkgs: &Path) -> (TestRoot, String, String, PathBuf, PathBuf) {
+    trial_root_with(work, pkgs, None)
+}
+
+/// [`trial_root`] driving `dkms` (default: the machine's).
+fn trial_root_with(
+    work: &Path,
+    pkgs: &Path,
+    dkms: Option<PathBuf>,
+) -> (TestRoot, String, String, PathBuf, PathBuf) {
     let (old, new) = common::two_newest_kernels();
-    let root = TestRoot::new();
+    let root = dkms.map_or_else(TestRoot::new, TestRoot::with_dkms);
     root.add_kernel(&old);
     root.add_fixture("dkmshook-plain-1.0");
     for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
@@ -574,4 +583,164 @@ fn the_binary_links_neither_libalpm_nor_libarchive() {
 #[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
 fn s20_pacman_syu_aborts_before_files_change_when_an_essential_module_fails() {
     crate::pacman::scenario("20-preflight.sh");
+}
+
+/// A directory to put first in PATH whose `gcc` and the kernel's own compiler (Debian's `gcc-12`)
+/// count, in `log`, each compilation of `source` (a file name), then run the real compiler.
+fn counting_compilers(dir: &Path, log: &Path, source: &str, kernel: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = std::fs::read_to_string(common::headers_dir(kernel).join(".config")).unwrap();
+    let cc = config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("gcc")
+        .to_owned();
+    for name in ["gcc".to_owned(), cc] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(&name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no {name} in /usr/bin"));
+        let script = format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in */{source}) echo \"$a\" >>'{}';; esac; done\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        );
+        let p = dir.join(&name);
+        std::fs::write(&p, script).unwrap();
+        run(Command::new("chmod").arg("755").arg(&p));
+    }
+}
+
+/// What pacman does to a package file: its files under the root, times kept.
+fn pacman_extract(pkg: &Path, root: &Path) {
+    run(Command::new("bsdtar")
+        .arg("-xpf")
+        .arg(pkg)
+        .arg("-C")
+        .arg(root)
+        .args(["--exclude", ".PKGINFO", "--exclude", ".MTREE"]));
+}
+
+/// The transaction compiles each pair once: what the preflight built is what the install hook
+/// installs. Only while it was built from the same things: a source changed since, or a compiler
+/// upgraded in the same transaction, and the install hook compiles again. The store of builds
+/// never outlives the install run. On the machine's dkms, and the kernel upgrade on each newer
+/// one (each takes a build as built when its `module/` directory is there).
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn the_install_after_the_transaction_installs_the_preflights_build_while_its_inputs_hold() {
+    reuse_case(None, true);
+    for program in common::newer_dkms_programs() {
+        reuse_case(Some(program), false);
+    }
+}
+
+fn reuse_case(dkms: Option<PathBuf>, stale_cases: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let (root, _old, new, headers, _broken) = trial_root_with(&work, &pkgs, dkms);
+    let (bin, log) = (tmp.path().join("bin"), tmp.path().join("compiled"));
+    counting_compilers(&bin, &log, "dkmshook_plain.c", &new);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let compiled = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let store = root.join("var/cache/dkms-hook/prebuilt");
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let preflight = || {
+        let mut cmd = root.command();
+        cmd.env("PATH", &path)
+            .args(["preflight", "--package", headers.to_str().unwrap()]);
+        let out = common::run_command(cmd, &targets);
+        assert_eq!(out.code, 0, "{}", out.dump());
+        assert!(
+            out.combined
+                .contains(&format!("preflight: 1 DKMS module builds for {new}\n")),
+            "{}",
+            out.dump()
+        );
+        out
+    };
+    let install = || {
+        let mut cmd = root.command();
+        cmd.env("PATH", &path).arg("install");
+        let out = common::run_command(cmd, &targets);
+        assert_eq!(out.code, 0, "{}", out.dump());
+        assert_eq!(
+            root.dkms_status(),
+            vec![common::status_line("dkmshook-plain/1.0", &new, "installed")],
+            "{}",
+            out.dump()
+        );
+        assert!(!store.exists(), "the store outlived the install run");
+        out
+    };
+
+    // The kernel upgrade: compiled once, in the preflight; installed after the files changed.
+    preflight();
+    assert_eq!(compiled(), 1, "the preflight compiled the module once");
+    pacman_extract(&headers, root.path());
+    let out = install();
+    assert_eq!(
+        compiled(),
+        1,
+        "compiled again after the transaction\n{}",
+        out.dump()
+    );
+    assert!(
+        out.combined.contains(&format!(
+            "dkmshook-plain/1.0 for {new}: built in the preflight"
+        )),
+        "{}",
+        out.dump()
+    );
+    let ko = root.installed_ko_paths(&new);
+    assert_eq!(ko.len(), 1, "{ko:?}");
+    assert_eq!(
+        common::vermagic_release(root.kernel_dir(&new).join(&ko[0])),
+        new
+    );
+    if !stale_cases {
+        return;
+    }
+
+    // A preflight whose source then changed (an aborted transaction, then an edit): its build
+    // does not pass for the build of what is there now.
+    let out = root.run(&["remove"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    preflight();
+    assert_eq!(compiled(), 2);
+    let c = root.join("usr/src/dkmshook-plain-1.0/dkmshook_plain.c");
+    let text = std::fs::read_to_string(&c).unwrap();
+    std::fs::write(&c, format!("{text}\n/* edited */\n")).unwrap();
+    let out = install();
+    assert_eq!(compiled(), 3, "the stale build was used\n{}", out.dump());
+    assert!(
+        !out.combined.contains("built in the preflight"),
+        "{}",
+        out.dump()
+    );
+
+    // The compiler upgraded in the same transaction: compiled again, with the new one.
+    let out = root.run(&["remove"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    preflight();
+    assert_eq!(compiled(), 4);
+    let gcc = std::fs::read_to_string(bin.join("gcc")).unwrap();
+    std::fs::remove_file(bin.join("gcc")).unwrap();
+    std::fs::write(bin.join("gcc"), format!("{gcc}# upgraded\n")).unwrap();
+    run(Command::new("chmod").arg("755").arg(bin.join("gcc")));
+    let out = install();
+    assert_eq!(compiled(), 5, "built with the old compiler\n{}", out.dump());
+    assert!(
+        !out.combined.contains("built in the preflight"),
+        "{}",
+        out.dump()
+    );
 }
