@@ -165,6 +165,9 @@ fn cached(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
 pub struct Leaving {
     /// Kernel releases whose `usr/lib/modules/K/build/` goes.
     pub kernels: BTreeSet<String>,
+    /// Kernel releases whose image (`usr/lib/modules/K/vmlinuz`) goes: the kernels an incoming
+    /// kernel replaces.
+    pub images: BTreeSet<String>,
     /// Module source directories that go, e.g. `usr/src/foo-1.0`.
     pub sources: BTreeSet<PathBuf>,
 }
@@ -201,6 +204,9 @@ pub fn leaving(local_dir: &Path, found: &[Found]) -> Leaving {
             match parts.as_slice() {
                 ["usr", "lib", "modules", k, "build", "include"] => {
                     out.kernels.insert((*k).to_owned());
+                }
+                ["usr", "lib", "modules", k, "vmlinuz"] => {
+                    out.images.insert((*k).to_owned());
                 }
                 ["usr", "src", dir, "dkms.conf"] => {
                     out.sources.insert(PathBuf::from(format!("usr/src/{dir}")));

@@ -138,14 +138,15 @@ pub fn stage(
     mkdir(&strees.dkms)?;
     mkdir(&strees.install)?;
     mkdir(&strees.source)?;
-    // Kernels that stay: a real directory (dkms installs there), headers linked.
+    // Kernels that stay, and incoming kernels whose headers are installed already: a real
+    // directory (dkms installs there), headers linked.
     for e in std::fs::read_dir(&trees.install)
         .into_iter()
         .flatten()
         .flatten()
     {
         let k = e.file_name().to_string_lossy().into_owned();
-        if incoming.kernels.contains(&k)
+        if fs_exists(&strees.install.join(&k).join("build"))
             || leaving.kernels.contains(&k)
             || !e.path().join("build").is_dir()
         {
@@ -172,6 +173,23 @@ pub fn stage(
         let _ = std::os::unix::fs::symlink(e.path(), to);
     }
     Ok((strees, incoming))
+}
+
+fn fs_exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// The incoming kernels that will have no headers after the transaction: none arrive and none
+/// are installed. Taken out of `incoming` (there is nothing to trial-build for them).
+pub fn headerless(incoming: &mut Incoming, strees: &Trees) -> BTreeSet<String> {
+    let out: BTreeSet<String> = incoming
+        .kernels
+        .iter()
+        .filter(|k| !strees.install.join(k).join("build/include").is_dir())
+        .cloned()
+        .collect();
+    incoming.kernels.retain(|k| !out.contains(k));
+    out
 }
 
 /// A path of the real trees moved to the default layout (what the scratch root uses).
@@ -279,14 +297,67 @@ pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Writ
             return EXIT_GO_ON;
         }
     };
-    let (strees, incoming) = match stage(&located, &leaving, trees, &scratch) {
+    let (strees, mut incoming) = match stage(&located, &leaving, trees, &scratch) {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(out, "warning: preflight: cannot unpack {e} (not checked)");
             return EXIT_GO_ON;
         }
     };
-    trial(trees, &strees, &incoming, &config, opts, out)
+    let missing = without_headers(&mut incoming, &strees, &leaving, trees, opts, out);
+    trial(trees, &strees, &incoming, missing, &config, opts, out)
+}
+
+/// A kernel that arrives without headers (`linux` upgraded, `linux-headers` not) gets none of
+/// the DKMS modules the kernel it replaces has: said before any file changes, and returned as a
+/// failure of each of those modules on it (so an essential one stops the transaction). A kernel
+/// that replaces none (one more kernel installed) only gets a warning.
+fn without_headers(
+    incoming: &mut Incoming,
+    strees: &Trees,
+    leaving: &locate::Leaving,
+    trees: &Trees,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut failed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let kernels = headerless(incoming, strees);
+    if kernels.is_empty() {
+        return failed;
+    }
+    let tree = DkmsTree::read(&trees.dkms);
+    for k in &kernels {
+        let mut modules = BTreeSet::new();
+        for old in leaving.images.iter().filter(|old| *old != k) {
+            for m in tree.modules.keys() {
+                if tree.installed(m, old, &opts.arch).is_some() {
+                    modules.insert(m.clone());
+                }
+            }
+        }
+        let build = trees.install.join(k).join("build");
+        let display = trees.display(&build);
+        if modules.is_empty() {
+            let _ = writeln!(
+                out,
+                "warning: preflight: kernel {k} arrives without its headers ({display}): no \
+                 DKMS module can be built for it"
+            );
+            continue;
+        }
+        let names: Vec<&str> = modules.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "warning: preflight: kernel {k} arrives without its headers ({display}), and \
+             replaces a kernel with DKMS modules: {} will be missing on it. Install the \
+             headers package of the kernel in the same transaction",
+            names.join(", ")
+        );
+        for m in modules {
+            failed.entry(m).or_default().insert(k.clone());
+        }
+    }
+    failed
 }
 
 /// Trial-builds on the scratch trees what the transaction would build, and decides.
@@ -294,6 +365,7 @@ fn trial(
     trees: &Trees,
     strees: &Trees,
     incoming: &Incoming,
+    mut failed: BTreeMap<String, BTreeSet<String>>,
     config: &Config,
     opts: &Options,
     out: &mut dyn Write,
@@ -332,7 +404,6 @@ fn trial(
     // What did not get installed in the scratch tree failed (or was refused by the planner).
     let built = DkmsTree::read(&strees.dkms);
     keep_builds(&plan, &built, strees, &cfg, out);
-    let mut failed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // Every incoming kernel gets its line, even with nothing to build.
     let mut ok: BTreeMap<String, usize> = incoming.kernels.iter().map(|k| (k.clone(), 0)).collect();
     for job in &plan.jobs {

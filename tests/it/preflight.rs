@@ -44,6 +44,7 @@ fn the_preflight_hook_aborts_before_the_remove_hook_on_what_arrives() {
         [
             "usr/src/*/dkms.conf",
             "!usr/src/*/*/*",
+            "usr/lib/modules/*/vmlinuz",
             "!usr/lib/modules/*/*/*",
             "usr/lib/modules/*/build/include/",
         ]
@@ -743,4 +744,80 @@ fn reuse_case(dkms: Option<PathBuf>, stale_cases: bool) {
         "{}",
         out.dump()
     );
+}
+
+/// `linux` upgraded without `linux-headers`: the new kernel would boot without the DKMS modules
+/// of the kernel it replaces. The preflight says so before any file changes, and counts it as a
+/// failure of each of those modules: an essential one stops the transaction.
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn a_kernel_arriving_without_headers_fails_the_modules_of_the_kernel_it_replaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let (root, old, new, _headers, _broken) = trial_root(&work, &pkgs);
+    let out = root.run(&["install"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let installed = vec![common::status_line("dkmshook-plain/1.0", &old, "installed")];
+    assert_eq!(root.dkms_status(), installed);
+
+    // The kernel package alone: its image, no headers; the installed version owned old's image.
+    let tree = work.join("kernel");
+    std::fs::create_dir_all(tree.join(format!("usr/lib/modules/{new}"))).unwrap();
+    std::fs::write(tree.join(format!("usr/lib/modules/{new}/vmlinuz")), "image").unwrap();
+    let kernel = make_package(&pkgs, "linux-test", "2-1", &tree, true);
+    let db = root.join("var/lib/pacman");
+    let old_image = format!("usr/lib/modules/{old}/vmlinuz");
+    install_local(&db, "linux-test", "1-1", &[&old_image]);
+    let targets = format!("usr/lib/modules/{new}/vmlinuz\n");
+    let args = ["preflight", "--package", kernel.to_str().unwrap()];
+
+    root.write_file("etc/dkms-hook.conf", "essential = dkmshook-plain\n");
+    let out = root.run_merged(&args, &targets);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert!(
+        out.combined.contains(&format!(
+            "kernel {new} arrives without its headers (/usr/lib/modules/{new}/build), and \
+             replaces a kernel with DKMS modules: dkmshook-plain will be missing on it"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.combined.contains(&format!(
+            "error: preflight: dkmshook-plain would not build for {new} (essential)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(root.dkms_status(), installed, "{}", out.dump());
+
+    // Not essential: the same warning, and the transaction goes on.
+    root.write_file("etc/dkms-hook.conf", "# none named\n");
+    let out = root.run_merged(&args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined.contains(&format!(
+            "warning: preflight: dkmshook-plain would not build for {new}\n"
+        )),
+        "{}",
+        out.dump()
+    );
+
+    // One more kernel, replacing none: a warning only, even for an essential module.
+    std::fs::remove_dir_all(&db).unwrap();
+    root.write_file("etc/dkms-hook.conf", "essential = all\n");
+    let out = root.run_merged(&args, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined.contains(&format!(
+            "warning: preflight: kernel {new} arrives without its headers \
+             (/usr/lib/modules/{new}/build): no DKMS module can be built for it"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.combined.contains("would not build"), "{}", out.dump());
+    assert_eq!(root.dkms_status(), installed, "{}", out.dump());
 }

@@ -6,7 +6,9 @@
 # configuration and sync database, unpacks the new headers and the module's sources, and
 # trial-builds. The module marked essential fails: pacman aborts and nothing changes. With
 # DKMS_HOOK_PREFLIGHT=warn, the same transaction is warned about before any file changes, and
-# completes.
+# completes, each module compiled once (in the preflight; the install hook installs that build).
+# Last, `linux` moved back without its headers: the kernel it replaces has a module marked
+# essential, so pacman aborts.
 # shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -40,10 +42,27 @@ if pacman -Q dkmshook-broken-dkms 2>/dev/null; then fail "dkmshook-broken-dkms g
 expect_installed dkmshook-plain 1.0 "$K1"
 [[ ! -e /var/cache/dkms-hook/preflight ]] || fail "the preflight's scratch root is left"
 
-# Proceeding knowingly: a warning before any file changes, and the transaction completes.
-export DKMS_HOOK_PREFLIGHT=warn
+# Proceeding knowingly: a warning before any file changes, and the transaction completes. A
+# compiler wrapper first in PATH (pacman hands its environment to the hooks) counts each
+# compilation of the module that builds: once, in the preflight.
+cc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\([^ ]*\) .*/\1/p' "/usr/src/linux-headers-$K2/.config")
+tools=(gcc)
+[[ $cc && $cc != gcc ]] && tools+=("$cc")
+for tool in "${tools[@]}"; do
+  real=$(command -v "$tool")
+  # shellcheck disable=SC2016 # the wrapper's own "$@" and $a
+  printf '#!/bin/sh\nfor a in "$@"; do case $a in */dkmshook_plain.c) echo "$a" >>/var/tmp/compiled;; esac; done\nexec %s "$@"\n' \
+    "$real" >"/usr/local/bin/$tool"
+  chmod 755 "/usr/local/bin/$tool"
+done
+export DKMS_HOOK_PREFLIGHT=warn PATH=/usr/local/bin:$PATH
 pacman_run -Syu dkmshook-broken-dkms
 unset DKMS_HOOK_PREFLIGHT
+for tool in "${tools[@]}"; do rm "/usr/local/bin/$tool"; done
+compiled=$(wc -l </var/tmp/compiled)
+((compiled == 1)) || fail "dkmshook-plain was compiled $compiled times in the transaction"
+expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built in the preflight"
+[[ ! -e /var/cache/dkms-hook/prebuilt ]] || fail "the preflight's builds outlived the transaction"
 warned=$(line_of "warning: preflight: dkmshook-broken would not build for $K2 \\(essential\\)")
 upgrading=$(line_of 'upgrading linux-test')
 ((warned < upgrading)) || fail "the warning came after pacman changed files"
@@ -57,4 +76,14 @@ pacman_run -U "$(pkg dkmshook-plain-dkms 1.1-1)"
 expect_output "preflight: 1 DKMS module builds for $K2\$"
 expect_installed dkmshook-plain 1.1 "$K2"
 expect_stock_hooks_silent
+
+# The kernel package moved without its headers: the kernel it brings would boot without the
+# module the kernel it replaces has, marked essential: pacman aborts, nothing changes.
+echo 'essential = dkmshook-plain' >/etc/dkms-hook.conf
+pacman_run --may-fail -U "$(pkg linux-test "${K1//-/_}-1")"
+((PACMAN_STATUS != 0)) || fail "pacman went on with a kernel without headers"
+expect_output "kernel $K1 arrives without its headers .* dkmshook-plain will be missing on it"
+expect_output "error: preflight: dkmshook-plain would not build for $K1 \\(essential\\)"
+[[ $(pacman -Q linux-test) == "linux-test ${K2//-/_}-1" ]] || fail "linux-test: $(pacman -Q linux-test)"
+expect_installed dkmshook-plain 1.1 "$K2"
 done_ok
