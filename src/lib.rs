@@ -14,6 +14,7 @@ pub mod dkmsconf;
 pub mod events;
 pub mod execute;
 pub mod inventory;
+pub mod json;
 pub mod kernel;
 pub mod lint;
 pub mod makelog;

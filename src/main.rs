@@ -45,6 +45,9 @@ struct Cli {
     /// Rebuild pairs that are already installed
     #[arg(long, global = true)]
     force: bool,
+    /// With `status` or `--dry-run`: print one JSON document instead of text
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -110,7 +113,7 @@ fn run(cli: Cli) -> Result<u8> {
         // the other modes do, rather than print only the kernel-less lines and exit 0.
         for k in &cli.kernels {
             let known = trees.install.join(k).is_dir()
-                || report.kernels.iter().flatten().any(|line_k| line_k == k);
+                || report.items.iter().any(|i| i.kernel.as_ref() == Some(k));
             if !known {
                 bail!(
                     "-k {k}: no such kernel under {}, nor in the dkms tree",
@@ -119,7 +122,11 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         let report = report.only_kernels(&cli.kernels);
-        quietly_when_closed(print_lines(&report.lines))?;
+        if cli.json {
+            quietly_when_closed(print_lines([dkms_hook::json::status(&report.items)]))?;
+        } else {
+            quietly_when_closed(print_lines(&report.lines))?;
+        }
         for e in &report.errors {
             eprintln!("{e}");
         }
@@ -159,6 +166,9 @@ fn run(cli: Cli) -> Result<u8> {
         Some(n) => n,
         None => cpus,
     };
+    if cli.json && !cli.dry_run {
+        bail!("--json: only with `status` or `--dry-run` (a run reports as it goes)");
+    }
     if !cli.dry_run && unsafe { libc::geteuid() } != 0 {
         bail!("changing DKMS modules needs root (try --dry-run to see the plan, or `status`)");
     }
@@ -207,7 +217,11 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let plan = plan::plan(&req, &inv);
     if cli.dry_run {
-        let text = report::dry_run_text(&plan, jobs);
+        let text = if cli.json {
+            dkms_hook::json::plan(&plan, jobs)
+        } else {
+            report::dry_run_text(&plan, jobs)
+        };
         quietly_when_closed(print_lines(text.lines()))?;
         return Ok(if plan.has_failures() {
             EXIT_FAILED
