@@ -26,6 +26,7 @@ pub mod report;
 pub mod runner;
 pub mod status;
 pub mod targets;
+pub mod timings;
 pub mod trees;
 pub mod verify;
 pub mod version;

@@ -11,6 +11,7 @@ use dkms_hook::plan::{self, Mode, Request};
 use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::Targets;
+use dkms_hook::timings::Timings;
 use dkms_hook::trees::{normalize, Trees};
 use dkms_hook::{kernel, status};
 use std::io::{IsTerminal, Read, Write};
@@ -48,6 +49,9 @@ struct Cli {
     /// With `status` or `--dry-run`: print one JSON document instead of text
     #[arg(long, global = true)]
     json: bool,
+    /// After a run (bare, install, remove): write an HTML timeline of its jobs to FILE
+    #[arg(long, value_name = "FILE", global = true)]
+    timings: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -99,6 +103,10 @@ fn run(cli: Cli) -> Result<u8> {
     if let Some(Cmd::Lint { files }) = &cli.command {
         let outcome = dkms_hook::lint::run(files, &mut std::io::stdout(), &mut std::io::stderr())?;
         return Ok(outcome.code());
+    }
+    let runs = matches!(cli.command, None | Some(Cmd::Install | Cmd::Remove));
+    if cli.timings.is_some() && (cli.dry_run || !runs) {
+        bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
     }
     let root = absolute(&cli.root)?;
     if !root.is_dir() {
@@ -229,6 +237,14 @@ fn run(cli: Cli) -> Result<u8> {
             EXIT_OK
         });
     }
+    // Opened before anything runs: a FILE that cannot be written is said before any change.
+    let timings_file = match &cli.timings {
+        Some(p) => Some((
+            std::fs::File::create(p).with_context(|| format!("--timings {}", p.display()))?,
+            p,
+        )),
+        None => None,
+    };
     let stdout = std::io::stdout();
     let style = Style::detect(
         stdout.is_terminal(),
@@ -245,12 +261,24 @@ fn run(cli: Cli) -> Result<u8> {
         arch,
         dkms,
     };
-    let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
-    Ok(if summary.failed > 0 {
+    let mut timings = Timings::new();
+    let summary = runner::run(&plan, &cfg, &mut |e| {
+        timings.record(e);
+        reporter.handle(e)
+    });
+    let mut code = if summary.failed > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
-    })
+    };
+    if let Some((mut file, path)) = timings_file {
+        if let Err(e) = file.write_all(timings.html().as_bytes()) {
+            // The run happened: its exit status stands, but not as a success.
+            eprintln!("dkms-hook: error: --timings {}: {e}", path.display());
+            code = EXIT_FAILED;
+        }
+    }
+    Ok(code)
 }
 
 /// Writes lines to stdout.
