@@ -167,29 +167,21 @@ impl Timings {
         }
     }
 
-    /// The bars in start order, each on the lowest slot free at its start.
-    pub fn slots(&self) -> Vec<Bar> {
+    /// The bars in start order, each on the lowest slot free at its start: jobs on the job slots,
+    /// then depmod runs (which take no job slot) on rows of their own below them. Also the number
+    /// of job slots.
+    pub fn slots(&self) -> (Vec<Bar>, usize) {
         let mut bars = self.bars.clone();
+        bars.sort_by_key(|b| (is_depmod(b), b.start, b.order));
+        let job_rows = assign(bars.iter_mut().filter(|b| !is_depmod(b)), 0);
+        assign(bars.iter_mut().filter(|b| is_depmod(b)), job_rows);
         bars.sort_by_key(|b| (b.start, b.order));
-        // When each slot becomes free.
-        let mut free_at: Vec<Duration> = Vec::new();
-        for b in &mut bars {
-            let slot = match free_at.iter().position(|&end| end <= b.start) {
-                Some(s) => s,
-                None => {
-                    free_at.push(Duration::ZERO);
-                    free_at.len() - 1
-                }
-            };
-            free_at[slot] = b.start + b.duration;
-            b.slot = slot;
-        }
-        bars
+        (bars, job_rows)
     }
 
     /// The page.
     pub fn html(&self) -> String {
-        let bars = self.slots();
+        let (bars, job_rows) = self.slots();
         let rows = bars.iter().map(|b| b.slot + 1).max().unwrap_or(0);
         let end = bars
             .iter()
@@ -226,11 +218,15 @@ impl Timings {
         }
         for r in 0..rows {
             let y = top + r as f64 * row_h;
+            let label = if r < job_rows {
+                format!("slot {}", r + 1)
+            } else {
+                "depmod".to_string()
+            };
             let _ = write!(
                 svg,
-                r#"<text class="slot" x="4" y="{:.1}">slot {}</text>"#,
+                r#"<text class="slot" x="4" y="{:.1}">{label}</text>"#,
                 y + 16.0,
-                r + 1
             );
         }
         for b in &bars {
@@ -336,6 +332,29 @@ tr.skipped td, tr.excluded td {{ color: #777; }}
     }
 }
 
+fn is_depmod(b: &Bar) -> bool {
+    matches!(b.outcome, Outcome::Depmod | Outcome::DepmodFailed)
+}
+
+/// Gives each of `bars` (in start order) the lowest row from `first` on that is free at its
+/// start; returns the number of rows used.
+fn assign<'a>(bars: impl Iterator<Item = &'a mut Bar>, first: usize) -> usize {
+    // When each row becomes free.
+    let mut free_at: Vec<Duration> = Vec::new();
+    for b in bars {
+        let row = match free_at.iter().position(|&end| end <= b.start) {
+            Some(r) => r,
+            None => {
+                free_at.push(Duration::ZERO);
+                free_at.len() - 1
+            }
+        };
+        free_at[row] = b.start + b.duration;
+        b.slot = first + row;
+    }
+    free_at.len()
+}
+
 /// `1.2s`, `45s`, `2m05s`.
 fn secs(s: f64) -> String {
     if s < 10.0 {
@@ -422,6 +441,7 @@ mod tests {
         }
         let got: Vec<(String, usize, Duration)> = t
             .slots()
+            .0
             .into_iter()
             .map(|b| (b.name, b.slot, b.start))
             .collect();
@@ -461,6 +481,11 @@ mod tests {
         t.record_at(&Event::RunFinished { elapsed: s(3.6) }, s(3.6));
         let html = t.html();
         assert_eq!(html.matches(r#"<g class="bar "#).count(), 3);
+        // Two job slots, and depmod on a row of its own although a slot was free.
+        assert_eq!(t.slots().1, 2);
+        assert!(
+            html.contains(">slot 2<") && html.contains(">depmod<") && !html.contains(">slot 3<")
+        );
         assert!(html.contains(r#"data-name="a&lt;x&gt;/1" data-kernel="k1" data-outcome="built""#));
         assert!(html.contains(r#"data-name="b/1" data-kernel="k2" data-outcome="failed""#));
         assert!(html.contains(r#"data-name="depmod" data-kernel="k1" data-outcome="depmod""#));
