@@ -18,6 +18,7 @@ pub mod json;
 pub mod kernel;
 pub mod lint;
 pub mod makelog;
+pub mod orphans;
 pub mod plan;
 pub mod preflight;
 pub mod process;

@@ -71,6 +71,13 @@ enum Cmd {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// List module files dkms installed (under updates/dkms, or a dkms.conf's DEST_MODULE_LOCATION)
+    /// that no dkms record owns any more, and kernel directories left with nothing else
+    Orphans {
+        /// Delete them, then run depmod for the kernels that remain (needs root)
+        #[arg(long)]
+        remove: bool,
+    },
     /// Hook mode, before the transaction: trial-build for the headers and module sources on stdin
     /// (pacman's NeedsTargets), from the package files pacman downloaded; exit 1 when an essential
     /// module would not build (see /etc/dkms-hook.conf)
@@ -139,6 +146,9 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("{e}");
         }
         return Ok(EXIT_OK);
+    }
+    if let Some(Cmd::Orphans { remove }) = cli.command {
+        return orphans(&trees, remove);
     }
     if let Some(Cmd::Preflight { packages }) = &cli.command {
         let mut text = String::new();
@@ -279,6 +289,43 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     Ok(code)
+}
+
+/// `orphans`: one path a line (a left-over kernel directory with a trailing `/`), or with
+/// `--remove` what was removed and the kernels depmod ran for.
+fn orphans(trees: &Trees, remove: bool) -> Result<u8> {
+    if remove && unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "orphans --remove: deleting module files needs root (without --remove, it lists them)"
+        );
+    }
+    let inv = Inventory::load(trees, &kernel::host_arch(), &SourceSelection::All);
+    let found = dkms_hook::orphans::find(&inv);
+    let shown = |p: &Path| trees.display(p).into_owned();
+    if !remove {
+        let lines = found
+            .files
+            .iter()
+            .map(|f| shown(f))
+            .chain(found.kernels.iter().map(|k| format!("{}/", shown(k))));
+        quietly_when_closed(print_lines(lines))?;
+        return Ok(EXIT_OK);
+    }
+    let done = dkms_hook::orphans::remove(trees, &found);
+    let lines = done
+        .removed
+        .iter()
+        .map(|p| format!("removed {}", shown(p)))
+        .chain(done.depmod.iter().map(|k| format!("depmod {k}")));
+    quietly_when_closed(print_lines(lines))?;
+    for e in &done.errors {
+        eprintln!("dkms-hook: error: {e}");
+    }
+    Ok(if done.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
 }
 
 /// Writes lines to stdout.

@@ -9,6 +9,7 @@ mod engine;
 mod fixtures_smoke;
 mod lint;
 mod newer_dkms;
+mod orphans;
 mod pacman;
 mod preflight;
 mod runner;
