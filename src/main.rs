@@ -107,13 +107,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8> {
+    let runs = matches!(cli.command, None | Some(Cmd::Install | Cmd::Remove));
+    if cli.json && !(matches!(cli.command, Some(Cmd::Status)) || (runs && cli.dry_run)) {
+        bail!("--json: only with `status` or `--dry-run` (a run reports as it goes)");
+    }
+    if cli.timings.is_some() && (cli.dry_run || !runs) {
+        bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
+    }
     if let Some(Cmd::Lint { files }) = &cli.command {
         let outcome = dkms_hook::lint::run(files, &mut std::io::stdout(), &mut std::io::stderr())?;
         return Ok(outcome.code());
-    }
-    let runs = matches!(cli.command, None | Some(Cmd::Install | Cmd::Remove));
-    if cli.timings.is_some() && (cli.dry_run || !runs) {
-        bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
     }
     let root = absolute(&cli.root)?;
     if !root.is_dir() {
@@ -184,9 +187,6 @@ fn run(cli: Cli) -> Result<u8> {
         Some(n) => n,
         None => cpus,
     };
-    if cli.json && !cli.dry_run {
-        bail!("--json: only with `status` or `--dry-run` (a run reports as it goes)");
-    }
     if !cli.dry_run && unsafe { libc::geteuid() } != 0 {
         bail!("changing DKMS modules needs root (try --dry-run to see the plan, or `status`)");
     }

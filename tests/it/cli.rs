@@ -486,3 +486,17 @@ fn json_is_refused_for_a_real_run() {
     assert_eq!(out.code, 2, "{}", out.dump());
     assert!(out.stderr.contains("--json: only with"), "{}", out.dump());
 }
+
+/// `--json` where it has no meaning is refused, not ignored: a script would read text as JSON.
+#[test]
+fn json_is_refused_where_it_means_nothing() {
+    let root = status_root();
+    for args in [
+        &["orphans", "--json"][..],
+        &["lint", "--json", "x.pkg.tar.zst"],
+    ] {
+        let out = root.run(args, "");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        assert!(out.stderr.contains("--json: only with"), "{}", out.dump());
+    }
+}
