@@ -16,8 +16,6 @@ export LC_ALL=C
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${DKMS_HOOK:-$repo/target/debug/dkms-hook}
-png=$(realpath -m "${1:-$repo/bench/timings.png}")
-page=${png%.png}.html
 
 die() {
     echo "bench/timings.sh: $*" >&2
@@ -25,6 +23,8 @@ die() {
 }
 
 if [[ ${1:-} != --in-namespace ]]; then
+    png=$(realpath -m "${1:-$repo/bench/timings.png}")
+    page=${png%.png}.html
     ((EUID == 0)) || die "must run as root (dkms installs modules; everything stays in a sandbox)"
     [[ -x $bin ]] || die "$bin: not found: run cargo build first"
     command -v chromium >/dev/null || die "chromium: not found (apt-get install chromium)"
@@ -33,7 +33,7 @@ if [[ ${1:-} != --in-namespace ]]; then
     unshare -m --propagation private bash "${BASH_SOURCE[0]}" --in-namespace "$scratch" "$page"
     # Chromium outside the namespace, as an ordinary browser would open the page.
     chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-        --window-size=1160,420 --screenshot="$png" "file://$page" 2>/dev/null
+        --window-size=1160,480 --screenshot="$png" "file://$page" 2>/dev/null
     echo "bench/timings.sh: $page, $png ($(stat -c %s "$png") bytes)"
     exit 0
 fi
