@@ -151,7 +151,8 @@ fn run(cli: Cli) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     if let Some(Cmd::Orphans { remove }) = cli.command {
-        return orphans(&trees, remove);
+        // --dry-run lists what --remove would delete, and deletes nothing.
+        return orphans(&trees, remove && !cli.dry_run, &cli.kernels);
     }
     if let Some(Cmd::Preflight { packages }) = &cli.command {
         let mut text = String::new();
@@ -292,14 +293,25 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 /// `orphans`: one path a line (a left-over kernel directory with a trailing `/`), or with
-/// `--remove` what was removed and the kernels depmod ran for.
-fn orphans(trees: &Trees, remove: bool) -> Result<u8> {
+/// `--remove` what was removed and the kernels depmod ran for; with `-k`, only those kernels.
+fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
     if remove && unsafe { libc::geteuid() } != 0 {
         bail!(
             "orphans --remove: deleting module files needs root (without --remove, it lists them)"
         );
     }
-    let inv = Inventory::load(trees, &kernel::host_arch(), &SourceSelection::All);
+    let mut inv = Inventory::load(trees, &kernel::host_arch(), &SourceSelection::All);
+    for k in kernels {
+        if inv.kernel(k).is_none() {
+            bail!(
+                "-k {k}: no such kernel under {}",
+                trees.display(&trees.install)
+            );
+        }
+    }
+    if !kernels.is_empty() {
+        inv.kernels.retain(|k| kernels.contains(&k.release));
+    }
     let found = dkms_hook::orphans::find(&inv);
     let shown = |p: &Path| trees.display(p).into_owned();
     if !remove {

@@ -104,4 +104,17 @@ fn orphans_lists_without_changing_anything() {
         format!("/usr/lib/modules/{k}/updates/dkms/gone.ko.zst\n")
     );
     assert!(crate::common::snapshot_diff(&before, &root.snapshot()).is_empty());
+    // -k: only that kernel's; --dry-run lists what --remove would delete, and deletes nothing.
+    root.add_fake_kernel("6.1.0-2-amd64");
+    root.write_file("usr/lib/modules/6.1.0-2-amd64/updates/dkms/other.ko", "x");
+    let before = root.snapshot();
+    let out = root.run(&["orphans", "--remove", "--dry-run", "-k", k], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.stdout,
+        format!("/usr/lib/modules/{k}/updates/dkms/gone.ko.zst\n")
+    );
+    assert!(crate::common::snapshot_diff(&before, &root.snapshot()).is_empty());
+    let out = root.run(&["orphans", "-k", "nonsense"], "");
+    assert_eq!(out.code, 2, "{}", out.dump());
 }
