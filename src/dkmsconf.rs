@@ -32,6 +32,9 @@ pub struct DkmsConf {
     pub dest_names: Vec<String>,
     /// BUILT_MODULE_LOCATION entries (same order as `built_modules`; empty string when unset).
     pub built_locations: Vec<String>,
+    /// DEST_MODULE_LOCATION entries as set (where dkms installs outside Debian and Arch, which
+    /// use `/updates/dkms` whatever they say).
+    pub dest_locations: Vec<String>,
     /// AUTOINSTALL as written (`autoinstall` says only whether it is set).
     pub autoinstall_value: String,
     /// PATCH entries: file names under the source's `patches/` directory.
@@ -168,7 +171,7 @@ pub(crate) const EVALUATOR: &str = include_str!("dkmsconf.sh");
 const DIRECTIVES: &str = "PACKAGE_NAME PACKAGE_VERSION AUTOINSTALL BUILD_DEPENDS \
     BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
     BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME \
-    BUILT_MODULE_LOCATION PATCH MAKE";
+    BUILT_MODULE_LOCATION DEST_MODULE_LOCATION PATCH MAKE";
 
 /// One piece of work for the evaluator.
 #[derive(Debug, Clone)]
@@ -472,6 +475,7 @@ fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
     Ok(DkmsConf {
         autoinstall_value: scalar("AUTOINSTALL").unwrap_or_default(),
         built_locations,
+        dest_locations: list("DEST_MODULE_LOCATION"),
         patches: list("PATCH"),
         make: list("MAKE"),
         name,

@@ -432,7 +432,7 @@ fn failed(what: String, errors: Vec<String>, log: Option<PathBuf>, output: &str)
 }
 
 /// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
-fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
+pub(crate) fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
     let mut c = Command::new("depmod");
     c.arg("-a");
     match trees.depmod_base() {

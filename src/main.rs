@@ -11,6 +11,7 @@ use dkms_hook::plan::{self, Mode, Request};
 use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::Targets;
+use dkms_hook::timings::Timings;
 use dkms_hook::trees::{normalize, Trees};
 use dkms_hook::{kernel, status};
 use std::io::{IsTerminal, Read, Write};
@@ -45,6 +46,12 @@ struct Cli {
     /// Rebuild pairs that are already installed
     #[arg(long, global = true)]
     force: bool,
+    /// With `status` or `--dry-run`: print one JSON document instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    /// After a run (bare, install, remove): write an HTML timeline of its jobs to FILE
+    #[arg(long, value_name = "FILE", global = true)]
+    timings: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -63,6 +70,13 @@ enum Cmd {
         /// Package files (.pkg.tar.zst, .pkg.tar.xz, .pkg.tar.gz)
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// List module files dkms installed (under updates/dkms, or a dkms.conf's DEST_MODULE_LOCATION)
+    /// that no dkms record owns any more, and kernel directories left with nothing else
+    Orphans {
+        /// Delete them, then run depmod for the kernels that remain (needs root)
+        #[arg(long)]
+        remove: bool,
     },
     /// Hook mode, before the transaction: trial-build for the headers and module sources on stdin
     /// (pacman's NeedsTargets), from the package files pacman downloaded; exit 1 when an essential
@@ -93,6 +107,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8> {
+    let runs = matches!(cli.command, None | Some(Cmd::Install | Cmd::Remove));
+    if cli.json && !(matches!(cli.command, Some(Cmd::Status)) || (runs && cli.dry_run)) {
+        bail!("--json: only with `status` or `--dry-run` (a run reports as it goes)");
+    }
+    if cli.timings.is_some() && (cli.dry_run || !runs) {
+        bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
+    }
     if let Some(Cmd::Lint { files }) = &cli.command {
         let outcome = dkms_hook::lint::run(files, &mut std::io::stdout(), &mut std::io::stderr())?;
         return Ok(outcome.code());
@@ -110,7 +131,7 @@ fn run(cli: Cli) -> Result<u8> {
         // the other modes do, rather than print only the kernel-less lines and exit 0.
         for k in &cli.kernels {
             let known = trees.install.join(k).is_dir()
-                || report.kernels.iter().flatten().any(|line_k| line_k == k);
+                || report.items.iter().any(|i| i.kernel.as_ref() == Some(k));
             if !known {
                 bail!(
                     "-k {k}: no such kernel under {}, nor in the dkms tree",
@@ -119,11 +140,19 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         let report = report.only_kernels(&cli.kernels);
-        quietly_when_closed(print_lines(&report.lines))?;
+        if cli.json {
+            quietly_when_closed(print_lines([dkms_hook::json::status(&report.items)]))?;
+        } else {
+            quietly_when_closed(print_lines(&report.lines))?;
+        }
         for e in &report.errors {
             eprintln!("{e}");
         }
         return Ok(EXIT_OK);
+    }
+    if let Some(Cmd::Orphans { remove }) = cli.command {
+        // --dry-run lists what --remove would delete, and deletes nothing.
+        return orphans(&trees, remove && !cli.dry_run, &cli.kernels);
     }
     if let Some(Cmd::Preflight { packages }) = &cli.command {
         let mut text = String::new();
@@ -207,7 +236,11 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let plan = plan::plan(&req, &inv);
     if cli.dry_run {
-        let text = report::dry_run_text(&plan, jobs);
+        let text = if cli.json {
+            dkms_hook::json::plan(&plan, jobs)
+        } else {
+            report::dry_run_text(&plan, jobs)
+        };
         quietly_when_closed(print_lines(text.lines()))?;
         return Ok(if plan.has_failures() {
             EXIT_FAILED
@@ -215,6 +248,14 @@ fn run(cli: Cli) -> Result<u8> {
             EXIT_OK
         });
     }
+    // Opened before anything runs: a FILE that cannot be written is said before any change.
+    let timings_file = match &cli.timings {
+        Some(p) => Some((
+            std::fs::File::create(p).with_context(|| format!("--timings {}", p.display()))?,
+            p,
+        )),
+        None => None,
+    };
     let stdout = std::io::stdout();
     let style = Style::detect(
         stdout.is_terminal(),
@@ -231,7 +272,11 @@ fn run(cli: Cli) -> Result<u8> {
         arch,
         dkms,
     };
-    let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
+    let mut timings = Timings::new();
+    let summary = runner::run(&plan, &cfg, &mut |e| {
+        timings.record(e);
+        reporter.handle(e)
+    });
     if mode != Mode::Remove {
         // The preflight's builds serve one transaction: what this run did not install goes
         // (an install run ends the transaction; the remove hook runs between the two).
@@ -240,10 +285,66 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
         }
     }
-    Ok(if summary.failed > 0 {
+    let mut code = if summary.failed > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
+    };
+    if let Some((mut file, path)) = timings_file {
+        if let Err(e) = file.write_all(timings.html().as_bytes()) {
+            // The run happened: its exit status stands, but not as a success.
+            eprintln!("dkms-hook: error: --timings {}: {e}", path.display());
+            code = EXIT_FAILED;
+        }
+    }
+    Ok(code)
+}
+
+/// `orphans`: one path a line (a left-over kernel directory with a trailing `/`), or with
+/// `--remove` what was removed and the kernels depmod ran for; with `-k`, only those kernels.
+fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
+    if remove && unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "orphans --remove: deleting module files needs root (without --remove, it lists them)"
+        );
+    }
+    let mut inv = Inventory::load(trees, &kernel::host_arch(), &SourceSelection::All);
+    for k in kernels {
+        if inv.kernel(k).is_none() {
+            bail!(
+                "-k {k}: no such kernel under {}",
+                trees.display(&trees.install)
+            );
+        }
+    }
+    if !kernels.is_empty() {
+        inv.kernels.retain(|k| kernels.contains(&k.release));
+    }
+    let found = dkms_hook::orphans::find(&inv);
+    let shown = |p: &Path| trees.display(p).into_owned();
+    if !remove {
+        let lines = found
+            .files
+            .iter()
+            .map(|f| shown(f))
+            .chain(found.kernels.iter().map(|k| format!("{}/", shown(k))));
+        quietly_when_closed(print_lines(lines))?;
+        return Ok(EXIT_OK);
+    }
+    let done = dkms_hook::orphans::remove(trees, &found);
+    let lines = done
+        .removed
+        .iter()
+        .map(|p| format!("removed {}", shown(p)))
+        .chain(done.depmod.iter().map(|k| format!("depmod {k}")));
+    quietly_when_closed(print_lines(lines))?;
+    for e in &done.errors {
+        eprintln!("dkms-hook: error: {e}");
+    }
+    Ok(if done.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
     })
 }
 

@@ -210,7 +210,7 @@ mod tests {
         // spl: 1 + zfs's 9 waiting on it = 10 beats small's 2; zfs waits for spl.
         assert_eq!(take_all(&mut q), [0, 2]);
         assert_eq!(q.finish(2, true), []);
-        assert_eq!(take_all(&mut q), []);
+        assert_eq!(take_all(&mut q), [0usize; 0]);
         assert_eq!(q.finish(0, true), []);
         assert_eq!(take_all(&mut q), [1]);
         assert_eq!(q.finish(1, true), []);

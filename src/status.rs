@@ -46,8 +46,33 @@ pub fn lines(trees: &Trees) -> Vec<String> {
 pub struct Report {
     pub lines: Vec<String>,
     pub errors: Vec<String>,
-    /// The kernel of each line (`None` for `M/V: added` or `broken`), for `-k`.
-    pub kernels: Vec<Option<String>>,
+    /// What each line says, field by field (for `status --json`, and `-k`).
+    pub items: Vec<Item>,
+}
+
+/// The state of one module version (on one kernel), as `dkms status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Registered, built for no kernel.
+    Added,
+    /// Its source directory or the link to it is missing (dkms 3.0.13+).
+    Broken,
+    Built,
+    Installed,
+}
+
+/// One line of the listing, field by field.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Item {
+    pub module: String,
+    pub version: String,
+    /// `None` for a version that is only added or broken: it belongs to no kernel.
+    pub kernel: Option<String>,
+    pub arch: Option<String>,
+    pub state: State,
+    /// The parenthesised warnings of the line, without their parentheses.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -58,14 +83,14 @@ impl Report {
             return self;
         }
         let keep: Vec<bool> = self
-            .kernels
+            .items
             .iter()
-            .map(|k| k.as_ref().is_none_or(|k| kernels.contains(k)))
+            .map(|i| i.kernel.as_ref().is_none_or(|k| kernels.contains(k)))
             .collect();
         let mut keep_iter = keep.iter();
         self.lines.retain(|_| *keep_iter.next().unwrap_or(&true));
         let mut keep_iter = keep.iter();
-        self.kernels.retain(|_| *keep_iter.next().unwrap_or(&true));
+        self.items.retain(|_| *keep_iter.next().unwrap_or(&true));
         self
     }
 }
@@ -134,23 +159,23 @@ impl Flavour {
     }
     fn original_warning(&self) -> &'static str {
         if self.new_wording() {
-            " (Original modules exist)"
+            "Original modules exist"
         } else {
-            " (original_module exists)"
+            "original_module exists"
         }
     }
     fn missing_warning(&self) -> &'static str {
         if self.new_wording() {
-            " (Built modules are missing in the kernel modules folder)"
+            "Built modules are missing in the kernel modules folder"
         } else {
-            " (WARNING! Missing some built modules!)"
+            "WARNING! Missing some built modules!"
         }
     }
     fn diff_warning(&self) -> &'static str {
         if self.new_wording() {
-            " (Differences between built and installed modules)"
+            "Differences between built and installed modules"
         } else {
-            " (WARNING! Diff between built and installed module!)"
+            "WARNING! Diff between built and installed module!"
         }
     }
     /// Where dkms reads the kernel's headers for `kernel` (`kernel_source_dir`).
@@ -213,11 +238,36 @@ enum Version {
     },
 }
 
-/// One line of the listing: final text, or a built/installed pair whose warnings are still to
-/// be worked out.
+/// One line of the listing: a version on no kernel, or a built/installed pair whose warnings are
+/// still to be worked out.
 enum Entry {
-    Text(String),
-    Pair { pair: usize, installed: bool },
+    Version {
+        module: String,
+        version: String,
+        state: State,
+    },
+    Pair {
+        pair: usize,
+        installed: bool,
+    },
+}
+
+/// An item as `dkms status` prints it.
+fn line(i: &Item) -> String {
+    let state = match i.state {
+        State::Added => "added",
+        State::Broken => "broken",
+        State::Built => "built",
+        State::Installed => "installed",
+    };
+    let mut s = match (&i.kernel, &i.arch) {
+        (Some(k), Some(a)) => format!("{}/{}, {k}, {a}: {state}", i.module, i.version),
+        _ => format!("{}/{}: {state}", i.module, i.version),
+    };
+    for w in &i.warnings {
+        s.push_str(&format!(" ({w})"));
+    }
+    s
 }
 
 /// Computes what `dkms status` (of dkms `flavour`) prints for `trees`.
@@ -237,41 +287,45 @@ fn report_sorted_by(trees: &Trees, flavour: &Flavour, collator: &Collator) -> Re
     for k in kernels {
         suffixes.get(trees, flavour, k);
     }
-    let lines = entries
+    let items: Vec<Item> = entries
         .par_iter()
         .map(|e| match e {
-            Entry::Text(t) => t.clone(),
+            Entry::Version {
+                module,
+                version,
+                state,
+            } => Item {
+                module: module.clone(),
+                version: version.clone(),
+                kernel: None,
+                arch: None,
+                state: *state,
+                warnings: Vec::new(),
+            },
             Entry::Pair { pair, installed } => {
                 let p = &pairs[*pair];
-                let state = if *installed { "installed" } else { "built" };
-                let mut line = format!(
-                    "{}/{}, {}, {}: {state}",
-                    p.module, p.version, p.kernel, p.arch
-                );
                 let suffix = suffixes.peek(&p.kernel);
-                line.push_str(&extra(
-                    trees,
-                    flavour,
-                    p,
-                    &confs[*pair],
-                    *installed,
-                    &suffix,
-                ));
-                line
+                let warnings = extra(trees, flavour, p, &confs[*pair], *installed, &suffix);
+                Item {
+                    module: p.module.clone(),
+                    version: p.version.clone(),
+                    kernel: Some(p.kernel.clone()),
+                    arch: Some(p.arch.clone()),
+                    state: if *installed {
+                        State::Installed
+                    } else {
+                        State::Built
+                    },
+                    warnings: warnings.iter().map(|w| w.to_string()).collect(),
+                }
             }
         })
         .collect();
-    let kernels = entries
-        .iter()
-        .map(|e| match e {
-            Entry::Text(_) => None,
-            Entry::Pair { pair, .. } => Some(pairs[*pair].kernel.clone()),
-        })
-        .collect();
+    let lines = items.iter().map(line).collect();
     Report {
         lines,
         errors,
-        kernels,
+        items,
     }
 }
 
@@ -371,7 +425,11 @@ fn listing(
         let (m, v, idx) = match version {
             Version::Broken { module, version } => {
                 let (m, v) = (module, version);
-                entries.push(Entry::Text(format!("{m}/{v}: broken")));
+                entries.push(Entry::Version {
+                    module: m.clone(),
+                    version: v.clone(),
+                    state: State::Broken,
+                });
                 errors.push(format!(
                     "{m}/{v}: Missing the module source directory or the symbolic link pointing \
                      to it.\nManual intervention is required!"
@@ -422,13 +480,18 @@ fn listing(
             });
         }
         if !any {
-            entries.push(Entry::Text(format!("{m}/{v}: added")));
+            entries.push(Entry::Version {
+                module: m.clone(),
+                version: v.clone(),
+                state: State::Added,
+            });
         }
     }
     (entries, errors)
 }
 
-/// module_status_built_extra: the warnings after a built or installed line.
+/// module_status_built_extra: the warnings after a built or installed line, each without its
+/// parentheses.
 fn extra(
     trees: &Trees,
     flavour: &Flavour,
@@ -436,8 +499,8 @@ fn extra(
     conf: &Conf,
     installed: bool,
     suffix: &str,
-) -> String {
-    let mut out = String::new();
+) -> Vec<&'static str> {
+    let mut out = Vec::new();
     if !conf.readable {
         // read_conf dies inside the subshell: nothing is printed.
         return out;
@@ -449,7 +512,7 @@ fn extra(
         .join(&p.kernel)
         .join(&p.arch);
     if original.is_dir() {
-        out.push_str(flavour.original_warning());
+        out.push(flavour.original_warning());
     }
     let moddir = pair_dir(trees, p).join("module");
     let kdir = trees.install.join(&p.kernel);
@@ -458,7 +521,7 @@ fn extra(
             continue;
         }
         let Some(built) = find_ko(&moddir, &d.name, suffix) else {
-            out.push_str(flavour.missing_warning());
+            out.push(flavour.missing_warning());
             if flavour.new_wording() {
                 break;
             }
@@ -481,7 +544,7 @@ fn extra(
         }
         let real = real.or_else(|| find_ko(&kdir, &d.name, suffix));
         if !real.is_some_and(|r| same_contents(&built, &r)) {
-            out.push_str(flavour.diff_warning());
+            out.push(flavour.diff_warning());
             if flavour.new_wording() {
                 break;
             }

@@ -273,3 +273,231 @@ fn the_evaluator_is_shellcheck_clean() {
         );
     }
 }
+
+/// The keys of a JSON object, to check a document's shape exactly (a key added or dropped
+/// must be a decision, and show up in the README).
+fn keys(v: &serde_json::Value) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+fn set(words: &[&'static str]) -> BTreeSet<&'static str> {
+    words.iter().copied().collect()
+}
+
+/// `--dry-run --json` is the same plan as the text form, field by field: every job with its
+/// module, version, kernel and action, the importer's edge to the exporter, the failures with
+/// their reasons, the note and the depmod kernels.
+#[test]
+fn dry_run_json_is_the_plan_of_the_text_form() {
+    let root = fixture_root();
+    let text = root.run(&["--dry-run", "-j", "2"], "");
+    let out = root.run(&["--dry-run", "--json", "-j", "2"], "");
+    assert_eq!(out.code, text.code, "same exit status: {}", out.dump());
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", out.dump()));
+    assert_eq!(
+        keys(&doc),
+        set(&[
+            "jobs_at_once",
+            "jobs",
+            "edges",
+            "depmod",
+            "skipped",
+            "failed",
+            "notes"
+        ])
+    );
+    assert_eq!(doc["jobs_at_once"], 2);
+    let jobs = doc["jobs"].as_array().unwrap();
+    let mut lines = BTreeSet::new();
+    let mut id_of = std::collections::BTreeMap::new();
+    for j in jobs {
+        assert_eq!(
+            keys(j),
+            set(&["id", "module", "version", "kernel", "action", "direct", "prebuilt", "needs"]),
+            "{j}"
+        );
+        assert_eq!(j["action"], "build", "{j}");
+        assert_eq!(j["direct"], false, "{j}");
+        assert_eq!(j["prebuilt"], false, "{j}");
+        let (m, v, k) = (
+            j["module"].as_str().unwrap(),
+            j["version"].as_str().unwrap(),
+            j["kernel"].as_str().unwrap(),
+        );
+        lines.insert(format!("build  {m}/{v} for {k}"));
+        id_of.insert((m.to_string(), k.to_string()), j["id"].as_u64().unwrap());
+    }
+    assert_eq!(lines, job_lines(&text.stdout), "{}", out.dump());
+    // Ids are distinct, and each job's needs are exactly its edges.
+    assert_eq!(id_of.len(), jobs.len());
+    let edges: BTreeSet<(u64, u64)> = doc["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(keys(e), set(&["from", "to"]), "{e}");
+            (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap())
+        })
+        .collect();
+    let mut want_edges = BTreeSet::new();
+    for k in [K1, K2] {
+        let id = |m: &str| id_of[&(format!("dkmshook-{m}"), k.to_string())];
+        want_edges.insert((id("exporter"), id("importer")));
+    }
+    assert_eq!(edges, want_edges, "importer builds after exporter");
+    let from_needs: BTreeSet<(u64, u64)> = jobs
+        .iter()
+        .flat_map(|j| {
+            let to = j["id"].as_u64().unwrap();
+            j["needs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |n| (n.as_u64().unwrap(), to))
+        })
+        .collect();
+    assert_eq!(from_needs, edges);
+    // A dependency starts before what needs it, as in the text's numbering.
+    let pos = |id: u64| jobs.iter().position(|j| j["id"] == id).unwrap();
+    assert!(edges.iter().all(|&(from, to)| pos(from) < pos(to)));
+    assert_eq!(doc["depmod"], serde_json::json!([K1, K2]));
+    let fails: Vec<String> = doc["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(keys(d), set(&["subject", "kernel", "reason"]), "{d}");
+            format!(
+                "  fail {} for {}: {}",
+                d["subject"].as_str().unwrap(),
+                d["kernel"].as_str().unwrap(),
+                d["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(fails.len(), 6, "{}", out.dump());
+    assert_eq!(fails, lines_starting(&text.stdout, "  fail "));
+    assert_eq!(doc["skipped"], serde_json::json!([]));
+    let notes: Vec<String> = lines_starting(&text.stdout, "note: ")
+        .iter()
+        .map(|n| n["note: ".len()..].to_string())
+        .collect();
+    assert_eq!(doc["notes"], serde_json::json!(notes));
+    assert_no_root_path(&root, &out.combined);
+}
+
+/// With the plain module installed for K1, a bare `--dry-run --json -k K1` skips it with its
+/// reason, and plans no job for it.
+#[test]
+fn dry_run_json_gives_skips_with_their_reasons() {
+    let root = status_root();
+    // dkms's own link is relative (the planner reads V/K/ARCH from it).
+    let link = root
+        .dkms_tree()
+        .join(format!("dkmshook-plain/kernel-{K1}-x86_64"));
+    std::fs::remove_file(&link).unwrap();
+    symlink(format!("1.0/{K1}/x86_64"), &link).unwrap();
+    let out = root.run(&["--dry-run", "--json", "-k", K1], "");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let jobs = doc["jobs"].as_array().unwrap();
+    assert!(!jobs.is_empty(), "{}", out.dump());
+    assert!(
+        jobs.iter().all(|j| j["module"] != "dkmshook-plain"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        doc["skipped"],
+        serde_json::json!([{"subject": "dkmshook-plain/1.0", "kernel": K1,
+            "reason": "already installed"}]),
+        "{}",
+        out.dump()
+    );
+}
+
+/// `status --json`: one object per line of `status`, with the same module, version, kernel,
+/// arch and state; a version that is only added has a null kernel.
+#[test]
+fn status_json_has_one_object_per_status_line() {
+    let root = status_root();
+    // Added, built for no kernel.
+    let m = root.dkms_tree().join("dkmshook-exporter");
+    root.mkdir(m.join("1.0"));
+    symlink(
+        root.source_tree().join("dkmshook-exporter-1.0"),
+        m.join("1.0/source"),
+    )
+    .unwrap();
+    let text = root.run(&["status"], "");
+    let out = root.run(&["status", "--json"], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", out.dump()));
+    let items = doc.as_array().expect("an array");
+    let fields = set(&["module", "version", "kernel", "arch", "state", "warnings"]);
+    let mut rebuilt = String::new();
+    for i in items {
+        assert_eq!(keys(i), fields, "{i}");
+        let (m, v, state) = (
+            i["module"].as_str().unwrap(),
+            i["version"].as_str().unwrap(),
+            i["state"].as_str().unwrap(),
+        );
+        match (i["kernel"].as_str(), i["arch"].as_str()) {
+            (Some(k), Some(a)) => rebuilt.push_str(&format!("{m}/{v}, {k}, {a}: {state}")),
+            _ => rebuilt.push_str(&format!("{m}/{v}: {state}")),
+        }
+        for w in i["warnings"].as_array().unwrap() {
+            rebuilt.push_str(&format!(" ({})", w.as_str().unwrap()));
+        }
+        rebuilt.push('\n');
+    }
+    assert_eq!(rebuilt, text.stdout);
+    assert_eq!(
+        text.stdout,
+        format!(
+            "dkmshook-exporter/1.0: added\ndkmshook-plain/1.0, {K1}, x86_64: installed\n\
+             dkmshook-plain/1.0, {K2}, x86_64: built\n"
+        )
+    );
+    assert_eq!(items[0]["kernel"], serde_json::Value::Null);
+    assert_eq!(items[0]["state"], "added");
+    assert_eq!(items[1]["state"], "installed");
+    // -k keeps the kernel-less line and that kernel's.
+    let out = root.run(&["status", "--json", "-k", K2], "");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let states: Vec<&str> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["added", "built"], "{}", out.dump());
+}
+
+#[test]
+fn json_is_refused_for_a_real_run() {
+    let root = status_root();
+    let out = root.run(&["--json"], "");
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(out.stderr.contains("--json: only with"), "{}", out.dump());
+}
+
+/// `--json` where it has no meaning is refused, not ignored: a script would read text as JSON.
+#[test]
+fn json_is_refused_where_it_means_nothing() {
+    let root = status_root();
+    for args in [
+        &["orphans", "--json"][..],
+        &["lint", "--json", "x.pkg.tar.zst"],
+    ] {
+        let out = root.run(args, "");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        assert!(out.stderr.contains("--json: only with"), "{}", out.dump());
+    }
+}
