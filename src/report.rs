@@ -92,6 +92,8 @@ pub struct Reporter {
     planned: Stops,
     /// The system root: paths are shown relative to it, as the admin sees them there.
     root: PathBuf,
+    /// The preflight's trial builds: nothing is installed on the system either way.
+    trial: bool,
 }
 
 impl Reporter {
@@ -109,6 +111,7 @@ impl Reporter {
             failures: Vec::new(),
             planned: Stops::Build,
             root: PathBuf::from("/"),
+            trial: false,
         }
     }
 
@@ -116,6 +119,13 @@ impl Reporter {
     /// remove, not one it could not build.
     pub fn removing(mut self) -> Reporter {
         self.planned = Stops::Remove;
+        self
+    }
+
+    /// The preflight's trial builds: the last line says what would not build where, not what
+    /// is not installed (the preflight's own lines then say what that means for the transaction).
+    pub fn trial(mut self) -> Reporter {
+        self.trial = true;
         self
     }
 
@@ -399,7 +409,12 @@ impl Reporter {
         self.emit(summary);
 
         if let Some(verdict) = self.verdict() {
-            let line = format!("{} {verdict}", self.paint("==> ERROR:", Tone::Bad, true));
+            let head = if self.trial {
+                "==> preflight:"
+            } else {
+                "==> ERROR:"
+            };
+            let line = format!("{} {verdict}", self.paint(head, Tone::Bad, true));
             self.emit(line);
         }
     }
@@ -412,8 +427,12 @@ impl Reporter {
             return None;
         }
         let mut parts = Vec::new();
+        let build = match self.trial {
+            true => ("would not build", "would not build for"),
+            false => ("not built", "not installed for"),
+        };
         for (stops, none, some) in [
-            (Stops::Build, "not built", "not installed for"),
+            (Stops::Build, build.0, build.1),
             (
                 Stops::Remove,
                 "not removed from every kernel",
@@ -1019,6 +1038,21 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
             "\n{text}"
         );
         assert!(failed);
+
+        // The preflight's trial: nothing is installed either way; the last line says what
+        // would not build.
+        let buffer = Buffer::default();
+        let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).trial();
+        for event in &events {
+            reporter.handle(event);
+        }
+        assert!(
+            buffer.text().ends_with(
+                "==> preflight: 1 failed: would not build for 6.1.0-56-amd64: zfs/2.2.2\n"
+            ),
+            "\n{}",
+            buffer.text()
+        );
     }
 
     #[test]

@@ -390,7 +390,8 @@ fn trial(
         force: false,
     };
     let plan = plan::plan(&req, &inv);
-    let mut reporter = Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true));
+    let mut reporter =
+        Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true)).trial();
     let cfg = RunConfig {
         jobs: opts.jobs,
         cpus: opts.cpus,
