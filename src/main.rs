@@ -16,6 +16,7 @@ use dkms_hook::{kernel, status};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Everything planned succeeded (BUILD_EXCLUSIVE skips included).
 const EXIT_OK: u8 = 0;
@@ -45,6 +46,9 @@ struct Cli {
     /// Rebuild pairs that are already installed
     #[arg(long, global = true)]
     force: bool,
+    /// Fail a job (and kill its processes) still running after SECS seconds; 0: no limit
+    #[arg(long, value_name = "SECS", default_value_t = 1800, global = true)]
+    job_timeout: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -83,7 +87,19 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    match run(cli) {
+    if let Err(e) = dkms_hook::interrupt::install() {
+        eprintln!("dkms-hook: error: cannot handle signals: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let result = run(cli);
+    // Stopped by a signal: the shell's status for it, whatever the mode had come to.
+    if let Some(sig) = dkms_hook::interrupt::global().signal() {
+        if let Err(e) = &result {
+            eprintln!("dkms-hook: error: {e:#}");
+        }
+        return ExitCode::from(dkms_hook::interrupt::exit_code(sig));
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("dkms-hook: error: {e:#}");
@@ -118,6 +134,7 @@ fn run(cli: Cli) -> Result<u8> {
                 );
             }
         }
+        stopped("reading the dkms tree")?;
         let report = report.only_kernels(&cli.kernels);
         quietly_when_closed(print_lines(&report.lines))?;
         for e in &report.errors {
@@ -125,11 +142,14 @@ fn run(cli: Cli) -> Result<u8> {
         }
         return Ok(EXIT_OK);
     }
+    let job_timeout = (cli.job_timeout > 0).then(|| Duration::from_secs(cli.job_timeout));
     if let Some(Cmd::Preflight { packages }) = &cli.command {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading targets from stdin")?;
+        // Its scratch directory is one fixed place that each run empties: one at a time too.
+        let _lock = lock(&trees)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let opts = dkms_hook::preflight::Options {
             packages: packages
@@ -142,6 +162,7 @@ fn run(cli: Cli) -> Result<u8> {
             arch: kernel::host_arch(),
             jobs: cli.jobs.unwrap_or(cpus).max(1),
             cpus,
+            job_timeout,
         };
         let out = &mut std::io::stdout();
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
@@ -168,6 +189,12 @@ fn run(cli: Cli) -> Result<u8> {
         // not a failure of every job.
         dkms.check().map_err(anyhow::Error::msg)?;
     }
+    // Held from before the trees are read until the run ends.
+    let _lock = if cli.dry_run {
+        None
+    } else {
+        Some(lock(&trees)?)
+    };
     let targets = if mode == Mode::All {
         Targets::default()
     } else {
@@ -206,6 +233,7 @@ fn run(cli: Cli) -> Result<u8> {
         force: cli.force,
     };
     let plan = plan::plan(&req, &inv);
+    stopped("reading the module sources")?;
     if cli.dry_run {
         let text = report::dry_run_text(&plan, jobs);
         quietly_when_closed(print_lines(text.lines()))?;
@@ -230,6 +258,7 @@ fn run(cli: Cli) -> Result<u8> {
         force: cli.force,
         arch,
         dkms,
+        job_timeout,
     };
     let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
     Ok(if summary.failed > 0 {
@@ -237,6 +266,28 @@ fn run(cli: Cli) -> Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// An error when a stopping signal came (the children it reached have cut their work short).
+fn stopped(during: &str) -> Result<()> {
+    match dkms_hook::interrupt::global().signal() {
+        Some(sig) => bail!(
+            "interrupted by {} while {during}",
+            dkms_hook::interrupt::name(sig)
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Takes the one-run-at-a-time lock, saying so when another run holds it.
+fn lock(trees: &Trees) -> Result<dkms_hook::lock::RunLock> {
+    let lock = dkms_hook::lock::acquire(trees, &mut |path, pid| {
+        let who = pid.map_or("another dkms-hook run".to_string(), |p| {
+            format!("another dkms-hook run (pid {p})")
+        });
+        eprintln!("dkms-hook: waiting for {who} to finish: it holds {path}");
+    })?;
+    Ok(lock)
 }
 
 /// Writes lines to stdout.

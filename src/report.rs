@@ -10,7 +10,7 @@
 //! On a TTY the same lines are printed, coloured unless NO_COLOR is set, above one progress bar of
 //! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
-use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult};
+use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult, Settled};
 use crate::plan::Plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
@@ -92,6 +92,8 @@ pub struct Reporter {
     planned: Stops,
     /// The system root: paths are shown relative to it, as the admin sees them there.
     root: PathBuf,
+    /// The signal that stopped the run, and how many jobs it left undone.
+    interrupted: Option<(String, usize)>,
 }
 
 impl Reporter {
@@ -109,6 +111,7 @@ impl Reporter {
             failures: Vec::new(),
             planned: Stops::Build,
             root: PathBuf::from("/"),
+            interrupted: None,
         }
     }
 
@@ -203,8 +206,80 @@ impl Reporter {
                     });
                 }
             },
+            Event::Interrupted {
+                signal,
+                running,
+                grace,
+            } => {
+                self.interrupted = Some((signal.clone(), 0));
+                let text = format!(
+                    "{signal}: no job starts any more; the {running} running {} told to stop \
+                     (killed if still running after {} s)",
+                    plural(*running, "is", "are"),
+                    grace.as_secs()
+                );
+                let line = format!("{} {text}", self.paint(&pad("Stopping"), Tone::Skip, true));
+                self.emit(line);
+            }
+            Event::JobInterrupted { job, elapsed } => {
+                let line =
+                    self.status_line("STOPPED", Tone::Skip, Some(*elapsed), None, &job.label());
+                self.emit(line);
+                let label = job.label();
+                self.running.retain(|l| *l != label);
+                self.update_bar(None);
+            }
+            Event::Settled { job, result } => self.settled(job, result),
+            Event::LeftUndone { jobs } => {
+                if let Some((_, n)) = &mut self.interrupted {
+                    *n = jobs.len();
+                }
+                if !jobs.is_empty() {
+                    let mut lines = vec![format!(
+                        "{} left undone, for the next run:",
+                        self.paint("note:", Tone::Start, true)
+                    )];
+                    lines.extend(jobs.iter().map(|j| indent(&j.label())));
+                    self.emit_all(lines);
+                }
+            }
             Event::RunFinished { elapsed } => self.run_finished(*elapsed),
         }
+    }
+
+    /// An interrupted job's pair, made whole.
+    fn settled(&mut self, job: &JobInfo, result: &Result<Settled, String>) {
+        let label = job.label();
+        let text = match (result, job.action) {
+            (Ok(Settled::Installed), _) => format!("{label}: installed and verified"),
+            (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
+                format!("{label}: removed")
+            }
+            (Ok(Settled::Absent { removed: true }), _) => {
+                format!("{label}: not installed; what it had left half done was removed")
+            }
+            (Ok(Settled::Absent { removed: false }), _) => {
+                format!("{label}: not installed; nothing of it was left")
+            }
+            (Err(e), _) => {
+                let mut lines = vec![self.status_line("FAILED", Tone::Bad, None, None, &label)];
+                let what = format!("interrupted, and could not be made whole: {e}");
+                lines.extend(self.failure_lines(&label, &what, &[], &[], None));
+                self.emit_all(lines);
+                self.failures.push(Failed {
+                    line: format!("{label}: {}", first_line(&what)),
+                    stops: match job.action {
+                        Action::Build => Stops::Build,
+                        Action::RemoveFromKernel | Action::Unregister => Stops::Remove,
+                    },
+                    module: format!("{}/{}", job.module, job.version),
+                    kernel: job.kernel.clone(),
+                });
+                return;
+            }
+        };
+        let line = self.status_line("SETTLED", Tone::Skip, None, None, &text);
+        self.emit(line);
     }
 
     fn run_started(
@@ -400,6 +475,15 @@ impl Reporter {
 
         if let Some(verdict) = self.verdict() {
             let line = format!("{} {verdict}", self.paint("==> ERROR:", Tone::Bad, true));
+            self.emit(line);
+        }
+        if let Some((signal, undone)) = &self.interrupted {
+            let text = format!(
+                "interrupted by {signal}: {undone} {} left undone; every pair is either installed \
+                 or absent: run dkms-hook again to finish",
+                plural(*undone, "job", "jobs")
+            );
+            let line = format!("{} {text}", self.paint("==> ERROR:", Tone::Bad, true));
             self.emit(line);
         }
     }
