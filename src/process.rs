@@ -287,4 +287,47 @@ mod tests {
         }
         assert!(gone(sleep), "the sleep {sleep} survived its parent");
     }
+
+    /// A child past its deadline is stopped with its whole group, and says so.
+    #[test]
+    fn a_deadline_stops_the_whole_group() {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("sleep 30 & echo $!; sleep 30");
+        let t = Instant::now();
+        let watch = Watch {
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
+            stall: None,
+        };
+        let f = run_with(c, watch).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(f.stopped, Some(Limit::Deadline));
+        let sleep: i32 = f.output.trim().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(gone(sleep), "the background sleep {sleep} survived");
+    }
+
+    /// A child whose output stops growing is stopped after the stall limit, not before.
+    #[test]
+    fn a_stall_is_output_that_stops_growing() {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("for i in 1 2 3 4 5; do echo $i; sleep 0.2; done; sleep 30");
+        let t = Instant::now();
+        let watch = Watch {
+            deadline: None,
+            stall: Some(Duration::from_millis(600)),
+        };
+        let f = run_with(c, watch).unwrap();
+        assert_eq!(f.stopped, Some(Limit::Stalled));
+        assert_eq!(f.output, "1\n2\n3\n4\n5\n");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+    }
 }
