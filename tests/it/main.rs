@@ -15,3 +15,4 @@ mod runner;
 mod scenarios;
 mod signing;
 mod status;
+mod stopping;
