@@ -251,8 +251,12 @@ impl Reporter {
     fn settled(&mut self, job: &JobInfo, result: &Result<Settled, String>) {
         let label = job.label();
         let text = match (result, job.action) {
-            (Ok(Settled::Installed), _) => format!("{label}: installed and verified"),
+            (Ok(Settled::Installed), _) => {
+                self.built += 1;
+                format!("{label}: installed and verified")
+            }
             (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
+                self.removed += 1;
                 format!("{label}: removed")
             }
             (Ok(Settled::Absent { removed: true }), _) => {
@@ -930,6 +934,70 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
    Summary [  33.0s] 1 built, 4 skipped (1 already installed, 1 BUILD_EXCLUSIVE_KERNEL, 1 BUILD_EXCLUSIVE, 1 needs broken/1.0, which failed), 2 failed
 ==> ERROR: 2 failed: not built: /usr/src/foo-1.0/dkms.conf; not installed for 6.1.0-56-amd64: broken/1.0
 ";
+
+    #[test]
+    fn an_interrupted_run_renders_exactly() {
+        let a = job("acpi-call", "1.2.2", Some(K), Action::Build);
+        let b = job("vpoll", "0.1", Some(K), Action::Build);
+        let c = job("vpoll", "0.1", Some("6.1.0-57-amd64"), Action::Build);
+        let events = vec![
+            Event::RunStarted {
+                jobs: 3,
+                concurrency: 2,
+                skipped: vec![],
+                failed: vec![],
+                notes: vec![],
+            },
+            Event::JobStarted { job: a.clone() },
+            Event::JobStarted { job: b.clone() },
+            Event::Interrupted {
+                signal: "SIGTERM".into(),
+                running: 2,
+                grace: Duration::from_secs(10),
+            },
+            Event::JobInterrupted {
+                job: a.clone(),
+                elapsed: secs(3.0),
+            },
+            Event::JobInterrupted {
+                job: b.clone(),
+                elapsed: secs(3.1),
+            },
+            Event::Settled {
+                job: a.clone(),
+                result: Ok(Settled::Installed),
+            },
+            Event::Settled {
+                job: b.clone(),
+                result: Ok(Settled::Absent { removed: true }),
+            },
+            Event::Depmod {
+                kernel: K.into(),
+                result: Ok(()),
+                elapsed: secs(0.1),
+            },
+            Event::LeftUndone { jobs: vec![b, c] },
+            Event::RunFinished { elapsed: secs(3.5) },
+        ];
+        let (text, failed) = render(&events);
+        let want = "  Starting 3 jobs, 2 at a time
+     START [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64
+     START [       ]       vpoll/0.1 for 6.1.0-56-amd64
+  Stopping SIGTERM: no job starts any more; the 2 running are told to stop (killed if still running after 10 s)
+   STOPPED [   3.0s]       acpi-call/1.2.2 for 6.1.0-56-amd64
+   STOPPED [   3.1s]       vpoll/0.1 for 6.1.0-56-amd64
+   SETTLED [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64: installed and verified
+   SETTLED [       ]       vpoll/0.1 for 6.1.0-56-amd64: not installed; what it had left half done was removed
+    DEPMOD [   0.1s]       6.1.0-56-amd64
+note: left undone, for the next run:
+    vpoll/0.1 for 6.1.0-56-amd64
+    vpoll/0.1 for 6.1.0-57-amd64
+   Summary [   3.5s] 1 built, 0 failed
+==> ERROR: interrupted by SIGTERM: 2 jobs left undone; every pair is either installed or absent: run dkms-hook again to finish
+";
+        assert_eq!(text, want, "\n{text}");
+        assert!(!failed, "an interruption is not a failure of a module");
+    }
 
     #[test]
     fn kernel_upgrade_renders_exactly() {
