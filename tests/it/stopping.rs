@@ -391,7 +391,14 @@ fn sigterm_while_evaluating_leaves_no_evaluator_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
     let status = child.wait().unwrap();
+    // Forwarded at once, not killed at the end of the grace period.
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     let mut err = String::new();
     child
         .stderr
