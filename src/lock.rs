@@ -142,4 +142,17 @@ mod tests {
             Some(("/run/dkms-hook.lock".to_string(), Some(std::process::id())))
         );
     }
+
+    /// A lock file left by a run that died (its pid inside, no flock held) never blocks.
+    #[test]
+    fn a_dead_runs_lock_file_does_not_block() {
+        let d = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(d.path());
+        fs::create_dir_all(d.path().join("run")).unwrap();
+        fs::write(d.path().join(LOCK_FILE), "999999999\n").unwrap();
+        let lock = acquire(&trees, &mut |_, _| panic!("waited for a dead run"));
+        assert!(lock.is_ok());
+        let pid = fs::read_to_string(d.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(pid, format!("{}\n", std::process::id()));
+    }
 }
