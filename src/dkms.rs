@@ -26,6 +26,8 @@ pub struct Outcome {
     pub code: Option<i32>,
     /// stdout and stderr, interleaved.
     pub output: String,
+    /// Stopped at the deadline ([`Dkms::until`]) before it exited by itself.
+    pub timed_out: bool,
 }
 
 impl Outcome {
@@ -39,6 +41,8 @@ impl Outcome {
 pub struct Dkms {
     pub program: PathBuf,
     pub trees: Trees,
+    /// Calls still running at this instant are stopped (their process group killed).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Dkms {
@@ -46,6 +50,15 @@ impl Dkms {
         Dkms {
             program: find_program().unwrap_or_else(|| PathBuf::from("dkms")),
             trees: trees.clone(),
+            deadline: None,
+        }
+    }
+
+    /// The same dkms, with calls stopped `limit` from now (`None`: no limit).
+    pub fn until(&self, limit: Option<std::time::Duration>) -> Dkms {
+        Dkms {
+            deadline: limit.map(|l| std::time::Instant::now() + l),
+            ..self.clone()
         }
     }
 
@@ -91,7 +104,7 @@ impl Dkms {
 
     /// `dkms add`: registers a version from `source_tree/NAME-VERSION`.
     pub fn add(&self, module: &str, version: &str) -> Outcome {
-        run(self.command("add", module, version))
+        self.run(self.command("add", module, version))
     }
 
     /// `dkms install --no-depmod` for one kernel (builds first when needed; an installed pair is
@@ -104,7 +117,7 @@ impl Dkms {
         headers: &Path,
         make_jobs: usize,
     ) -> Outcome {
-        run(self.for_kernel("install", module, version, kernel, headers, make_jobs))
+        self.run(self.for_kernel("install", module, version, kernel, headers, make_jobs))
     }
 
     /// `dkms build --force` for one kernel: unbuilds what is built and builds from the sources as
@@ -119,7 +132,7 @@ impl Dkms {
     ) -> Outcome {
         let mut c = self.for_kernel("build", module, version, kernel, headers, make_jobs);
         c.arg("--force");
-        run(c)
+        self.run(c)
     }
 
     /// `dkms install --force --no-depmod`: installs what is built, replacing an installed copy.
@@ -133,7 +146,7 @@ impl Dkms {
     ) -> Outcome {
         let mut c = self.for_kernel("install", module, version, kernel, headers, make_jobs);
         c.arg("--force");
-        run(c)
+        self.run(c)
     }
 
     fn for_kernel(
@@ -164,7 +177,11 @@ impl Dkms {
             None => c.arg("--all"),
         };
         c.arg("--no-depmod");
-        run(c)
+        self.run(c)
+    }
+
+    fn run(&self, cmd: Command) -> Outcome {
+        run_until(cmd, self.deadline)
     }
 }
 
@@ -184,15 +201,26 @@ pub fn find_program() -> Option<PathBuf> {
 /// Runs a command to its exit, stdout and stderr together in the order written (see
 /// [`crate::process`]).
 pub fn run(cmd: Command) -> Outcome {
+    run_until(cmd, None)
+}
+
+/// [`run`], stopping the command's process group when it is still running at `deadline`.
+pub fn run_until(cmd: Command, deadline: Option<std::time::Instant>) -> Outcome {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    match process::run(cmd) {
+    let watch = process::Watch {
+        deadline,
+        stall: None,
+    };
+    match process::run_with(cmd, watch) {
         Ok(f) => Outcome {
             code: f.status.code(),
             output: f.output,
+            timed_out: f.stopped.is_some(),
         },
         Err(e) => Outcome {
             code: None,
             output: format!("cannot run {program}: {e}"),
+            timed_out: false,
         },
     }
 }

@@ -77,6 +77,15 @@ pub enum Problem {
     },
     #[error("cannot run bash: {message}")]
     Bash { message: String },
+    #[error(
+        "sourcing it did not end within {seconds} s (does it wait for something?): stopped, \
+         and not sourced again for any kernel"
+    )]
+    TimedOut {
+        /// The kernel it was sourced for when it hung.
+        kernel: String,
+        seconds: u64,
+    },
 }
 
 fn output_suffix(o: &str) -> String {
@@ -209,6 +218,9 @@ pub(crate) enum Record {
         /// What the files printed.
         output: String,
     },
+    /// Sourcing unit `id` for `kernel` did not end within [`UNIT_LIMIT`]: its evaluator was
+    /// killed, and no other unit of `id` was run.
+    TimedOut { id: usize, kernel: String },
 }
 
 /// Which emitter the evaluator runs after sourcing, with the script that defines it.
@@ -223,13 +235,64 @@ pub(crate) struct Emitter<'a> {
     pub env: Vec<(&'a str, std::ffi::OsString)>,
 }
 
-/// Runs the evaluator over `units` in one bash process. `Err` when bash cannot run at all, or
-/// died (its stderr).
+/// How long one unit (a file's syntax check, or a file sourced for one kernel) may take: a
+/// dkms.conf that waits for something (a `sleep`, a `read` from a terminal, a network call) must
+/// not hold a run, nor every kernel's run. Then the evaluator's process group is killed, the file
+/// fails for every kernel, and the remaining units go on in a new evaluator.
+pub(crate) const UNIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the evaluator over `units`, in one bash process while no unit outlasts [`UNIT_LIMIT`]
+/// (see there). `Err` when bash cannot run at all, or died (its stderr).
 pub(crate) fn run_units(
     emitter: &Emitter,
     trees: &Trees,
     units: &[Unit],
 ) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    let mut rest: Vec<&Unit> = units.iter().collect();
+    loop {
+        match run_batch(emitter, trees, &rest)? {
+            Batch::Done(records) => {
+                out.extend(records);
+                return Ok(out);
+            }
+            Batch::Hung {
+                records,
+                id,
+                kernel,
+            } => {
+                out.extend(records);
+                let hung = |u: &&Unit| matches!(u, Unit::Source { id: i, kernel: k, .. } if *i == id && *k == kernel);
+                let at = rest.iter().position(hung).map_or(rest.len(), |p| p + 1);
+                rest = rest[at..]
+                    .iter()
+                    .copied()
+                    .filter(|u| unit_id(u) != id)
+                    .collect();
+                out.push(Record::TimedOut { id, kernel });
+            }
+        }
+    }
+}
+
+fn unit_id(u: &Unit) -> usize {
+    match u {
+        Unit::Check { id, .. } | Unit::Source { id, .. } => *id,
+    }
+}
+
+/// How one evaluator process ended.
+enum Batch {
+    Done(Vec<Record>),
+    /// Killed while it sourced unit `id` for `kernel`, after `records`.
+    Hung {
+        records: Vec<Record>,
+        id: usize,
+        kernel: String,
+    },
+}
+
+fn run_batch(emitter: &Emitter, trees: &Trees, units: &[&Unit]) -> Result<Batch, String> {
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
         .arg(format!("{}\n{EVALUATOR}", emitter.prelude))
@@ -268,15 +331,43 @@ pub(crate) fn run_units(
             }
         }
     }
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+    cmd.stdin(Stdio::null());
+    let watch = crate::process::Watch {
+        deadline: None,
+        stall: Some(UNIT_LIMIT),
+    };
+    let out = crate::process::Running::spawn_split(cmd)
+        .and_then(|r| r.wait_with(watch))
         .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    if out.stopped.is_some() {
+        // The stream ends with the record of the unit that hung: `@source ID KERNEL`, no @output.
+        let bytes = out.output.as_bytes();
+        let start = bytes
+            .windows(8)
+            .rposition(|w| w == b"@source\0")
+            .filter(|&p| p == 0 || bytes[p - 1] == 0);
+        if let Some(p) = start {
+            let tail = String::from_utf8_lossy(&bytes[p..]);
+            let mut f = tail.split('\0').skip(1);
+            let id = f.next().and_then(|i| i.parse().ok());
+            let kernel = f.next().map(str::to_string);
+            if let (Some(id), Some(kernel), false) = (id, kernel, tail.contains("\0@output\0")) {
+                return Ok(Batch::Hung {
+                    records: parse_records(&bytes[..p]),
+                    id,
+                    kernel,
+                });
+            }
+        }
+        return Err(format!(
+            "the evaluator gave no answer for {} s: stopped",
+            UNIT_LIMIT.as_secs()
+        ));
     }
-    Ok(parse_records(&out.stdout))
+    if !out.status.success() {
+        return Err(out.errors.trim().to_string());
+    }
+    Ok(Batch::Done(parse_records(out.output.as_bytes())))
 }
 
 /// Turns the evaluator's NUL-separated records into [`Record`]s.
@@ -396,6 +487,14 @@ fn evaluate_batch(
                 }
             }
             Record::Check { .. } => {}
+            Record::TimedOut { id, kernel } => {
+                if let Some(e) = out.get_mut(id) {
+                    e.error = Some(e.error_for(Problem::TimedOut {
+                        kernel,
+                        seconds: UNIT_LIMIT.as_secs(),
+                    }));
+                }
+            }
             Record::Source {
                 id,
                 kernel,

@@ -122,7 +122,40 @@ pub enum Event {
         result: Result<(), String>,
         elapsed: Duration,
     },
+    /// A stopping signal came (SIGTERM, SIGINT, SIGHUP): no job starts any more, and the
+    /// running ones were told to stop (killed if still running after `grace`).
+    Interrupted {
+        /// The signal's name (`SIGTERM`).
+        signal: String,
+        running: usize,
+        grace: Duration,
+    },
+    /// A job that was running when the signal came and ended without finishing its work.
+    JobInterrupted {
+        job: JobInfo,
+        elapsed: Duration,
+    },
+    /// After an interruption, an interrupted job's pair made whole: installed and verified, or
+    /// absent.
+    Settled {
+        job: JobInfo,
+        result: Result<Settled, String>,
+    },
+    /// After an interruption: the jobs that did not do their work (never started, or settled
+    /// as absent). The next run does them.
+    LeftUndone {
+        jobs: Vec<JobInfo>,
+    },
     RunFinished {
         elapsed: Duration,
     },
+}
+
+/// What an interrupted job's pair was left as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Installed and verified (the job had got that far).
+    Installed,
+    /// Not there: what was half there (`removed: true`) was removed, or nothing was.
+    Absent { removed: bool },
 }

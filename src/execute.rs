@@ -24,19 +24,31 @@ pub struct DkmsExecutor {
     pub arch: String,
     /// Rebuild pairs that are built or installed already.
     pub force: bool,
+    /// A job still running after this long is stopped and failed (see [`crate::settle`]).
+    pub job_timeout: Option<std::time::Duration>,
 }
 
 impl Executor for DkmsExecutor {
     fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
-        match job.info.action {
-            Action::Build => self.build(job, make_jobs),
-            Action::RemoveFromKernel => self.remove_from_kernel(job),
-            Action::Unregister => self.unregister(job),
+        let timed = DkmsExecutor {
+            dkms: self.dkms.until(self.job_timeout),
+            ..self.clone()
+        };
+        let result = timed.run_job(job, make_jobs);
+        match (timed.dkms.deadline, result) {
+            (Some(d), JobResult::Failed(f)) if std::time::Instant::now() >= d => {
+                crate::settle::timed_out(self, job, f)
+            }
+            (_, r) => r,
         }
     }
 
     fn depmod(&self, kernel: &str) -> Result<(), String> {
         depmod(&self.dkms.trees, kernel)
+    }
+
+    fn settle(&self, job: &Job) -> Result<crate::events::Settled, String> {
+        crate::settle::settle(self, job)
     }
 }
 
@@ -52,6 +64,15 @@ struct Pair<'a> {
 impl DkmsExecutor {
     fn trees(&self) -> &Trees {
         &self.dkms.trees
+    }
+
+    /// The job's work, without a time limit of its own (the dkms calls carry `dkms.deadline`).
+    pub(crate) fn run_job(&self, job: &Job, make_jobs: usize) -> JobResult {
+        match job.info.action {
+            Action::Build => self.build(job, make_jobs),
+            Action::RemoveFromKernel => self.remove_from_kernel(job),
+            Action::Unregister => self.unregister(job),
+        }
     }
 
     fn build(&self, job: &Job, make_jobs: usize) -> JobResult {
@@ -351,7 +372,7 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
 }
 
 /// What dkms left of `m/v` for `kernel`: the install link, the build directory, installed files.
-fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
+pub(crate) fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
     if fs::read_link(&link).is_ok_and(|t| t.starts_with(v)) {
@@ -374,7 +395,7 @@ fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<P
 
 /// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build
 /// results, the install link; then the empty directories dkms made under the kernel.
-fn remove_directly(
+pub(crate) fn remove_directly(
     trees: &Trees,
     m: &str,
     v: &str,
@@ -394,7 +415,7 @@ fn remove_directly(
 }
 
 /// Removes the empty directories dkms creates under a kernel (`updates/dkms`, `updates`, `extra`).
-fn prune_empty(kernel_dir: &Path) {
+pub(crate) fn prune_empty(kernel_dir: &Path) {
     for d in ["updates/dkms", "updates", "extra"] {
         let _ = fs::remove_dir(kernel_dir.join(d));
     }

@@ -17,6 +17,7 @@ use dkms_hook::{kernel, status};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Everything planned succeeded (BUILD_EXCLUSIVE skips included).
 const EXIT_OK: u8 = 0;
@@ -52,6 +53,9 @@ struct Cli {
     /// After a run (bare, install, remove): write an HTML timeline of its jobs to FILE
     #[arg(long, value_name = "FILE", global = true)]
     timings: Option<PathBuf>,
+    /// Fail a job (and kill its processes) still running after SECS seconds; 0: no limit
+    #[arg(long, value_name = "SECS", default_value_t = 1800, global = true)]
+    job_timeout: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -97,7 +101,19 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    match run(cli) {
+    if let Err(e) = dkms_hook::interrupt::install() {
+        eprintln!("dkms-hook: error: cannot handle signals: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let result = run(cli);
+    // Stopped by a signal: the shell's status for it, whatever the mode had come to.
+    if let Some(sig) = dkms_hook::interrupt::global().signal() {
+        if let Err(e) = &result {
+            eprintln!("dkms-hook: error: {e:#}");
+        }
+        return ExitCode::from(dkms_hook::interrupt::exit_code(sig));
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("dkms-hook: error: {e:#}");
@@ -139,6 +155,7 @@ fn run(cli: Cli) -> Result<u8> {
                 );
             }
         }
+        stopped("reading the dkms tree")?;
         let report = report.only_kernels(&cli.kernels);
         if cli.json {
             quietly_when_closed(print_lines([dkms_hook::json::status(&report.items)]))?;
@@ -154,11 +171,14 @@ fn run(cli: Cli) -> Result<u8> {
         // --dry-run lists what --remove would delete, and deletes nothing.
         return orphans(&trees, remove && !cli.dry_run, &cli.kernels);
     }
+    let job_timeout = (cli.job_timeout > 0).then(|| Duration::from_secs(cli.job_timeout));
     if let Some(Cmd::Preflight { packages }) = &cli.command {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("reading targets from stdin")?;
+        // Its scratch directory is one fixed place that each run empties: one at a time too.
+        let _lock = lock(&trees)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let opts = dkms_hook::preflight::Options {
             packages: packages
@@ -171,6 +191,7 @@ fn run(cli: Cli) -> Result<u8> {
             arch: kernel::host_arch(),
             jobs: cli.jobs.unwrap_or(cpus).max(1),
             cpus,
+            job_timeout,
         };
         let out = &mut std::io::stdout();
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
@@ -197,6 +218,12 @@ fn run(cli: Cli) -> Result<u8> {
         // not a failure of every job.
         dkms.check().map_err(anyhow::Error::msg)?;
     }
+    // Held from before the trees are read until the run ends.
+    let _lock = if cli.dry_run {
+        None
+    } else {
+        Some(lock(&trees)?)
+    };
     let targets = if mode == Mode::All {
         Targets::default()
     } else {
@@ -235,6 +262,7 @@ fn run(cli: Cli) -> Result<u8> {
         force: cli.force,
     };
     let plan = plan::plan(&req, &inv);
+    stopped("reading the module sources")?;
     if cli.dry_run {
         let text = if cli.json {
             dkms_hook::json::plan(&plan, jobs)
@@ -271,6 +299,7 @@ fn run(cli: Cli) -> Result<u8> {
         force: cli.force,
         arch,
         dkms,
+        job_timeout,
     };
     let mut timings = Timings::new();
     let summary = runner::run(&plan, &cfg, &mut |e| {
@@ -346,6 +375,28 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
     } else {
         EXIT_FAILED
     })
+}
+
+/// An error when a stopping signal came (the children it reached have cut their work short).
+fn stopped(during: &str) -> Result<()> {
+    match dkms_hook::interrupt::global().signal() {
+        Some(sig) => bail!(
+            "interrupted by {} while {during}",
+            dkms_hook::interrupt::name(sig)
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Takes the one-run-at-a-time lock, saying so when another run holds it.
+fn lock(trees: &Trees) -> Result<dkms_hook::lock::RunLock> {
+    let lock = dkms_hook::lock::acquire(trees, &mut |path, pid| {
+        let who = pid.map_or("another dkms-hook run".to_string(), |p| {
+            format!("another dkms-hook run (pid {p})")
+        });
+        eprintln!("dkms-hook: waiting for {who} to finish: it holds {path}");
+    })?;
+    Ok(lock)
 }
 
 /// Writes lines to stdout.

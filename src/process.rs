@@ -6,38 +6,93 @@
 //! anonymous in-memory file (so they keep their order), runs in a process group of its own, and is
 //! waited for by its exit alone. Once it has exited, and before it is reaped (so its id cannot be
 //! reused), whatever is left of its group is killed: no grandchild holds a job open or outlives it.
-//! The group is what later signals and timeouts will be sent to ([`Running::group`]).
+//! The group is what signals are forwarded to ([`crate::interrupt`]) and what a time limit stops
+//! ([`Watch`]): SIGTERM, then SIGKILL after [`STOP_GRACE`].
 
+use crate::interrupt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// How long a group told to stop (SIGTERM) at a time limit has before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A started child, leader of its own process group.
 #[derive(Debug)]
 pub struct Running {
     child: Child,
     output: File,
+    /// stderr, when it is kept apart from stdout ([`Running::spawn_split`]).
+    errors: Option<File>,
 }
 
 /// What a finished child left.
 #[derive(Debug)]
 pub struct Finished {
     pub status: ExitStatus,
-    /// stdout and stderr, interleaved as written.
+    /// stdout and stderr, interleaved as written (stdout alone after [`Running::spawn_split`]).
     pub output: String,
+    /// stderr after [`Running::spawn_split`]; empty otherwise.
+    pub errors: String,
+    /// Why the child was stopped, if it was stopped for taking too long.
+    pub stopped: Option<Limit>,
+}
+
+/// The limits a wait puts on a child.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Watch {
+    /// Stopped (SIGTERM, then SIGKILL after [`STOP_GRACE`]) when still running at this instant.
+    pub deadline: Option<Instant>,
+    /// Stopped when its stdout has not grown for this long (a child that reports progress).
+    pub stall: Option<Duration>,
+}
+
+/// Which limit a child ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Deadline,
+    Stalled,
 }
 
 impl Running {
-    /// Starts `cmd` with stdout and stderr captured, in a new process group.
-    pub fn spawn(mut cmd: Command) -> io::Result<Running> {
+    /// Starts `cmd` with stdout and stderr captured together, in a new process group. Refused
+    /// (`ErrorKind::Interrupted`) once dkms-hook is told to stop, until its cleanup.
+    pub fn spawn(cmd: Command) -> io::Result<Running> {
+        Running::start(cmd, false)
+    }
+
+    /// Like [`Running::spawn`], with stderr captured apart from stdout.
+    pub fn spawn_split(cmd: Command) -> io::Result<Running> {
+        Running::start(cmd, true)
+    }
+
+    fn start(mut cmd: Command, split: bool) -> io::Result<Running> {
+        let stop = interrupt::global();
+        if let Err(sig) = stop.may_start() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                format!("not started: dkms-hook got {}", interrupt::name(sig)),
+            ));
+        }
         let output = anonymous_file()?;
+        let errors = if split { Some(anonymous_file()?) } else { None };
+        let err_to = match &errors {
+            Some(e) => e.try_clone()?,
+            None => output.try_clone()?,
+        };
         cmd.stdout(output.try_clone()?)
-            .stderr(output.try_clone()?)
+            .stderr(err_to)
             .process_group(0);
         let child = cmd.spawn()?;
-        Ok(Running { child, output })
+        stop.register(child.id() as i32);
+        Ok(Running {
+            child,
+            output,
+            errors,
+        })
     }
 
     /// The child's process group id (its pid): signal `-group` to reach every process it started.
@@ -46,44 +101,131 @@ impl Running {
     }
 
     /// Waits for the child to exit, kills what is left of its group, reaps it, returns its output.
-    pub fn wait(mut self) -> io::Result<Finished> {
+    pub fn wait(self) -> io::Result<Finished> {
+        self.wait_with(Watch::default())
+    }
+
+    /// [`Running::wait`], stopping the child's group when it runs into a limit of `watch`.
+    pub fn wait_with(mut self, watch: Watch) -> io::Result<Finished> {
         let pid = self.group();
-        // Wait for the exit without reaping: while the child is a zombie its id, and so its group's
-        // id, cannot be given to another process.
-        loop {
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if r == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        let stopped = self.wait_exit(watch);
         // Leftovers (a background `sleep` of dkms's progress loop); ESRCH when there are none.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
+        interrupt::global().unregister(pid);
+        let stopped = stopped?;
         let status = self.child.wait()?;
-        let mut buf = Vec::new();
-        self.output.seek(SeekFrom::Start(0))?;
-        self.output.read_to_end(&mut buf)?;
         Ok(Finished {
             status,
-            output: String::from_utf8_lossy(&buf).into_owned(),
+            output: read_all(&mut self.output)?,
+            errors: match &mut self.errors {
+                Some(e) => read_all(e)?,
+                None => String::new(),
+            },
+            stopped,
         })
     }
+
+    /// Waits for the exit without reaping: while the child is a zombie its id, and so its
+    /// group's id, cannot be given to another process.
+    fn wait_exit(&mut self, watch: Watch) -> io::Result<Option<Limit>> {
+        let pid = self.group();
+        if watch == Watch::default() {
+            exited(pid, true)?;
+            return Ok(None);
+        }
+        let pidfd = PidFd::open(pid);
+        let mut stopped: Option<(Limit, Instant)> = None;
+        let mut size = self.output.metadata().map_or(0, |m| m.len());
+        let mut grew = Instant::now();
+        loop {
+            if exited(pid, false)? {
+                return Ok(stopped.map(|(l, _)| l));
+            }
+            let now = Instant::now();
+            match stopped {
+                None => {
+                    let new_size = self.output.metadata().map_or(size, |m| m.len());
+                    if new_size != size {
+                        (size, grew) = (new_size, now);
+                    }
+                    let limit = if watch.deadline.is_some_and(|d| now >= d) {
+                        Some(Limit::Deadline)
+                    } else if watch.stall.is_some_and(|s| now - grew >= s) {
+                        Some(Limit::Stalled)
+                    } else {
+                        None
+                    };
+                    if let Some(l) = limit {
+                        unsafe { libc::kill(-pid, libc::SIGTERM) };
+                        stopped = Some((l, now));
+                    }
+                }
+                Some((_, since)) if now - since >= STOP_GRACE => {
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                }
+                Some(_) => {}
+            }
+            pidfd.wait(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Whether `pid` has exited (blocking until it does with `block`), without reaping it.
+fn exited(pid: i32, block: bool) -> io::Result<bool> {
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if r == 0 {
+            // With WNOHANG and no change, waitid returns 0 and leaves si_pid at 0.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A pidfd, to sleep until a child exits or a tick passes; a plain sleep where there is none.
+struct PidFd(Option<OwnedFd>);
+
+impl PidFd {
+    fn open(pid: i32) -> PidFd {
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        PidFd((fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    fn wait(&self, tick: Duration) {
+        match &self.0 {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                unsafe { libc::poll(&mut p, 1, tick.as_millis() as libc::c_int) };
+            }
+            None => std::thread::sleep(tick),
+        }
+    }
+}
+
+fn read_all(f: &mut File) -> io::Result<String> {
+    let mut buf = Vec::new();
+    f.seek(SeekFrom::Start(0))?;
+    f.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Runs `cmd` to its exit (see [`Running`]).
 pub fn run(cmd: Command) -> io::Result<Finished> {
     Running::spawn(cmd)?.wait()
+}
+
+/// Runs `cmd` to its exit or to the limits of `watch`.
+pub fn run_with(cmd: Command, watch: Watch) -> io::Result<Finished> {
+    Running::spawn(cmd)?.wait_with(watch)
 }
 
 /// A file with no name, in memory, closed on exec in this process (the child gets its own copies).
@@ -144,5 +286,48 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(gone(sleep), "the sleep {sleep} survived its parent");
+    }
+
+    /// A child past its deadline is stopped with its whole group, and says so.
+    #[test]
+    fn a_deadline_stops_the_whole_group() {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("sleep 30 & echo $!; sleep 30");
+        let t = Instant::now();
+        let watch = Watch {
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
+            stall: None,
+        };
+        let f = run_with(c, watch).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(f.stopped, Some(Limit::Deadline));
+        let sleep: i32 = f.output.trim().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(gone(sleep), "the background sleep {sleep} survived");
+    }
+
+    /// A child whose output stops growing is stopped after the stall limit, not before.
+    #[test]
+    fn a_stall_is_output_that_stops_growing() {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("for i in 1 2 3 4 5; do echo $i; sleep 0.2; done; sleep 30");
+        let t = Instant::now();
+        let watch = Watch {
+            deadline: None,
+            stall: Some(Duration::from_millis(600)),
+        };
+        let f = run_with(c, watch).unwrap();
+        assert_eq!(f.stopped, Some(Limit::Stalled));
+        assert_eq!(f.output, "1\n2\n3\n4\n5\n");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
     }
 }

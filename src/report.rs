@@ -10,7 +10,7 @@
 //! On a TTY the same lines are printed, coloured unless NO_COLOR is set, above one progress bar of
 //! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
-use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult};
+use crate::events::{Action, Decision, Event, Failure, JobInfo, JobResult, Settled};
 use crate::plan::Plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
@@ -94,6 +94,8 @@ pub struct Reporter {
     root: PathBuf,
     /// The preflight's trial builds: nothing is installed on the system either way.
     trial: bool,
+    /// The signal that stopped the run, and how many jobs it left undone.
+    interrupted: Option<(String, usize)>,
 }
 
 impl Reporter {
@@ -112,6 +114,7 @@ impl Reporter {
             planned: Stops::Build,
             root: PathBuf::from("/"),
             trial: false,
+            interrupted: None,
         }
     }
 
@@ -213,8 +216,84 @@ impl Reporter {
                     });
                 }
             },
+            Event::Interrupted {
+                signal,
+                running,
+                grace,
+            } => {
+                self.interrupted = Some((signal.clone(), 0));
+                let text = format!(
+                    "{signal}: no job starts any more; the {running} running {} told to stop \
+                     (killed if still running after {} s)",
+                    plural(*running, "is", "are"),
+                    grace.as_secs()
+                );
+                let line = format!("{} {text}", self.paint(&pad("Stopping"), Tone::Skip, true));
+                self.emit(line);
+            }
+            Event::JobInterrupted { job, elapsed } => {
+                let line =
+                    self.status_line("STOPPED", Tone::Skip, Some(*elapsed), None, &job.label());
+                self.emit(line);
+                let label = job.label();
+                self.running.retain(|l| *l != label);
+                self.update_bar(None);
+            }
+            Event::Settled { job, result } => self.settled(job, result),
+            Event::LeftUndone { jobs } => {
+                if let Some((_, n)) = &mut self.interrupted {
+                    *n = jobs.len();
+                }
+                if !jobs.is_empty() {
+                    let mut lines = vec![format!(
+                        "{} left undone, for the next run:",
+                        self.paint("note:", Tone::Start, true)
+                    )];
+                    lines.extend(jobs.iter().map(|j| indent(&j.label())));
+                    self.emit_all(lines);
+                }
+            }
             Event::RunFinished { elapsed } => self.run_finished(*elapsed),
         }
+    }
+
+    /// An interrupted job's pair, made whole.
+    fn settled(&mut self, job: &JobInfo, result: &Result<Settled, String>) {
+        let label = job.label();
+        let text = match (result, job.action) {
+            (Ok(Settled::Installed), _) => {
+                self.built += 1;
+                format!("{label}: installed and verified")
+            }
+            (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
+                self.removed += 1;
+                format!("{label}: removed")
+            }
+            (Ok(Settled::Absent { removed: true }), _) => {
+                format!("{label}: not installed; what it had left half done was removed")
+            }
+            (Ok(Settled::Absent { removed: false }), _) => {
+                format!("{label}: not installed; nothing of it was left")
+            }
+            (Err(e), _) => {
+                let mut lines = vec![self.status_line("FAILED", Tone::Bad, None, None, &label)];
+                let what = format!("interrupted, and could not be made whole: {e}");
+                lines.extend(self.failure_lines(&label, &what, &[], &[], None));
+                self.emit_all(lines);
+                self.failures.push(Failed {
+                    line: format!("{label}: {}", first_line(&what)),
+                    stops: match job.action {
+                        Action::Build => Stops::Build,
+                        Action::RemoveFromKernel | Action::Unregister => Stops::Remove,
+                    },
+                    module: format!("{}/{}", job.module, job.version),
+                    kernel: job.kernel.clone(),
+                });
+                return;
+            }
+        };
+        let line = self.status_line("SETTLED", Tone::Skip, None, None, &text);
+        self.emit(line);
     }
 
     fn run_started(
@@ -415,6 +494,15 @@ impl Reporter {
                 "==> ERROR:"
             };
             let line = format!("{} {verdict}", self.paint(head, Tone::Bad, true));
+            self.emit(line);
+        }
+        if let Some((signal, undone)) = &self.interrupted {
+            let text = format!(
+                "interrupted by {signal}: {undone} {} left undone; every pair is either installed \
+                 or absent: run dkms-hook again to finish",
+                plural(*undone, "job", "jobs")
+            );
+            let line = format!("{} {text}", self.paint("==> ERROR:", Tone::Bad, true));
             self.emit(line);
         }
     }
@@ -867,6 +955,70 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
    Summary [  33.0s] 1 built, 4 skipped (1 already installed, 1 BUILD_EXCLUSIVE_KERNEL, 1 BUILD_EXCLUSIVE, 1 needs broken/1.0, which failed), 2 failed
 ==> ERROR: 2 failed: not built: /usr/src/foo-1.0/dkms.conf; not installed for 6.1.0-56-amd64: broken/1.0
 ";
+
+    #[test]
+    fn an_interrupted_run_renders_exactly() {
+        let a = job("acpi-call", "1.2.2", Some(K), Action::Build);
+        let b = job("vpoll", "0.1", Some(K), Action::Build);
+        let c = job("vpoll", "0.1", Some("6.1.0-57-amd64"), Action::Build);
+        let events = vec![
+            Event::RunStarted {
+                jobs: 3,
+                concurrency: 2,
+                skipped: vec![],
+                failed: vec![],
+                notes: vec![],
+            },
+            Event::JobStarted { job: a.clone() },
+            Event::JobStarted { job: b.clone() },
+            Event::Interrupted {
+                signal: "SIGTERM".into(),
+                running: 2,
+                grace: Duration::from_secs(10),
+            },
+            Event::JobInterrupted {
+                job: a.clone(),
+                elapsed: secs(3.0),
+            },
+            Event::JobInterrupted {
+                job: b.clone(),
+                elapsed: secs(3.1),
+            },
+            Event::Settled {
+                job: a.clone(),
+                result: Ok(Settled::Installed),
+            },
+            Event::Settled {
+                job: b.clone(),
+                result: Ok(Settled::Absent { removed: true }),
+            },
+            Event::Depmod {
+                kernel: K.into(),
+                result: Ok(()),
+                elapsed: secs(0.1),
+            },
+            Event::LeftUndone { jobs: vec![b, c] },
+            Event::RunFinished { elapsed: secs(3.5) },
+        ];
+        let (text, failed) = render(&events);
+        let want = "  Starting 3 jobs, 2 at a time
+     START [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64
+     START [       ]       vpoll/0.1 for 6.1.0-56-amd64
+  Stopping SIGTERM: no job starts any more; the 2 running are told to stop (killed if still running after 10 s)
+   STOPPED [   3.0s]       acpi-call/1.2.2 for 6.1.0-56-amd64
+   STOPPED [   3.1s]       vpoll/0.1 for 6.1.0-56-amd64
+   SETTLED [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64: installed and verified
+   SETTLED [       ]       vpoll/0.1 for 6.1.0-56-amd64: not installed; what it had left half done was removed
+    DEPMOD [   0.1s]       6.1.0-56-amd64
+note: left undone, for the next run:
+    vpoll/0.1 for 6.1.0-56-amd64
+    vpoll/0.1 for 6.1.0-57-amd64
+   Summary [   3.5s] 1 built, 0 failed
+==> ERROR: interrupted by SIGTERM: 2 jobs left undone; every pair is either installed or absent: run dkms-hook again to finish
+";
+        assert_eq!(text, want, "\n{text}");
+        assert!(!failed, "an interruption is not a failure of a module");
+    }
 
     #[test]
     fn kernel_upgrade_renders_exactly() {

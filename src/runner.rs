@@ -10,8 +10,9 @@
 //! fake in the tests); the loop knows nothing of dkms nor of display: it only emits [`Event`]s.
 
 use crate::dkms::Dkms;
-use crate::events::{Event, Failure, JobResult};
+use crate::events::{Event, Failure, JobInfo, JobResult, Settled};
 use crate::execute::DkmsExecutor;
+use crate::interrupt::{self, Interrupt};
 use crate::plan::{Job, Plan};
 use crate::queue::Queue;
 use std::any::Any;
@@ -26,6 +27,10 @@ pub trait Executor: Sync {
     fn execute(&self, job: &Job, make_jobs: usize) -> JobResult;
     /// Updates a kernel's module index once its jobs are done.
     fn depmod(&self, kernel: &str) -> Result<(), String>;
+    /// After an interruption, makes the pair of a job that was stopped midway whole: installed
+    /// and verified, or absent (nothing half-copied, nothing dkms counts as installed without
+    /// its file). A removal is finished.
+    fn settle(&self, job: &Job) -> Result<Settled, String>;
 }
 
 /// How many at once.
@@ -47,6 +52,8 @@ pub struct RunConfig {
     pub force: bool,
     pub arch: String,
     pub dkms: Dkms,
+    /// A job still running after this long is stopped and failed (`None`: no limit).
+    pub job_timeout: Option<Duration>,
 }
 
 /// The end of a run.
@@ -55,6 +62,8 @@ pub struct RunSummary {
     pub failed: usize,
     pub done: usize,
     pub skipped: usize,
+    /// The stopping signal that ended the run early.
+    pub interrupted: Option<i32>,
 }
 
 /// Runs `plan` with the real dkms (see [`run_with`]).
@@ -63,6 +72,7 @@ pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> Ru
         dkms: cfg.dkms.clone(),
         arch: cfg.arch.clone(),
         force: cfg.force,
+        job_timeout: cfg.job_timeout,
     };
     let limits = Limits {
         jobs: cfg.jobs,
@@ -76,11 +86,26 @@ enum Msg {
     Depmod(String, Result<(), String>, Duration),
 }
 
-/// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only.
+/// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only;
+/// stopped by the signals of [`interrupt::global`].
 pub fn run_with(
     plan: &Plan,
     limits: Limits,
     exec: &dyn Executor,
+    on_event: &mut dyn FnMut(&Event),
+) -> RunSummary {
+    run_interruptible(plan, limits, exec, interrupt::global(), on_event)
+}
+
+/// [`run_with`], stopped by `stop`: once it holds a signal, no job starts, the running ones are
+/// waited for (the signal reaches their processes through [`crate::process`]), the pairs of
+/// those that ended midway are settled ([`Executor::settle`]), depmod runs for the kernels that
+/// changed, and what was left undone is said.
+pub fn run_interruptible(
+    plan: &Plan,
+    limits: Limits,
+    exec: &dyn Executor,
+    stop: &Interrupt,
     on_event: &mut dyn FnMut(&Event),
 ) -> RunSummary {
     let start = Instant::now();
@@ -109,11 +134,19 @@ pub fn run_with(
     }
     let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
     let (mut finished, mut depmods) = (0, 0);
+    // After a signal: the jobs it stopped midway, the jobs that ended (done or not), the kernels
+    // whose depmod succeeded.
+    let mut stopped: Vec<usize> = Vec::new();
+    let mut ended_ids: Vec<bool> = vec![false; total];
+    let mut indexed: std::collections::BTreeSet<String> = Default::default();
+    let mut announced = false;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
+            let signal = stop.signal();
+            announce(stop, &mut announced, queue.running(), on_event);
             let mut batch = Vec::new();
-            while queue.running() < jobs_at_once {
+            while signal.is_none() && queue.running() < jobs_at_once {
                 let Some(id) = queue.take_ready() else { break };
                 batch.push(id);
             }
@@ -147,10 +180,31 @@ pub fn run_with(
             if queue.running() == 0 && depmods == 0 {
                 break;
             }
-            let Ok(msg) = rx.recv() else { break };
+            // A tick, to see a signal while jobs run.
+            let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            // Said before the first job it stopped.
+            announce(stop, &mut announced, queue.running(), on_event);
             let mut ended: Vec<(usize, bool)> = Vec::new();
             match msg {
+                Msg::Job(id, result, elapsed)
+                    if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) =>
+                {
+                    // Stopped by the signal (or failed as it came): settled after the others.
+                    ended_ids[id] = true;
+                    stopped.push(id);
+                    let _ = queue.finish(id, true);
+                    on_event(&Event::JobInterrupted {
+                        job: plan.jobs[id].info.clone(),
+                        elapsed,
+                    });
+                    ended.push((id, true));
+                }
                 Msg::Job(id, result, elapsed) => {
+                    ended_ids[id] = true;
                     let ok = !matches!(result, JobResult::Failed(_));
                     // A job that ran may have changed the kernel's modules, even one that failed
                     // (an unverified pair it uninstalled, a rebuild put back).
@@ -180,11 +234,18 @@ pub fn run_with(
                             finished,
                             total,
                         });
+                        ended_ids[skipped] = true;
                         ended.push((skipped, false));
                     }
                 }
                 Msg::Depmod(kernel, result, elapsed) => {
                     depmods -= 1;
+                    if result.is_ok() {
+                        indexed.insert(kernel.clone());
+                    } else if stop.signal().is_some() {
+                        // Stopped by the signal: done again after the cleanup.
+                        continue;
+                    }
                     if result.is_err() {
                         summary.failed += 1;
                     }
@@ -202,7 +263,7 @@ pub fn run_with(
                     };
                     *changed.entry(k.as_str()).or_default() |= ran;
                     *n -= 1;
-                    if *n == 0 && changed[k.as_str()] {
+                    if *n == 0 && changed[k.as_str()] && stop.signal().is_none() {
                         depmods += 1;
                         let tx = tx.clone();
                         let kernel = k.clone();
@@ -222,10 +283,78 @@ pub fn run_with(
             }
         }
     });
+    if let Some(sig) = stop.signal() {
+        summary.interrupted = Some(sig);
+        stop.clean_up();
+        let mut undone: Vec<JobInfo> = Vec::new();
+        for &id in &stopped {
+            let job = &plan.jobs[id];
+            let result = panic::catch_unwind(AssertUnwindSafe(|| exec.settle(job)))
+                .unwrap_or_else(|p| Err(format!("dkms-hook bug: panicked: {}", panic_text(&*p))));
+            match &result {
+                Ok(Settled::Installed) if job.info.action == crate::events::Action::Build => {
+                    summary.done += 1
+                }
+                Ok(Settled::Absent { .. }) if job.info.action != crate::events::Action::Build => {
+                    summary.done += 1
+                }
+                Ok(_) => undone.push(job.info.clone()),
+                Err(_) => {
+                    summary.failed += 1;
+                    undone.push(job.info.clone());
+                }
+            }
+            on_event(&Event::Settled {
+                job: job.info.clone(),
+                result,
+            });
+        }
+        // depmod for every kernel a job ran on whose index is not up to date yet.
+        for (k, ran) in &changed {
+            if !ran || indexed.contains(*k) {
+                continue;
+            }
+            let t = Instant::now();
+            let result = exec.depmod(k);
+            if result.is_err() {
+                summary.failed += 1;
+            }
+            on_event(&Event::Depmod {
+                kernel: k.to_string(),
+                result,
+                elapsed: t.elapsed(),
+            });
+        }
+        undone.extend(
+            plan.jobs
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| !ended_ids[*id])
+                .map(|(_, j)| j.info.clone()),
+        );
+        on_event(&Event::LeftUndone { jobs: undone });
+    }
     on_event(&Event::RunFinished {
         elapsed: start.elapsed(),
     });
     summary
+}
+
+/// Tells of the signal once, when there is one.
+fn announce(
+    stop: &Interrupt,
+    announced: &mut bool,
+    running: usize,
+    on_event: &mut dyn FnMut(&Event),
+) {
+    if let (Some(sig), false) = (stop.signal(), *announced) {
+        *announced = true;
+        on_event(&Event::Interrupted {
+            signal: interrupt::name(sig),
+            running,
+            grace: interrupt::GRACE,
+        });
+    }
 }
 
 fn panic_text(p: &(dyn Any + Send)) -> String {
@@ -304,6 +433,98 @@ mod tests {
             self.calls.lock().unwrap().push(format!("depmod {kernel}"));
             Ok(())
         }
+
+        fn settle(&self, job: &Job) -> Result<Settled, String> {
+            let label = job.info.label();
+            self.calls.lock().unwrap().push(format!("settle {label}"));
+            Ok(Settled::Absent { removed: true })
+        }
+    }
+
+    /// A fake whose module `signal` gets SIGTERM while it runs (and fails, as a killed dkms does).
+    #[derive(Default)]
+    struct Signalled {
+        fake: Fake,
+        stop: Interrupt,
+    }
+
+    impl Executor for Signalled {
+        fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
+            let r = self.fake.execute(job, make_jobs);
+            if job.info.module != "signal" {
+                return r;
+            }
+            self.stop.raise(libc::SIGTERM);
+            JobResult::Failed(Failure {
+                what: "killed".into(),
+                errors: vec![],
+                log: None,
+                output: vec![],
+            })
+        }
+
+        fn depmod(&self, kernel: &str) -> Result<(), String> {
+            self.fake.depmod(kernel)
+        }
+
+        fn settle(&self, job: &Job) -> Result<Settled, String> {
+            self.fake.settle(job)
+        }
+    }
+
+    #[test]
+    fn a_signal_starts_nothing_more_settles_the_stopped_job_and_depmods_its_kernel() {
+        let jobs = vec![
+            job(0, "signal", "k1", &[]),
+            job(1, "later", "k1", &[0]),
+            job(2, "after", "k2", &[0]),
+        ];
+        let exec = Signalled::default();
+        let mut events = Vec::new();
+        let s = run_interruptible(&plan(jobs), one_at_a_time(), &exec, &exec.stop, &mut |e| {
+            events.push(e.clone())
+        });
+        assert_eq!(
+            exec.fake.calls.into_inner().unwrap(),
+            ["signal/1 for k1 -j4", "settle signal/1 for k1", "depmod k1"]
+        );
+        assert_eq!(s.interrupted, Some(libc::SIGTERM));
+        assert_eq!((s.done, s.failed, s.skipped), (0, 0, 0));
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!("{e:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "RunStarted",
+                "JobStarted",
+                "Interrupted",
+                "JobInterrupted",
+                "Settled",
+                "Depmod",
+                "LeftUndone",
+                "RunFinished"
+            ]
+        );
+        let Some(Event::LeftUndone { jobs }) = events
+            .iter()
+            .find(|e| matches!(e, Event::LeftUndone { .. }))
+        else {
+            unreachable!()
+        };
+        let undone: Vec<String> = jobs.iter().map(JobInfo::label).collect();
+        // The stopped job, settled as absent, first; then those never started.
+        assert_eq!(
+            undone,
+            ["signal/1 for k1", "later/1 for k1", "after/1 for k2"]
+        );
     }
 
     /// Runs `jobs` on a fake executor in another thread, failing the test if the run hangs.
@@ -389,7 +610,8 @@ mod tests {
             RunSummary {
                 failed: 0,
                 done: 3,
-                skipped: 0
+                skipped: 0,
+                ..Default::default()
             }
         );
     }
@@ -427,7 +649,8 @@ mod tests {
             RunSummary {
                 failed: 1,
                 done: 1,
-                skipped: 2
+                skipped: 2,
+                ..Default::default()
             }
         );
     }
@@ -445,7 +668,8 @@ mod tests {
             RunSummary {
                 failed: 1,
                 done: 1,
-                skipped: 1
+                skipped: 1,
+                ..Default::default()
             }
         );
         let failure = events.iter().find_map(|e| match e {

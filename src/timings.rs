@@ -110,14 +110,6 @@ impl Timings {
                 elapsed,
                 ..
             } => {
-                let label = job.label();
-                let (start, order) = match self.running.iter().position(|(l, ..)| *l == label) {
-                    Some(i) => {
-                        let (_, start, order) = self.running.remove(i);
-                        (start, order)
-                    }
-                    None => (at.saturating_sub(*elapsed), usize::MAX),
-                };
                 let (outcome, detail) = match result {
                     JobResult::Done { note } => (
                         if job.action == Action::Build {
@@ -130,17 +122,16 @@ impl Timings {
                     JobResult::Excluded { reason } => (Outcome::Excluded, Some(reason.clone())),
                     JobResult::Failed(f) => (Outcome::Failed, Some(f.what.clone())),
                 };
-                self.bars.push(Bar {
-                    name: format!("{}/{}", job.module, job.version),
-                    kernel: job.kernel.clone(),
-                    outcome,
-                    start,
-                    duration: *elapsed,
-                    slot: 0,
-                    detail,
-                    order,
-                });
+                self.finish(job, *elapsed, at, outcome, detail);
             }
+            // Stopped by a signal: a failed bar, said so.
+            Event::JobInterrupted { job, elapsed } => self.finish(
+                job,
+                *elapsed,
+                at,
+                Outcome::Failed,
+                Some("interrupted".to_string()),
+            ),
             Event::JobSkipped { job, reason, .. } => self.unrun.push(Unrun {
                 label: job.label(),
                 reason: reason.clone(),
@@ -164,7 +155,37 @@ impl Timings {
                 order: usize::MAX,
             }),
             Event::RunFinished { elapsed } => self.total = *elapsed,
+            Event::Interrupted { .. } | Event::Settled { .. } | Event::LeftUndone { .. } => {}
         }
+    }
+
+    /// The bar of a job that ended `at`, `elapsed` after it started.
+    fn finish(
+        &mut self,
+        job: &crate::events::JobInfo,
+        elapsed: Duration,
+        at: Duration,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) {
+        let label = job.label();
+        let (start, order) = match self.running.iter().position(|(l, ..)| *l == label) {
+            Some(i) => {
+                let (_, start, order) = self.running.remove(i);
+                (start, order)
+            }
+            None => (at.saturating_sub(elapsed), usize::MAX),
+        };
+        self.bars.push(Bar {
+            name: format!("{}/{}", job.module, job.version),
+            kernel: job.kernel.clone(),
+            outcome,
+            start,
+            duration: elapsed,
+            slot: 0,
+            detail,
+            order,
+        });
     }
 
     /// The bars in start order, each on the lowest slot free at its start: jobs on the job slots,

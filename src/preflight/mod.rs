@@ -229,6 +229,8 @@ pub struct Options {
     pub arch: String,
     pub jobs: usize,
     pub cpus: usize,
+    /// `--job-timeout`: a trial build still running after this long is stopped and failed.
+    pub job_timeout: Option<std::time::Duration>,
 }
 
 /// `dkms-hook preflight`: reads the targets (pacman's NeedsTargets lines), finds and unpacks
@@ -398,6 +400,7 @@ fn trial(
         force: false,
         arch: opts.arch.clone(),
         dkms: Dkms::new(strees),
+        job_timeout: opts.job_timeout,
     };
     let _ = out.flush();
     runner::run(&plan, &cfg, &mut |e| reporter.handle(e));

@@ -16,4 +16,5 @@ mod runner;
 mod scenarios;
 mod signing;
 mod status;
+mod stopping;
 mod timings;

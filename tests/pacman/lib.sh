@@ -40,6 +40,9 @@ sandbox_setup() {
   done
   mkdir -p "$top/tmp"
   export TMPDIR=$top/tmp
+  # dkms-hook's run lock lives in /run (ROOT/run/dkms-hook.lock, root `/` here): a private /run
+  # keeps it from the machine's, and from other sandboxes running at the same time.
+  mount -t tmpfs -o mode=0755 dkmshook-run /run
   # The namespace takes its mounts along when it ends; the empty mount point is all that stays.
   SANDBOX_TOP=$top
   trap 'umount -l "$SANDBOX_TOP" 2>/dev/null; rmdir "$SANDBOX_TOP" 2>/dev/null' EXIT
