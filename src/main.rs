@@ -126,9 +126,9 @@ fn run(cli: Cli) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     if let Some(Cmd::Preflight { packages }) = &cli.command {
-        let mut text = String::new();
+        let mut text = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut text)
             .context("reading targets from stdin")?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let opts = dkms_hook::preflight::Options {
@@ -171,9 +171,9 @@ fn run(cli: Cli) -> Result<u8> {
     let targets = if mode == Mode::All {
         Targets::default()
     } else {
-        let mut text = String::new();
+        let mut text = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut text)
             .context("reading targets from stdin")?;
         let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
         Targets::parse(

@@ -95,6 +95,8 @@ pub fn plan(req: &Request, inv: &Inventory) -> Plan {
         req,
         out: Plan::default(),
     };
+    // Target lines that cannot be paths were skipped: each is said, and the rest is planned.
+    p.out.notes.extend(req.targets.notes.iter().cloned());
     match req.mode {
         Mode::Install | Mode::All => p.install(),
         Mode::Remove => p.remove(),
@@ -993,7 +995,7 @@ mod tests {
             let req = Request {
                 mode,
                 targets: Targets::parse(
-                    targets,
+                    targets.as_bytes(),
                     Path::new("usr/src"),
                     Path::new("usr/lib/modules"),
                 ),
