@@ -360,10 +360,17 @@ impl<'a> Planner<'a> {
         let kernel = Some(k.release.as_str());
         // What dkms 3.4.3 refuses before it builds (exit 8, or 5 for a patch; see
         // `DkmsConf::refusals`): a failure naming the file, before any dkms call, even where
-        // BUILD_EXCLUSIVE rules the pair out (dkms reads the file strictly first).
+        // BUILD_EXCLUSIVE rules the pair out (dkms reads the file strictly first). A pair already
+        // installed in this version is left alone, as before: no dkms call is made for it.
         let file = self.inv.trees.display(&self.inv.sources[src].conf.path);
         let file = file.into_owned();
-        if !conf.refusals.is_empty() {
+        let kept = !self.req.force
+            && self
+                .inv
+                .tree
+                .installed(&conf.name, &k.release, &self.inv.arch)
+                == Some(conf.version.as_str());
+        if !conf.refusals.is_empty() && !kept {
             let list: Vec<String> = conf.refusals.iter().map(ToString::to_string).collect();
             let reason = format!("dkms 3.4 refuses it: {}", list.join("; "));
             let why = format!("its dkms.conf is refused ({})", list.join("; "));
@@ -1435,6 +1442,17 @@ mod tests {
         assert_eq!(
             p.notes,
             ["/usr/src/old-1/dkms.conf: REMAKE_INITRD is deprecated: dkms 3.x ignores it"]
+        );
+        // Installed already (by an older dkms that took the file): left alone, no dkms call.
+        let s = s.installed("dup", "1", &[K1]);
+        let p = s.plan(Mode::All, "");
+        assert_eq!(
+            reasons(&p.failed),
+            [format!(
+                "/usr/src/dup-1/dkms.conf for {K2}: dkms 3.4 refuses it: 2 modules are installed \
+                 as \"x\" (modules #0, #1; DEST_MODULE_NAME, or BUILT_MODULE_NAME where unset): \
+                 one would overwrite the other"
+            )]
         );
     }
 
