@@ -26,21 +26,85 @@ pub struct DkmsConf {
     /// Module names that must be installed for the same kernel first.
     pub build_depends: Vec<String>,
     pub exclusive: Exclusive,
-    /// BUILT_MODULE_NAME entries: the .ko files (without suffix) a build produces.
+    /// BUILT_MODULE_NAME entries: the .ko files (without suffix) a build produces, one per
+    /// module record as dkms 3.4.3 counts them (see [`records`]), PACKAGE_NAME where dkms
+    /// defaults to it, an empty string in a hole of a sparse array.
     pub built_modules: Vec<String>,
     /// DEST_MODULE_NAME entries (same order as `built_modules`; empty string when unset).
     pub dest_names: Vec<String>,
     /// BUILT_MODULE_LOCATION entries (same order as `built_modules`; empty string when unset).
     pub built_locations: Vec<String>,
-    /// DEST_MODULE_LOCATION entries as set (where dkms installs outside Debian and Arch, which
-    /// use `/updates/dkms` whatever they say).
+    /// DEST_MODULE_LOCATION entries (same order as `built_modules`; empty string when unset).
     pub dest_locations: Vec<String>,
     /// AUTOINSTALL as written (`autoinstall` says only whether it is set).
     pub autoinstall_value: String,
     /// PATCH entries: file names under the source's `patches/` directory.
     pub patches: Vec<String>,
+    /// The PATCH entries dkms applies for this kernel (PATCH_MATCH), those that stay in
+    /// `patches/`.
+    pub kernel_patches: Vec<String>,
     /// MAKE entries as evaluated (`MAKE` or `MAKE[0]` is the build command).
     pub make: Vec<String>,
+    /// What dkms 3.4.3 refuses in this file before it builds (`read_conf`, `read_conf_strict`,
+    /// and its patch step for this kernel's patches): any one makes dkms exit 8 (5 for a patch).
+    pub refusals: Vec<Refusal>,
+    /// What dkms 3.4.3 warns about and builds anyway: obsolete directives, no module at all.
+    pub warnings: Vec<String>,
+}
+
+/// One thing dkms 3.4.3 refuses in a dkms.conf before a build. Each says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A module record (of several) without BUILT_MODULE_NAME: dkms defaults it to PACKAGE_NAME
+    /// only when there is one record. A hole in a sparse array is such a record.
+    #[error(
+        "module #{index} has no BUILT_MODULE_NAME (dkms names the module after PACKAGE_NAME \
+         only when there is one)"
+    )]
+    NoBuiltName { index: usize },
+    #[error("{directive}[{index}]=\"{value}\" ends in .o or .ko: give the module name alone")]
+    Suffix {
+        directive: &'static str,
+        index: usize,
+        value: String,
+    },
+    #[error("module #{index} has no DEST_MODULE_LOCATION")]
+    NoDestLocation { index: usize },
+    #[error(
+        "DEST_MODULE_LOCATION[{index}]=\"{value}\" does not begin with /kernel, /updates or /extra"
+    )]
+    BadDestLocation { index: usize, value: String },
+    /// Two records build the same file (BUILT_MODULE_LOCATION + BUILT_MODULE_NAME).
+    #[error(
+        "BUILT_MODULE_NAME \"{name}\" is listed {} times (modules {})",
+        .indices.len(),
+        list_indices(.indices)
+    )]
+    DuplicateBuilt { name: String, indices: Vec<usize> },
+    /// Two records install under one name: one would overwrite the other.
+    #[error(
+        "{} modules are installed as \"{name}\" (modules {}; DEST_MODULE_NAME, or \
+         BUILT_MODULE_NAME where unset): one would overwrite the other",
+        .indices.len(),
+        list_indices(.indices)
+    )]
+    DuplicateDest { name: String, indices: Vec<usize> },
+    #[error("{directive}=\"{value}\" is neither yes nor no")]
+    NotYesNo {
+        directive: &'static str,
+        value: String,
+    },
+    #[error("module arrays reach index {index}: more than {MAX_MODULES} modules")]
+    TooManyModules { index: usize },
+    #[error("PATCH \"{name}\" climbs out of patches/ with ..")]
+    PatchClimbs { name: String },
+    #[error("PATCH \"{name}\" is not in the source's patches/ directory")]
+    PatchMissing { name: String },
+}
+
+fn list_indices(i: &[usize]) -> String {
+    let v: Vec<String> = i.iter().map(|i| format!("#{i}")).collect();
+    v.join(", ")
 }
 
 /// BUILD_EXCLUSIVE_* directives, unset ones as `None`.
@@ -180,7 +244,9 @@ pub(crate) const EVALUATOR: &str = include_str!("dkmsconf.sh");
 const DIRECTIVES: &str = "PACKAGE_NAME PACKAGE_VERSION AUTOINSTALL BUILD_DEPENDS \
     BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
     BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME \
-    BUILT_MODULE_LOCATION DEST_MODULE_LOCATION PATCH MAKE";
+    BUILT_MODULE_LOCATION DEST_MODULE_LOCATION PATCH PATCH_MATCH MAKE \
+    BUILD_DEPENDS_REBUILD NO_WEAK_MODULES OBSOLETE_BY CLEAN REMAKE_INITRD MODULES_CONF \
+    MODULES_CONF_OBSOLETES MODULES_CONF_ALIAS_TYPE MODULES_CONF_OBSOLETE_ONLY";
 
 /// One piece of work for the evaluator.
 #[derive(Debug, Clone)]
@@ -504,7 +570,12 @@ fn evaluate_batch(
             } => {
                 if let Some(e) = out.get_mut(id) {
                     let r = if done {
-                        to_conf(&fields).map_err(|p| e.error_for(p))
+                        to_conf(&fields, &kernel)
+                            .map(|mut c| {
+                                c.refuse_absent_patches(&e.path);
+                                c
+                            })
+                            .map_err(|p| e.error_for(p))
                     } else {
                         Err(e.error_for(Problem::Aborted { output }))
                     };
@@ -525,18 +596,55 @@ fn clean_bash_message(msg: &str, path: &Path) -> String {
         .join("; ")
 }
 
-/// Directives from the emitter's `NAME INDEX VALUE` triples.
-fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
+/// The four arrays that describe the modules of a dkms.conf, one record per index.
+const MODULE_ARRAYS: [&str; 4] = [
+    "BUILT_MODULE_NAME",
+    "BUILT_MODULE_LOCATION",
+    "DEST_MODULE_NAME",
+    "DEST_MODULE_LOCATION",
+];
+
+/// More module records than any real dkms.conf has: an array index beyond this (bash takes
+/// `BUILT_MODULE_NAME[4000000000]=x`) is refused rather than walked.
+const MAX_MODULES: usize = 1024;
+
+/// Obsolete directives dkms 3.4.3 warns about (`safe_source` under `read_conf_strict`), with
+/// what it says instead.
+const OBSOLETE: [(&str, &str); 6] = [
+    ("REMAKE_INITRD", "dkms 3.x ignores it"),
+    ("MODULES_CONF", "dkms 3.x ignores it"),
+    ("MODULES_CONF_OBSOLETES", "dkms 3.x ignores it"),
+    ("MODULES_CONF_ALIAS_TYPE", "dkms 3.x ignores it"),
+    ("MODULES_CONF_OBSOLETE_ONLY", "dkms 3.x ignores it"),
+    (
+        "OBSOLETE_BY",
+        "use BUILD_EXCLUSIVE_KERNEL_MAX instead (dkms 3.4.3 reads it as that when that is unset)",
+    ),
+];
+
+/// Directives from the emitter's `NAME INDEX VALUE` triples, read for `kernel` as dkms 3.4.3's
+/// `read_conf` and `read_conf_strict` read them before a build (see [`DkmsConf::refusals`]).
+fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Problem> {
     let mut vars: BTreeMap<&str, BTreeMap<usize, &str>> = BTreeMap::new();
     for t in fields.chunks_exact(3) {
-        let idx = t[1].parse().unwrap_or(0);
-        vars.entry(&t[0]).or_default().insert(idx, &t[2]);
+        // bash gives numbers here; an associative array's keys are not module records.
+        let Ok(idx) = t[1].parse() else { continue };
+        // CR stripped: dkms 3.2+ drops one trailing CR from every value (`${VAR[i]%$CR}` in
+        // safe_source), so a dkms.conf with CRLF line endings reads as its LF twin. 3.0.10 keeps
+        // the CR (PACKAGE_NAME "foo\r", refused for naming no directory). Follow 3.4.3.
+        let v = t[2].strip_suffix('\r').unwrap_or(&t[2]);
+        vars.entry(&t[0]).or_default().insert(idx, v);
     }
-    let scalar = |n: &str| -> Option<String> {
+    let get = |n: &str, i: usize| -> &str {
         vars.get(n)
-            .and_then(|m| m.get(&0))
+            .and_then(|m| m.get(&i))
+            .copied()
+            .unwrap_or_default()
+    };
+    let scalar = |n: &str| -> Option<String> {
+        Some(get(n, 0))
             .filter(|v| !v.is_empty())
-            .map(|v| v.to_string())
+            .map(str::to_string)
     };
     let list = |n: &str| -> Vec<String> {
         vars.get(n)
@@ -553,29 +661,137 @@ fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
             .map(str::to_string)
             .collect()
     };
-    let built = list("BUILT_MODULE_NAME");
-    let dest_map = vars.get("DEST_MODULE_NAME");
-    let dest_names = (0..built.len())
-        .map(|i| {
-            dest_map
-                .and_then(|m| m.get(&i))
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    let built_locations = (0..built.len())
-        .map(|i| {
-            vars.get("BUILT_MODULE_LOCATION")
-                .and_then(|m| m.get(&i))
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    Ok(DkmsConf {
+    let mut refusals = Vec::new();
+    let mut warnings = Vec::new();
+
+    // Sparse arrays: dkms 3.4.3 (and 3.2.2) counts the records up to the highest index used in
+    // any of the four arrays, so a hole is a record of its own; 3.0.10 counted the elements of
+    // the longest array and lost the records past that count. Follow 3.4.3.
+    let highest = MODULE_ARRAYS
+        .iter()
+        .filter_map(|n| vars.get(n).and_then(|m| m.keys().next_back()).copied())
+        .max();
+    let count = match highest {
+        Some(h) if h >= MAX_MODULES => {
+            refusals.push(Refusal::TooManyModules { index: h });
+            0
+        }
+        Some(h) => h + 1,
+        None => 0,
+    };
+    let mut built_modules = Vec::with_capacity(count);
+    let mut dest_names = Vec::with_capacity(count);
+    let mut built_locations = Vec::with_capacity(count);
+    let mut dest_locations = Vec::with_capacity(count);
+    for i in 0..count {
+        // BUILT_MODULE_NAME defaults to PACKAGE_NAME when there is one record (3.4.3); 3.0.10
+        // defaulted it when DEST_MODULE_LOCATION had one element. Follow 3.4.3.
+        let mut built = get("BUILT_MODULE_NAME", i).to_string();
+        if built.is_empty() && count == 1 {
+            built = name.clone();
+        }
+        let dest = get("DEST_MODULE_NAME", i);
+        let dest_location = get("DEST_MODULE_LOCATION", i);
+        if built.is_empty() {
+            refusals.push(Refusal::NoBuiltName { index: i });
+        }
+        for (directive, value) in [
+            ("BUILT_MODULE_NAME", built.as_str()),
+            ("DEST_MODULE_NAME", dest),
+        ] {
+            if value.ends_with(".o") || value.ends_with(".ko") {
+                refusals.push(Refusal::Suffix {
+                    directive,
+                    index: i,
+                    value: value.to_string(),
+                });
+            }
+        }
+        if dest_location.is_empty() {
+            refusals.push(Refusal::NoDestLocation { index: i });
+        } else if !["/kernel", "/updates", "/extra"]
+            .iter()
+            .any(|p| dest_location.starts_with(p))
+        {
+            refusals.push(Refusal::BadDestLocation {
+                index: i,
+                value: dest_location.to_string(),
+            });
+        }
+        built_modules.push(built);
+        dest_names.push(dest.to_string());
+        built_locations.push(get("BUILT_MODULE_LOCATION", i).to_string());
+        dest_locations.push(dest_location.to_string());
+    }
+    if count == 0 && highest.is_none() {
+        // 3.4.3 warns ("Zero modules specified") and builds, installing nothing; 3.0.10 refused
+        // it ("No 'DEST_MODULE_LOCATION' directive specified"). Follow 3.4.3.
+        warnings.push(
+            "names no module (BUILT_MODULE_NAME, DEST_MODULE_NAME and their locations are all \
+             unset): dkms 3.4.3 builds it and installs nothing"
+                .to_string(),
+        );
+    }
+    // dkms 3.4.3 takes yes or no (any case) or nothing in these, and refuses anything else;
+    // 3.0.10 took any non-empty value as yes. Follow 3.4.3.
+    for directive in ["AUTOINSTALL", "BUILD_DEPENDS_REBUILD", "NO_WEAK_MODULES"] {
+        let value = get(directive, 0);
+        if !(value.is_empty()
+            || value.eq_ignore_ascii_case("yes")
+            || value.eq_ignore_ascii_case("no"))
+        {
+            refusals.push(Refusal::NotYesNo {
+                directive,
+                value: value.to_string(),
+            });
+        }
+    }
+    if vars.contains_key("CLEAN")
+        && !["true", "/bin/true", "/usr/bin/true"].contains(&get("CLEAN", 0))
+    {
+        warnings.push("CLEAN is deprecated: dkms 3.x ignores it".to_string());
+    }
+    for (directive, instead) in OBSOLETE {
+        if vars.contains_key(directive) {
+            warnings.push(format!("{directive} is deprecated: {instead}"));
+        }
+    }
+    // The patches dkms applies for this kernel: 3.4.3 walks PATCH by its element count (so a
+    // sparse PATCH loses its entries past that count) and keeps those whose PATCH_MATCH is
+    // unset or matches the kernel.
+    let patch_count = vars.get("PATCH").map_or(0, BTreeMap::len);
+    let mut kernel_patches = Vec::new();
+    for (&i, &p) in vars.get("PATCH").into_iter().flatten() {
+        if i >= patch_count {
+            warnings.push(format!(
+                "PATCH[{i}] is past the array's {patch_count} elements: dkms never applies it"
+            ));
+            continue;
+        }
+        let pattern = get("PATCH_MATCH", i);
+        let applies =
+            pattern.is_empty() || regex::Regex::new(pattern).is_ok_and(|re| re.is_match(kernel));
+        if p.is_empty() || !applies {
+            continue;
+        }
+        if Path::new(p)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            refusals.push(Refusal::PatchClimbs {
+                name: p.to_string(),
+            });
+        } else {
+            kernel_patches.push(p.to_string());
+        }
+    }
+    let kernel_max = scalar("BUILD_EXCLUSIVE_KERNEL_MAX").or_else(|| scalar("OBSOLETE_BY"));
+    let mut conf = DkmsConf {
         autoinstall_value: scalar("AUTOINSTALL").unwrap_or_default(),
         built_locations,
-        dest_locations: list("DEST_MODULE_LOCATION"),
+        dest_locations,
         patches: list("PATCH"),
+        kernel_patches,
         make: list("MAKE"),
         name,
         version,
@@ -585,13 +801,69 @@ fn to_conf(fields: &[String]) -> Result<DkmsConf, Problem> {
         exclusive: Exclusive {
             kernel: scalar("BUILD_EXCLUSIVE_KERNEL"),
             kernel_min: scalar("BUILD_EXCLUSIVE_KERNEL_MIN"),
-            kernel_max: scalar("BUILD_EXCLUSIVE_KERNEL_MAX"),
+            kernel_max,
             arch: scalar("BUILD_EXCLUSIVE_ARCH"),
             config: words("BUILD_EXCLUSIVE_CONFIG"),
         },
-        built_modules: built,
+        built_modules,
         dest_names,
-    })
+        refusals,
+        warnings,
+    };
+    let duplicates = conf.duplicates();
+    conf.refusals.extend(duplicates);
+    Ok(conf)
+}
+
+impl DkmsConf {
+    /// Module records that build the same file (BUILT_MODULE_LOCATION + BUILT_MODULE_NAME) or
+    /// install under the same name (DEST_MODULE_NAME, else BUILT_MODULE_NAME), as dkms 3.2+'s
+    /// `read_conf_strict` finds them (3.0.10 built and installed them, one over the other).
+    /// Shared with `lint`'s duplicate-module-name.
+    pub fn duplicates(&self) -> Vec<Refusal> {
+        let mut built: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut dest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, name) in self.built_modules.iter().enumerate() {
+            if name.is_empty() {
+                continue; // refused on its own
+            }
+            let mut loc = self.built_locations.get(i).cloned().unwrap_or_default();
+            if !loc.is_empty() && !loc.ends_with('/') {
+                loc.push('/');
+            }
+            built.entry(format!("{loc}{name}")).or_default().push(i);
+            let d = self
+                .dest_names
+                .get(i)
+                .filter(|d| !d.is_empty())
+                .unwrap_or(name);
+            dest.entry(d.clone()).or_default().push(i);
+        }
+        let mut out: Vec<Refusal> = built
+            .into_iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(name, indices)| Refusal::DuplicateBuilt { name, indices })
+            .collect();
+        out.extend(
+            dest.into_iter()
+                .filter(|(_, v)| v.len() > 1)
+                .map(|(name, indices)| Refusal::DuplicateDest { name, indices }),
+        );
+        out
+    }
+
+    /// Refuses the patches for this kernel that are not in the source's `patches/` directory,
+    /// as dkms's build does before it runs anything. `conf` is this file's path.
+    fn refuse_absent_patches(&mut self, conf: &Path) {
+        let dir = conf.parent().unwrap_or(Path::new("/")).join("patches");
+        for p in &self.kernel_patches {
+            // dkms looks for `patches/$p`: an absolute PATCH is still under patches/.
+            if !dir.join(p.trim_start_matches('/')).is_file() {
+                self.refusals
+                    .push(Refusal::PatchMissing { name: p.clone() });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -846,5 +1118,289 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         assert!(e.autoinstall_candidate());
         let e = eval("PACKAGE_NAME=x\nPACKAGE_VERSION=1\n", &["6.1.0"]);
         assert!(!e.autoinstall_candidate(), "it evaluates and does not ask");
+    }
+
+    /// One dkms.conf with a patches/ directory beside it, evaluated for `kernel`.
+    fn eval_in_dir(conf: &str, patches: &[&str], kernel: &str) -> DkmsConf {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("dkms.conf");
+        fs::write(&p, conf).unwrap();
+        for patch in patches {
+            let f = d.path().join("patches").join(patch);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, "").unwrap();
+        }
+        let ctx = [Context {
+            kernel: kernel.into(),
+            kernel_source_dir: d.path().into(),
+        }];
+        let e = evaluate(&[p], &ctx, &Trees::defaults(d.path()), "x86_64").remove(0);
+        e.result_for(kernel).unwrap().clone()
+    }
+
+    fn one(conf: &str) -> DkmsConf {
+        eval_in_dir(conf, &[], "6.1.0")
+    }
+
+    const HEAD: &str = "PACKAGE_NAME=foo\nPACKAGE_VERSION=1.0\n";
+
+    /// Defect: a CRLF dkms.conf put `\r` into every value (PACKAGE_NAME "foo\r"), so the module
+    /// was refused for living in a directory that its name does not give.
+    #[test]
+    fn crlf_line_endings_read_as_dkms_3_4_reads_them() {
+        let c = one(
+            "PACKAGE_NAME=\"foo\"\r\nPACKAGE_VERSION=1.0\r\nBUILT_MODULE_NAME[0]=\"foo\"\r\n\
+             DEST_MODULE_LOCATION[0]=\"/updates/dkms\"\r\nAUTOINSTALL=\"yes\"\r\n\
+             BUILD_DEPENDS=\"bar\"\r\n",
+        );
+        assert_eq!((c.name.as_str(), c.version.as_str()), ("foo", "1.0"));
+        assert_eq!(c.built_modules, ["foo"]);
+        assert_eq!(c.dest_locations, ["/updates/dkms"]);
+        assert_eq!(c.build_depends, ["bar"]);
+        assert!(c.autoinstall);
+        assert_eq!(c.refusals, []);
+    }
+
+    #[test]
+    fn duplicate_built_or_dest_names_are_refused() {
+        let c = one(&format!(
+            "{HEAD}BUILT_MODULE_NAME=(a b)\nDEST_MODULE_NAME=(x x)\n\
+             DEST_MODULE_LOCATION=(/updates /updates)\n"
+        ));
+        assert_eq!(
+            c.refusals,
+            [Refusal::DuplicateDest {
+                name: "x".into(),
+                indices: vec![0, 1]
+            }]
+        );
+        let msg = c.refusals[0].to_string();
+        assert!(msg.contains("2 modules are installed as \"x\""), "{msg}");
+        let c = one(&format!(
+            "{HEAD}BUILT_MODULE_NAME=(a a)\nBUILT_MODULE_LOCATION=(src src/)\n\
+             DEST_MODULE_NAME=(a1 a2)\nDEST_MODULE_LOCATION=(/updates /updates)\n"
+        ));
+        assert_eq!(
+            c.refusals,
+            [Refusal::DuplicateBuilt {
+                name: "src/a".into(),
+                indices: vec![0, 1]
+            }]
+        );
+        // Same name in different build locations, installed under different names: fine.
+        let c = one(&format!(
+            "{HEAD}BUILT_MODULE_NAME=(a a)\nBUILT_MODULE_LOCATION=(x y)\n\
+             DEST_MODULE_NAME=(a1 a2)\nDEST_MODULE_LOCATION=(/updates /updates)\n"
+        ));
+        assert_eq!(c.refusals, []);
+    }
+
+    #[test]
+    fn built_module_name_defaults_to_package_name_for_one_record_only() {
+        let c = one(&format!("{HEAD}DEST_MODULE_LOCATION[0]=/updates/dkms\n"));
+        assert_eq!(c.built_modules, ["foo"]);
+        assert_eq!(c.refusals, []);
+        // Two records: dkms 3.4.3 names neither after PACKAGE_NAME.
+        let c = one(&format!(
+            "{HEAD}DEST_MODULE_LOCATION=(/updates /updates)\nBUILT_MODULE_NAME[1]=b\n"
+        ));
+        assert_eq!(c.built_modules, ["", "b"]);
+        assert_eq!(c.refusals, [Refusal::NoBuiltName { index: 0 }]);
+    }
+
+    #[test]
+    fn sparse_module_arrays_count_up_to_their_highest_index() {
+        let c = one(&format!(
+            "{HEAD}BUILT_MODULE_NAME[0]=a\nBUILT_MODULE_NAME[2]=c\n\
+             DEST_MODULE_LOCATION[0]=/updates\nDEST_MODULE_LOCATION[2]=/updates\n"
+        ));
+        assert_eq!(c.built_modules, ["a", "", "c"]);
+        assert_eq!(
+            c.refusals,
+            [
+                Refusal::NoBuiltName { index: 1 },
+                Refusal::NoDestLocation { index: 1 }
+            ]
+        );
+        // DEST_MODULE_NAME lines up with its own record, not with the n-th set element.
+        let c = one(&format!(
+            "{HEAD}BUILT_MODULE_NAME=(a b)\nDEST_MODULE_NAME[1]=renamed\n\
+             DEST_MODULE_LOCATION=(/updates /updates)\n"
+        ));
+        assert_eq!(c.dest_names, ["", "renamed"]);
+        assert_eq!(c.refusals, []);
+        let c = one(&format!("{HEAD}BUILT_MODULE_NAME[4000000000]=x\n"));
+        assert!(matches!(c.refusals[..], [Refusal::TooManyModules { .. }]));
+        assert!(c.built_modules.is_empty());
+    }
+
+    #[test]
+    fn a_dkms_conf_with_no_module_is_warned_about_as_dkms_3_4_does() {
+        let c = one(HEAD);
+        assert_eq!(c.refusals, []);
+        assert!(c.built_modules.is_empty());
+        assert!(
+            c.warnings[0].contains("names no module"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn what_read_conf_refuses_in_a_record() {
+        let c = one(&format!(
+            "{HEAD}BUILT_MODULE_NAME=(a.ko b)\nDEST_MODULE_NAME[1]=b.o\n\
+             DEST_MODULE_LOCATION=(/lib/x /extra)\n"
+        ));
+        let got: Vec<String> = c.refusals.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "BUILT_MODULE_NAME[0]=\"a.ko\" ends in .o or .ko: give the module name alone",
+                "DEST_MODULE_LOCATION[0]=\"/lib/x\" does not begin with /kernel, /updates or /extra",
+                "DEST_MODULE_NAME[1]=\"b.o\" ends in .o or .ko: give the module name alone",
+            ]
+        );
+    }
+
+    #[test]
+    fn yes_no_directives_take_only_yes_or_no() {
+        for (value, refused) in [("yes", false), ("NO", false), ("", false), ("true", true)] {
+            let c = one(&format!(
+                "{HEAD}DEST_MODULE_LOCATION=/updates\nAUTOINSTALL=\"{value}\"\n"
+            ));
+            assert_eq!(!c.refusals.is_empty(), refused, "AUTOINSTALL={value}");
+        }
+        let c = one(&format!(
+            "{HEAD}DEST_MODULE_LOCATION=/updates\nBUILD_DEPENDS_REBUILD=1\n"
+        ));
+        assert_eq!(
+            c.refusals[0].to_string(),
+            "BUILD_DEPENDS_REBUILD=\"1\" is neither yes nor no"
+        );
+    }
+
+    #[test]
+    fn obsolete_directives_are_warned_about_and_obsolete_by_caps_the_kernel() {
+        let c = one(&format!(
+            "{HEAD}DEST_MODULE_LOCATION=/updates\nCLEAN=\"make clean\"\nREMAKE_INITRD=yes\n\
+             OBSOLETE_BY=6.5\nMODULES_CONF[0]=x\n"
+        ));
+        assert_eq!(c.refusals, []);
+        let w = c.warnings.join("\n");
+        for d in ["CLEAN", "REMAKE_INITRD", "OBSOLETE_BY", "MODULES_CONF"] {
+            assert!(w.contains(&format!("{d} is deprecated")), "{d}: {w}");
+        }
+        assert_eq!(c.exclusive.kernel_max.as_deref(), Some("6.5"));
+        let c = one(&format!(
+            "{HEAD}DEST_MODULE_LOCATION=/updates\nCLEAN=true\n\
+             OBSOLETE_BY=6.5\nBUILD_EXCLUSIVE_KERNEL_MAX=6.9\n"
+        ));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.exclusive.kernel_max.as_deref(), Some("6.9"));
+    }
+
+    #[test]
+    fn patches_that_climb_or_are_absent_are_refused_for_the_kernels_they_apply_to() {
+        let conf = format!(
+            "{HEAD}DEST_MODULE_LOCATION=/updates\n\
+             PATCH[0]=ok.patch\nPATCH[1]=../../etc/evil.patch\nPATCH[2]=gone.patch\n\
+             PATCH[3]=only-6.2.patch\nPATCH_MATCH[3]='^6\\.2'\nPATCH[4]=sub/dir.patch\n"
+        );
+        let c = eval_in_dir(&conf, &["ok.patch", "sub/dir.patch"], "6.1.0");
+        assert_eq!(
+            c.refusals,
+            [
+                Refusal::PatchClimbs {
+                    name: "../../etc/evil.patch".into()
+                },
+                Refusal::PatchMissing {
+                    name: "gone.patch".into()
+                }
+            ]
+        );
+        let c = eval_in_dir(&conf, &["ok.patch", "sub/dir.patch"], "6.2.0");
+        assert!(c.refusals.contains(&Refusal::PatchMissing {
+            name: "only-6.2.patch".into()
+        }));
+        // A sparse PATCH: dkms walks it by its element count and never applies PATCH[5].
+        let c = eval_in_dir(
+            &format!("{HEAD}DEST_MODULE_LOCATION=/updates\nPATCH[0]=a.patch\nPATCH[5]=b.patch\n"),
+            &["a.patch"],
+            "6.1.0",
+        );
+        assert_eq!(c.refusals, []);
+        assert!(c.warnings[0].contains("PATCH[5]"), "{:?}", c.warnings);
+    }
+
+    /// A small xorshift generator: the same inputs on every run, no crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+    }
+
+    /// The parser of what dkmsconf.sh writes on its record descriptor, and the reading of the
+    /// directives after it, never panic on any byte stream: fields of the protocol, values that
+    /// look like them, invalid UTF-8, huge and negative indices, CRs.
+    #[test]
+    fn fuzz_the_record_parser_and_the_directive_reader() {
+        const PIECES: &[&[u8]] = &[
+            b"@check\0",
+            b"@source\0",
+            b"@done\0",
+            b"@output\0",
+            b"0\0",
+            b"18446744073709551616\0",
+            b"-1\0",
+            b"6.1.0\0",
+            b"=PACKAGE_NAME\0",
+            b"=PACKAGE_VERSION\0",
+            b"=BUILT_MODULE_NAME\0",
+            b"=DEST_MODULE_NAME\0",
+            b"=DEST_MODULE_LOCATION\0",
+            b"=PATCH\0",
+            b"=PATCH_MATCH\0",
+            b"=OBSOLETE_BY\0",
+            b"=0\0",
+            b"=1\0",
+            b"=1023\0",
+            b"=1024\0",
+            b"=99999999999999999999\0",
+            b"=x\0",
+            b"=\0",
+            b"=a.ko\0",
+            b"=/updates\0",
+            b"=../p\0",
+            b"=[\0",
+            b"=\r\0",
+            b"\xff\xfe",
+            b"=\xe2\x82\0",
+            b"\0",
+            b"=",
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..5_000 {
+            let mut input = Vec::new();
+            for _ in 0..(rng.next() % 60) {
+                input.extend_from_slice(rng.pick(PIECES));
+            }
+            for r in parse_records(&input) {
+                if let Record::Source { fields, kernel, .. } = r {
+                    if let Ok(c) = to_conf(&fields, &kernel) {
+                        assert!(c.built_modules.len() <= MAX_MODULES);
+                        assert_eq!(c.built_modules.len(), c.dest_locations.len());
+                        let _ = c.refusals.iter().map(ToString::to_string).count();
+                    }
+                }
+            }
+        }
     }
 }

@@ -173,9 +173,9 @@ fn run(cli: Cli) -> Result<u8> {
     }
     let job_timeout = (cli.job_timeout > 0).then(|| Duration::from_secs(cli.job_timeout));
     if let Some(Cmd::Preflight { packages }) = &cli.command {
-        let mut text = String::new();
+        let mut text = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut text)
             .context("reading targets from stdin")?;
         // Its scratch directory is one fixed place that each run empties: one at a time too.
         let _lock = lock(&trees)?;
@@ -227,9 +227,9 @@ fn run(cli: Cli) -> Result<u8> {
     let targets = if mode == Mode::All {
         Targets::default()
     } else {
-        let mut text = String::new();
+        let mut text = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut text)
             .context("reading targets from stdin")?;
         let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
         Targets::parse(

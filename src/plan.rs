@@ -97,6 +97,8 @@ pub fn plan(req: &Request, inv: &Inventory) -> Plan {
         req,
         out: Plan::default(),
     };
+    // Target lines that cannot be paths were skipped: each is said, and the rest is planned.
+    p.out.notes.extend(req.targets.notes.iter().cloned());
     match req.mode {
         Mode::Install | Mode::All => p.install(),
         Mode::Remove => p.remove(),
@@ -358,6 +360,25 @@ impl<'a> Planner<'a> {
     fn pair_state(&mut self, src: usize, conf: DkmsConf, k: &Kernel) -> Pair {
         let subject = format!("{}/{}", conf.name, conf.version);
         let kernel = Some(k.release.as_str());
+        // What dkms 3.4.3 refuses before it builds (exit 8, or 5 for a patch; see
+        // `DkmsConf::refusals`): a failure naming the file, before any dkms call, even where
+        // BUILD_EXCLUSIVE rules the pair out (dkms reads the file strictly first). A pair already
+        // installed in this version is left alone, as before: no dkms call is made for it.
+        let file = self.inv.trees.display(&self.inv.sources[src].conf.path);
+        let file = file.into_owned();
+        let kept = !self.req.force
+            && self
+                .inv
+                .tree
+                .installed(&conf.name, &k.release, &self.inv.arch)
+                == Some(conf.version.as_str());
+        if !conf.refusals.is_empty() && !kept {
+            let list: Vec<String> = conf.refusals.iter().map(ToString::to_string).collect();
+            let reason = format!("dkms 3.4 refuses it: {}", list.join("; "));
+            let why = format!("its dkms.conf is refused ({})", list.join("; "));
+            self.decide(file, kernel, Verdict::Fail(reason));
+            return Pair::Blocked { why };
+        }
         // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way the
         // pair is not built, and its dependents learn why.
         match excluded(&conf, k, &self.inv.arch) {
@@ -384,6 +405,11 @@ impl<'a> Planner<'a> {
                 Verdict::Skip("already installed".to_string()),
             );
             return Pair::Present;
+        }
+        // What dkms 3.4.3 warns about when it builds (obsolete directives, no module): a note,
+        // said once, for a file that is built.
+        for w in &conf.warnings {
+            self.out.notes.push(format!("{file}: {w}"));
         }
         Pair::Build {
             src,
@@ -1010,7 +1036,7 @@ mod tests {
             let req = Request {
                 mode,
                 targets: Targets::parse(
-                    targets,
+                    targets.as_bytes(),
                     Path::new("usr/src"),
                     Path::new("usr/lib/modules"),
                 ),
@@ -1381,5 +1407,92 @@ mod tests {
         let s = Sys::new(&[K1, K2]).installed("a", "1", &[K1, K2]);
         let p = s.plan(Mode::Remove, "usr/src/a-1/dkms.conf\n");
         assert_eq!(p.depmod, BTreeSet::from([K1.to_string(), K2.to_string()]));
+    }
+
+    /// What dkms 3.4.3 refuses before a build fails the pair before any dkms call, naming the
+    /// file, and skips its dependents; what it only warns about is a note, said once.
+    #[test]
+    fn a_dkms_conf_that_dkms_refuses_fails_before_any_build_and_names_the_file() {
+        use crate::dkmsconf::Refusal;
+        let s = Sys::new(&[K1, K2])
+            .source_with("dup-1", conf("dup", "1"), |_, c| {
+                c.refusals = vec![Refusal::DuplicateDest {
+                    name: "x".into(),
+                    indices: vec![0, 1],
+                }];
+            })
+            .source_with("user-1", conf("user", "1"), |_, c| {
+                c.build_depends = vec!["dup".into()];
+            })
+            .source_with("old-1", conf("old", "1"), |_, c| {
+                c.warnings = vec!["REMAKE_INITRD is deprecated: dkms 3.x ignores it".into()];
+            });
+        let p = s.plan(
+            Mode::Install,
+            "usr/src/dup-1/dkms.conf\nusr/src/user-1/dkms.conf\nusr/src/old-1/dkms.conf\n",
+        );
+        assert_eq!(
+            jobs(&p),
+            [
+                format!("build old/1 for {K1}"),
+                format!("build old/1 for {K2}")
+            ]
+        );
+        let failed = reasons(&p.failed);
+        assert_eq!(failed.len(), 2, "{failed:#?}");
+        for (f, k) in failed.iter().zip([K1, K2]) {
+            assert!(
+                f.starts_with(&format!(
+                    "/usr/src/dup-1/dkms.conf for {k}: dkms 3.4 refuses it: "
+                )),
+                "{f}"
+            );
+            assert!(f.contains("2 modules are installed as \"x\""), "{f}");
+        }
+        let skipped = reasons(&p.skipped);
+        assert!(
+            skipped
+                .iter()
+                .all(|s| s.starts_with("user/1") && s.contains("needs dup")),
+            "{skipped:#?}"
+        );
+        assert_eq!(
+            p.notes,
+            ["/usr/src/old-1/dkms.conf: REMAKE_INITRD is deprecated: dkms 3.x ignores it"]
+        );
+        // Installed already (by an older dkms that took the file): left alone, no dkms call.
+        let s = s.installed("dup", "1", &[K1]);
+        let p = s.plan(Mode::All, "");
+        assert_eq!(
+            reasons(&p.failed),
+            [format!(
+                "/usr/src/dup-1/dkms.conf for {K2}: dkms 3.4 refuses it: 2 modules are installed \
+                 as \"x\" (modules #0, #1; DEST_MODULE_NAME, or BUILT_MODULE_NAME where unset): \
+                 one would overwrite the other"
+            )]
+        );
+    }
+
+    /// Defect: one target line that was not UTF-8 failed the run; now it is a note and the rest
+    /// is planned.
+    #[test]
+    fn skipped_target_lines_are_notes_of_the_plan() {
+        let s = Sys::new(&[K1]).source("good", "1");
+        let req = Request {
+            mode: Mode::Install,
+            targets: Targets::parse(
+                b"usr/src/bad\xff-1/dkms.conf\nusr/src/good-1/dkms.conf\n",
+                Path::new("usr/src"),
+                Path::new("usr/lib/modules"),
+            ),
+            kernels: vec![],
+            force: false,
+        };
+        let p = plan(&req, &s.inv);
+        assert_eq!(jobs(&p), [format!("build good/1 for {K1}")]);
+        assert_eq!(
+            p.notes,
+            [r#"target line 1 skipped: "usr/src/bad\xff-1/dkms.conf" is not valid UTF-8"#]
+        );
     }
 }

@@ -19,7 +19,8 @@
 //! - 3.1.4: `M/kernel-*-*` entries are skipped before any test.
 //! - 3.1.8: "built" only needs `M/V/K/ARCH/module/`; before, every DEST_MODULE_NAME had to be
 //!   there, which meant reading dkms.conf, and a bad dkms.conf ended the listing.
-//! - 3.2.2: dkms.conf module arrays may be sparse (count = highest index + 1).
+//! - 3.2.2: dkms.conf module arrays may be sparse (count = highest index + 1), and one trailing
+//!   CR is stripped from every value (a CRLF dkms.conf reads as its LF twin).
 //! - 3.3.0: modules excluded by per-module BUILD_EXCLUSIVE_* directives are not checked.
 
 use std::collections::HashMap;

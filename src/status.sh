@@ -64,6 +64,18 @@ _dh_emit_status() {
     _dh_kernel_config=$kernel_source_dir/.config
     [[ $_dh_flags = *P* && -e $kernel_source_dir/include/config/auto.conf ]] &&
         _dh_kernel_config=$kernel_source_dir/include/config/auto.conf
+    if [[ $_dh_flags = *S* ]]; then
+        # 3.2.2 strips one trailing CR from every value (safe_source's `%$CR`), so a dkms.conf
+        # with CRLF line endings reads as its LF twin; 3.0.10 keeps the CRs.
+        local _dh_n _dh_i
+        for _dh_n in $_dh_unset; do
+            local -n _dh_v=$_dh_n
+            for _dh_i in "${!_dh_v[@]}"; do
+                _dh_v[_dh_i]=${_dh_v[_dh_i]%$'\r'}
+            done
+            unset -n _dh_v
+        done
+    fi
     [[ ${PACKAGE_NAME-} ]] || valid=0
     [[ ${PACKAGE_VERSION-} ]] || valid=0
     if [[ $_dh_flags = *S* ]]; then

@@ -6,7 +6,7 @@
 //! are packages the hooks cannot handle right, warnings are packages that work against them.
 
 use super::package::PackageFacts;
-use crate::dkmsconf::{ConfError, DkmsConf, Problem};
+use crate::dkmsconf::{ConfError, DkmsConf, Problem, Refusal};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -264,50 +264,45 @@ fn conf(pkg: &PackageFacts, c: &ConfFacts, cx: &Context, out: &mut Vec<Finding>)
 }
 
 /// dkms 3.4 refuses a dkms.conf that names the same built module (location + name) or the same
-/// destination name twice (`read_conf_strict`).
+/// destination name twice (`read_conf_strict`): found by the planner's own rule,
+/// [`DkmsConf::duplicates`].
 fn duplicates(c: &ConfFacts, conf: &DkmsConf, out: &mut Vec<Finding>) {
-    // Name -> the indices that use it.
-    let mut built: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut dest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, name) in conf.built_modules.iter().enumerate() {
-        let mut loc = conf.built_locations.get(i).cloned().unwrap_or_default();
-        if !loc.is_empty() && !loc.ends_with('/') {
-            loc.push('/');
+    let found = conf.duplicates();
+    let built_dups: Vec<&Vec<usize>> = found
+        .iter()
+        .filter_map(|r| match r {
+            Refusal::DuplicateBuilt { indices, .. } => Some(indices),
+            _ => None,
+        })
+        .collect();
+    for r in &found {
+        match r {
+            Refusal::DuplicateBuilt { name, indices } => out.push(Finding::new(
+                Rule::DuplicateModuleName,
+                format!(
+                    "{}: BUILT_MODULE_NAME \"{name}\" is listed {} times: dkms 3.4 refuses the dkms.conf",
+                    c.path,
+                    indices.len()
+                ),
+            )),
+            Refusal::DuplicateDest { name, indices } => {
+                // The same module listed twice is said once, above.
+                if built_dups.iter().any(|b| indices.iter().all(|i| b.contains(i))) {
+                    continue;
+                }
+                out.push(Finding::new(
+                    Rule::DuplicateModuleName,
+                    format!(
+                        "{}: {} modules are installed as \"{name}\" (DEST_MODULE_NAME, or BUILT_MODULE_NAME \
+                         where unset): dkms 3.4 refuses the dkms.conf, older dkms installs one over the \
+                         other",
+                        c.path,
+                        indices.len()
+                    ),
+                ));
+            }
+            _ => {}
         }
-        built.entry(format!("{loc}{name}")).or_default().push(i);
-        let d = conf
-            .dest_names
-            .get(i)
-            .filter(|d| !d.is_empty())
-            .unwrap_or(name);
-        dest.entry(d.clone()).or_default().push(i);
-    }
-    let built_dups: Vec<&Vec<usize>> = built.values().filter(|v| v.len() > 1).collect();
-    for (m, v) in built.iter().filter(|(_, v)| v.len() > 1) {
-        out.push(Finding::new(
-            Rule::DuplicateModuleName,
-            format!(
-                "{}: BUILT_MODULE_NAME \"{m}\" is listed {} times: dkms 3.4 refuses the dkms.conf",
-                c.path,
-                v.len()
-            ),
-        ));
-    }
-    for (m, v) in dest.iter().filter(|(_, v)| v.len() > 1) {
-        // The same module listed twice is said once, above.
-        if built_dups.iter().any(|b| v.iter().all(|i| b.contains(i))) {
-            continue;
-        }
-        out.push(Finding::new(
-            Rule::DuplicateModuleName,
-            format!(
-                "{}: {} modules are installed as \"{m}\" (DEST_MODULE_NAME, or BUILT_MODULE_NAME \
-                 where unset): dkms 3.4 refuses the dkms.conf, older dkms installs one over the \
-                 other",
-                c.path,
-                v.len()
-            ),
-        ));
     }
 }
 

@@ -209,7 +209,7 @@ fn to_default(rel: &Path, trees: &Trees) -> PathBuf {
 fn parse_targets(text: &str, trees: &Trees) -> Targets {
     let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
     Targets::parse(
-        text,
+        text.as_bytes(),
         &rel(&trees.source).unwrap_or_else(|_| PathBuf::from("usr/src")),
         &rel(&trees.install).unwrap_or_else(|_| PathBuf::from("usr/lib/modules")),
     )
@@ -233,10 +233,11 @@ pub struct Options {
     pub job_timeout: Option<std::time::Duration>,
 }
 
-/// `dkms-hook preflight`: reads the targets (pacman's NeedsTargets lines), finds and unpacks
-/// what arrives, trial-builds, reports on `out`, and returns the exit code. Never blocks for
-/// want of information: what cannot be checked is said in one line.
-pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Write) -> u8 {
+/// `dkms-hook preflight`: reads the targets (pacman's NeedsTargets lines, as bytes), finds and
+/// unpacks what arrives, trial-builds, reports on `out`, and returns the exit code. Never blocks
+/// for want of information: what cannot be checked is said in one line, and so is each target
+/// line that cannot be a path (the same reader as the hooks', [`crate::targets::read_lines`]).
+pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Write) -> u8 {
     let (config, errors) = Config::load(&trees.root, opts.env_preflight.as_deref());
     for e in &errors {
         let _ = writeln!(out, "error: {e}");
@@ -257,12 +258,11 @@ pub fn run(trees: &Trees, opts: &Options, targets_text: &str, out: &mut dyn Writ
         );
         return EXIT_GO_ON;
     }
-    let targets: Vec<String> = targets_text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let (lines, notes) = crate::targets::read_lines(targets_bytes);
+    for n in &notes {
+        let _ = writeln!(out, "warning: preflight: {n}");
+    }
+    let targets: Vec<String> = lines.into_iter().map(str::to_owned).collect();
     if targets.is_empty() {
         return EXIT_GO_ON;
     }
@@ -383,7 +383,7 @@ fn trial(
         let name = s.file_name().unwrap_or_default().to_string_lossy();
         text.push_str(&format!("{}/{name}/dkms.conf\n", source.display()));
     }
-    let targets = Targets::parse(&text, &source, &install);
+    let targets = Targets::parse(text.as_bytes(), &source, &install);
     let inv = Inventory::load(strees, &opts.arch, &SourceSelection::All);
     let req = Request {
         mode: Mode::Install,

@@ -5,6 +5,7 @@
 
 mod cli;
 mod common;
+mod dkmsconf_rules;
 mod engine;
 mod fixtures_smoke;
 mod lint;

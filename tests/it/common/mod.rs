@@ -104,7 +104,12 @@ impl RunOutput {
 }
 
 /// Runs `cmd` to the end with `stdin` as its input, capturing its output.
-pub fn run_command(mut cmd: Command, stdin: &str) -> RunOutput {
+pub fn run_command(cmd: Command, stdin: &str) -> RunOutput {
+    run_command_bytes(cmd, stdin.as_bytes())
+}
+
+/// [`run_command`] with any bytes as input (pacman's paths are bytes).
+pub fn run_command_bytes(mut cmd: Command, stdin: &[u8]) -> RunOutput {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -112,10 +117,10 @@ pub fn run_command(mut cmd: Command, stdin: &str) -> RunOutput {
         .spawn()
         .unwrap_or_else(|e| panic!("{:?}: cannot start: {e}", cmd.get_program()));
     let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_owned();
+    let stdin = stdin.to_vec();
     let writer = thread::spawn(move || {
         // The process may exit without reading its input: ignore EPIPE.
-        let _ = input.write_all(stdin.as_bytes());
+        let _ = input.write_all(&stdin);
     });
     let combined = Arc::new(Mutex::new(Vec::new()));
     let out = read_in_thread(child.stdout.take().expect("stdout"), &combined);
@@ -490,12 +495,17 @@ impl TestRoot {
     /// Like [`TestRoot::run`], but stdout and stderr share one pipe as under
     /// pacman: `combined` is exactly what pacman would show.
     pub fn run_merged(&self, args: &[&str], stdin: &str) -> RunOutput {
+        self.run_merged_bytes(args, stdin.as_bytes())
+    }
+
+    /// [`TestRoot::run_merged`] with any bytes as input.
+    pub fn run_merged_bytes(&self, args: &[&str], stdin: &[u8]) -> RunOutput {
         // The shell only joins stderr to stdout's pipe, then becomes dkms-hook.
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "exec \"$0\" \"$@\" 2>&1", BIN, "--root"]);
         cmd.arg(&self.path).args(args);
         self.set_dkms_env(&mut cmd);
-        run_command(cmd, stdin)
+        run_command_bytes(cmd, stdin)
     }
 
     /// This root's dkms program (see [`TestRoot::with_dkms`]) on this root's
