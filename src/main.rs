@@ -1,16 +1,20 @@
 //! The `dkms-hook` command line: parse, validate, build a request, then run one mode.
 //!
-//! The core never sees clap types: this file turns arguments into a [`Request`] and a [`RunConfig`],
-//! and maps outcomes to the exit codes below.
+//! The core never sees clap types: this file turns arguments (defined in cli.rs, which build.rs
+//! shares for the completions and the man page) into a [`Request`] and a [`RunConfig`], and maps
+//! outcomes to cli.rs's exit codes. Modules named on the command line become the same targets
+//! pacman's paths on stdin would have been.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Cmd, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use dkms_hook::dkms::Dkms;
+use dkms_hook::dkms_tree::DkmsTree;
 use dkms_hook::inventory::{Inventory, SourceSelection};
 use dkms_hook::plan::{self, Mode, Request};
 use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
-use dkms_hook::targets::Targets;
+use dkms_hook::targets::{ModuleSpec, Targets};
 use dkms_hook::timings::Timings;
 use dkms_hook::trees::{normalize, Trees};
 use dkms_hook::{kernel, status};
@@ -19,79 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Everything planned succeeded (BUILD_EXCLUSIVE skips included).
-const EXIT_OK: u8 = 0;
-/// At least one job failed.
-const EXIT_FAILED: u8 = 1;
-/// Usage or configuration error: nothing was done.
-const EXIT_USAGE: u8 = 2;
-
-/// Builds, installs and removes DKMS modules for pacman: planned, ordered by BUILD_DEPENDS, run in
-/// parallel, verified, and reported.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// The system root: trees are ROOT/usr/src, ROOT/var/lib/dkms, ROOT/usr/lib/modules (or what
-    /// ROOT/etc/dkms/framework.conf says)
-    #[arg(long, value_name = "DIR", default_value = "/", global = true)]
-    root: PathBuf,
-    /// Print the ordered plan and change nothing
-    #[arg(long, global = true)]
-    dry_run: bool,
-    /// Jobs at once [default: number of CPUs]
-    #[arg(short = 'j', long, value_name = "N", global = true)]
-    jobs: Option<usize>,
-    /// Only these kernels (repeatable)
-    #[arg(short = 'k', long = "kernel", value_name = "KVER", global = true)]
-    kernels: Vec<String>,
-    /// Rebuild pairs that are already installed
-    #[arg(long, global = true)]
-    force: bool,
-    /// With `status` or `--dry-run`: print one JSON document instead of text
-    #[arg(long, global = true)]
-    json: bool,
-    /// After a run (bare, install, remove): write an HTML timeline of its jobs to FILE
-    #[arg(long, value_name = "FILE", global = true)]
-    timings: Option<PathBuf>,
-    /// Fail a job (and kill its processes) still running after SECS seconds; 0: no limit
-    #[arg(long, value_name = "SECS", default_value_t = 1800, global = true)]
-    job_timeout: u64,
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Hook mode: build and install for the module sources and kernels on stdin (pacman's NeedsTargets)
-    Install,
-    /// Hook mode: remove the module versions and kernels on stdin (pacman's NeedsTargets)
-    Remove,
-    /// One line per module version x kernel, in `dkms status`'s format
-    Status,
-    /// Check built -dkms packages against the DKMS packaging rules (namcap-style lines; exit 1 on
-    /// an error, 2 for a file that is not a package)
-    Lint {
-        /// Package files (.pkg.tar.zst, .pkg.tar.xz, .pkg.tar.gz)
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
-    },
-    /// List module files dkms installed (under updates/dkms, or a dkms.conf's DEST_MODULE_LOCATION)
-    /// that no dkms record owns any more, and kernel directories left with nothing else
-    Orphans {
-        /// Delete them, then run depmod for the kernels that remain (needs root)
-        #[arg(long)]
-        remove: bool,
-    },
-    /// Hook mode, before the transaction: trial-build for the headers and module sources on stdin
-    /// (pacman's NeedsTargets), from the package files pacman downloaded; exit 1 when an essential
-    /// module would not build (see /etc/dkms-hook.conf)
-    Preflight {
-        /// Package files that bring the targets (default: found from pacman's command line, or
-        /// its sync databases and cache)
-        #[arg(long = "package", value_name = "FILE")]
-        packages: Vec<PathBuf>,
-    },
-}
+mod cli;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -123,7 +55,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8> {
-    let runs = matches!(cli.command, None | Some(Cmd::Install | Cmd::Remove));
+    let runs = matches!(
+        cli.command,
+        None | Some(Cmd::Install { .. } | Cmd::Remove { .. })
+    );
     if cli.json && !(matches!(cli.command, Some(Cmd::Status)) || (runs && cli.dry_run)) {
         bail!("--json: only with `status` or `--dry-run` (a run reports as it goes)");
     }
@@ -173,10 +108,7 @@ fn run(cli: Cli) -> Result<u8> {
     }
     let job_timeout = (cli.job_timeout > 0).then(|| Duration::from_secs(cli.job_timeout));
     if let Some(Cmd::Preflight { packages }) = &cli.command {
-        let mut text = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut text)
-            .context("reading targets from stdin")?;
+        let text = read_targets(None)?;
         // Its scratch directory is one fixed place that each run empties: one at a time too.
         let _lock = lock(&trees)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -196,11 +128,12 @@ fn run(cli: Cli) -> Result<u8> {
         let out = &mut std::io::stdout();
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
     }
-    let mode = match cli.command {
-        Some(Cmd::Install) => Mode::Install,
-        Some(Cmd::Remove) => Mode::Remove,
-        _ => Mode::All,
+    let (mode, named) = match &cli.command {
+        Some(Cmd::Install { modules }) => (Mode::Install, modules.as_slice()),
+        Some(Cmd::Remove { modules }) => (Mode::Remove, modules.as_slice()),
+        _ => (Mode::All, &[][..]),
     };
+    let named: Vec<ModuleSpec> = named.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -224,13 +157,19 @@ fn run(cli: Cli) -> Result<u8> {
     } else {
         Some(lock(&trees)?)
     };
-    let targets = if mode == Mode::All {
+    let mut targets = if mode == Mode::All {
         Targets::default()
+    } else if mode == Mode::Remove && !named.is_empty() {
+        // What dkms has registered, whether or not its sources are still there.
+        Targets::to_remove(&named, &DkmsTree::read(&trees.dkms), &trees)?
+    } else if !named.is_empty() {
+        Targets::default() // resolved against the module sources below
     } else {
-        let mut text = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut text)
-            .context("reading targets from stdin")?;
+        let text = read_targets(Some(if mode == Mode::Remove {
+            "remove"
+        } else {
+            "install"
+        }))?;
         let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
         Targets::parse(
             &text,
@@ -246,6 +185,9 @@ fn run(cli: Cli) -> Result<u8> {
         _ => SourceSelection::All,
     };
     let inv = Inventory::load(&trees, &arch, &selection);
+    if mode == Mode::Install && !named.is_empty() {
+        targets = Targets::to_install(&named, &inv)?;
+    }
     for k in &cli.kernels {
         let known = inv.kernel(k).is_some() || targets.kernels.contains_key(k);
         if !known {
@@ -397,6 +339,29 @@ fn lock(trees: &Trees) -> Result<dkms_hook::lock::RunLock> {
         eprintln!("dkms-hook: waiting for {who} to finish: it holds {path}");
     })?;
     Ok(lock)
+}
+
+/// Reads pacman's NeedsTargets from stdin. Someone at a terminal is told what is awaited, so that
+/// `dkms-hook install` typed without a module does not seem to hang.
+/// `command` is the mode, said when it could take module names instead.
+fn read_targets(command: Option<&str>) -> Result<Vec<u8>> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let instead = command
+            .map(|c| format!("; or name them: dkms-hook {c} MODULE[/VERSION]"))
+            .unwrap_or_default();
+        eprintln!(
+            "dkms-hook: waiting for pacman's targets on stdin, one path a line (end with \
+             Ctrl-D){instead}"
+        );
+    }
+    // Bytes: pacman's paths are (see targets::read_lines).
+    let mut text = Vec::new();
+    stdin
+        .lock()
+        .read_to_end(&mut text)
+        .context("reading targets from stdin")?;
+    Ok(text)
 }
 
 /// Writes lines to stdout.

@@ -11,10 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cache=tests/.cache
 
 # Tools the tests run, pacman and makepkg, shellcheck (for the evaluator's bash
-# in src/*.sh), and libc6-dev, which cargo needs to link and which gcc only
-# recommends.
+# in src/*.sh and the hook scripts in hooks/), zsh, fish and man-db (for the
+# completions and the man page build.rs generates), and libc6-dev, which cargo
+# needs to link and which gcc only recommends.
 packages=(dkms kmod gcc libc6-dev make libarchive-tools zstd fakeroot pacman-package-manager makepkg
-    shellcheck)
+    shellcheck zsh fish man-db)
 # Real module sources; each was checked to build with dkms 3.0.10 against two
 # 6.1 kernels. They give the tests real-world dkms.conf files (v4l2loopback's
 # reads the kernel's .config) and real build times.

@@ -1,10 +1,12 @@
 //! The command line end to end without root, dkms or kernel headers: `--dry-run --root` and
 //! `status --root` on a root built from our fixtures, with kernels that count as having headers
-//! (an empty `build/Makefile`). These run under plain `cargo test`.
+//! (an empty `build/Makefile`), `--help`, and the completions and man page build.rs generates.
+//! These run under plain `cargo test`, but for the few that need zsh, fish or man.
 
-use crate::common::{TestRoot, BIN};
+use crate::common::{run_command, RunOutput, TestRoot, BIN};
 use std::collections::BTreeSet;
 use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const K1: &str = "6.1.0-1-amd64";
@@ -241,10 +243,28 @@ fn a_closed_pipe_ends_status_quietly() {
 }
 
 /// The evaluator's bash (src/dkmsconf.sh, and src/status.sh, which runs in front of it) is
-/// shellcheck-clean, as the two run together.
+/// shellcheck-clean, as the two run together; so are the hook scripts pacman runs (hooks/), as
+/// the sh scripts they are.
 #[test]
 #[ignore = "needs shellcheck (tests/setup.sh installs it)"]
-fn the_evaluator_is_shellcheck_clean() {
+fn the_evaluator_and_the_hook_scripts_are_shellcheck_clean() {
+    let hooks = crate::common::repo_dir().join("hooks");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&hooks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    assert_eq!(scripts.len(), 3, "{scripts:?}");
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .args(&scripts)
+        .output()
+        .expect("running shellcheck");
+    assert!(
+        out.status.success(),
+        "hooks/:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let src = crate::common::repo_dir().join("src");
     let joined = format!(
         "{}\n{}",
@@ -499,5 +519,384 @@ fn json_is_refused_where_it_means_nothing() {
         let out = root.run(args, "");
         assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
         assert!(out.stderr.contains("--json: only with"), "{}", out.dump());
+    }
+}
+
+/// A second version of the plain fixture, 1.1, beside 1.0.
+fn add_plain_1_1(root: &TestRoot) {
+    root.add_fixture("dkmshook-plain-1.0");
+    let conf = root.read_file("usr/src/dkmshook-plain-1.0/dkms.conf");
+    let conf = conf.replace("PACKAGE_VERSION=\"1.0\"", "PACKAGE_VERSION=\"1.1\"");
+    assert!(conf.contains("PACKAGE_VERSION=\"1.1\""), "{conf}");
+    crate::common::copy_tree(
+        &root.source_tree().join("dkmshook-plain-1.0"),
+        &root.source_tree().join("dkmshook-plain-1.1"),
+    );
+    root.write_file("usr/src/dkmshook-plain-1.1/dkms.conf", conf);
+}
+
+/// `install MODULE/VERSION` plans that version for every kernel, `MODULE` the newest version,
+/// `-k` narrows the kernels, and BUILD_DEPENDS pull their dependency in, as for the same source
+/// arriving from pacman. stdin is not read: the path on it is not planned, and the unreadable
+/// dkms.conf files of the root, which a bare run fails, are not looked at.
+#[test]
+fn install_plans_the_modules_named_for_every_kernel_or_the_k_ones() {
+    let root = fixture_root();
+    add_plain_1_1(&root);
+    let unread = "usr/src/dkmshook-broken-1.0/dkms.conf\n";
+    let plan = |args: &[&str]| {
+        let out = root.run(args, unread);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.dump());
+        assert_eq!(lines_starting(&out.stdout, "  fail "), Vec::<String>::new());
+        assert_no_root_path(&root, &out.combined);
+        job_lines(&out.stdout)
+    };
+    let builds = |mv: &str, ks: &[&str]| -> BTreeSet<String> {
+        ks.iter().map(|k| format!("build  {mv} for {k}")).collect()
+    };
+    assert_eq!(
+        plan(&["--dry-run", "install", "dkmshook-plain/1.0"]),
+        builds("dkmshook-plain/1.0", &[K1, K2])
+    );
+    assert_eq!(
+        plan(&["--dry-run", "install", "dkmshook-plain"]),
+        builds("dkmshook-plain/1.1", &[K1, K2])
+    );
+    assert_eq!(
+        plan(&["--dry-run", "-k", K2, "install", "dkmshook-plain/1.0"]),
+        builds("dkmshook-plain/1.0", &[K2])
+    );
+    let mut both = builds("dkmshook-exporter/1.0", &[K1]);
+    both.extend(builds("dkmshook-importer/1.0", &[K1]));
+    assert_eq!(
+        plan(&["--dry-run", "install", "-k", K1, "dkmshook-importer"]),
+        both
+    );
+    let mut two = builds("dkmshook-plain/1.0", &[K1, K2]);
+    two.extend(builds("dkmshook-wrongkernel/1.0", &[K1, K2]));
+    assert_eq!(
+        plan(&[
+            "--dry-run",
+            "install",
+            "dkmshook-plain/1.0",
+            "dkmshook-wrongkernel"
+        ]),
+        two
+    );
+}
+
+/// `remove MODULE/VERSION` unregisters that version from dkms and every kernel; with `-k`, it
+/// leaves only those kernels; a bare name is its one registered version.
+#[test]
+fn remove_plans_the_version_named_everywhere_or_on_the_k_kernels() {
+    let root = status_root();
+    let plan = |args: &[&str]| {
+        let out = root.run(args, "usr/src/dkmshook-broken-1.0/dkms.conf\n");
+        assert_eq!(out.code, 0, "{args:?}: {}", out.dump());
+        assert_no_root_path(&root, &out.combined);
+        job_lines(&out.stdout)
+    };
+    let everywhere: BTreeSet<String> =
+        ["remove dkmshook-plain/1.0 on every kernel".to_string()].into();
+    assert_eq!(
+        plan(&["--dry-run", "remove", "dkmshook-plain/1.0"]),
+        everywhere
+    );
+    assert_eq!(plan(&["--dry-run", "remove", "dkmshook-plain"]), everywhere);
+    assert_eq!(
+        plan(&["--dry-run", "-k", K2, "remove", "dkmshook-plain/1.0"]),
+        [format!("remove dkmshook-plain/1.0 for {K2}")].into()
+    );
+}
+
+/// A module or version that names nothing is a usage error that names it and says what there
+/// is, exit 2, with nothing planned.
+#[test]
+fn a_module_named_wrong_is_refused_naming_what_there_is() {
+    let root = status_root();
+    add_plain_1_1(&root);
+    for (args, want) in [
+        (
+            &["install", "nosuch"][..],
+            "nosuch: no such module in /usr/src (there: dkmshook-broken, dkmshook-exporter, \
+             dkmshook-importer, dkmshook-plain, dkmshook-wrongkernel)",
+        ),
+        (
+            &["install", "dkmshook-plain/9.9"],
+            "dkmshook-plain/9.9: no such version in /usr/src (there: 1.0, 1.1)",
+        ),
+        (
+            &["remove", "dkmshook-plain/1.1"],
+            "dkmshook-plain/1.1: not registered with dkms (versions registered: 1.0)",
+        ),
+        (
+            &["remove", "nosuch/1.0"],
+            "nosuch/1.0: not registered with dkms (modules registered: dkmshook-plain)",
+        ),
+        (
+            &["install", "dkmshook-plain/"],
+            "dkmshook-plain/: not a module: name one as MODULE or MODULE/VERSION",
+        ),
+    ] {
+        let mut all = vec!["--dry-run"];
+        all.extend(args);
+        let out = root.run(&all, "");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        assert_eq!(
+            out.stderr,
+            format!("dkms-hook: error: {want}\n"),
+            "{args:?}"
+        );
+        assert_eq!(out.stdout, "", "{args:?}");
+    }
+}
+
+/// `--help` says what a bare `dkms-hook` does, every exit status, and where failed logs stay.
+#[test]
+fn help_says_what_a_bare_run_does_the_exit_codes_and_where_failed_logs_are() {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--help");
+    let out = run_command(cmd, "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    for want in [
+        "Without a command, brings every kernel up to date: every AUTOINSTALL module",
+        "(needs root; --dry-run shows the plan to anybody)",
+        "Exit status:\n  0  everything planned succeeded",
+        "\n  1  something failed",
+        "\n  2  a usage or configuration error",
+        "The whole log of each failed job is kept in /var/log/dkms-hook/",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "{want:?} not in:\n{}",
+            out.stdout
+        );
+    }
+    let mut cmd = Command::new(BIN);
+    cmd.args(["install", "--help"]);
+    let out = run_command(cmd, "");
+    assert!(
+        out.stdout
+            .contains("Usage: dkms-hook install [OPTIONS] [MODULE[/VERSION]]..."),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Runs `cmd` with a terminal as its stdin: `input` is typed there, then Ctrl-D.
+fn run_on_a_terminal(mut cmd: Command, input: &str) -> RunOutput {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors, which are owned here from then on.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: see above.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    cmd.stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("starting dkms-hook");
+    // Canonical mode: the line is handed over at its newline, Ctrl-D at the start of the next
+    // line is the end of input.
+    master.write_all(input.as_bytes()).unwrap();
+    master.write_all(b"\x04").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(master);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    RunOutput {
+        code: out.status.code().unwrap_or(-1),
+        combined: format!("{stdout}{stderr}"),
+        stdout,
+        stderr,
+    }
+}
+
+/// `install` and `remove` typed at a terminal without a module say, in one line on stderr, that
+/// they wait for pacman's targets, then read them as they would from pacman; with stdin not a
+/// terminal (pacman's pipe) they say nothing of it.
+#[test]
+fn install_and_remove_at_a_terminal_say_they_wait_for_the_targets() {
+    let root = fixture_root();
+    let waiting = "dkms-hook: waiting for pacman's targets on stdin";
+    for (command, input, planned) in [
+        (
+            "install",
+            "usr/src/dkmshook-plain-1.0/dkms.conf\n",
+            format!("build  dkmshook-plain/1.0 for {K1}"),
+        ),
+        (
+            "remove",
+            "usr/src/empty-1.0/dkms.conf\n",
+            "fail /usr/src/empty-1.0: cannot tell which module to remove".to_string(),
+        ),
+    ] {
+        let mut cmd = root.command();
+        cmd.args(["--dry-run", command]);
+        let out = run_on_a_terminal(cmd, input);
+        let said: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with(waiting))
+            .collect();
+        assert_eq!(said.len(), 1, "{command}: {}", out.dump());
+        assert!(said[0].contains("(end with Ctrl-D)"), "{}", said[0]);
+        assert!(said[0].ends_with(&format!("dkms-hook {command} MODULE[/VERSION]")));
+        assert!(out.stdout.contains(&planned), "{command}: {}", out.dump());
+
+        let out = root.run(&["--dry-run", command], input);
+        assert!(out.stdout.contains(&planned), "{command}: {}", out.dump());
+        assert!(!out.stderr.contains(waiting), "{command}: {}", out.dump());
+    }
+}
+
+/// A file build.rs generated beside the binary.
+fn generated(rel: &str) -> PathBuf {
+    Path::new(BIN).parent().unwrap().join("share").join(rel)
+}
+
+/// bash, with the completion script build.rs wrote: `dkms-hook WORDS<TAB>`'s candidates, one
+/// set a line per call.
+fn bash_completes(calls: &[&[&str]]) -> Vec<String> {
+    let script = generated("bash-completion/completions/dkms-hook");
+    let mut text = String::from(
+        r#"source "$0" || exit 1
+f=$(complete -p dkms-hook | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+comp() {
+  COMP_WORDS=(dkms-hook "$@"); COMP_CWORD=$#; COMPREPLY=()
+  "$f" dkms-hook "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+  echo "${COMPREPLY[*]}"
+}
+"#,
+    );
+    for words in calls {
+        text.push_str("comp");
+        for w in *words {
+            text.push_str(&format!(" '{w}'"));
+        }
+        text.push('\n');
+    }
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(text).arg(&script);
+    let out = run_command(cmd, "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// bash completes the commands, and after a command its own options and the global ones
+/// (defect: clap_complete's script completed nothing after a command of a bin name with a
+/// hyphen; build.rs mends it).
+#[test]
+fn bash_completes_commands_and_the_options_after_them() {
+    assert_eq!(
+        bash_completes(&[
+            &["ins"],
+            &["install", "--ker"],
+            &["preflight", "--pa"],
+            &["-k", "6.1", "rem"],
+            &["--dry"],
+        ]),
+        ["install", "--kernel", "--package", "remove", "--dry-run"]
+    );
+}
+
+/// zsh finds the completion function by its `#compdef` line and parses it; fish completes a
+/// command's own options from its script.
+#[test]
+#[ignore = "needs zsh and fish (tests/setup.sh installs them)"]
+fn zsh_and_fish_take_the_completions() {
+    let dir = generated("zsh/site-functions");
+    let mut cmd = Command::new("zsh");
+    cmd.args(["-f", "-c"])
+        .arg(
+            r#"fpath=("$0" $fpath); autoload -U compinit; compinit -u -d /dev/null
+print -r -- "$_comps[dkms-hook]"; zsh -n "$0/_dkms-hook" && print parsed"#,
+        )
+        .arg(&dir);
+    let out = run_command(cmd, "");
+    assert_eq!(out.stdout, "_dkms-hook\nparsed\n", "{}", out.dump());
+
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("fish");
+    cmd.env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .env("XDG_DATA_HOME", home.path())
+        .args(["--no-config", "-c"])
+        .arg(
+            "source $argv[1]; complete -C 'dkms-hook install --ker'; \
+             complete -C 'dkms-hook preflight --pa'; complete -C 'dkms-hook sta'",
+        )
+        .arg(generated("fish/vendor_completions.d/dkms-hook.fish"));
+    let out = run_command(cmd, "");
+    let words: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(words, ["--kernel", "--package", "status"], "{}", out.dump());
+}
+
+/// man renders dkms-hook(8) without a warning, with every section an admin looks for.
+#[test]
+#[ignore = "needs man-db (tests/setup.sh installs it)"]
+fn the_man_page_renders_with_hooks_exit_status_environment_files_and_examples() {
+    let mut cmd = Command::new("man");
+    cmd.env("LC_ALL", "C")
+        .env("MANWIDTH", "400")
+        .args(["--warnings", "-l"])
+        .arg(generated("man/man8/dkms-hook.8"));
+    let out = run_command(cmd, "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.stderr, "", "warnings");
+    let text = &out.stdout;
+    // Section headings are the only lines that start with a capital (the page's header and
+    // footer lines start with its name).
+    let sections: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "OPTIONS",
+            "COMMANDS",
+            "HOOKS",
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "FILES",
+            "EXAMPLES",
+            "SEE ALSO",
+        ],
+        "{text}"
+    );
+    for want in [
+        "install [MODULE[/VERSION]]...",
+        "70-dkms-hook-preflight.hook",
+        "DKMS_HOOK_DKMS",
+        "DKMS_HOOK_PREFLIGHT",
+        "NO_COLOR",
+        "/etc/dkms-hook.conf",
+        "/var/log/dkms-hook/",
+        "dkms-hook install nvidia/550.78",
+        "dkms-hook remove nvidia/535.1",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
 }

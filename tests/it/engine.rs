@@ -311,6 +311,78 @@ fn a_dkms_that_cannot_run_is_a_configuration_error() {
     assert!(!out.stdout.contains("START"), "{}", out.dump());
 }
 
+/// The ArchWiki's manual commands, the dkms-hook way: `install MODULE[/VERSION]...` builds what is
+/// named for the `-k` kernels or every kernel (two modules at once here, a real one and a
+/// fixture), leaving what is already installed alone; `remove MODULE/VERSION` removes it from
+/// the `-k` kernels, or everywhere and from dkms. dkms's own `status` is the referee at each step.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn modules_named_by_hand_are_installed_and_removed_where_asked() {
+    let root = TestRoot::new();
+    let (k1, k2) = root.two_kernels();
+    let acpi = root.add_real_source("acpi-call");
+    let acpi_version = acpi.strip_prefix("acpi-call-").unwrap();
+    root.add_fixture("dkmshook-plain-1.0");
+    // A source that does not build: named by nobody, it must not be touched.
+    root.add_fixture("dkmshook-broken-1.0");
+    let acpi_mv = format!("acpi-call/{acpi_version}");
+
+    let out = root.run_merged(
+        &["-k", &k1, "install", "acpi-call", "dkmshook-plain/1.0"],
+        "",
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        root.installed_kos(&k1),
+        ["acpi_call.ko", "dkmshook_plain.ko"]
+    );
+    assert_eq!(root.installed_kos(&k2), Vec::<String>::new());
+    assert!(
+        !out.combined.contains("dkmshook-broken"),
+        "{}",
+        out.combined
+    );
+
+    // Every kernel: only what is missing is built.
+    let out = root.run_merged(&["install", "dkmshook-plain"], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.combined.matches("START").count(), 1, "{}", out.combined);
+    assert_eq!(root.installed_kos(&k2), ["dkmshook_plain.ko"]);
+    root.assert_modules_match_kernels(&[&k1, &k2]);
+    let mut want = vec![
+        status_line(&acpi_mv, &k1, "installed"),
+        status_line("dkmshook-plain/1.0", &k1, "installed"),
+        status_line("dkmshook-plain/1.0", &k2, "installed"),
+    ];
+    want.sort();
+    assert_eq!(root.dkms_status(), want);
+    root.assert_status_matches_dkms();
+
+    let out = root.run_merged(&["-k", &k1, "remove", "dkmshook-plain/1.0"], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(root.installed_kos(&k1), ["acpi_call.ko"]);
+    assert_eq!(root.installed_kos(&k2), ["dkmshook_plain.ko"]);
+
+    let out = root.run_merged(&["remove", "dkmshook-plain/1.0"], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(root.installed_kos(&k2), Vec::<String>::new());
+    assert_eq!(
+        root.dkms_status(),
+        [status_line(&acpi_mv, &k1, "installed")]
+    );
+    assert!(!root.dkms_tree().join("dkmshook-plain").join("1.0").exists());
+
+    // Once gone, the name is refused, saying what dkms still has.
+    let out = root.run(&["remove", "dkmshook-plain/1.0"], "");
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("dkmshook-plain/1.0: not registered with dkms"),
+        "{}",
+        out.dump()
+    );
+}
+
 fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {

@@ -171,6 +171,78 @@ fn s13_a_kernel_reinstalled_then_removed_piece_by_piece() {
     scenario("13-kernel-pieces.sh");
 }
 
+/// The package makepkg builds from this checkout holds the hook scripts, executable where the
+/// hook files Exec them, and the completions and man page that build.rs generated from this
+/// checkout's command line (the same text as beside the binary makepkg built, so not stale).
+#[test]
+#[ignore = "needs makepkg and bsdtar (tests/setup.sh installs them): run tests/run"]
+fn the_package_holds_the_hook_scripts_completions_and_man_page() {
+    let dir = packages();
+    let pkg = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("dkms-hook-") && name.ends_with(".pkg.tar.zst")
+        })
+        .expect("no dkms-hook package built");
+    let list = Command::new("bsdtar")
+        .arg("-tvf")
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "bsdtar -tvf {}", pkg.display());
+    let list = String::from_utf8_lossy(&list.stdout);
+    // `-rwxr-xr-x  0 root root  325 Nov 29 10:46 usr/share/...`: mode first, path last.
+    let mode_of = |path: &str| {
+        list.lines()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{path}: not in the package:\n{list}"))
+            .to_string()
+    };
+    for c in ["install", "preflight", "remove"] {
+        let script = script_exec(c);
+        assert_eq!(mode_of(&script[1..]), "-rwxr-xr-x", "{script}");
+    }
+    // Where build-packages.sh had makepkg build: the same CARGO_TARGET_DIR rule.
+    let built = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join("dist/share");
+    for (path, generated) in [
+        (
+            "usr/share/bash-completion/completions/dkms-hook",
+            "bash-completion/completions/dkms-hook",
+        ),
+        (
+            "usr/share/zsh/site-functions/_dkms-hook",
+            "zsh/site-functions/_dkms-hook",
+        ),
+        (
+            "usr/share/fish/vendor_completions.d/dkms-hook.fish",
+            "fish/vendor_completions.d/dkms-hook.fish",
+        ),
+        ("usr/share/man/man8/dkms-hook.8.gz", "man/man8/dkms-hook.8"),
+    ] {
+        assert_eq!(mode_of(path), "-rw-r--r--", "{path}");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"bsdtar -xOf "$0" "$1" | if [ "${1%.gz}" != "$1" ]; then gzip -dc; else cat; fi"#,
+            )
+            .arg(&pkg)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: cannot read it from the package"
+        );
+        let want = std::fs::read(built.join(generated)).unwrap();
+        assert!(out.stdout == want, "{path}: not what build.rs generated");
+    }
+}
+
 // The packaging files, checked without pacman.
 
 fn read(path: &str) -> String {
@@ -198,6 +270,65 @@ pub(crate) fn action(hook: &str) -> Vec<(String, String)> {
     out
 }
 
+/// What a hook file Execs for `command`: its script from hooks/, installed where dkms and
+/// mkinitcpio keep theirs.
+pub(crate) fn script_exec(command: &str) -> String {
+    format!("/usr/share/libalpm/scripts/dkms-hook-{command}")
+}
+
+/// Every hook file Execs one script of hooks/, and every script is one hook's: each runs
+/// `dkms-hook COMMAND` in place of itself (`exec`: pacman stays the binary's parent, and its
+/// exit status is the hook's), passing its arguments on; the PKGBUILD installs them where the
+/// hook files look, executable.
+#[test]
+fn each_hook_execs_its_script_and_each_script_execs_the_binary() {
+    let mut scripts: Vec<String> = std::fs::read_dir(repo().join("hooks"))
+        .expect("hooks/")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    scripts.sort();
+    assert_eq!(
+        scripts,
+        [
+            "dkms-hook-install",
+            "dkms-hook-preflight",
+            "dkms-hook-remove"
+        ]
+    );
+    for (hook, command) in [
+        ("70-dkms-hook-install.hook", "install"),
+        ("70-dkms-hook-preflight.hook", "preflight"),
+        ("70-dkms-hook-remove.hook", "remove"),
+    ] {
+        let a = action(&read(&format!("libalpm-hooks.d/{hook}")));
+        let exec = a.iter().find(|(k, _)| k == "Exec").map(|(_, v)| v.clone());
+        assert_eq!(exec, Some(script_exec(command)), "{hook}");
+        let script = format!("hooks/dkms-hook-{command}");
+        let text = read(&script);
+        assert!(text.starts_with("#!/bin/sh\n"), "{script}: not a sh script");
+        let code: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            code,
+            [format!("exec /usr/bin/dkms-hook {command} \"$@\"")],
+            "{script}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(repo().join(&script))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{script}: not executable");
+    }
+    assert!(
+        read("PKGBUILD")
+            .contains("install -Dm755 hooks/* -t \"$pkgdir/usr/share/libalpm/scripts/\""),
+        "PKGBUILD: hooks/ not installed to /usr/share/libalpm/scripts/"
+    );
+}
+
 #[test]
 fn hooks_run_our_binary_with_targets_and_need_dkms() {
     for (name, command, when) in [
@@ -206,11 +337,7 @@ fn hooks_run_our_binary_with_targets_and_need_dkms() {
     ] {
         let a = action(&read(&format!("libalpm-hooks.d/{name}")));
         let get = |k: &str| a.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-        assert_eq!(
-            get("Exec"),
-            Some(format!("/usr/bin/dkms-hook {command}").as_str()),
-            "{name}"
-        );
+        assert_eq!(get("Exec"), Some(script_exec(command).as_str()), "{name}");
         assert_eq!(get("When"), Some(when), "{name}");
         assert_eq!(get("Depends"), Some("dkms"), "{name}");
         assert!(get("NeedsTargets").is_some(), "{name}: no NeedsTargets");

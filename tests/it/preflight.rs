@@ -29,7 +29,10 @@ fn the_preflight_hook_aborts_before_the_remove_hook_on_what_arrives() {
     let text = read(&format!("libalpm-hooks.d/{name}"));
     let a = action(&text);
     let get = |k: &str| a.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    assert_eq!(get("Exec"), Some("/usr/bin/dkms-hook preflight"));
+    assert_eq!(
+        get("Exec"),
+        Some(crate::pacman::script_exec("preflight").as_str())
+    );
     assert_eq!(get("When"), Some("PreTransaction"));
     assert_eq!(get("Depends"), Some("dkms"));
     assert!(get("NeedsTargets").is_some(), "no NeedsTargets");

@@ -31,6 +31,12 @@ done
 # The binary pacman runs after the transaction must survive a libalpm soname change.
 if ldd /usr/bin/dkms-hook | grep -q libalpm; then fail "/usr/bin/dkms-hook links libalpm"; fi
 
+# Each hook runs its script from /usr/share/libalpm/scripts/ (what the calls below go through).
+for c in install preflight remove; do
+  [[ $(pacman -Qqo "/usr/share/libalpm/scripts/dkms-hook-$c") == dkms-hook ]] ||
+    fail "/usr/share/libalpm/scripts/dkms-hook-$c is not dkms-hook's"
+done
+
 # From here on, a recorder stands in for the engine: it logs each call and its stdin.
 calls=/var/log/dkms-hook-calls.log
 cat >/usr/bin/dkms-hook <<'REC'

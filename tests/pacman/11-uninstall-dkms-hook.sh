@@ -22,7 +22,9 @@ for h in "${stock[@]}"; do
   [[ ! -e /etc/pacman.d/hooks/$h && ! -L /etc/pacman.d/hooks/$h ]] ||
     fail "/etc/pacman.d/hooks/$h is left"
 done
-[[ ! -e /usr/bin/dkms-hook ]] || fail "/usr/bin/dkms-hook is left"
+for f in /usr/bin/dkms-hook /usr/share/libalpm/scripts/dkms-hook-{install,preflight,remove}; do
+  [[ ! -e $f ]] || fail "$f is left"
+done
 
 vpoll_conf=$(bsdtar -tf "$(pkg vpoll-dkms)" | grep -m1 -E '^usr/src/[^/]+/dkms\.conf$')
 pacman_run -U "$(pkg vpoll-dkms)"
