@@ -9,6 +9,7 @@
 
 use crate::dkms::{self, Dkms};
 use crate::events::{Action, Failure, JobResult};
+use crate::kept;
 use crate::plan::Job;
 use crate::runner::Executor;
 use crate::trees::Trees;
@@ -99,6 +100,9 @@ impl DkmsExecutor {
         if self.force {
             return self.rebuild(job, &pair);
         }
+        if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
+            return self.replace_kept(job, &pair, &old);
+        }
         let out = self.dkms.install(m, v, kernel, headers, make_jobs);
         self.installed(job, &pair, out, String::new())
     }
@@ -148,6 +152,77 @@ impl DkmsExecutor {
             .dkms
             .reinstall(p.m, p.v, p.kernel, p.headers, p.make_jobs);
         self.installed(job, p, out_install, out.output)
+    }
+
+    /// A kept version (see [`crate::kept`]) is installed for the kernel: build the new one first,
+    /// and swap only when it built. Failing, the kept version stays installed, and the failure
+    /// says so; installed and verified, the kept version leaves that kernel (dkms's record and
+    /// its files). dkms cannot install a second version of one module for a kernel beside the
+    /// first (3.0 and 3.4 compare the modules' versions and may refuse), so the kept one is
+    /// uninstalled just before the new one is installed, and installed again from its build if
+    /// that fails.
+    fn replace_kept(&self, job: &Job, p: &Pair, old: &str) -> JobResult {
+        let trees = self.trees();
+        let kept_note = format!("kept {} {old} on {}", p.m, p.kernel);
+        let keep_saying = |mut r: JobResult| {
+            if let JobResult::Failed(f) = &mut r {
+                f.what.push_str("; ");
+                f.what.push_str(&kept_note);
+            }
+            r
+        };
+        let built = self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        match built.code {
+            Some(dkms::exit::OK) => {}
+            Some(dkms::exit::EXCLUDED) => return excluded(),
+            code => return keep_saying(self.build_failed(job, p, &built.output, code)),
+        }
+        let out = self.dkms.uninstall(p.m, old, p.kernel);
+        if !out.ok() {
+            let log = keep_log(trees, job, &format!("{}{}", built.output, out.output), None);
+            return failed(
+                format!(
+                    "dkms uninstall of the kept {} {old}: {}; {kept_note}",
+                    p.m,
+                    dkms::exit_words(out.code)
+                ),
+                vec![],
+                log,
+                &out.output,
+            );
+        }
+        let out = self
+            .dkms
+            .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        let result = self.installed(job, p, out, built.output);
+        let link = trees
+            .dkms
+            .join(p.m)
+            .join(format!("kernel-{}-{}", p.kernel, self.arch));
+        let new_installed =
+            fs::read_link(&link).is_ok_and(|t| t == Path::new(p.v).join(p.kernel).join(&self.arch));
+        if new_installed {
+            // The new version is in place: the kept one leaves this kernel.
+            let _ = self.dkms.remove(p.m, old, Some(p.kernel));
+            return result;
+        }
+        // The new version did not stay installed: the kept one goes back from its build.
+        let back = self
+            .dkms
+            .install(p.m, old, p.kernel, p.headers, p.make_jobs);
+        if back.ok() {
+            keep_saying(result)
+        } else {
+            let mut r = result;
+            if let JobResult::Failed(f) = &mut r {
+                f.what.push_str(&format!(
+                    "; the kept {} {old} could not be installed again: {}",
+                    p.m,
+                    dkms::exit_words(back.code)
+                ));
+            }
+            r
+        }
     }
 
     /// What follows a `dkms install`: verification, or the failure with its logs. `before` is the
@@ -219,7 +294,17 @@ impl DkmsExecutor {
             })
             .unwrap_or_default();
         let log = keep_log(trees, job, output, make_log.as_deref());
-        failed(dkms::exit_words(code), errors, log, output)
+        let mut errors = errors;
+        let mut what = dkms::exit_words(code);
+        if let Some(full) = disk_full(trees, output, make_log.as_deref()) {
+            what.push_str(&format!("; the disk is full: {full}"));
+            if let Some(line) = full.strip_prefix("No space left on device: ") {
+                if !errors.iter().any(|e| e.contains(line)) {
+                    errors.insert(0, line.to_string());
+                }
+            }
+        }
+        failed(what, errors, log, output)
     }
 
     fn remove_from_kernel(&self, job: &Job) -> JobResult {
@@ -289,6 +374,43 @@ impl DkmsExecutor {
             )),
         }
     }
+}
+
+/// Below this many bytes free, a filesystem counts as full.
+const FULL_BELOW: u64 = 1 << 20;
+
+/// Why a failed build ran out of space, if it did: the first line of dkms's output or make.log
+/// that says `No space left on device` (the compiler, the assembler, cp or dkms itself), or, when
+/// nothing could even be written to say so, the dkms tree's filesystem with less than 1 MiB free.
+fn disk_full(trees: &Trees, output: &str, make_log: Option<&str>) -> Option<String> {
+    let said = output
+        .lines()
+        .chain(make_log.unwrap_or_default().lines())
+        .map(str::trim)
+        .find(|l| l.contains("No space left on device"));
+    if let Some(line) = said {
+        return Some(format!("No space left on device: {line}"));
+    }
+    let free = free_bytes(&trees.dkms)?;
+    (free < FULL_BELOW).then(|| {
+        format!(
+            "{} has {} KiB free (No space left on device)",
+            trees.display(&trees.dkms),
+            free / 1024
+        )
+    })
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn excluded() -> JobResult {
@@ -387,7 +509,7 @@ fn failed(what: String, errors: Vec<String>, log: Option<PathBuf>, output: &str)
 }
 
 /// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
-fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
+pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
     let mut c = Command::new("depmod");
     c.arg("-a");
     match trees.depmod_base() {

@@ -6,6 +6,7 @@
 //! -> queue + runner (parallel scheduling) -> execute (one `dkms` process per job, then verify)
 //! -> report (what the user sees, from runner events only).
 
+pub mod arriving;
 pub mod config;
 pub mod cost;
 pub mod dkms;
@@ -14,6 +15,7 @@ pub mod dkmsconf;
 pub mod events;
 pub mod execute;
 pub mod inventory;
+pub mod kept;
 pub mod kernel;
 pub mod lint;
 pub mod makelog;

@@ -12,7 +12,7 @@ use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::Targets;
 use dkms_hook::trees::{normalize, Trees};
-use dkms_hook::{kernel, status};
+use dkms_hook::{arriving, kept, kernel, status};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,8 +53,15 @@ struct Cli {
 enum Cmd {
     /// Hook mode: build and install for the module sources and kernels on stdin (pacman's NeedsTargets)
     Install,
-    /// Hook mode: remove the module versions and kernels on stdin (pacman's NeedsTargets)
-    Remove,
+    /// Hook mode: remove the module versions and kernels on stdin (pacman's NeedsTargets); a
+    /// version that a new version of the same module replaces in the transaction stays installed
+    /// until the new one is built (see `install`)
+    Remove {
+        /// Package files of the transaction, to tell an upgrade from a removal (default: found
+        /// from pacman's command line, or its sync databases and cache)
+        #[arg(long = "package", value_name = "FILE")]
+        packages: Vec<PathBuf>,
+    },
     /// One line per module version x kernel, in `dkms status`'s format
     Status,
     /// Check built -dkms packages against the DKMS packaging rules (namcap-style lines; exit 1 on
@@ -146,10 +153,10 @@ fn run(cli: Cli) -> Result<u8> {
         let out = &mut std::io::stdout();
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
     }
-    let mode = match cli.command {
-        Some(Cmd::Install) => Mode::Install,
-        Some(Cmd::Remove) => Mode::Remove,
-        _ => Mode::All,
+    let (mode, packages) = match cli.command {
+        Some(Cmd::Install) => (Mode::Install, Vec::new()),
+        Some(Cmd::Remove { packages }) => (Mode::Remove, packages),
+        _ => (Mode::All, Vec::new()),
     };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -168,7 +175,12 @@ fn run(cli: Cli) -> Result<u8> {
         // not a failure of every job.
         dkms.check().map_err(anyhow::Error::msg)?;
     }
-    let targets = if mode == Mode::All {
+    if mode != Mode::Remove && !cli.dry_run {
+        for line in kept::restore_returned(&trees) {
+            eprintln!("{line}");
+        }
+    }
+    let mut targets = if mode == Mode::All {
         Targets::default()
     } else {
         let mut text = String::new();
@@ -199,13 +211,27 @@ fn run(cli: Cli) -> Result<u8> {
             );
         }
     }
+    let mut kept_notes = Vec::new();
+    if mode == Mode::Remove && cli.kernels.is_empty() {
+        let arriving = if packages.is_empty() {
+            arriving::from_parent()
+        } else {
+            let files: Vec<PathBuf> = packages
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<_>>()?;
+            arriving::scan(&files)
+        };
+        kept_notes = kept::before_removal(&inv, &mut targets, &arriving, !cli.dry_run);
+    }
     let req = Request {
         mode,
         targets,
         kernels: cli.kernels.clone(),
         force: cli.force,
     };
-    let plan = plan::plan(&req, &inv);
+    let mut plan = plan::plan(&req, &inv);
+    plan.notes.extend(kept_notes);
     if cli.dry_run {
         let text = report::dry_run_text(&plan, jobs);
         quietly_when_closed(print_lines(text.lines()))?;
@@ -232,7 +258,16 @@ fn run(cli: Cli) -> Result<u8> {
         dkms,
     };
     let summary = runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
-    Ok(if summary.failed > 0 {
+    let mut settle_failed = false;
+    if mode == Mode::Remove {
+        kept::remove_orphan_copies(&trees);
+    } else {
+        for line in kept::settle(&trees, &cfg.dkms) {
+            settle_failed |= line.starts_with("error:");
+            println!("{line}");
+        }
+    }
+    Ok(if summary.failed > 0 || settle_failed {
         EXIT_FAILED
     } else {
         EXIT_OK

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod engine;
 mod fixtures_smoke;
+mod keep;
 mod lint;
 mod newer_dkms;
 mod pacman;
