@@ -296,13 +296,19 @@ impl DkmsExecutor {
         let log = keep_log(trees, job, output, make_log.as_deref());
         let mut errors = errors;
         let mut what = dkms::exit_words(code);
-        if let Some(full) = disk_full(trees, output, make_log.as_deref()) {
-            what.push_str(&format!("; the disk is full: {full}"));
-            if let Some(line) = full.strip_prefix("No space left on device: ") {
-                if !errors.iter().any(|e| e.contains(line)) {
-                    errors.insert(0, line.to_string());
+        match disk_full(trees, output, make_log.as_deref()) {
+            Some(DiskFull::Said(line)) => {
+                what.push_str("; the disk is full (No space left on device)");
+                if !errors.contains(&line) {
+                    errors.insert(0, line);
                 }
             }
+            Some(DiskFull::Free(free)) => what.push_str(&format!(
+                "; the disk is full: {} has {} KiB free (No space left on device)",
+                trees.display(&trees.dkms),
+                free / 1024
+            )),
+            None => {}
         }
         failed(what, errors, log, output)
     }
@@ -379,26 +385,26 @@ impl DkmsExecutor {
 /// Below this many bytes free, a filesystem counts as full.
 const FULL_BELOW: u64 = 1 << 20;
 
-/// Why a failed build ran out of space, if it did: the first line of dkms's output or make.log
-/// that says `No space left on device` (the compiler, the assembler, cp or dkms itself), or, when
-/// nothing could even be written to say so, the dkms tree's filesystem with less than 1 MiB free.
-fn disk_full(trees: &Trees, output: &str, make_log: Option<&str>) -> Option<String> {
+/// How a failed build shows that the disk filled.
+enum DiskFull {
+    /// The first line of dkms's output or make.log that says `No space left on device` (the
+    /// compiler, the assembler, cp or dkms itself).
+    Said(String),
+    /// Nothing could even be written to say so, but the dkms tree's filesystem has less than
+    /// [`FULL_BELOW`] bytes free: this many.
+    Free(u64),
+}
+
+fn disk_full(trees: &Trees, output: &str, make_log: Option<&str>) -> Option<DiskFull> {
     let said = output
         .lines()
         .chain(make_log.unwrap_or_default().lines())
-        .map(str::trim)
         .find(|l| l.contains("No space left on device"));
     if let Some(line) = said {
-        return Some(format!("No space left on device: {line}"));
+        return Some(DiskFull::Said(line.trim_end().to_string()));
     }
     let free = free_bytes(&trees.dkms)?;
-    (free < FULL_BELOW).then(|| {
-        format!(
-            "{} has {} KiB free (No space left on device)",
-            trees.display(&trees.dkms),
-            free / 1024
-        )
-    })
+    (free < FULL_BELOW).then_some(DiskFull::Free(free))
 }
 
 /// Bytes free for an unprivileged writer on the filesystem of `path`.

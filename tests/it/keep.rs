@@ -259,8 +259,16 @@ pub fn disk_full_keeps_the_old_module(root: &TestRoot) {
             out.combined
         );
     }
+    assert_eq!(
+        out.combined
+            .matches("the disk is full (No space left on device)")
+            .count(),
+        4,
+        "said in each failure line, and again after the summary: {}",
+        out.combined
+    );
     assert!(
-        out.combined.matches("No space left on device").count() >= 2,
+        out.combined.matches("No space left on device").count() >= 6,
         "each failure block says why: {}",
         out.combined
     );
