@@ -299,3 +299,131 @@ fn has_sources_of(trees: &Trees, m: &str) -> bool {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::SourceSelection;
+    use std::os::unix::fs::symlink;
+
+    const K: &str = "6.1.0-1-amd64";
+
+    /// A root with foo 1.0 added and installed for K (a fake kernel with headers).
+    fn root_with_foo() -> (tempfile::TempDir, Trees) {
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(dir.path());
+        let src = trees.source.join("foo-1.0");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(
+            src.join("dkms.conf"),
+            "PACKAGE_NAME=foo\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME[0]=foo\nAUTOINSTALL=yes\n",
+        )
+        .unwrap();
+        fs::write(src.join("post-remove.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(src.join("big.bin"), vec![0u8; (MAX_COPIED + 1) as usize]).unwrap();
+        let kdir = trees.install.join(K);
+        fs::create_dir_all(kdir.join("build")).unwrap();
+        fs::write(kdir.join("build/Makefile"), "").unwrap();
+        let built = trees.dkms.join("foo/1.0").join(K).join("x86_64/module");
+        fs::create_dir_all(&built).unwrap();
+        fs::write(built.join("foo.ko"), "").unwrap();
+        symlink(&src, trees.dkms.join("foo/1.0/source")).unwrap();
+        symlink(
+            format!("1.0/{K}/x86_64"),
+            trees.dkms.join(format!("foo/kernel-{K}-x86_64")),
+        )
+        .unwrap();
+        (dir, trees)
+    }
+
+    fn targets(paths: &[&str]) -> Targets {
+        let mut t = Targets::default();
+        t.sources.extend(paths.iter().map(PathBuf::from));
+        t
+    }
+
+    fn arriving(paths: &[&str]) -> Arriving {
+        Arriving {
+            sources: paths.iter().map(PathBuf::from).collect(),
+            notes: vec![],
+        }
+    }
+
+    fn inventory(trees: &Trees, t: &Targets) -> Inventory {
+        let only = t.sources.iter().map(|s| trees.root.join(s)).collect();
+        Inventory::load(trees, "x86_64", &SourceSelection::Only(only))
+    }
+
+    #[test]
+    fn an_upgraded_version_is_kept_and_taken_out_of_the_removal() {
+        let (_d, trees) = root_with_foo();
+        let mut t = targets(&["usr/src/foo-1.0"]);
+        let inv = inventory(&trees, &t);
+        let notes = before_removal(&inv, &mut t, &arriving(&["usr/src/foo-1.1"]), true);
+        assert!(t.sources.is_empty(), "{t:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with(&format!("foo/1.0 stays installed for {K}")));
+        let copy = copy_of(&trees, "foo", "1.0");
+        assert!(copy.join("dkms.conf").is_file() && copy.join("post-remove.sh").is_file());
+        assert!(!copy.join("big.bin").exists(), "large files are not copied");
+        assert_eq!(
+            fs::read_link(trees.dkms.join("foo/1.0/source")).unwrap(),
+            copy
+        );
+        assert!(is_kept(&trees, "foo", "1.0"));
+        assert_eq!(
+            installed_kept(&trees, "foo", K, "x86_64").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(list(&trees), [("foo".to_string(), "1.0".to_string())]);
+    }
+
+    #[test]
+    fn a_dry_run_keeps_nothing_but_says_it_would() {
+        let (_d, trees) = root_with_foo();
+        let mut t = targets(&["usr/src/foo-1.0"]);
+        let inv = inventory(&trees, &t);
+        let notes = before_removal(&inv, &mut t, &arriving(&["usr/src/foo-1.1"]), false);
+        assert_eq!(notes.len(), 1);
+        assert!(!is_kept(&trees, "foo", "1.0"));
+        assert!(!dir(&trees).exists());
+    }
+
+    #[test]
+    fn a_plain_removal_takes_the_kept_versions_of_its_module_along() {
+        let (_d, trees) = root_with_foo();
+        keep(&trees, "foo", "1.0", &trees.source.join("foo-1.0")).unwrap();
+        // foo 1.1 is installed elsewhere and now removed, with nothing of foo arriving.
+        let src = trees.source.join("foo-1.1");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(
+            src.join("dkms.conf"),
+            "PACKAGE_NAME=foo\nPACKAGE_VERSION=1.1\n",
+        )
+        .unwrap();
+        fs::create_dir_all(trees.dkms.join("foo/1.1")).unwrap();
+        symlink(&src, trees.dkms.join("foo/1.1/source")).unwrap();
+        let mut t = targets(&["usr/src/foo-1.1"]);
+        let inv = inventory(&trees, &t);
+        let notes = before_removal(&inv, &mut t, &arriving(&["usr/src/bar-2"]), true);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(
+            t.sources,
+            targets(&["usr/src/foo-1.1", "var/lib/dkms-hook/kept/foo-1.0"]).sources
+        );
+    }
+
+    #[test]
+    fn a_kept_version_whose_sources_return_is_an_ordinary_version_again() {
+        let (_d, trees) = root_with_foo();
+        let src = trees.source.join("foo-1.0");
+        keep(&trees, "foo", "1.0", &src).unwrap();
+        assert!(restore_returned(&trees).is_empty());
+        assert_eq!(
+            fs::read_link(trees.dkms.join("foo/1.0/source")).unwrap(),
+            src
+        );
+        remove_orphan_copies(&trees);
+        assert!(!copy_of(&trees, "foo", "1.0").exists());
+    }
+}
