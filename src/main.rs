@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     let mut kept_notes = Vec::new();
-    if mode == Mode::Remove && cli.kernels.is_empty() {
+    if mode == Mode::Remove && cli.kernels.is_empty() && !targets.sources.is_empty() {
         let arriving = if packages.is_empty() {
             arriving::from_parent()
         } else {
