@@ -171,6 +171,12 @@ fn s13_a_kernel_reinstalled_then_removed_piece_by_piece() {
     scenario("13-kernel-pieces.sh");
 }
 
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn s14_an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there() {
+    scenario("14-upgrade-keeps-old.sh");
+}
+
 // The packaging files, checked without pacman.
 
 fn read(path: &str) -> String {
