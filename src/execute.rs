@@ -538,3 +538,28 @@ pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
         Err(format!("depmod {kernel}: {}", out.output.trim()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_found_in_what_was_printed_or_in_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(dir.path());
+        let line = "/var/lib/dkms/m/1/build/m.c:3:1: fatal error: closing dependency file \
+                    .m.o.d: No space left on device";
+        match disk_full(
+            &trees,
+            "Building module:\n",
+            Some(&format!("make -C ...\n{line}\n")),
+        ) {
+            Some(DiskFull::Said(l)) => assert_eq!(l, line),
+            _ => panic!("not found in make.log"),
+        }
+        // Nothing said, and the temporary directory's filesystem is not full (on this machine,
+        // more than 1 MiB free): not a full disk.
+        std::fs::create_dir_all(&trees.dkms).unwrap();
+        assert!(disk_full(&trees, "make failed\n", None).is_none());
+    }
+}
