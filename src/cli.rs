@@ -232,6 +232,10 @@ pub enum Cmd {
         /// A module version (nvidia/535.1), or a name that has one registered version
         #[arg(value_name = "MODULE[/VERSION]")]
         modules: Vec<String>,
+        /// Package files of the transaction, to tell an upgrade from a removal (default: found
+        /// from pacman's command line, or its sync databases and cache)
+        #[arg(long = "package", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+        packages: Vec<PathBuf>,
     },
     /// One line per module version x kernel, in `dkms status`'s format
     Status,

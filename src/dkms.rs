@@ -120,6 +120,25 @@ impl Dkms {
         self.run(self.for_kernel("install", module, version, kernel, headers, make_jobs))
     }
 
+    /// `dkms build` for one kernel: builds without installing (a version installed there stays).
+    pub fn build(
+        &self,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        headers: &Path,
+        make_jobs: usize,
+    ) -> Outcome {
+        run(self.for_kernel("build", module, version, kernel, headers, make_jobs))
+    }
+
+    /// `dkms uninstall --no-depmod` from one kernel: its build stays, to install again.
+    pub fn uninstall(&self, module: &str, version: &str, kernel: &str) -> Outcome {
+        let mut c = self.command("uninstall", module, version);
+        c.arg("-k").arg(kernel).arg("--no-depmod");
+        run(c)
+    }
+
     /// `dkms build --force` for one kernel: unbuilds what is built and builds from the sources as
     /// they are now (dkms 3.0 and 3.2 alike; `install --force` would reinstall the old build).
     pub fn rebuild(

@@ -9,6 +9,7 @@
 
 use crate::dkms::{self, Dkms};
 use crate::events::{Action, Failure, JobResult};
+use crate::kept;
 use crate::plan::Job;
 use crate::runner::Executor;
 use crate::trees::Trees;
@@ -128,6 +129,9 @@ impl DkmsExecutor {
             Err(why) => format!("==> dkms-hook: the preflight's build not used: {why}\n"),
             Ok(_) => String::new(),
         };
+        if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
+            return self.replace_kept(job, &pair, &old, reused == Ok(true));
+        }
         let out = self.dkms.install(m, v, kernel, headers, make_jobs);
         match self.installed(job, &pair, out, before) {
             JobResult::Done { note: None } if reused == Ok(true) => JobResult::Done {
@@ -216,6 +220,90 @@ impl DkmsExecutor {
         self.installed(job, p, out_install, out.output)
     }
 
+    /// A kept version (see [`crate::kept`]) is installed for the kernel: build the new one first,
+    /// and swap only when it built. Failing, the kept version stays installed, and the failure
+    /// says so; installed and verified, the kept version leaves that kernel (dkms's record and
+    /// its files). dkms cannot install a second version of one module for a kernel beside the
+    /// first (3.0 and 3.4 compare the modules' versions and may refuse), so the kept one is
+    /// uninstalled just before the new one is installed, and installed again from its build if
+    /// that fails.
+    fn replace_kept(&self, job: &Job, p: &Pair, old: &str, prebuilt: bool) -> JobResult {
+        let trees = self.trees();
+        let kept_note = format!("kept {} {old} on {}", p.m, p.kernel);
+        let keep_saying = |mut r: JobResult| {
+            if let JobResult::Failed(f) = &mut r {
+                f.what.push_str("; ");
+                f.what.push_str(&kept_note);
+            }
+            r
+        };
+        // The preflight's build, put in place: built already.
+        let built = match prebuilt {
+            true => dkms::Outcome {
+                code: Some(dkms::exit::OK),
+                output: String::new(),
+                timed_out: false,
+            },
+            false => self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs),
+        };
+        match built.code {
+            Some(dkms::exit::OK) => {}
+            Some(dkms::exit::EXCLUDED) => return excluded(),
+            code => return keep_saying(self.build_failed(job, p, &built.output, code)),
+        }
+        let out = self.dkms.uninstall(p.m, old, p.kernel);
+        if !out.ok() {
+            let log = keep_log(trees, job, &format!("{}{}", built.output, out.output), None);
+            return failed(
+                format!(
+                    "dkms uninstall of the kept {} {old}: {}; {kept_note}",
+                    p.m,
+                    dkms::exit_words(out.code)
+                ),
+                vec![],
+                log,
+                &out.output,
+            );
+        }
+        let out = self
+            .dkms
+            .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        let result = self.installed(job, p, out, built.output);
+        let link = trees
+            .dkms
+            .join(p.m)
+            .join(format!("kernel-{}-{}", p.kernel, self.arch));
+        let new_installed =
+            fs::read_link(&link).is_ok_and(|t| t == Path::new(p.v).join(p.kernel).join(&self.arch));
+        if new_installed {
+            // The new version is in place: the kept one leaves this kernel.
+            let _ = self.dkms.remove(p.m, old, Some(p.kernel));
+            return match result {
+                JobResult::Done { note: None } if prebuilt => JobResult::Done {
+                    note: Some("built in the preflight".into()),
+                },
+                r => r,
+            };
+        }
+        // The new version did not stay installed: the kept one goes back from its build.
+        let back = self
+            .dkms
+            .install(p.m, old, p.kernel, p.headers, p.make_jobs);
+        if back.ok() {
+            keep_saying(result)
+        } else {
+            let mut r = result;
+            if let JobResult::Failed(f) = &mut r {
+                f.what.push_str(&format!(
+                    "; the kept {} {old} could not be installed again: {}",
+                    p.m,
+                    dkms::exit_words(back.code)
+                ));
+            }
+            r
+        }
+    }
+
     /// What follows a `dkms install`: verification, or the failure with its logs. `before` is the
     /// output of an earlier dkms call of the job, kept in its log.
     fn installed(&self, job: &Job, p: &Pair, out: dkms::Outcome, before: String) -> JobResult {
@@ -285,7 +373,23 @@ impl DkmsExecutor {
             })
             .unwrap_or_default();
         let log = keep_log(trees, job, output, make_log.as_deref());
-        failed(dkms::exit_words(code), errors, log, output)
+        let mut errors = errors;
+        let mut what = dkms::exit_words(code);
+        match disk_full(trees, output, make_log.as_deref()) {
+            Some(DiskFull::Said(line)) => {
+                what.push_str("; the disk is full (No space left on device)");
+                if !errors.contains(&line) {
+                    errors.insert(0, line);
+                }
+            }
+            Some(DiskFull::Free(free)) => what.push_str(&format!(
+                "; the disk is full: {} has {} KiB free (No space left on device)",
+                trees.display(&trees.dkms),
+                free / 1024
+            )),
+            None => {}
+        }
+        failed(what, errors, log, output)
     }
 
     fn remove_from_kernel(&self, job: &Job) -> JobResult {
@@ -355,6 +459,43 @@ impl DkmsExecutor {
             )),
         }
     }
+}
+
+/// Below this many bytes free, a filesystem counts as full.
+const FULL_BELOW: u64 = 1 << 20;
+
+/// How a failed build shows that the disk filled.
+enum DiskFull {
+    /// The first line of dkms's output or make.log that says `No space left on device` (the
+    /// compiler, the assembler, cp or dkms itself).
+    Said(String),
+    /// Nothing could even be written to say so, but the dkms tree's filesystem has less than
+    /// [`FULL_BELOW`] bytes free: this many.
+    Free(u64),
+}
+
+fn disk_full(trees: &Trees, output: &str, make_log: Option<&str>) -> Option<DiskFull> {
+    let said = output
+        .lines()
+        .chain(make_log.unwrap_or_default().lines())
+        .find(|l| l.contains("No space left on device"));
+    if let Some(line) = said {
+        return Some(DiskFull::Said(line.trim_end().to_string()));
+    }
+    let free = free_bytes(&trees.dkms)?;
+    (free < FULL_BELOW).then_some(DiskFull::Free(free))
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn excluded() -> JobResult {
@@ -453,7 +594,7 @@ fn failed(what: String, errors: Vec<String>, log: Option<PathBuf>, output: &str)
 }
 
 /// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
-pub(crate) fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
+pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
     let mut c = Command::new("depmod");
     c.arg("-a");
     match trees.depmod_base() {
@@ -474,5 +615,30 @@ pub(crate) fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("depmod {kernel}: {}", out.output.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_found_in_what_was_printed_or_in_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(dir.path());
+        let line = "/var/lib/dkms/m/1/build/m.c:3:1: fatal error: closing dependency file \
+                    .m.o.d: No space left on device";
+        match disk_full(
+            &trees,
+            "Building module:\n",
+            Some(&format!("make -C ...\n{line}\n")),
+        ) {
+            Some(DiskFull::Said(l)) => assert_eq!(l, line),
+            _ => panic!("not found in make.log"),
+        }
+        // Nothing said, and the temporary directory's filesystem is not full (on this machine,
+        // more than 1 MiB free): not a full disk.
+        std::fs::create_dir_all(&trees.dkms).unwrap();
+        assert!(disk_full(&trees, "make failed\n", None).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! -> queue + runner (parallel scheduling) -> execute (one `dkms` process per job, then verify)
 //! -> report (what the user sees, from runner events only).
 
+pub mod arriving;
 pub mod config;
 pub mod cost;
 pub mod dkms;
@@ -16,6 +17,7 @@ pub mod execute;
 pub mod interrupt;
 pub mod inventory;
 pub mod json;
+pub mod kept;
 pub mod kernel;
 pub mod lint;
 pub mod lock;

@@ -17,7 +17,7 @@ use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::{ModuleSpec, Targets};
 use dkms_hook::timings::Timings;
 use dkms_hook::trees::{normalize, Trees};
-use dkms_hook::{kernel, status};
+use dkms_hook::{arriving, kept, kernel, status};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,10 +128,12 @@ fn run(cli: Cli) -> Result<u8> {
         let out = &mut std::io::stdout();
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
     }
-    let (mode, named) = match &cli.command {
-        Some(Cmd::Install { modules }) => (Mode::Install, modules.as_slice()),
-        Some(Cmd::Remove { modules }) => (Mode::Remove, modules.as_slice()),
-        _ => (Mode::All, &[][..]),
+    let (mode, named, packages) = match &cli.command {
+        Some(Cmd::Install { modules }) => (Mode::Install, modules.as_slice(), &[][..]),
+        Some(Cmd::Remove { modules, packages }) => {
+            (Mode::Remove, modules.as_slice(), packages.as_slice())
+        }
+        _ => (Mode::All, &[][..], &[][..]),
     };
     let named: Vec<ModuleSpec> = named.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let cpus = std::thread::available_parallelism()
@@ -157,6 +159,11 @@ fn run(cli: Cli) -> Result<u8> {
     } else {
         Some(lock(&trees)?)
     };
+    if mode != Mode::Remove && !cli.dry_run {
+        for line in kept::restore_returned(&trees) {
+            eprintln!("{line}");
+        }
+    }
     let mut targets = if mode == Mode::All {
         Targets::default()
     } else if mode == Mode::Remove && !named.is_empty() {
@@ -197,13 +204,27 @@ fn run(cli: Cli) -> Result<u8> {
             );
         }
     }
+    let mut kept_notes = Vec::new();
+    if mode == Mode::Remove && cli.kernels.is_empty() && !targets.sources.is_empty() {
+        let arriving = if packages.is_empty() {
+            arriving::from_parent()
+        } else {
+            let files: Vec<PathBuf> = packages
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<_>>()?;
+            arriving::scan(&files)
+        };
+        kept_notes = kept::before_removal(&inv, &mut targets, &arriving, !cli.dry_run);
+    }
     let req = Request {
         mode,
         targets,
         kernels: cli.kernels.clone(),
         force: cli.force,
     };
-    let plan = plan::plan(&req, &inv);
+    let mut plan = plan::plan(&req, &inv);
+    plan.notes.extend(kept_notes);
     stopped("reading the module sources")?;
     if cli.dry_run {
         let text = if cli.json {
@@ -248,7 +269,14 @@ fn run(cli: Cli) -> Result<u8> {
         timings.record(e);
         reporter.handle(e)
     });
-    if mode != Mode::Remove {
+    let mut settle_failed = false;
+    if mode == Mode::Remove {
+        kept::remove_orphan_copies(&trees);
+    } else {
+        for line in kept::settle(&trees, &cfg.dkms) {
+            settle_failed |= line.starts_with("error:");
+            println!("{line}");
+        }
         // The preflight's builds serve one transaction: what this run did not install goes
         // (an install run ends the transaction; the remove hook runs between the two).
         let store = dkms_hook::prebuilt::Store::at(&trees.root);
@@ -256,7 +284,7 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
         }
     }
-    let mut code = if summary.failed > 0 {
+    let mut code = if summary.failed > 0 || settle_failed {
         EXIT_FAILED
     } else {
         EXIT_OK

@@ -8,6 +8,7 @@ mod common;
 mod dkmsconf_rules;
 mod engine;
 mod fixtures_smoke;
+mod keep;
 mod lint;
 mod newer_dkms;
 mod orphans;

@@ -49,7 +49,27 @@ on_newer_dkms!(
     headers_dkms_cannot_use_fail_with_exit_21,
     a_dependency_nobody_provides_fails_at_planning_not_in_dkms,
     post_transaction_runs_once_per_dkms_call,
+    an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there,
+    removing_the_package_removes_its_kept_version_too,
+    a_disk_that_fills_during_the_build_fails_it_with_the_reason_and_keeps_the_old_module,
 );
+
+/// See tests/it/keep.rs.
+fn an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there(dkms: &Path) {
+    crate::keep::upgrade_failing_on_one_kernel_keeps_the_old_version(&newer_root(dkms));
+}
+
+/// See tests/it/keep.rs.
+fn removing_the_package_removes_its_kept_version_too(dkms: &Path) {
+    crate::keep::plain_removal_takes_the_kept_version_along(&newer_root(dkms));
+}
+
+/// See tests/it/keep.rs.
+fn a_disk_that_fills_during_the_build_fails_it_with_the_reason_and_keeps_the_old_module(
+    dkms: &Path,
+) {
+    crate::keep::disk_full_keeps_the_old_module(&newer_root(dkms));
+}
 
 /// What a dkms program says it is (`dkms-3.2.2`); checked to be newer than Debian 12's 3.0.
 fn dkms_version(program: &Path) -> String {

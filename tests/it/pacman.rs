@@ -243,6 +243,12 @@ fn the_package_holds_the_hook_scripts_completions_and_man_page() {
     }
 }
 
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn s14_an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there() {
+    scenario("14-upgrade-keeps-old.sh");
+}
+
 // The packaging files, checked without pacman.
 
 fn read(path: &str) -> String {

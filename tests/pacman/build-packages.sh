@@ -77,6 +77,14 @@ modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.1|2|plain 1.1-2")
 for m in broken exporter importer; do
   modules+=("dkmshook-$m|$fixtures/dkmshook-$m-1.0|1.0||")
 done
+# dkmshook-keep 1.0, and 1.1 that does not compile for the older kernel (its fails-on file).
+keep11=$out/src/dkmshook-keep-1.1
+rm -rf "$keep11"
+mkdir -p "$out/src"
+cp -r "$fixtures/dkmshook-keep-1.1" "$keep11"
+printf '%s\n' "${kernels[0]}" >"$keep11/fails-on"
+modules+=("dkmshook-keep|$fixtures/dkmshook-keep-1.0|1.0|1|")
+modules+=("dkmshook-keep|$keep11|1.1|1|")
 
 stamp=$(
   {
