@@ -3,7 +3,8 @@
 # compile for the older kernel: the remove hook keeps 1.0 (it sees 1.1 arrive in pacman's
 # package file), the install hook's failure block says `kept dkmshook-keep 1.0 on K1`, K1 keeps
 # 1.0 loadable (dkms status, the file and its version, modules.dep), K2 has 1.1 alone. Then
-# `pacman -R dkmshook-keep-dkms` takes both versions away, the kept copy too.
+# `pacman -R dkmshook-keep-dkms` takes both versions away, the kept copy too. The preflight
+# warns of 1.1 on K1 before any file changes, and its build of 1.1 for K2 is what gets installed.
 # kernel_pkgs prints two paths without spaces, split on purpose:
 # shellcheck disable=SC2046
 # shellcheck source=tests/pacman/lib.sh
@@ -15,6 +16,12 @@ pacman_run -U "$(pkg dkmshook-keep-dkms 1.0-1)"
 for k in "$K1" "$K2"; do expect_installed dkmshook-keep 1.0 "$k"; done
 
 pacman_run --may-fail -U "$(pkg dkmshook-keep-dkms 1.1-1)"
+# The preflight saw it first (not essential: not loaded), before any file changed, and its build
+# for K2 is the one installed there.
+warned=$(line_of "warning: preflight: dkmshook-keep would not build for $K1\$")
+upgrading=$(line_of 'upgrading dkmshook-keep-dkms')
+((warned < upgrading)) || fail "the preflight's warning came after pacman changed files"
+expect_output "BUILT .*dkmshook-keep/1.1 for $K2: built in the preflight"
 expect_output "dkmshook-keep/1.0 stays installed for $K1 and $K2"
 expect_output "FAILED .*dkmshook-keep/1.1 for $K1"
 expect_output "kept dkmshook-keep 1.0 on $K1"
