@@ -69,11 +69,11 @@ _dh_emit_status() {
         # with CRLF line endings reads as its LF twin; 3.0.10 keeps the CRs.
         local _dh_n _dh_i
         for _dh_n in $_dh_unset; do
-            local -n _dh_v=$_dh_n
-            for _dh_i in "${!_dh_v[@]}"; do
-                _dh_v[_dh_i]=${_dh_v[_dh_i]%$'\r'}
+            local -n _dh_crv=$_dh_n
+            for _dh_i in "${!_dh_crv[@]}"; do
+                _dh_crv[_dh_i]=${_dh_crv[_dh_i]%$'\r'}
             done
-            unset -n _dh_v
+            unset -n _dh_crv
         done
     fi
     [[ ${PACKAGE_NAME-} ]] || valid=0
