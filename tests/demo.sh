@@ -8,8 +8,9 @@
 #   sudo tests/demo.sh            # the transaction above
 #   sudo tests/demo.sh --broken   # the same with a module that fails to build
 #
-# Needs root and what tests/setup.sh installs (it is run first). Takes a minute or two the first
-# time (makepkg builds the packages), seconds after.
+# Needs root and what tests/setup.sh installs (it is run first, and installs it the first time).
+# See the README for how long it takes. With --broken, the failed job's whole log is printed
+# (the sandbox's copy vanishes with it) and copied to a directory under /tmp it names.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,3 +48,17 @@ cd /
 show dkms status
 show dkms-hook status
 show find /usr/lib/modules -path '*/updates/*' -name '*.ko*'
+
+# The whole log of each failed job, which the failure block names: it lives in the sandbox's
+# /var/log/dkms-hook and vanishes with it, so it is shown here, and copied out.
+logs=(/var/log/dkms-hook/*.log)
+if [[ -e ${logs[0]} ]]; then
+  keep=$(mktemp -d /tmp/dkms-hook-demo-logs.XXXXXX)
+  for log in "${logs[@]}"; do
+    show cat "$log"
+    cp "$log" "$keep/"
+  done
+  printf '
+# the logs above, kept after the sandbox is gone: %s
+' "$keep"
+fi

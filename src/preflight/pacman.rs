@@ -115,8 +115,42 @@ impl PacmanView {
             let abs = normalize(Path::new(p));
             self.fs_root.join(abs.strip_prefix("/").unwrap_or(&abs))
         } else {
-            self.cwd.join(p)
+            // While it runs a hook, pacman has moved to its root (libalpm's _alpm_run_chroot
+            // does chdir(root) first), keeping its own working directory open to go back to:
+            // a relative `pacman -U foo.pkg.tar.zst` is found through that open directory.
+            self.working_dirs()
+                .into_iter()
+                .map(|d| d.join(p))
+                .find(|c| c.exists())
+                .unwrap_or_else(|| self.cwd.join(p))
         }
+    }
+
+    /// pacman's working directory, then, for a pacman seen through /proc, each directory it
+    /// holds open (`/proc/PID/fd/N`), in fd order.
+    fn working_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.cwd.clone()];
+        let (Some(proc), Some("cwd")) = (
+            self.cwd.parent(),
+            self.cwd.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return dirs;
+        };
+        if !proc.starts_with("/proc") {
+            return dirs;
+        }
+        let mut fds: Vec<(u32, PathBuf)> = std::fs::read_dir(proc.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.parse().ok()?;
+                e.path().is_dir().then(|| (n, e.path()))
+            })
+            .collect();
+        fds.sort();
+        dirs.extend(fds.into_iter().map(|(_, p)| p));
+        dirs
     }
 
     /// The operation and its positional arguments.
@@ -276,6 +310,38 @@ fn parse_conf_options(text: &str) -> ConfOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process that did what pacman does before it runs a hook (keep its working directory
+    /// open, move to the root): a relative package path is found in the directory it left.
+    #[test]
+    fn a_relative_path_is_found_where_pacman_was_before_it_moved_to_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("foo-1-1-any.pkg.tar.zst"), "pkg").unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 9<. && cd / && exec sleep 30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let proc = PathBuf::from(format!("/proc/{}", child.id()));
+        let view = PacmanView {
+            fs_root: proc.join("root"),
+            cwd: proc.join("cwd"),
+            args: vec![],
+        };
+        // Until the shell has moved, the file is found through its cwd; after, through fd 9.
+        let mut found = PathBuf::new();
+        for _ in 0..100 {
+            found = view.resolve("foo-1-1-any.pkg.tar.zst");
+            if found.starts_with(proc.join("fd")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, proc.join("fd/9/foo-1-1-any.pkg.tar.zst"));
+    }
 
     fn view(args: &str) -> PacmanView {
         PacmanView {
