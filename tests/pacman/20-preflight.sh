@@ -75,9 +75,9 @@ expect_not_installed dkmshook-broken "$K2"
 # relative path, as in `cd /var/cache/pacman/pkg && pacman -U foo.pkg.tar.zst`: pacman has moved
 # to its root while it runs the hook, and the preflight still finds the file.
 plain=$(pkg dkmshook-plain-dkms 1.1-1)
-cd "${plain%/*}"
+cd "${plain%/*}" || fail "cannot cd to ${plain%/*}"
 pacman_run -U "${plain##*/}"
-cd /
+cd / || fail "cannot cd to /"
 expect_no_output 'cannot read package'
 expect_output "preflight: 1 DKMS module builds for $K2\$"
 expect_installed dkmshook-plain 1.1 "$K2"
