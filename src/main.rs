@@ -60,7 +60,10 @@ fn run(cli: Cli) -> Result<u8> {
         None | Some(Cmd::Install { .. } | Cmd::Remove { .. })
     );
     if cli.json && !(matches!(cli.command, Some(Cmd::Status)) || (runs && cli.dry_run)) {
-        bail!("--json: only with `status` or `--dry-run` (a run reports as it goes)");
+        bail!(
+            "--json: only with `status`, or with `--dry-run` of a run (bare, install, remove): \
+             a run reports as it goes"
+        );
     }
     if cli.timings.is_some() && (cli.dry_run || !runs) {
         bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
@@ -194,6 +197,15 @@ fn run(cli: Cli) -> Result<u8> {
     let inv = Inventory::load(&trees, &arch, &selection);
     if mode == Mode::Install && !named.is_empty() {
         targets = Targets::to_install(&named, &inv)?;
+        // Asked by hand for a kernel that cannot get them: said, not a quiet exit 0.
+        for k in &cli.kernels {
+            if inv.kernel(k).is_some_and(|k| k.headers.is_none()) {
+                bail!(
+                    "-k {k}: no headers at {}: no module can be built for it",
+                    trees.display(&trees.kernel_dir(k).join("build"))
+                );
+            }
+        }
     }
     for k in &cli.kernels {
         let known = inv.kernel(k).is_some() || targets.kernels.contains_key(k);

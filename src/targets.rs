@@ -193,7 +193,26 @@ impl Targets {
                 None => same_name
                     .iter()
                     .max_by(|a, b| crate::version::cmp(a.1, b.1))
-                    .map(|k| k.2),
+                    .map(|k| k.2)
+                    .or_else(|| {
+                        // A dkms.conf that cannot be read names no module: its directory
+                        // (`NAME-VERSION`) does, and the planner then fails it naming the file.
+                        let prefix = format!("{}-", spec.name);
+                        let version = |s: &&crate::inventory::Source| {
+                            let dir = s.dir.file_name()?.to_str()?;
+                            dir.strip_prefix(&prefix).map(str::to_owned)
+                        };
+                        inv.sources
+                            .iter()
+                            .filter(|s| s.conf.identity().is_err() && version(s).is_some())
+                            .max_by(|a, b| {
+                                crate::version::cmp(
+                                    &version(a).unwrap_or_default(),
+                                    &version(b).unwrap_or_default(),
+                                )
+                            })
+                            .map(|s| s.dir.as_path())
+                    }),
             };
             let Some(dir) = dir else {
                 let place = trees.display(&trees.source).into_owned();

@@ -651,6 +651,37 @@ fn a_module_named_wrong_is_refused_naming_what_there_is() {
     }
 }
 
+/// A module whose dkms.conf cannot be read is named by its directory: `install NAME` plans it,
+/// and the plan fails naming the file, as `install NAME/VERSION` does (not "no such module").
+/// A kernel asked for with -k that has no headers is refused: nothing could be built for it.
+#[test]
+fn install_by_name_finds_an_unreadable_module_and_refuses_a_kernel_without_headers() {
+    let root = fixture_root();
+    for args in [
+        &["--dry-run", "install", "dkmshook-badconf"][..],
+        &["--dry-run", "install", "dkmshook-badconf/1.0"],
+    ] {
+        let out = root.run(args, "");
+        assert_eq!(out.code, 1, "{args:?}: {}", out.dump());
+        assert!(
+            out.stdout
+                .contains("fail /usr/src/dkmshook-badconf-1.0/dkms.conf"),
+            "{args:?}: {}",
+            out.dump()
+        );
+    }
+    let out = root.run(
+        &["--dry-run", "-k", "6.0.0-old", "install", "dkmshook-plain"],
+        "",
+    );
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert_eq!(
+        out.stderr,
+        "dkms-hook: error: -k 6.0.0-old: no headers at /usr/lib/modules/6.0.0-old/build: no \
+         module can be built for it\n"
+    );
+}
+
 /// `--help` says what a bare `dkms-hook` does, every exit status, and where failed logs stay.
 #[test]
 fn help_says_what_a_bare_run_does_the_exit_codes_and_where_failed_logs_are() {
