@@ -129,14 +129,14 @@ impl Dkms {
         headers: &Path,
         make_jobs: usize,
     ) -> Outcome {
-        run(self.for_kernel("build", module, version, kernel, headers, make_jobs))
+        self.run(self.for_kernel("build", module, version, kernel, headers, make_jobs))
     }
 
     /// `dkms uninstall --no-depmod` from one kernel: its build stays, to install again.
     pub fn uninstall(&self, module: &str, version: &str, kernel: &str) -> Outcome {
         let mut c = self.command("uninstall", module, version);
         c.arg("-k").arg(kernel).arg("--no-depmod");
-        run(c)
+        self.run(c)
     }
 
     /// `dkms build --force` for one kernel: unbuilds what is built and builds from the sources as

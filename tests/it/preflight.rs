@@ -410,6 +410,15 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
     );
 }
 
+/// A temporary directory with `work/` (package trees) and `pkgs/` (package files) in it.
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&pkgs).unwrap();
+    (tmp, work, pkgs)
+}
+
 /// A root with kernel `old` (headers linked) and dkmshook-plain 1.0 as a source that stays, the
 /// host's kbuild tree seen under it, and, in `pkgs`, the headers package of `new` and a
 /// dkmshook-broken-dkms 1.0 package (a module that does not compile).
@@ -441,10 +450,7 @@ fn trial_root_with(
 #[test]
 #[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
 fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&pkgs).unwrap();
+    let (_tmp, work, pkgs) = scratch();
     let (root, old, new, headers, broken) = trial_root(&work, &pkgs);
     let targets =
         format!("usr/lib/modules/{new}/build/include/\nusr/src/dkmshook-broken-1.0/dkms.conf\n");
@@ -642,10 +648,7 @@ fn the_install_after_the_transaction_installs_the_preflights_build_while_its_inp
 }
 
 fn reuse_case(dkms: Option<PathBuf>, stale_cases: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&pkgs).unwrap();
+    let (tmp, work, pkgs) = scratch();
     let (root, _old, new, headers, _broken) = trial_root_with(&work, &pkgs, dkms);
     let (bin, log) = (tmp.path().join("bin"), tmp.path().join("compiled"));
     counting_compilers(&bin, &log, "dkmshook_plain.c", &new);
@@ -755,10 +758,7 @@ fn reuse_case(dkms: Option<PathBuf>, stale_cases: bool) {
 #[test]
 #[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
 fn a_kernel_arriving_without_headers_fails_the_modules_of_the_kernel_it_replaces() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&pkgs).unwrap();
+    let (_tmp, work, pkgs) = scratch();
     let (root, old, new, _headers, _broken) = trial_root(&work, &pkgs);
     let out = root.run(&["install"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
     assert_eq!(out.code, 0, "{}", out.dump());
