@@ -70,7 +70,10 @@ pub fn scan(files: &[PathBuf]) -> Arriving {
             Ok(listing) => out
                 .sources
                 .extend(listing.paths.iter().filter_map(|p| source_dir(p))),
-            Err(e) => out.notes.push(format!("cannot read package {e}")),
+            Err(e) => out.notes.push(format!(
+                "cannot read package {}",
+                crate::targets::printable(&e.to_string())
+            )),
         }
     }
     out

@@ -96,6 +96,17 @@ pub fn escaped(bytes: &[u8]) -> String {
     out
 }
 
+/// `text` for one line of a terminal: control characters escaped (`\u{1b}`), the rest as it is.
+/// For messages that quote what a file held (a package that is not one).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 /// One kernel named by the targets, with what of it the paths touched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelTarget {
@@ -377,6 +388,14 @@ fn relative(trees: &Trees, dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(
+            printable("bad field: \u{1b}[2J\u{0}\u{7}é\u{fffd}"),
+            "bad field: \\u{1b}[2J\\0\\u{7}é\u{fffd}"
+        );
+    }
 
     fn parse(s: &str) -> Targets {
         parse_bytes(s.as_bytes())

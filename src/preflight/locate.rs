@@ -115,7 +115,10 @@ fn scan(files: &[PathBuf], left: &mut BTreeSet<String>, out: &mut Located) {
                     });
                 }
             }
-            Err(e) => out.notes.push(format!("cannot read package {e}")),
+            Err(e) => out.notes.push(format!(
+                "cannot read package {}",
+                crate::targets::printable(&e.to_string())
+            )),
         }
     }
 }
