@@ -59,10 +59,12 @@ expect_calls() {
 # The decoys in dummy fired nothing (it is installed already: reinstall it).
 expect_calls -U "$(pkg dummy)" </dev/null
 
-# The preflight sees what arrives (headers, sources; not the kernel's own files), before anything.
+# The preflight sees what arrives (a kernel's image and headers, sources; not the kernel's other
+# files), before anything.
 expect_calls -U $(kernel_pkgs "$K1") <<END
 dkms-hook preflight
   usr/lib/modules/$K1/build/include/
+  usr/lib/modules/$K1/vmlinuz
 dkms-hook install
   usr/lib/modules/$K1/build/include/
   usr/lib/modules/$K1/modules.order
@@ -97,6 +99,7 @@ vpoll_conf=$(bsdtar -tf "$(pkg vpoll-dkms)" | grep -m1 -E '^usr/src/[^/]+/dkms\.
 expect_calls -U $(kernel_pkgs "$K2") "$(pkg vpoll-dkms)" <<END
 dkms-hook preflight
   usr/lib/modules/$K2/build/include/
+  usr/lib/modules/$K2/vmlinuz
   $vpoll_conf
 dkms-hook install
   usr/lib/modules/$K2/build/include/
