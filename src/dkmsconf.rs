@@ -1334,18 +1334,7 @@ MAKE="make KVER=$kernelver ARCH=$arch"
     }
 
     /// A small xorshift generator: the same inputs on every run, no crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-            from[(self.next() % from.len() as u64) as usize]
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// The parser of what dkmsconf.sh writes on its record descriptor, and the reading of the
     /// directives after it, never panic on any byte stream: fields of the protocol, values that

@@ -58,3 +58,29 @@ impl Ord for VersionKey<'_> {
         version::cmp(self.0, other.0)
     }
 }
+
+/// A small seeded generator (xorshift64) for the fuzz loops of the tests: the same inputs on
+/// every run, no crate needed.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// A number below `n`.
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        /// One of `from`.
+        pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[self.below(from.len())]
+        }
+    }
+}

@@ -511,18 +511,7 @@ mod tests {
     }
 
     /// A small xorshift generator: the fuzz loop below needs no crate and is the same on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Random lines made of the fragments pacman's paths and hostile input are made of: the
     /// reader never panics, acts only on clean relative paths under the two trees, and says
