@@ -257,9 +257,13 @@ pub enum Cmd {
     /// (pacman's NeedsTargets), from the package files pacman downloaded; exit 1 when an essential
     /// module would not build (see /etc/dkms-hook.conf)
     Preflight {
-        /// Package files that bring the targets (default: found from pacman's command line, or
+        /// The package files of the transaction (default: found from pacman's command line, or
         /// its sync databases and cache)
         #[arg(long = "package", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
         packages: Vec<PathBuf>,
     },
+    /// The preflight's own child: makes the view of the system after the transaction (it runs
+    /// in a mount namespace of its own) and trial-builds there, as REQUEST says. Not for people.
+    #[command(hide = true)]
+    PreflightView { request: PathBuf },
 }

@@ -127,6 +127,7 @@ fn prebuilt(
                 source: &s.dir,
                 headers,
                 dkms: &dkms,
+                trees,
             };
             if let Some(dir) = store.usable(&inputs) {
                 out.insert((m.to_owned(), v.to_owned(), k.release.clone()), dir);

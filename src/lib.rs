@@ -31,6 +31,7 @@ pub mod queue;
 pub mod report;
 pub mod runner;
 pub mod settle;
+pub mod signing;
 pub mod status;
 pub mod targets;
 pub mod timings;

@@ -68,6 +68,9 @@ fn run(cli: Cli) -> Result<u8> {
     if cli.timings.is_some() && (cli.dry_run || !runs) {
         bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
     }
+    if let Some(Cmd::PreflightView { request }) = &cli.command {
+        return Ok(dkms_hook::preflight::trial::run_child(request));
+    }
     if let Some(Cmd::Lint { files }) = &cli.command {
         let outcome = dkms_hook::lint::run(files, &mut std::io::stdout(), &mut std::io::stderr())?;
         return Ok(outcome.code());
@@ -127,6 +130,8 @@ fn run(cli: Cli) -> Result<u8> {
             jobs: cli.jobs.unwrap_or(cpus).max(1),
             cpus,
             job_timeout,
+            program: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("/usr/bin/dkms-hook")),
         };
         let out = &mut std::io::stdout();
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
@@ -237,6 +242,11 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let mut plan = plan::plan(&req, &inv);
     plan.notes.extend(kept_notes);
+    if mode != Mode::Remove {
+        // What the preflight of this transaction said already is not said twice.
+        let said = dkms_hook::prebuilt::Store::at(&trees.root).said_notes();
+        plan.notes.retain(|n| !said.contains(n));
+    }
     stopped("reading the module sources")?;
     if cli.dry_run {
         let text = if cli.json {
@@ -276,6 +286,23 @@ fn run(cli: Cli) -> Result<u8> {
         dkms,
         job_timeout,
     };
+    // Builds side by side must not each make a signing key: the one dkms would make, first.
+    let headers: Vec<&Path> = plan
+        .jobs
+        .iter()
+        .filter_map(|j| j.headers.as_deref())
+        .collect();
+    if !headers.is_empty() {
+        match dkms_hook::signing::ensure_key(&trees, &cfg.dkms, &headers) {
+            Ok(dkms_hook::signing::Key::Made(key)) => {
+                println!(
+                    "  made the module signing key {key}, as dkms would on its first signed build"
+                )
+            }
+            Ok(dkms_hook::signing::Key::Unchanged) => {}
+            Err(e) => eprintln!("dkms-hook: warning: {e}"),
+        }
+    }
     let mut timings = Timings::new();
     let summary = runner::run(&plan, &cfg, &mut |e| {
         timings.record(e);

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 /// build moves in and out without a copy).
 pub const STORE_DIR: &str = "var/cache/dkms-hook/prebuilt";
 
+/// Where [`Store::remember_notes`] keeps the notes, in the store (a name no module can have:
+/// dkms module names have no `.` first).
+const NOTES_FILE: &str = ".notes";
+
 /// The programs a module build runs whose upgrade makes a kept build stale: the compilers and
 /// linkers of GCC and LLVM kernels, make, and dkms itself (it strips, signs and compresses).
 const TOOLS: &[&str] = &["gcc", "cc", "as", "ld", "clang", "ld.lld", "make"];
@@ -37,6 +41,8 @@ pub struct Inputs<'a> {
     pub headers: &'a Path,
     /// The dkms program.
     pub dkms: &'a Path,
+    /// The system's trees: where dkms's signing key is.
+    pub trees: &'a crate::trees::Trees,
 }
 
 /// The files of a kernel's headers that carry its ABI, hashed by content.
@@ -55,7 +61,7 @@ const HEADERS_ABI: &[&str] = &[
 /// content would cost a second per kernel. The tools by their resolved path, size and time.
 pub fn stamp(i: &Inputs) -> String {
     let mut s = format!(
-        "dkms-hook prebuilt 1\nmodule {}\nversion {}\nkernel {}\narch {}\n",
+        "dkms-hook prebuilt 2\nmodule {}\nversion {}\nkernel {}\narch {}\n",
         i.module, i.version, i.kernel, i.arch
     );
     s.push_str(&format!("source {}\n", tree_hash(i.source, &|_| true)));
@@ -71,6 +77,11 @@ pub fn stamp(i: &Inputs) -> String {
     }
     let dkms = find_in_path(i.dkms).and_then(|d| identity(&d));
     s.push_str(&format!("dkms {}\n", dkms.unwrap_or_default()));
+    // The certificate of the key dkms signs with: a build signed with another is not this one.
+    s.push_str(&format!(
+        "signing {}\n",
+        crate::signing::fingerprint(i.trees)
+    ));
     s
 }
 
@@ -118,9 +129,32 @@ impl Store {
         (dir.join("module").is_dir() && kept == stamp(i)).then_some(dir)
     }
 
+    /// Remembers the planner's notes the preflight said, so the install hook of the same
+    /// transaction does not say them again ([`Store::said_notes`]).
+    pub fn remember_notes(&self, notes: &[String]) -> io::Result<()> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir)?;
+        let text: String = notes
+            .iter()
+            .map(|n| format!("{}\n", n.replace('\n', " ")))
+            .collect();
+        fs::write(self.dir.join(NOTES_FILE), text)
+    }
+
+    /// The notes the preflight of this transaction said.
+    pub fn said_notes(&self) -> std::collections::BTreeSet<String> {
+        fs::read_to_string(self.dir.join(NOTES_FILE))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether anything is kept (so callers skip computing stamps otherwise).
     pub fn is_empty(&self) -> bool {
-        fs::read_dir(&self.dir).map_or(true, |mut d| d.next().is_none())
+        fs::read_dir(&self.dir).map_or(true, |mut d| {
+            !d.any(|e| e.is_ok_and(|e| e.file_name() != NOTES_FILE))
+        })
     }
 }
 
@@ -239,8 +273,15 @@ fn identity(p: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trees::Trees;
 
-    fn inputs<'a>(source: &'a Path, headers: &'a Path) -> Inputs<'a> {
+    fn built_again(dir: &Path) -> PathBuf {
+        let built = dir.join("built4");
+        fs::create_dir_all(built.join("module")).unwrap();
+        built
+    }
+
+    fn inputs<'a>(source: &'a Path, headers: &'a Path, trees: &'a Trees) -> Inputs<'a> {
         Inputs {
             module: "foo",
             version: "1.0",
@@ -249,6 +290,7 @@ mod tests {
             source,
             headers,
             dkms: Path::new("/bin/sh"),
+            trees,
         }
     }
 
@@ -266,7 +308,8 @@ mod tests {
 
         let store = Store::at(&t.path().join("root"));
         assert!(store.is_empty());
-        let i = inputs(&src, &hdr);
+        let trees = Trees::defaults(&t.path().join("root"));
+        let i = inputs(&src, &hdr, &trees);
         store.keep(&built, &i, &stamp(&i)).unwrap();
         assert!(!built.exists(), "moved, not copied");
         assert!(!store.is_empty());
@@ -292,7 +335,7 @@ mod tests {
         // The same bytes elsewhere: still usable (the preflight built from a scratch copy).
         let src2 = t.path().join("src2");
         copy_dir(&src, &src2).unwrap();
-        assert!(store.usable(&inputs(&src2, &hdr)).is_some());
+        assert!(store.usable(&inputs(&src2, &hdr, &trees)).is_some());
 
         // A source edited: stale.
         fs::write(src.join("foo.c"), "int y;").unwrap();
@@ -314,6 +357,19 @@ mod tests {
             .unwrap();
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(store.usable(&i), None);
+
+        // Signed with another key: stale. A key made after the build, too.
+        let built = t.path().join("built3");
+        fs::create_dir_all(built.join("module")).unwrap();
+        store.keep(&built, &i, &stamp(&i)).unwrap();
+        assert!(store.usable(&i).is_some());
+        fs::create_dir_all(t.path().join("root/var/lib/dkms")).unwrap();
+        fs::write(t.path().join("root/var/lib/dkms/mok.pub"), "a certificate").unwrap();
+        assert_eq!(store.usable(&i), None, "a key made since");
+        store.keep(&built_again(t.path()), &i, &stamp(&i)).unwrap();
+        assert!(store.usable(&i).is_some());
+        fs::write(t.path().join("root/var/lib/dkms/mok.pub"), "another one").unwrap();
+        assert_eq!(store.usable(&i), None, "another key");
 
         store.clear().unwrap();
         assert!(store.is_empty());

@@ -29,6 +29,20 @@ pub struct Trees {
     /// Variables for dkms's environment: the root's signing settings, with the key and certificate
     /// under the root by default. Empty when the root is `/` (dkms reads its /etc/dkms itself).
     pub dkms_env: Vec<(String, String)>,
+    /// The signing settings dkms will use (under any root), for [`crate::signing`].
+    pub signing: Signing,
+}
+
+/// How dkms will sign the modules it builds: framework.conf's `mok_signing_key`,
+/// `mok_certificate` and `try_sign_modules`, or dkms's defaults (its key and certificate in
+/// `/var/lib/dkms`), paths under the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// The private key: a path, or a `pkcs11:` URI (which dkms never creates).
+    pub key: String,
+    pub certificate: PathBuf,
+    /// `true`, `false`, `not_in_chroot` (dkms 3.4's default when unset), as written.
+    pub try_sign_modules: Option<String>,
 }
 
 /// The signing settings of framework.conf handed to dkms under a root; the first three are paths.
@@ -70,6 +84,11 @@ impl Trees {
             source: join_under(&root, "/usr/src"),
             dkms: join_under(&root, "/var/lib/dkms"),
             install: join_under(&root, "/usr/lib/modules"),
+            signing: Signing {
+                key: path_under(&root, "/var/lib/dkms/mok.key"),
+                certificate: join_under(&root, "/var/lib/dkms/mok.pub"),
+                try_sign_modules: None,
+            },
             root,
             dkms_env,
         }
@@ -129,16 +148,22 @@ impl Trees {
         take(&mut trees.source);
         take(&mut trees.dkms);
         take(&mut trees.install);
-        if trees.root != Path::new("/") {
-            for (i, name) in SIGNING_VARIABLES.into_iter().enumerate() {
-                let Some(value) = fields.next().filter(|v| !v.is_empty()) else {
-                    continue;
-                };
-                let value = if i < 3 && !value.starts_with("pkcs11:") {
-                    path_under(&trees.root, value)
-                } else {
-                    value.to_string()
-                };
+        for (i, name) in SIGNING_VARIABLES.into_iter().enumerate() {
+            let Some(value) = fields.next().filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let value = if i < 3 && !value.starts_with("pkcs11:") {
+                path_under(&trees.root, value)
+            } else {
+                value.to_string()
+            };
+            match name {
+                "mok_signing_key" => trees.signing.key = value.clone(),
+                "mok_certificate" => trees.signing.certificate = PathBuf::from(&value),
+                "try_sign_modules" => trees.signing.try_sign_modules = Some(value.clone()),
+                _ => {}
+            }
+            if trees.root != Path::new("/") {
                 trees.dkms_env.retain(|(n, _)| n != name);
                 trees.dkms_env.push((name.to_string(), value));
             }
@@ -272,6 +297,12 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v))
         .into();
         assert_eq!(t.dkms_env, want);
+        assert_eq!(t.signing.key, format!("{root}/etc/keys/db.key"));
+        assert_eq!(
+            t.signing.certificate,
+            dir.path().join("var/lib/dkms/mok.pub")
+        );
+        assert_eq!(t.signing.try_sign_modules.as_deref(), Some("true"));
     }
 
     #[test]

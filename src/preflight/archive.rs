@@ -8,7 +8,7 @@
 //! with the package's symlinks made to point where they will point after the transaction.
 
 use alpm_compress::decompression::{CompressionDecoder, DecompressionSettings};
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
@@ -97,13 +97,40 @@ pub fn read_entries(
     Ok(out)
 }
 
-/// What a package file says of itself: its name (`.PKGINFO`'s `pkgname`) and the paths it
-/// installs.
+/// What a package file says of itself: its name and version and relations (`.PKGINFO`'s
+/// `pkgname`, `pkgver`, `depend`, `provides`, `replaces`, `conflict`) and the paths it installs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
     pub name: Option<String>,
+    /// `[EPOCH:]PKGVER-PKGREL`.
+    pub version: Option<String>,
+    pub depends: Vec<String>,
+    pub provides: Vec<String>,
+    pub replaces: Vec<String>,
+    pub conflicts: Vec<String>,
     /// Relative, no trailing `/`; directories included.
     pub paths: Vec<String>,
+}
+
+impl Listing {
+    /// Takes the fields of a `.PKGINFO` (`key = value` lines).
+    fn read_pkginfo(&mut self, text: &str) {
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "pkgname" => self.name = Some(v),
+                "pkgver" => self.version = Some(v),
+                "depend" => self.depends.push(v),
+                "provides" => self.provides.push(v),
+                "replaces" => self.replaces.push(v),
+                "conflict" => self.conflicts.push(v),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The name and paths of a package. The paths come from its `.MTREE` when it has one among the
@@ -122,10 +149,7 @@ pub fn package_listing(path: &Path) -> Result<Listing, ArchiveError> {
         if name == ".PKGINFO" {
             let mut text = String::new();
             entry.read_to_string(&mut text).map_err(io_err(path))?;
-            out.name = text.lines().find_map(|l| {
-                let (k, v) = l.split_once('=')?;
-                (k.trim() == "pkgname").then(|| v.trim().to_owned())
-            });
+            out.read_pkginfo(&text);
         } else if name == ".MTREE" {
             let mut gz = Vec::new();
             entry.read_to_end(&mut gz).map_err(io_err(path))?;
@@ -182,41 +206,85 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Extracts the entries of package `path` under any of `prefixes` (relative paths like
-/// `usr/lib/modules/K/build`) into `dest`, as if `dest` were the system root. Regular files and
-/// directories keep their modes. A symlink is made absolute and pointed where it will lead after
-/// the transaction: into `dest` when it leads into an extracted prefix (the package's own
-/// files), else to the same place under `system_root` (what stays on the system). Returns the
-/// number of entries written.
-pub fn extract(
+/// What [`unpack`] met that it refuses: an entry that would write through a link the same
+/// archive made, or over something that is not what the entry says it is.
+fn refused(path: &Path, entry: &Path, why: String) -> ArchiveError {
+    ArchiveError::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "{}: {why}",
+            crate::targets::printable(&entry.to_string_lossy())
+        ),
+    }
+}
+
+/// Unpacks every entry of package `path` into `dest`, as if `dest` were the system root, but
+/// those `skip` takes (paths relative to the root, e.g. `usr/share/doc/x`) and the package's
+/// metadata (`.PKGINFO`, `.MTREE`, ...). Files keep their modes and modification times (as pacman
+/// keeps them), symlinks their text: they are meant to be seen at their real paths, in the view
+/// of the system after the transaction.
+///
+/// Nothing is written outside `dest`: an entry whose parent is a link (one the archive made
+/// before, pointing anywhere) or not a directory is refused with an error naming it, before
+/// anything is written for it; an entry that replaces an earlier one removes it first (never
+/// writing through it); a hard link must lead to a file the archive unpacked. Returns the number
+/// of entries written.
+pub fn unpack(
     path: &Path,
-    prefixes: &[PathBuf],
     dest: &Path,
-    system_root: &Path,
+    skip: &dyn Fn(&Path) -> bool,
 ) -> Result<usize, ArchiveError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut ar = open(path)?;
+    fs::create_dir_all(dest).map_err(io_err(dest))?;
     let mut n = 0;
-    let under = |p: &Path| prefixes.iter().any(|pre| p.starts_with(pre));
+    // Directories known to be real directories of ours (no need to look again).
+    let mut dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for entry in ar.entries().map_err(io_err(path))? {
         let mut entry = entry.map_err(io_err(path))?;
         let Some(p) = entry.path().ok().and_then(|p| entry_path(&p)) else {
             continue;
         };
-        if !under(&p) {
+        if p.components().count() == 1 && p.to_string_lossy().starts_with('.') {
             continue;
         }
-        let to = dest.join(&p);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(&to))?;
+        if skip(&p) {
+            continue;
         }
+        if let Some(parent) = p.parent() {
+            ensure_dirs(dest, parent, &mut dirs).map_err(|why| refused(path, &p, why))?;
+        }
+        let to = dest.join(&p);
         let kind = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o1777;
+        let existing = fs::symlink_metadata(&to).ok();
+        let is_dir = existing.as_ref().is_some_and(|m| m.is_dir());
+        if kind.is_dir() {
+            if !is_dir {
+                if existing.is_some() {
+                    fs::remove_file(&to).map_err(io_err(&to))?;
+                }
+                fs::create_dir(&to).map_err(io_err(&to))?;
+            }
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(io_err(&to))?;
+            dirs.insert(p.clone());
+            n += 1;
+            continue;
+        }
+        if !(kind.is_symlink() || kind.is_hard_link() || kind.is_file()) {
+            continue;
+        }
+        if is_dir {
+            return Err(refused(path, &p, "a directory is there already".into()));
+        }
+        if existing.is_some() {
+            fs::remove_file(&to).map_err(io_err(&to))?;
+        }
         if kind.is_symlink() {
             let Some(target) = entry.link_name().ok().flatten().map(|t| t.into_owned()) else {
                 continue;
             };
-            let mapped = map_link(&p, &target, &under, dest, system_root);
-            let _ = std::fs::remove_file(&to);
-            std::os::unix::fs::symlink(&mapped, &to).map_err(io_err(&to))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(io_err(&to))?;
         } else if kind.is_hard_link() {
             let Some(target) = entry
                 .link_name()
@@ -226,46 +294,80 @@ pub fn extract(
             else {
                 continue;
             };
-            let _ = std::fs::remove_file(&to);
-            // A hard link to a file outside the prefixes has nothing to link to: left out.
-            if std::fs::hard_link(dest.join(target), &to).is_err() {
-                continue;
+            // Only to a regular file the archive unpacked, reached through real directories.
+            let inside = target
+                .parent()
+                .is_none_or(|d| d.as_os_str().is_empty() || dirs.contains(d));
+            let from = dest.join(&target);
+            let regular = fs::symlink_metadata(&from).is_ok_and(|m| m.is_file());
+            if !(inside && regular) {
+                return Err(refused(
+                    path,
+                    &p,
+                    format!(
+                        "a hard link to {}, which the package does not hold",
+                        target.display()
+                    ),
+                ));
             }
-        } else if kind.is_dir() {
-            std::fs::create_dir_all(&to).map_err(io_err(&to))?;
-        } else if kind.is_file() {
-            entry.unpack(&to).map_err(io_err(&to))?;
+            fs::hard_link(&from, &to).map_err(io_err(&to))?;
         } else {
-            continue;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&to)
+                .map_err(io_err(&to))?;
+            io::copy(&mut entry, &mut file).map_err(io_err(&to))?;
+            // The mode as given (the umask took bits from create_new's), and the time as pacman
+            // sets it: a build's stamp hashes the headers' sizes and times.
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io_err(&to))?;
+            if let Ok(secs) = entry.header().mtime() {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                file.set_modified(t).map_err(io_err(&to))?;
+            }
         }
         n += 1;
     }
     Ok(n)
 }
 
-/// Where the symlink at system path `link` (relative to the root) with `target` should point in
-/// the scratch root: see [`extract`].
-fn map_link(
-    link: &Path,
-    target: &Path,
-    extracted: &impl Fn(&Path) -> bool,
+/// Makes `rel` (relative to `dest`) a chain of real directories under `dest`, creating what is
+/// missing; a component that is a link or a file is refused, named.
+fn ensure_dirs(
     dest: &Path,
-    system_root: &Path,
-) -> PathBuf {
-    let from_root = if target.is_absolute() {
-        target.to_path_buf()
-    } else {
-        Path::new("/")
-            .join(link.parent().unwrap_or(Path::new("")))
-            .join(target)
-    };
-    let rel = crate::trees::normalize(&from_root);
-    let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
-    if extracted(&rel) {
-        dest.join(rel)
-    } else {
-        system_root.join(rel)
+    rel: &Path,
+    known: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), String> {
+    if rel.as_os_str().is_empty() || known.contains(rel) {
+        return Ok(());
     }
+    let mut cur = PathBuf::new();
+    for c in rel.components() {
+        cur.push(c);
+        if known.contains(&cur) {
+            continue;
+        }
+        let at = dest.join(&cur);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "writes through {}, a link the package made",
+                    cur.display()
+                ))
+            }
+            Ok(_) => return Err(format!("{} is not a directory", cur.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&at).map_err(|e| format!("{}: {e}", cur.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", cur.display())),
+        }
+        known.insert(cur.clone());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,40 +401,5 @@ mod tests {
         assert_eq!(entry_path(Path::new("usr/../../etc")), None);
         assert_eq!(entry_path(Path::new("/etc/passwd")), None);
         assert_eq!(entry_path(Path::new("./")), None);
-    }
-
-    #[test]
-    fn links_into_the_package_go_to_scratch_the_others_to_the_system() {
-        let pre = [PathBuf::from("usr/lib/modules/K/build")];
-        let under = |p: &Path| pre.iter().any(|x| p.starts_with(x));
-        let link = Path::new("usr/lib/modules/K/build/scripts");
-        let m = |t: &str| map_link(link, Path::new(t), &under, Path::new("/s"), Path::new("/"));
-        // Relative, inside the package.
-        assert_eq!(
-            m("arch/x86/x"),
-            Path::new("/s/usr/lib/modules/K/build/arch/x86/x")
-        );
-        // Absolute, inside the package.
-        assert_eq!(
-            m("/usr/lib/modules/K/build/tools"),
-            Path::new("/s/usr/lib/modules/K/build/tools")
-        );
-        // Relative and absolute, outside: what is on the system.
-        assert_eq!(
-            m("../../../../src/common/scripts"),
-            Path::new("/usr/src/common/scripts")
-        );
-        assert_eq!(
-            m("/usr/src/common/scripts"),
-            Path::new("/usr/src/common/scripts")
-        );
-        let m2 = map_link(
-            link,
-            Path::new("/usr/src/c"),
-            &under,
-            Path::new("/s"),
-            Path::new("/r"),
-        );
-        assert_eq!(m2, Path::new("/r/usr/src/c"));
     }
 }

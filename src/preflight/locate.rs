@@ -161,66 +161,6 @@ fn cached(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
     dirs.iter().map(|d| d.join(name)).find(|p| Path::is_file(p))
 }
 
-/// What the transaction takes away that the preflight must not count on: the kernels whose
-/// headers, and the module sources, that the installed versions of the incoming packages own
-/// and the new versions do not bring (a kernel package moving from one release to the next).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Leaving {
-    /// Kernel releases whose `usr/lib/modules/K/build/` goes.
-    pub kernels: BTreeSet<String>,
-    /// Kernel releases whose image (`usr/lib/modules/K/vmlinuz`) goes: the kernels an incoming
-    /// kernel replaces.
-    pub images: BTreeSet<String>,
-    /// Module source directories that go, e.g. `usr/src/foo-1.0`.
-    pub sources: BTreeSet<PathBuf>,
-}
-
-/// Reads the local database (`DBPath/local/NAME-VERSION/files`) of each found package's
-/// installed version. A package the database does not know takes nothing away.
-pub fn leaving(local_dir: &Path, found: &[Found]) -> Leaving {
-    let names: BTreeSet<&str> = found.iter().filter_map(|f| f.name.as_deref()).collect();
-    let mut out = Leaving::default();
-    let arriving: BTreeSet<&str> = found
-        .iter()
-        .flat_map(|f| f.targets.iter().map(String::as_str))
-        .collect();
-    let Ok(dir) = std::fs::read_dir(local_dir) else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(desc) = std::fs::read_to_string(e.path().join("desc"))
-            .ok()
-            .as_deref()
-            .and_then(pkgdb::parse_desc)
-        else {
-            continue;
-        };
-        if !names.contains(desc.name.as_str()) {
-            continue;
-        }
-        let files = std::fs::read_to_string(e.path().join("files")).unwrap_or_default();
-        for line in files.lines().map(|l| l.trim().trim_end_matches('/')) {
-            let parts: Vec<&str> = line.split('/').collect();
-            if arriving.contains(line) {
-                continue;
-            }
-            match parts.as_slice() {
-                ["usr", "lib", "modules", k, "build", "include"] => {
-                    out.kernels.insert((*k).to_owned());
-                }
-                ["usr", "lib", "modules", k, "vmlinuz"] => {
-                    out.images.insert((*k).to_owned());
-                }
-                ["usr", "src", dir, "dkms.conf"] => {
-                    out.sources.insert(PathBuf::from(format!("usr/src/{dir}")));
-                }
-                _ => {}
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

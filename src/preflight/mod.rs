@@ -1,36 +1,39 @@
 //! The preflight: before pacman changes any file, trial-build the DKMS modules for what the
-//! transaction brings, so that a module that would not build stops the transaction (when it is
-//! essential) or is announced (when it is not) while the old kernel and modules are still there.
+//! transaction brings, in a view of the system as the transaction will leave it, so that a module
+//! that would not build stops the transaction (when it is essential) or is announced (when it is
+//! not) while the old kernel and modules are still there; and keep what built, so that the
+//! install hook after the transaction installs those builds instead of compiling again.
 //!
 //! Steps, one module each:
 //! 1. [`pacman`]: the pacman that runs the hook, its command line and its DBPath/CacheDir;
-//! 2. [`locate`]: the package files that bring the targets (`-U`'s files; else the cache's files
-//!    of the sync databases' new versions), read with [`archive`] and [`pkgdb`];
-//! 3. [`Scratch`] + [`archive::extract`]: the incoming headers and module sources unpacked into a
-//!    scratch system root, next to what stays (linked), with an empty dkms tree;
-//! 4. [`run`]: the usual pipeline (inventory, plan, runner, reporter) on that scratch root, and the
-//!    outcome turned into an exit code with [`essential`] and [`crate::config`].
+//! 2. [`transaction`]: the packages the transaction installs, upgrades and removes (read with
+//!    [`archive`] and [`pkgdb`]), and [`locate`] for a target those rules miss;
+//! 3. [`Scratch`] + [`archive::unpack`]: every incoming package unpacked into a layer;
+//! 4. [`view`] + [`trial`]: a child process makes the view (the layer over the live root in a
+//!    private mount namespace, what leaves deleted there) and runs the usual pipeline
+//!    (inventory, plan, runner, reporter) on the system's own trees in it;
+//! 5. [`run`] turns its outcome into the last lines and the exit code, with [`essential`] and
+//!    [`crate::config`].
 
 pub mod archive;
 pub mod essential;
 pub mod locate;
 pub mod pacman;
 pub mod pkgdb;
+pub mod transaction;
+pub mod trial;
+pub mod view;
 
 use crate::config::{Config, PreflightMode};
-use crate::dkms::Dkms;
 use crate::dkms_tree::DkmsTree;
-use crate::inventory::{Inventory, SourceSelection};
-use crate::plan::{self, Mode, Request};
-use crate::prebuilt::{self, Store};
-use crate::report::{Reporter, Style};
-use crate::runner::{self, RunConfig};
+use crate::prebuilt::Store;
 use crate::targets::Targets;
 use crate::trees::Trees;
-use locate::{Located, Source};
+use locate::Source;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use transaction::{Leaving, Transaction};
 
 /// The scratch directory, relative to the root. Under /var/cache, not /tmp: the headers of a
 /// kernel are hundreds of megabytes unpacked (too much for a tmpfs /tmp), they are regenerable
@@ -67,152 +70,25 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // remove_dir_all does not follow symlinks: the links to what stays are removed, not
-        // what they point to.
+        // remove_dir_all does not follow symlinks: the packages' links are removed, not what
+        // they point to.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// What arrived, unpacked in the scratch root.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Incoming {
-    /// Kernel releases whose headers are unpacked at `usr/lib/modules/K/build`.
-    pub kernels: BTreeSet<String>,
-    /// Module source directories unpacked (relative to the root), e.g. `usr/src/foo-1.1`.
-    pub sources: BTreeSet<PathBuf>,
-}
-
-/// The prefixes to unpack for some targets: a kernel's whole `build/`, a module's whole source
-/// directory.
-pub fn prefixes(targets: &Targets, trees: &Trees) -> Vec<PathBuf> {
-    let rel = |p: &Path| {
-        p.strip_prefix(&trees.root)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    let install = rel(&trees.install);
-    let mut out: Vec<PathBuf> = targets
-        .kernels
-        .keys()
-        .map(|k| install.join(k).join("build"))
-        .collect();
-    out.extend(targets.sources.iter().cloned());
-    out
-}
-
-/// Unpacks what `located` brings into `scratch/root`, links what stays on the system beside it
-/// (each other kernel's headers, each other module source, but not what is `leaving`), and makes
-/// an empty dkms tree there.
-/// Returns the scratch system's trees and what was unpacked.
-pub fn stage(
-    located: &Located,
-    leaving: &locate::Leaving,
-    trees: &Trees,
-    scratch: &Scratch,
-) -> Result<(Trees, Incoming), archive::ArchiveError> {
-    let root = scratch.dir.join("root");
-    // The scratch trees keep the system's root: paths are shown as the admin finds them, and
-    // the failed builds' logs go to the system's log directory, where they outlive the scratch.
-    let strees = Trees {
-        root: trees.root.clone(),
-        ..Trees::defaults(&root)
-    };
-    let mut incoming = Incoming::default();
-    for found in &located.packages {
-        let t = parse_targets(&found.targets.join("\n"), trees);
-        let pre = prefixes(&t, trees);
-        // Each package unpacked to the default layout of the scratch root.
-        let pre: Vec<PathBuf> = pre.iter().map(|p| to_default(p, trees)).collect();
-        archive::extract(&found.file, &pre, &root, &trees.root)?;
-        incoming.kernels.extend(t.kernels.keys().cloned());
-        incoming
-            .sources
-            .extend(t.sources.iter().map(|s| to_default(s, trees)));
-    }
-    let mkdir = |p: &Path| {
-        std::fs::create_dir_all(p).map_err(|source| archive::ArchiveError::Io {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    mkdir(&strees.dkms)?;
-    mkdir(&strees.install)?;
-    mkdir(&strees.source)?;
-    // Kernels that stay, and incoming kernels whose headers are installed already: a real
-    // directory (dkms installs there), headers linked.
-    for e in std::fs::read_dir(&trees.install)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let k = e.file_name().to_string_lossy().into_owned();
-        if fs_exists(&strees.install.join(&k).join("build"))
-            || leaving.kernels.contains(&k)
-            || !e.path().join("build").is_dir()
-        {
-            continue;
-        }
-        let kdir = strees.install.join(&k);
-        mkdir(&kdir)?;
-        let _ = std::os::unix::fs::symlink(e.path().join("build"), kdir.join("build"));
-    }
-    // Module sources that stay: linked (dkms only reads them).
-    for e in std::fs::read_dir(&trees.source)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let to = strees.source.join(e.file_name());
-        let rel = to_default(
-            e.path().strip_prefix(&trees.root).unwrap_or(&e.path()),
-            trees,
-        );
-        if to.exists() || leaving.sources.contains(&rel) || !e.path().join("dkms.conf").is_file() {
-            continue;
-        }
-        let _ = std::os::unix::fs::symlink(e.path(), to);
-    }
-    Ok((strees, incoming))
-}
-
-fn fs_exists(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok()
-}
-
-/// The incoming kernels that will have no headers after the transaction: none arrive and none
-/// are installed. Taken out of `incoming` (there is nothing to trial-build for them).
-pub fn headerless(incoming: &mut Incoming, strees: &Trees) -> BTreeSet<String> {
-    let out: BTreeSet<String> = incoming
-        .kernels
-        .iter()
-        .filter(|k| !strees.install.join(k).join("build/include").is_dir())
-        .cloned()
-        .collect();
-    incoming.kernels.retain(|k| !out.contains(k));
-    out
-}
-
-/// A path of the real trees moved to the default layout (what the scratch root uses).
-fn to_default(rel: &Path, trees: &Trees) -> PathBuf {
-    let d = Trees::defaults(&trees.root);
-    for (real, def) in [(&trees.install, &d.install), (&trees.source, &d.source)] {
-        if let Ok(r) = real.strip_prefix(&trees.root) {
-            if let Ok(rest) = rel.strip_prefix(r) {
-                let def = def.strip_prefix(&trees.root).unwrap_or(def);
-                return def.join(rest);
-            }
-        }
-    }
-    rel.to_path_buf()
-}
-
-fn parse_targets(text: &str, trees: &Trees) -> Targets {
-    let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
-    Targets::parse(
-        text.as_bytes(),
-        &rel(&trees.source).unwrap_or_else(|_| PathBuf::from("usr/src")),
-        &rel(&trees.install).unwrap_or_else(|_| PathBuf::from("usr/lib/modules")),
-    )
+/// What no module build reads, left out of the view: documentation, translations and firmware.
+pub fn not_for_builds(p: &Path) -> bool {
+    const SKIPPED: &[&str] = &[
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/help",
+        "usr/share/gtk-doc",
+        "usr/share/licenses",
+        "usr/lib/firmware",
+    ];
+    SKIPPED.iter().any(|s| p.starts_with(s))
 }
 
 /// Inputs of one preflight run that the command line and the environment give.
@@ -231,12 +107,27 @@ pub struct Options {
     pub cpus: usize,
     /// `--job-timeout`: a trial build still running after this long is stopped and failed.
     pub job_timeout: Option<std::time::Duration>,
+    /// The program that makes the view and runs the trial in it (this binary).
+    pub program: PathBuf,
 }
 
-/// `dkms-hook preflight`: reads the targets (pacman's NeedsTargets lines, as bytes), finds and
-/// unpacks what arrives, trial-builds, reports on `out`, and returns the exit code. Never blocks
-/// for want of information: what cannot be checked is said in one line, and so is each target
-/// line that cannot be a path (the same reader as the hooks', [`crate::targets::read_lines`]).
+/// What arrives with headers, and what will have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Incoming {
+    /// Kernel releases whose headers will be at `usr/lib/modules/K/build`.
+    pub kernels: BTreeSet<String>,
+    /// Module source directories that arrive (relative to the root), e.g. `usr/src/foo-1.1`.
+    pub sources: BTreeSet<PathBuf>,
+    /// Incoming kernels that will have no headers: none arrive, and none stay installed.
+    pub headerless: BTreeSet<String>,
+}
+
+/// `dkms-hook preflight`: reads the targets (pacman's NeedsTargets lines, as bytes), finds what
+/// the transaction brings and takes away, trial-builds in the view of the system after it,
+/// reports on `out` (the trial's own lines go to stdout, from the child), and returns the exit
+/// code. Never blocks for want of information: what cannot be checked is said in one line, and
+/// so is each target line that cannot be a path (the same reader as the hooks',
+/// [`crate::targets::read_lines`]).
 pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Write) -> u8 {
     let (config, errors) = Config::load(&trees.root, opts.env_preflight.as_deref());
     for e in &errors {
@@ -262,30 +153,57 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
     for n in &notes {
         let _ = writeln!(out, "warning: preflight: {n}");
     }
-    let targets: Vec<String> = lines.into_iter().map(str::to_owned).collect();
-    if targets.is_empty() {
+    let wanted: BTreeSet<String> = lines
+        .iter()
+        .map(|t| t.trim().trim_matches('/').to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if wanted.is_empty() {
         return EXIT_GO_ON;
     }
     let view =
         pacman::PacmanView::parent().unwrap_or_else(|| pacman::PacmanView::at(&trees.root, vec![]));
-    let source = if opts.packages.is_empty() {
-        Source::from_pacman(&view)
+    let local = view.paths().db_path.join("local");
+    let (source, mut tx) = if opts.packages.is_empty() {
+        let source = Source::from_pacman(&view);
+        let tx = match &source {
+            Source::Files(files) => Transaction::from_files(files, &local),
+            Source::Repos(paths) => {
+                Transaction::from_repos(&paths.db_path, &paths.cache_dirs, &view.sync_request())
+            }
+        };
+        (source, tx)
     } else {
-        Source::Files(opts.packages.clone())
+        let source = Source::Files(opts.packages.clone());
+        (
+            source.clone(),
+            Transaction::from_files(&opts.packages, &local),
+        )
     };
-    let located = locate::locate(&source, &targets);
-    let leaving = locate::leaving(&view.paths().db_path.join("local"), &located.packages);
-    for n in &located.notes {
+    // pacman's targets are the truth of what arrives: a package that brings one is in the
+    // transaction, whatever the rules of `transaction` found.
+    let unbrought: Vec<String> = tx.unbrought(&wanted).into_iter().cloned().collect();
+    let mut missing = Vec::new();
+    if !unbrought.is_empty() {
+        let located = locate::locate(&source, &unbrought);
+        for found in &located.packages {
+            tx.add(&found.file, &local);
+        }
+        tx.notes.extend(located.notes);
+        missing = located.missing;
+    }
+    for n in &tx.notes {
         let _ = writeln!(out, "warning: preflight: {n}");
     }
-    if !located.missing.is_empty() {
+    if !missing.is_empty() {
         let _ = writeln!(
             out,
             "warning: preflight: no package file found for {} (not checked)",
-            located.missing.join(", ")
+            missing.join(", ")
         );
     }
-    if located.packages.is_empty() {
+    let brought: BTreeSet<&String> = wanted.iter().filter(|w| !missing.contains(w)).collect();
+    if brought.is_empty() {
         return EXIT_GO_ON;
     }
     let scratch = match Scratch::create(&trees.root) {
@@ -299,15 +217,88 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
             return EXIT_GO_ON;
         }
     };
-    let (strees, mut incoming) = match stage(&located, &leaving, trees, &scratch) {
-        Ok(s) => s,
-        Err(e) => {
+    let layer = scratch.dir.join("layer");
+    for p in &tx.packages {
+        if let Err(e) = archive::unpack(&p.file, &layer, &not_for_builds) {
             let _ = writeln!(out, "warning: preflight: cannot unpack {e} (not checked)");
             return EXIT_GO_ON;
         }
+    }
+    let leaving = tx.leaving_parts();
+    let incoming = incoming(&brought, trees, &layer, &leaving);
+    let failed = without_headers(&incoming, &leaving, trees, opts, out);
+    if incoming.kernels.is_empty() && incoming.sources.is_empty() {
+        return decide(trees, &failed, &BTreeMap::new(), &config, opts, out);
+    }
+    match look(trees, &scratch, &tx, &incoming, &leaving, opts, out) {
+        Ok(outcome) => {
+            // The notes were said: the install hook does not say them again.
+            if let Err(e) = store.remember_notes(&outcome.notes) {
+                let _ = writeln!(
+                    out,
+                    "warning: preflight: {}: {e}",
+                    trees.display(&store.dir)
+                );
+            }
+            let mut failed = failed;
+            for (m, ks) in outcome.failed {
+                failed.entry(m).or_default().extend(ks);
+            }
+            let code = decide(trees, &failed, &outcome.ok, &config, opts, out);
+            if code == EXIT_ABORT {
+                // The transaction will not happen: nothing of it is kept.
+                let _ = store.clear();
+            }
+            code
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "warning: preflight: cannot make the view of the system after the transaction: \
+                 {why} (not checked; the install hook builds as usual)"
+            );
+            let _ = store.clear();
+            EXIT_GO_ON
+        }
+    }
+}
+
+/// The kernels and module sources that arrive, from the targets pacman sent, and which of the
+/// kernels will have no headers (neither unpacked in `layer` nor installed and staying).
+fn incoming(
+    brought: &BTreeSet<&String>,
+    trees: &Trees,
+    layer: &Path,
+    leaving: &Leaving,
+) -> Incoming {
+    let text: String = brought.iter().map(|t| format!("{t}\n")).collect();
+    let t = parse_targets(&text, trees);
+    let mut out = Incoming {
+        sources: t.sources.clone(),
+        ..Default::default()
     };
-    let missing = without_headers(&mut incoming, &strees, &leaving, trees, opts, out);
-    trial(trees, &strees, &incoming, missing, &config, opts, out)
+    let rel = |p: &Path| p.strip_prefix(&trees.root).unwrap_or(p).to_path_buf();
+    let install = rel(&trees.install);
+    for k in t.kernels.keys() {
+        let include = install.join(k).join("build/include");
+        let arrives = layer.join(&include).is_dir();
+        let stays = trees.root.join(&include).is_dir() && !leaving.kernels.contains(k);
+        if arrives || stays {
+            out.kernels.insert(k.clone());
+        } else {
+            out.headerless.insert(k.clone());
+        }
+    }
+    out
+}
+
+fn parse_targets(text: &str, trees: &Trees) -> Targets {
+    let rel = |p: &Path| p.strip_prefix(&trees.root).map(Path::to_path_buf);
+    Targets::parse(
+        text.as_bytes(),
+        &rel(&trees.source).unwrap_or_else(|_| PathBuf::from("usr/src")),
+        &rel(&trees.install).unwrap_or_else(|_| PathBuf::from("usr/lib/modules")),
+    )
 }
 
 /// A kernel that arrives without headers (`linux` upgraded, `linux-headers` not) gets none of
@@ -315,20 +306,18 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
 /// failure of each of those modules on it (so an essential one stops the transaction). A kernel
 /// that replaces none (one more kernel installed) only gets a warning.
 fn without_headers(
-    incoming: &mut Incoming,
-    strees: &Trees,
-    leaving: &locate::Leaving,
+    incoming: &Incoming,
+    leaving: &Leaving,
     trees: &Trees,
     opts: &Options,
     out: &mut dyn Write,
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut failed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let kernels = headerless(incoming, strees);
-    if kernels.is_empty() {
+    if incoming.headerless.is_empty() {
         return failed;
     }
     let tree = DkmsTree::read(&trees.dkms);
-    for k in &kernels {
+    for k in &incoming.headerless {
         let mut modules = BTreeSet::new();
         for old in leaving.images.iter().filter(|old| *old != k) {
             for m in tree.modules.keys() {
@@ -362,115 +351,130 @@ fn without_headers(
     failed
 }
 
-/// Trial-builds on the scratch trees what the transaction would build, and decides.
-fn trial(
+/// Makes the module signing key if dkms would make one (so that the trial builds and the
+/// install after the transaction sign with the same key), then runs the trial in the view in a
+/// child process, and reads what it found. `Err`: the view could not be made, or the child gave
+/// no answer; why, in words.
+fn look(
     trees: &Trees,
-    strees: &Trees,
+    scratch: &Scratch,
+    tx: &Transaction,
     incoming: &Incoming,
-    mut failed: BTreeMap<String, BTreeSet<String>>,
-    config: &Config,
+    leaving: &Leaving,
     opts: &Options,
     out: &mut dyn Write,
-) -> u8 {
-    // The targets, as paths of the scratch trees relative to the root.
-    let rel = |p: &Path| p.strip_prefix(&strees.root).unwrap_or(p).to_path_buf();
-    let (source, install) = (rel(&strees.source), rel(&strees.install));
-    let mut text = String::new();
-    for k in &incoming.kernels {
-        text.push_str(&format!("{}/{k}/build/include/\n", install.display()));
-    }
-    for s in &incoming.sources {
-        let name = s.file_name().unwrap_or_default().to_string_lossy();
-        text.push_str(&format!("{}/{name}/dkms.conf\n", source.display()));
-    }
-    let targets = Targets::parse(text.as_bytes(), &source, &install);
-    let inv = Inventory::load(strees, &opts.arch, &SourceSelection::All);
-    let req = Request {
-        mode: Mode::Install,
-        targets,
-        kernels: vec![],
-        force: false,
-    };
-    let plan = plan::plan(&req, &inv);
-    let mut reporter =
-        Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true)).trial();
-    let cfg = RunConfig {
-        jobs: opts.jobs,
-        cpus: opts.cpus,
-        force: false,
-        arch: opts.arch.clone(),
-        dkms: Dkms::new(strees),
-        job_timeout: opts.job_timeout,
-    };
-    let _ = out.flush();
-    runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
-    drop(reporter);
-    // What did not get installed in the scratch tree failed (or was refused by the planner).
-    let built = DkmsTree::read(&strees.dkms);
-    keep_builds(&plan, &built, strees, &cfg, out);
-    // Every incoming kernel gets its line, even with nothing to build.
-    let mut ok: BTreeMap<String, usize> = incoming.kernels.iter().map(|k| (k.clone(), 0)).collect();
-    for job in &plan.jobs {
-        let Some(k) = &job.info.kernel else { continue };
-        if built.installed(&job.info.module, k, &opts.arch) == Some(job.info.version.as_str()) {
-            *ok.entry(k.clone()).or_default() += 1;
-        } else {
-            failed
-                .entry(job.info.module.clone())
-                .or_default()
-                .insert(k.clone());
+) -> Result<trial::Outcome, String> {
+    let layer = scratch.dir.join("layer");
+    let rel = |p: &Path| p.strip_prefix(&trees.root).unwrap_or(p).to_path_buf();
+    // The headers every trial build will use: the incoming kernels', and for an incoming
+    // module, those of every kernel that stays.
+    let mut headers: Vec<PathBuf> = Vec::new();
+    for base in [layer.join(rel(&trees.install)), trees.install.clone()] {
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let k = e.file_name().to_string_lossy().into_owned();
+            if !leaving.kernels.contains(&k) || incoming.kernels.contains(&k) {
+                headers.push(e.path().join("build"));
+            }
         }
     }
-    for d in &plan.failed {
-        let module = d.subject.split('/').next().unwrap_or(&d.subject).to_owned();
-        let k = d.kernel.clone().unwrap_or_else(|| "every kernel".into());
-        failed.entry(module).or_default().insert(k);
-    }
-    let code = decide(trees, &failed, &ok, config, opts, out);
-    if code == EXIT_ABORT {
-        // The transaction will not happen: nothing of it is kept.
-        let _ = Store::at(&trees.root).clear();
-    }
-    code
-}
-
-/// Keeps each trial build that installed in the scratch tree for the install hook after the
-/// transaction, stamped with what it was compiled from (see [`crate::prebuilt`]).
-fn keep_builds(
-    plan: &plan::Plan,
-    built: &DkmsTree,
-    strees: &Trees,
-    cfg: &RunConfig,
-    out: &mut dyn Write,
-) {
-    let store = Store::at(&strees.root);
-    for job in &plan.jobs {
-        let (Some(k), Some(source), Some(headers)) = (&job.info.kernel, &job.source, &job.headers)
-        else {
-            continue;
-        };
-        let (m, v) = (&job.info.module, &job.info.version);
-        if built.installed(m, k, &cfg.arch) != Some(v.as_str()) {
-            continue;
-        }
-        let inputs = prebuilt::Inputs {
-            module: m,
-            version: v,
-            kernel: k,
-            arch: &cfg.arch,
-            source,
-            headers,
-            dkms: &cfg.dkms.program,
-        };
-        let dir = strees.dkms.join(m).join(v).join(k).join(&cfg.arch);
-        if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs)) {
-            // Not fatal: the install hook builds it again.
+    let dkms = crate::dkms::Dkms::new(trees);
+    let headers: Vec<&Path> = headers.iter().map(PathBuf::as_path).collect();
+    match crate::signing::ensure_key(trees, &dkms, &headers) {
+        Ok(crate::signing::Key::Made(key)) => {
             let _ = writeln!(
                 out,
-                "warning: preflight: keeping the build of {m}/{v} for {k}: {e}"
+                "  preflight: made the module signing key {key}, as dkms would on its first \
+                 signed build, so that these builds and the ones after the transaction carry \
+                 the same signature"
             );
         }
+        Ok(crate::signing::Key::Unchanged) => {}
+        Err(e) => {
+            let _ = writeln!(out, "warning: preflight: {e}");
+        }
     }
+    let mounts = view::mount_points(
+        &trees.root,
+        &layer,
+        &[&trees.dkms, &trees.install, &trees.source],
+    );
+    for m in &mounts {
+        std::fs::create_dir_all(m).map_err(|e| format!("{}: {e}", trees.display(m)))?;
+    }
+    let request = trial::TrialRequest {
+        view: view::Spec {
+            root: trees.root.clone(),
+            layer: layer.clone(),
+            upper: scratch.dir.join("upper"),
+            mounts,
+            leaving: tx.leaving.iter().cloned().collect(),
+            sign: crate::signing::signs_outside_a_chroot(trees),
+            parent_ns: view::current_ns().map_err(|e| format!("/proc/self/ns/mnt: {e}"))?,
+        },
+        kernels: incoming.kernels.iter().cloned().collect(),
+        sources: incoming.sources.iter().cloned().collect(),
+        sources_leaving: leaving.sources.iter().cloned().collect(),
+        jobs: opts.jobs,
+        cpus: opts.cpus,
+        arch: opts.arch.clone(),
+        job_timeout_secs: opts.job_timeout.map(|d| d.as_secs()),
+        outcome: scratch.dir.join("outcome.json"),
+    };
+    let file = scratch.dir.join("request.json");
+    let text = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    std::fs::write(&file, text).map_err(|e| format!("{}: {e}", trees.display(&file)))?;
+    let _ = out.flush();
+    let status = spawn_in_namespace(&opts.program, &trees.root, &file)?;
+    let outcome: trial::Outcome = std::fs::read(&request.outcome)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("its process ended without an answer ({status})"))?;
+    match outcome.view_error {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+/// Runs `program --root ROOT preflight-view REQUEST` in a mount namespace of its own (made
+/// between fork and exec, where the child is one thread), dying with this process, in a process
+/// group of its own that the signals dkms-hook gets are forwarded to ([`crate::interrupt`]).
+fn spawn_in_namespace(
+    program: &Path,
+    root: &Path,
+    request: &Path,
+) -> Result<std::process::ExitStatus, String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("preflight-view")
+        .arg(request)
+        .stdin(std::process::Stdio::null())
+        .process_group(0);
+    // SAFETY: between fork and exec only async-signal-safe system calls are made (no
+    // allocation, no lock): unshare(2) and prctl(2).
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            Ok(())
+        });
+    }
+    let stop = crate::interrupt::global();
+    if let Err(sig) = stop.may_start() {
+        return Err(format!(
+            "not started: dkms-hook got {}",
+            crate::interrupt::name(sig)
+        ));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("a private mount namespace (unshare): {e}"))?;
+    let pid = child.id() as i32;
+    stop.register(pid);
+    let status = child.wait();
+    stop.unregister(pid);
+    status.map_err(|e| e.to_string())
 }
 
 /// Turns the failures into the last lines and the exit code.

@@ -49,6 +49,29 @@ pub enum Operation {
     Unknown,
 }
 
+/// What `pacman -S` was asked: the packages named, how many `-u` (`--sysupgrade`), and the
+/// names it must not upgrade (`IgnorePkg`, `--ignore`; globs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub targets: Vec<String>,
+    pub sysupgrade: u8,
+    pub ignore: Vec<String>,
+}
+
+impl SyncRequest {
+    /// Whether pacman leaves package `name` alone in a system upgrade.
+    pub fn ignored(&self, name: &str) -> bool {
+        let Ok(n) = std::ffi::CString::new(name) else {
+            return false;
+        };
+        self.ignore.iter().any(|g| {
+            std::ffi::CString::new(g.as_str())
+                // SAFETY: both are NUL-terminated strings that live through the call.
+                .is_ok_and(|g| unsafe { libc::fnmatch(g.as_ptr(), n.as_ptr(), 0) } == 0)
+        })
+    }
+}
+
 /// One pacman process's view of the filesystem and its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacmanView {
@@ -205,6 +228,49 @@ impl PacmanView {
         }
     }
 
+    /// For `-S`: the packages named, the count of `-u`, and what is ignored (the command line's
+    /// `--ignore`, then pacman.conf's `IgnorePkg`).
+    pub fn sync_request(&self) -> SyncRequest {
+        let mut req = SyncRequest::default();
+        let mut args = self.args.iter();
+        while let Some(a) = args.next() {
+            if a == "--" {
+                req.targets.extend(args.by_ref().cloned());
+                break;
+            }
+            if let Some(long) = a.strip_prefix("--") {
+                if long == "sysupgrade" {
+                    req.sysupgrade += 1;
+                }
+                if !long.contains('=') && LONG_WITH_VALUE.contains(&a.as_str()) {
+                    args.next();
+                }
+                continue;
+            }
+            if let Some(short) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+                for (i, c) in short.char_indices() {
+                    match c {
+                        'u' => req.sysupgrade += 1,
+                        'b' | 'r' => {
+                            if i + 1 == short.len() {
+                                args.next();
+                            }
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            req.targets.push(a.clone());
+        }
+        for v in self.option("--ignore", None) {
+            req.ignore.extend(v.split(',').map(str::to_owned));
+        }
+        req.ignore.extend(self.conf().ignore);
+        req
+    }
+
     /// The last value of a pacman option (`--dbpath X`, `--dbpath=X`, `-b X`, `-bX`).
     fn option(&self, long: &str, short: Option<char>) -> Vec<String> {
         let mut out = Vec::new();
@@ -239,17 +305,22 @@ impl PacmanView {
         out
     }
 
-    /// DBPath and CacheDir: the command line's `--dbpath`/`--cachedir` first, then the `[options]`
-    /// of pacman.conf (`--config`, else /etc/pacman.conf), then pacman's defaults (a `--root`
-    /// without `--dbpath` puts the databases under that root, as pacman does).
-    pub fn paths(&self) -> PacmanPaths {
+    /// pacman.conf's `[options]` (`--config`, else /etc/pacman.conf).
+    fn conf(&self) -> ConfOptions {
         let config = self
             .option("--config", None)
             .pop()
             .unwrap_or_else(|| DEFAULT_CONFIG.to_owned());
-        let conf = std::fs::read_to_string(self.resolve(&config))
+        std::fs::read_to_string(self.resolve(&config))
             .map(|t| parse_conf_options(&t))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// DBPath and CacheDir: the command line's `--dbpath`/`--cachedir` first, then the `[options]`
+    /// of pacman.conf (`--config`, else /etc/pacman.conf), then pacman's defaults (a `--root`
+    /// without `--dbpath` puts the databases under that root, as pacman does).
+    pub fn paths(&self) -> PacmanPaths {
+        let conf = self.conf();
         let root = self.option("--root", Some('r')).pop();
         let db_path = self
             .option("--dbpath", Some('b'))
@@ -279,6 +350,7 @@ impl PacmanView {
 struct ConfOptions {
     db_path: Option<String>,
     cache_dirs: Vec<String>,
+    ignore: Vec<String>,
 }
 
 fn parse_conf_options(text: &str) -> ConfOptions {
@@ -300,6 +372,9 @@ fn parse_conf_options(text: &str) -> ConfOptions {
             "DBPath" => out.db_path = Some(value.trim().to_owned()),
             "CacheDir" => out
                 .cache_dirs
+                .extend(value.split_whitespace().map(str::to_owned)),
+            "IgnorePkg" => out
+                .ignore
                 .extend(value.split_whitespace().map(str::to_owned)),
             _ => {}
         }
@@ -376,6 +451,18 @@ mod tests {
                 files: vec!["y".into()]
             }
         );
+    }
+
+    #[test]
+    fn a_sync_request_is_its_names_its_upgrades_and_what_it_ignores() {
+        let r =
+            view("--noconfirm -Syuu --ignore a,b* linux --dbpath /x core/zfs-dkms").sync_request();
+        assert_eq!(r.targets, ["linux", "core/zfs-dkms"]);
+        assert_eq!(r.sysupgrade, 2);
+        assert!(r.ignored("a") && r.ignored("bee") && !r.ignored("c"));
+        let r = view("--sync --refresh --sysupgrade").sync_request();
+        assert_eq!((r.targets.len(), r.sysupgrade), (0, 1));
+        assert_eq!(view("-S foo").sync_request().sysupgrade, 0);
     }
 
     #[test]

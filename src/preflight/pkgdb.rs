@@ -17,32 +17,63 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// One package as a database describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desc {
     pub name: String,
     /// `[EPOCH:]PKGVER-PKGREL`.
     pub version: String,
     /// The package file's name (sync databases only).
     pub filename: Option<String>,
+    /// Relations, as written (`glibc>=2.38`, `sh`): what the package needs, what it also
+    /// counts as, which installed packages it takes the place of, which it cannot live with.
+    pub depends: Vec<String>,
+    pub provides: Vec<String>,
+    pub replaces: Vec<String>,
+    pub conflicts: Vec<String>,
 }
 
 /// Parses one `desc` entry; `None` without a NAME or a VERSION.
 pub fn parse_desc(text: &str) -> Option<Desc> {
-    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let key = line.trim();
         if key.len() > 2 && key.starts_with('%') && key.ends_with('%') {
-            if let Some(value) = lines.next() {
-                fields.entry(&key[1..key.len() - 1]).or_insert(value.trim());
+            let values = fields.entry(&key[1..key.len() - 1]).or_default();
+            for value in lines.by_ref() {
+                let value = value.trim();
+                if value.is_empty() {
+                    break;
+                }
+                values.push(value);
             }
         }
     }
+    let first = |k: &str| fields.get(k).and_then(|v| v.first()).copied();
+    let all = |k: &str| -> Vec<String> {
+        fields
+            .get(k)
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
+    };
     Some(Desc {
-        name: fields.get("NAME").filter(|v| !v.is_empty())?.to_string(),
-        version: fields.get("VERSION").filter(|v| !v.is_empty())?.to_string(),
-        filename: fields.get("FILENAME").map(|v| v.to_string()),
+        name: first("NAME").filter(|v| !v.is_empty())?.to_string(),
+        version: first("VERSION").filter(|v| !v.is_empty())?.to_string(),
+        filename: first("FILENAME").map(str::to_string),
+        depends: all("DEPENDS"),
+        provides: all("PROVIDES"),
+        replaces: all("REPLACES"),
+        conflicts: all("CONFLICTS"),
     })
+}
+
+/// The package name of a relation (`glibc>=2.38` -> `glibc`, `sh` -> `sh`).
+pub fn relation_name(relation: &str) -> &str {
+    relation
+        .split(['<', '>', '=', ':'])
+        .next()
+        .unwrap_or(relation)
+        .trim()
 }
 
 /// Whether two pacman versions differ (vercmp; as strings when one does not parse).
@@ -87,6 +118,14 @@ pub fn read_sync_dbs(sync_dir: &Path) -> (Vec<Desc>, Vec<ArchiveError>) {
 
 /// The installed packages: name -> version, from `local_dir/*/desc`.
 pub fn read_local_db(local_dir: &Path) -> BTreeMap<String, String> {
+    read_local_descs(local_dir)
+        .into_iter()
+        .map(|(name, d)| (name, d.version))
+        .collect()
+}
+
+/// The installed packages: name -> their `desc`, from `local_dir/*/desc`.
+pub fn read_local_descs(local_dir: &Path) -> BTreeMap<String, Desc> {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(local_dir) else {
         return out;
@@ -97,7 +136,25 @@ pub fn read_local_db(local_dir: &Path) -> BTreeMap<String, String> {
             .as_deref()
             .and_then(parse_desc)
         {
-            out.insert(d.name, d.version);
+            out.insert(d.name.clone(), d);
+        }
+    }
+    out
+}
+
+/// The paths an installed package owns, from `local_dir/NAME-VERSION/files` (relative to the
+/// root, directories with a trailing `/`, as pacman writes them).
+pub fn local_files(local_dir: &Path, name: &str, version: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(local_dir.join(format!("{name}-{version}/files")))
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut in_files = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('%') && line.ends_with('%') {
+            in_files = line == "%FILES%";
+        } else if in_files && !line.is_empty() {
+            out.push(line.to_owned());
         }
     }
     out
@@ -120,7 +177,12 @@ mod tests {
             d.filename.as_deref(),
             Some("linux-6.9.1.arch1-1-x86_64.pkg.tar.zst")
         );
+        assert_eq!(d.depends, ["coreutils", "kmod"]);
+        assert!(d.provides.is_empty());
         assert_eq!(parse_desc("%NAME%\nfoo\n\n"), None, "no version");
+        assert_eq!(relation_name("glibc>=2.38"), "glibc");
+        assert_eq!(relation_name("sh"), "sh");
+        assert_eq!(relation_name("libfoo.so=1-64"), "libfoo.so");
     }
 
     #[test]

@@ -90,8 +90,8 @@ fn the_package_ships_the_config_example_as_a_backup_file() {
 use crate::common::{self, TestRoot};
 use dkms_hook::preflight::locate::{self, Found, Source};
 use dkms_hook::preflight::pacman::PacmanPaths;
-use dkms_hook::preflight::{self, Scratch};
-use dkms_hook::trees::Trees;
+use dkms_hook::preflight::transaction::Transaction;
+use dkms_hook::preflight::{self, archive};
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::Command;
@@ -208,7 +208,7 @@ fn install_local(db: &Path, name: &str, version: &str, files: &[&str]) {
 
 #[test]
 #[ignore = "needs bsdtar, repo-add and kernel headers: run tests/run"]
-fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
+fn sync_upgrades_are_found_in_the_cache_with_what_they_take_away() {
     let (_, kernel) = common::two_newest_kernels();
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
@@ -302,112 +302,117 @@ fn sync_upgrades_are_found_in_the_cache_and_unpacked_with_their_links() {
     assert_eq!(located.packages.len(), 1);
     assert_eq!(located.packages[0].file, broken);
 
-    // What leaves: the installed version's files that the new one does not bring. A reinstall
-    // (broken 1.0 again) takes nothing away.
-    let located = locate::locate(&Source::Repos(paths.clone()), &targets);
-    let leaving = locate::leaving(&db.join("local"), &located.packages);
-    assert_eq!(leaving.kernels.iter().collect::<Vec<_>>(), [&old]);
-    assert!(leaving.sources.is_empty(), "{leaving:?}");
+    // The transaction of `pacman -Syu`: the upgrade of what is installed (the headers; broken is
+    // installed at the version offered, so it stays out), not what is only offered (plain).
+    let request = |args: &str| dkms_hook::preflight::pacman::SyncRequest {
+        targets: args.split_whitespace().map(str::to_owned).collect(),
+        sysupgrade: 1,
+        ignore: vec![],
+    };
+    let tx = Transaction::from_repos(&db, &paths.cache_dirs, &request(""));
+    assert!(tx.notes.is_empty(), "{:?}", tx.notes);
+    let names: Vec<&str> = tx.packages.iter().map(|p| p.name()).collect();
+    assert_eq!(names, [format!("linux-test-headers-{kernel}")]);
+    // What leaves: the installed version's files that the new one does not bring.
+    assert_eq!(
+        tx.leaving_parts().kernels.iter().collect::<Vec<_>>(),
+        [&old]
+    );
+    assert!(tx.leaving.contains(&old_include), "{:?}", tx.leaving);
+    assert!(
+        !tx.leaving.contains("usr/"),
+        "a directory the new version has too"
+    );
+    // `pacman -Syu dkmshook-plain-dkms dkmshook-broken-dkms`: named ones too, a reinstall
+    // included; IgnorePkg keeps the headers out. A reinstall takes nothing away.
+    let mut req = request("dkmshook-plain-dkms test/dkmshook-broken-dkms");
+    req.ignore = vec!["linux-test-headers-*".into()];
+    let tx = Transaction::from_repos(&db, &paths.cache_dirs, &req);
+    let mut names: Vec<&str> = tx.packages.iter().map(|p| p.name()).collect();
+    names.sort();
+    assert_eq!(names, ["dkmshook-broken-dkms", "dkmshook-plain-dkms"]);
+    assert!(tx.leaving.is_empty(), "{:?}", tx.leaving);
+}
 
-    // Unpacked into the scratch root, next to what stays.
-    let root = TestRoot::new();
-    root.add_kernel(&old);
-    let third = "6.0.0-stays";
-    root.mkdir(root.kernel_dir(third));
-    symlink(
-        common::headers_dir(&old),
-        root.kernel_dir(third).join("build"),
+/// Every incoming package is unpacked whole into the view's layer, at its real paths: links
+/// keep their text (they will be seen where they will lie), files their modes and times. A
+/// package that would write through a link it made itself (`x -> /etc`, then `x/passwd`) is
+/// refused before anything is written outside the layer; so is a hard link to what it does not
+/// hold.
+#[test]
+#[ignore = "needs bsdtar and kernel headers: run tests/run"]
+fn packages_unpack_whole_at_their_real_paths_and_never_write_through_their_links() {
+    let (_, kernel) = common::two_newest_kernels();
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&pkgs).unwrap();
+    let headers = headers_package(&pkgs, &work, &kernel, "2-1");
+    let layer = tmp.path().join("layer");
+    let n = archive::unpack(&headers, &layer, &preflight::not_for_builds).unwrap();
+    assert!(n > 1000, "{n} entries");
+    let build = layer.join(format!("usr/lib/modules/{kernel}/build"));
+    assert!(build.join("include").is_dir() && build.join(".config").is_file());
+    assert_eq!(
+        std::fs::read_link(build.join("abs-makefile")).unwrap(),
+        Path::new(&format!("/usr/lib/modules/{kernel}/build/Makefile"))
+    );
+    assert_eq!(
+        std::fs::read_link(build.join("rel-include")).unwrap(),
+        Path::new("include")
+    );
+    // The time of a file is the package's, as pacman sets it.
+    let from = std::fs::metadata(work.join(format!(
+        "headers-{kernel}/usr/lib/modules/{kernel}/build/Makefile"
+    )))
+    .unwrap();
+    let got = std::fs::metadata(build.join("Makefile")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(got.mtime(), from.mtime());
+    assert_eq!(got.len(), from.len());
+
+    // A hostile package: its link to a directory outside, then a file through it.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("passwd"), "root:x:0:0\n").unwrap();
+    let tree = work.join("hostile");
+    std::fs::create_dir_all(tree.join("usr/src/foo-1")).unwrap();
+    symlink(&outside, tree.join("usr/src/foo-1/x")).unwrap();
+    let evil = work.join("evil");
+    std::fs::create_dir_all(evil.join("usr/src/foo-1/x")).unwrap();
+    std::fs::write(evil.join("usr/src/foo-1/x/passwd"), "owned\n").unwrap();
+    std::fs::write(evil.join("usr/src/foo-1/x/new"), "planted\n").unwrap();
+    // bsdtar appends the second tree's entries after the link, as a crafted package would.
+    std::fs::write(
+        tree.join(".PKGINFO"),
+        "pkgname = hostile-dkms\npkgver = 1-1\narch = any\n",
     )
     .unwrap();
-    root.add_fixture("dkmshook-exporter-1.0");
-    // The system's own files the headers lean on (Debian's kbuild tree), seen under --root.
-    for e in std::fs::read_dir("/usr/lib").unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("linux-kbuild-") {
-            root.mkdir("usr/lib");
-            symlink(e.path(), root.join("usr/lib").join(e.file_name())).unwrap();
-        }
-    }
-    let trees = Trees::load(root.path()).unwrap();
-    let located = locate::locate(
-        &Source::Files(vec![headers.clone(), plain.clone()]),
-        &targets,
-    );
-    let scratch_dir;
-    {
-        let scratch = Scratch::create(root.path()).unwrap();
-        scratch_dir = scratch.dir.clone();
-        assert_eq!(scratch_dir, root.join("var/cache/dkms-hook/preflight"));
-        let (st, incoming) =
-            preflight::stage(&located, &Default::default(), &trees, &scratch).unwrap();
-        assert_eq!(incoming.kernels.iter().collect::<Vec<_>>(), [&kernel]);
-        assert_eq!(
-            incoming.sources.iter().collect::<Vec<_>>(),
-            [Path::new("usr/src/dkmshook-plain-1.1")]
-        );
-        let build = st.install.join(&kernel).join("build");
-        assert!(build.join("include").is_dir() && build.join(".config").is_file());
-        // Absolute into the package: now into the scratch copy; relative: the same, absolute.
-        assert_eq!(
-            std::fs::read_link(build.join("abs-makefile")).unwrap(),
-            build.join("Makefile")
-        );
-        assert_eq!(
-            std::fs::read_link(build.join("rel-include")).unwrap(),
-            build.join("include")
-        );
-        // Out of the package (Debian's kbuild scripts): what is on the system, under --root.
-        let scripts = std::fs::read_link(build.join("scripts")).unwrap();
-        assert!(
-            scripts
-                .to_string_lossy()
-                .starts_with(&*root.join("usr/lib/linux-kbuild-").to_string_lossy()),
-            "{scripts:?}"
-        );
-        assert!(build.join("scripts").join("Makefile.build").is_file());
-        assert!(st.source.join("dkmshook-plain-1.1/dkms.conf").is_file());
-        assert!(
-            std::fs::read_to_string(st.source.join("dkmshook-plain-1.1/dkms.conf"))
-                .unwrap()
-                .contains("PACKAGE_VERSION=\"1.1\"")
-        );
-        // What stays: the other kernel's headers and the other sources, linked.
-        assert_eq!(
-            std::fs::read_link(st.install.join(&old).join("build")).unwrap(),
-            root.kernel_dir(&old).join("build")
-        );
-        assert_eq!(
-            std::fs::read_link(st.source.join("dkmshook-exporter-1.0")).unwrap(),
-            root.source_tree().join("dkmshook-exporter-1.0")
-        );
-        assert!(st.dkms.is_dir() && std::fs::read_dir(&st.dkms).unwrap().next().is_none());
-        // With the old kernel's headers leaving, only the kernel that really stays is there.
-        drop(scratch);
-        let scratch = Scratch::create(root.path()).unwrap();
-        let (st, _) = preflight::stage(&located, &leaving, &trees, &scratch).unwrap();
-        assert!(!st.install.join(&old).exists());
-        assert!(st
-            .install
-            .join(third)
-            .join("build")
-            .join("Makefile")
-            .is_file());
-        // A second run starts from nothing (what a killed run left goes first).
-        std::fs::write(scratch_dir.join("left-over"), "").unwrap();
-        let again = Scratch::create(root.path()).unwrap();
-        assert!(!again.dir.join("left-over").exists());
-        std::mem::forget(again);
-    }
+    let file = pkgs.join("hostile-dkms-1-1-any.pkg.tar");
+    run(Command::new("bsdtar")
+        .arg("-cf")
+        .arg(&file)
+        .arg("-C")
+        .arg(&tree)
+        .args([".PKGINFO", "usr"])
+        .arg("-C")
+        .arg(&evil)
+        .arg("usr/src/foo-1/x/passwd")
+        .arg("usr/src/foo-1/x/new"));
+    let layer = tmp.path().join("layer2");
+    let err = archive::unpack(&file, &layer, &|_| false).unwrap_err();
     assert!(
-        !scratch_dir.exists(),
-        "the scratch root is removed at the end"
+        err.to_string().contains(
+            "usr/src/foo-1/x/passwd: writes through usr/src/foo-1/x, a link the package made"
+        ),
+        "{err}"
     );
-    assert!(
-        root.kernel_dir(&old)
-            .join("build")
-            .join("Makefile")
-            .is_file(),
-        "links followed"
+    assert_eq!(
+        std::fs::read_to_string(outside.join("passwd")).unwrap(),
+        "root:x:0:0\n"
     );
+    assert!(!outside.join("new").exists());
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
 }
 
 /// A temporary directory with `work/` (package trees) and `pkgs/` (package files) in it.
@@ -467,12 +472,16 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
             "the new kernel appeared\n{}",
             out.dump()
         );
+        // But for the signing key, made as dkms would on its first signed build.
+        let left: Vec<String> = std::fs::read_dir(root.dkms_tree())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "mok.key" && n != "mok.pub")
+            .collect();
         assert!(
-            std::fs::read_dir(root.dkms_tree())
-                .unwrap()
-                .next()
-                .is_none(),
-            "the dkms tree changed\n{}",
+            left.is_empty(),
+            "the dkms tree changed: {left:?}\n{}",
             out.dump()
         );
         assert!(
@@ -496,10 +505,12 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
         out.dump()
     );
     assert!(text.contains("DKMS_HOOK_PREFLIGHT=warn pacman -Syu"));
-    // The failure logs outlive the scratch root: they are the system's.
+    // The failure logs outlive the view: they are the system's, shown as on the system.
     let log = root.join(format!("var/log/dkms-hook/dkmshook-broken-1.0_{new}.log"));
     assert!(
-        text.contains(&format!("full log: {}\n", log.display())),
+        text.contains(&format!(
+            "full log: /var/log/dkms-hook/dkmshook-broken-1.0_{new}.log\n"
+        )),
         "{}",
         out.dump()
     );
@@ -548,10 +559,14 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
         "error: /etc/dkms-hook.conf: line 1: `essential: all`: not `key = value` (ignored)"
     ));
 
-    // Everything builds: one line per kernel.
+    // Everything builds: one line per kernel. (The packages named are the transaction's: here
+    // the headers alone.)
     root.write_file("etc/dkms-hook.conf", "essential = all\n");
     let only_headers = format!("usr/lib/modules/{new}/build/include/\n");
-    let out = root.run_merged(&pkg_args, &only_headers);
+    let out = root.run_merged(
+        &["preflight", "--package", headers.to_str().unwrap()],
+        &only_headers,
+    );
     assert_eq!(out.code, 0, "{}", out.dump());
     assert!(
         out.combined
