@@ -16,11 +16,15 @@ cache=tests/.cache
 # needs to link and which gcc only recommends.
 packages=(dkms kmod gcc libc6-dev make libarchive-tools zstd fakeroot pacman-package-manager makepkg
     shellcheck zsh fish man-db)
-# Real module sources; each was checked to build with dkms 3.0.10 against two
-# 6.1 kernels. They give the tests real-world dkms.conf files (v4l2loopback's
-# reads the kernel's .config) and real build times.
+# Real module sources. They give the tests real-world dkms.conf files
+# (v4l2loopback's reads the kernel's .config) and real build times. The first
+# seven were checked to build with dkms 3.0.10 against two 6.1 kernels. ddcci,
+# digimend and openrazer-driver find their kernel at /lib/modules/$kernelver/build
+# (KVER=, KVERSION=, KERNELDIR=), as many real Makefiles do; openrazer-driver
+# 3.5.1 does not compile on Debian 12's newer 6.1 kernels (hid_report_raw_event
+# took a new argument): a real module that really fails.
 dkms_packages=(acpi-call-dkms v4l2loopback-dkms vpoll-dkms gost-crypto-dkms tp-smapi-dkms
-    dm-writeboost-dkms ddcci-dkms)
+    dm-writeboost-dkms ddcci-dkms digimend-dkms openrazer-driver-dkms)
 headers_re='^linux-headers-6\.1\.0-[0-9]+-amd64$'
 
 log=$(mktemp)

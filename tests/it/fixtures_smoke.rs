@@ -254,6 +254,8 @@ fn setup_extracted_every_real_source() {
         "tp_smapi",
         "dm-writeboost",
         "ddcci",
+        "digimend",
+        "openrazer-driver",
     ] {
         let name = root.add_real_source(prefix);
         assert!(

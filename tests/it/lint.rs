@@ -562,6 +562,9 @@ fn port_of_debian(deb: &Path, work: &Path) -> Spec {
     let version = field("Version");
     let upstream = version.split_once(':').map_or(&*version, |(_, v)| v);
     let upstream = upstream.rsplit_once('-').map_or(upstream, |(u, _)| u);
+    // Debian's mark of a repacked upstream tarball (`3.5.1+dfsg`): a port takes upstream's
+    // version, as its dkms.conf's PACKAGE_VERSION does.
+    let upstream = upstream.split("+dfsg").next().unwrap_or(upstream);
     let root = work.join(field("Package"));
     let st = Command::new("dpkg-deb")
         .arg("-x")

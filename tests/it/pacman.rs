@@ -65,11 +65,17 @@ fn packages() -> &'static Path {
 /// Runs `tests/pacman/<script>`: passes if it exits 0; its whole output is shown on failure
 /// (and with --nocapture), with the time it took.
 pub(crate) fn scenario(script: &str) {
+    scenario_with(script, &[]);
+}
+
+/// [`scenario`] with variables added to the script's environment.
+pub(crate) fn scenario_with(script: &str, env: &[(&str, &Path)]) {
     let pkgs = packages();
     let start = Instant::now();
     let out = Command::new("bash")
         .arg(repo().join("tests/pacman").join(script))
         .env("DKMSHOOK_PKGS", pkgs)
+        .envs(env.iter().copied())
         .current_dir(repo())
         .output()
         .unwrap_or_else(|e| panic!("bash tests/pacman/{script}: {e}"));

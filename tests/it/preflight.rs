@@ -587,6 +587,69 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
     )));
 }
 
+/// Unmounts a mount point when dropped (lazily: nothing may still use it).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Where /var/cache cannot hold an overlay's upper layer (it is an overlay itself, or ZFS
+/// before 2.2), the view keeps its writes in a tmpfs of its own mount namespace: the trial runs
+/// the same, and its build is kept for the install hook.
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn a_view_whose_scratch_cannot_hold_an_overlay_keeps_its_writes_in_a_tmpfs() {
+    let (tmp, work, pkgs) = scratch();
+    let (root, _old, new, headers, _broken) = trial_root(&work, &pkgs);
+    let cache = root.mkdir("var/cache");
+    let (lower, upper, wk) = (
+        tmp.path().join("cache-lower"),
+        tmp.path().join("cache-upper"),
+        tmp.path().join("cache-work"),
+    );
+    for d in [&lower, &upper, &wk] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    run(Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            wk.display()
+        ))
+        .arg(&cache));
+    let _mounted = Mounted(cache.clone());
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let out = root.run_merged(
+        &["preflight", "--package", headers.to_str().unwrap()],
+        &targets,
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        !out.combined.contains("cannot make the view"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.combined
+            .contains(&format!("preflight: 1 DKMS module builds for {new}\n")),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        cache
+            .join(format!("dkms-hook/prebuilt/dkmshook-plain/1.0/{new}"))
+            .is_dir(),
+        "the build is not kept\n{}",
+        out.dump()
+    );
+    assert!(!cache.join("dkms-hook/preflight").exists(), "scratch left");
+}
+
 /// AbortOnFail makes a binary that cannot start block every later transaction: it must not
 /// link libalpm, whose soname changes with pacman (nor libarchive: archives are read in Rust).
 #[test]
@@ -608,6 +671,28 @@ fn the_binary_links_neither_libalpm_nor_libarchive() {
 #[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
 fn s20_pacman_syu_aborts_before_files_change_when_an_essential_module_fails() {
     crate::pacman::scenario("20-preflight.sh");
+}
+
+#[test]
+#[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
+fn s21_the_preflights_verdict_is_the_installs_for_every_module_on_every_kernel() {
+    crate::pacman::scenario("21-preflight-fidelity.sh");
+}
+
+#[test]
+#[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
+fn s22_a_kernel_upgrade_is_judged_in_the_system_it_makes_and_goes_through() {
+    crate::pacman::scenario("22-preflight-upgrade.sh");
+}
+
+/// On the machine's dkms (3.0.10) and each newer one (3.2.2, 3.4.3).
+#[test]
+#[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
+fn s23_every_module_pacman_installs_is_signed_with_the_systems_key() {
+    crate::pacman::scenario("23-preflight-signing.sh");
+    for program in common::newer_dkms_programs() {
+        crate::pacman::scenario_with("23-preflight-signing.sh", &[("DKMSHOOK_DKMS", &program)]);
+    }
 }
 
 /// A directory to put first in PATH whose `gcc` and the kernel's own compiler (Debian's `gcc-12`)

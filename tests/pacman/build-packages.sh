@@ -71,6 +71,11 @@ real_module() { # NAME: the newest source of NAME from tests/setup.sh's cache
 real_module acpi-call
 real_module vpoll
 real_module v4l2loopback
+# Real sources whose Makefiles find the kernel at /lib/modules/$kernelver/build, and one
+# (openrazer-driver 3.5.1) that does not compile for these kernels at all.
+real_module ddcci
+real_module digimend
+real_module openrazer-driver
 modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.0|1|plain 1.0-1")
 modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.1|1|plain 1.1-1")
 modules+=("dkmshook-plain|$fixtures/dkmshook-plain-1.0|1.1|2|plain 1.1-2")
@@ -85,6 +90,17 @@ cp -r "$fixtures/dkmshook-keep-1.1" "$keep11"
 printf '%s\n' "${kernels[0]}" >"$keep11/fails-on"
 modules+=("dkmshook-keep|$fixtures/dkmshook-keep-1.0|1.0|1|")
 modules+=("dkmshook-keep|$keep11|1.1|1|")
+# dkmshook-kver (its Makefile finds the kernel at /lib/modules/$(KVER)/build): 1.0 builds for
+# every kernel, 2.0 stops at an #error for the newer one (its fails-on file).
+kver20=$out/src/dkmshook-kver-2.0
+rm -rf "$kver20"
+cp -r "$fixtures/dkmshook-kver-1.0" "$kver20"
+printf '%s\n' "${kernels[1]}" >"$kver20/fails-on"
+modules+=("dkmshook-kver|$fixtures/dkmshook-kver-1.0|1.0|1|")
+modules+=("dkmshook-kver|$kver20|2.0|1|")
+for m in wrongkernel badconf; do
+  modules+=("dkmshook-$m|$fixtures/dkmshook-$m-1.0|1.0||")
+done
 
 stamp=$(
   {
@@ -109,6 +125,12 @@ if ! up_to_date; then
   rm -f "$out"/*.pkg.tar.zst "$out/.stamp"
   for p in host-system dkms kmod mkinitcpio dummy; do
     makepkg_in "$pkgs/$p"
+  done
+  # A stand-in toolchain in two versions: wrappers of gcc and of the compiler the kernels were
+  # built with, first in PATH, that note each C file they compile with their version.
+  cc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\([^ ]*\) .*/\1/p' "/usr/src/linux-headers-${kernels[1]}/.config")
+  for v in 1 2; do
+    _VER=$v _TOOLS="gcc ${cc:-gcc}" makepkg_in "$pkgs/toolchain"
   done
   for k in "${kernels[@]}"; do
     _KVER=$k makepkg_in "$pkgs/linux"

@@ -40,6 +40,9 @@ sandbox_setup() {
   done
   mkdir -p "$top/tmp"
   export TMPDIR=$top/tmp
+  # /var/cache on a filesystem of its own, as on a real system: the preflight's view keeps its
+  # writes there, and an overlay (the sandbox's /var) cannot hold an overlay's upper layer.
+  mount -t tmpfs -o mode=0755 dkmshook-cache /var/cache
   # dkms-hook's run lock lives in /run (ROOT/run/dkms-hook.lock, root `/` here): a private /run
   # keeps it from the machine's, and from other sandboxes running at the same time.
   mount -t tmpfs -o mode=0755 dkmshook-run /run
@@ -142,18 +145,21 @@ expect_no_output() {
   if grep -Eq -- "$1" <<<"$PACMAN_OUT"; then fail "pacman's output has /$1/"; fi
 }
 
-# The module files of dkms module MOD's built modules installed for kernel K: prints them.
+# The module files of dkms module MOD's built modules installed for kernel K: prints them. KO,
+# when the module file is not named after the dkms module (digimend's hid-uclogic), names it.
 ko_files() {
-  local mod=$1 k=$2
-  find "/usr/lib/modules/$k/updates" -name "${mod//-/_}.ko*" 2>/dev/null || true
+  local mod=$1 k=$2 ko=${3:-${1//-/_}}
+  find "/usr/lib/modules/$k/updates" -name "$ko.ko*" 2>/dev/null || true
 }
 
-# MOD/VER is installed for kernel K: `dkms status` says so and its module file is in place.
+# MOD/VER is installed for kernel K: `dkms status` says so and its module file (KO, see
+# ko_files) is in place.
 expect_installed() {
-  local mod=$1 ver=$2 k=$3
+  local mod=$1 ver=$2 k=$3 ko=${4:-}
   dkms status "$mod/$ver" -k "$k" 2>/dev/null | grep -Eq "^$mod/$ver, $k, [^:]+: installed" ||
     fail "$mod/$ver is not installed for $k"
-  [[ $(ko_files "$mod" "$k") ]] || fail "$mod: no module file under /usr/lib/modules/$k/updates"
+  [[ $(ko_files "$mod" "$k" "$ko") ]] ||
+    fail "$mod: no module file under /usr/lib/modules/$k/updates"
 }
 
 # No version of MOD is known to dkms for kernel K, and no module file of it is there.
@@ -225,6 +231,32 @@ expect_stamp() {
   [[ $ko ]] || fail "$mod: no module file for $k"
   got=$(modinfo -F dkmshook_stamp "$ko")
   [[ $got == "$want" ]] || fail "$ko is from \"$got\", not \"$want\""
+}
+
+# The verdict of each job that the hook whose Description starts with HOOK printed in the last
+# pacman output: `MOD/VER KERNEL built|failed|skipped|excluded`, one a line, sorted; a dkms.conf
+# the planner refused (an `error:` line naming it for a kernel) counts as failed.
+verdicts() {
+  awk -v hook="$1" '
+    /^\([0-9]+\/[0-9]+\) / { on = (index($0, hook) > 0); next }
+    /^(:: |==> |  Summary|   Summary)/ { if (!/Summary/) on = 0 }
+    !on { next }
+    match($0, /^ *(BUILT|FAILED|SKIPPED|EXCLUDED) +\[[^]]*\] +(\( *[0-9]+\/[0-9]+\) +)?/) {
+      word = $1
+      rest = substr($0, RLENGTH + 1)
+      n = split(rest, a, " for ")
+      if (n < 2) next
+      k = a[2]; sub(/:.*/, "", k)
+      print a[1], k, (word == "BUILT" ? "built" : tolower(word))
+      next
+    }
+    /^error: / && !/^error: preflight:/ {
+      line = substr($0, 8)
+      n = split(line, a, " for ")
+      if (n < 2) next
+      k = a[2]; sub(/:.*/, "", k)
+      print a[1], k, "failed"
+    }' <<<"$PACMAN_OUT" | sort -u
 }
 
 done_ok() {
