@@ -6,7 +6,7 @@
 //! pacman's paths on stdin would have been.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::FromArgMatches;
 use cli::{Cli, Cmd, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use dkms_hook::dkms::Dkms;
 use dkms_hook::dkms_tree::DkmsTree;
@@ -16,7 +16,7 @@ use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::{ModuleSpec, Targets};
 use dkms_hook::timings::Timings;
-use dkms_hook::trees::{normalize, Trees};
+use dkms_hook::trees::{display_under, normalize, Trees, TreesError};
 use dkms_hook::{arriving, kept, kernel, status};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,10 @@ use std::time::Duration;
 mod cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -76,7 +79,7 @@ fn run(cli: Cli) -> Result<u8> {
     if !root.is_dir() {
         bail!("--root {}: not a directory", root.display());
     }
-    let trees = Trees::load(&root)?;
+    let trees = Trees::load(&root).map_err(|e| on_the_system(&root, e))?;
     if let Some(Cmd::Status) = cli.command {
         // What dkms status prints on stdout, and on stderr what it would say there; with -k,
         // only those kernels' lines.
@@ -285,9 +288,11 @@ fn run(cli: Cli) -> Result<u8> {
     if mode == Mode::Remove {
         kept::remove_orphan_copies(&trees);
     } else {
-        for line in kept::settle(&trees, &cfg.dkms) {
-            settle_failed |= line.starts_with("error:");
-            println!("{line}");
+        let lines = kept::settle(&trees, &cfg.dkms);
+        settle_failed = lines.iter().any(|l| l.starts_with("error:"));
+        // After the summary too, a reader gone away (`dkms-hook | head -1`) ends the output.
+        if let Err(e) = quietly_when_closed(print_lines(&lines)) {
+            eprintln!("dkms-hook: error: {e:#}");
         }
         // The preflight's builds serve one transaction: what this run did not install goes
         // (an install run ends the transaction; the remove hook runs between the two).
@@ -419,6 +424,22 @@ fn quietly_when_closed(r: std::io::Result<()>) -> Result<()> {
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing to stdout"),
+    }
+}
+
+/// A framework.conf that does not evaluate, named as on the system under `root` (as every path
+/// dkms-hook shows), in bash's words too.
+fn on_the_system(root: &Path, e: TreesError) -> anyhow::Error {
+    match e {
+        TreesError::Framework { path, message } if root != Path::new("/") => {
+            let message = message.replace(&format!("{}/", root.display()), "/");
+            TreesError::Framework {
+                path: PathBuf::from(display_under(root, &path).into_owned()),
+                message,
+            }
+            .into()
+        }
+        e => e.into(),
     }
 }
 
