@@ -324,6 +324,8 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
             "orphans --remove: deleting module files needs root (without --remove, it lists them)"
         );
     }
+    // Held while it lists and removes: what it lists is what a run left, not what one is doing.
+    let _lock = if remove { Some(lock(trees)?) } else { None };
     let mut inv = Inventory::load(trees, &kernel::host_arch(), &SourceSelection::All);
     for k in kernels {
         if inv.kernel(k).is_none() {
@@ -347,7 +349,13 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
         quietly_when_closed(print_lines(lines))?;
         return Ok(EXIT_OK);
     }
-    let done = dkms_hook::orphans::remove(trees, &found);
+    let done = dkms_hook::orphans::remove(&inv, &found);
+    for k in &done.kept {
+        eprintln!(
+            "dkms-hook: note: {} is no longer an orphan (dkms owns it again): kept",
+            shown(k)
+        );
+    }
     let lines = done
         .removed
         .iter()

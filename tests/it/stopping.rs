@@ -12,10 +12,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The environment variable that marks every process of one run (dkms, make, cc inherit it).
-const MARK: &str = "DKMSHOOK_TEST_RUN_MARK";
+pub(crate) const MARK: &str = "DKMSHOOK_TEST_RUN_MARK";
 
 /// Processes whose environment holds `MARK=mark`, with their command lines.
-fn marked(mark: &str) -> Vec<String> {
+pub(crate) fn marked(mark: &str) -> Vec<String> {
     let want = format!("{MARK}={mark}");
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
@@ -32,7 +32,7 @@ fn marked(mark: &str) -> Vec<String> {
 }
 
 /// Waits up to `limit` for no process to bear `mark`; returns those left.
-fn wait_until_none(mark: &str, limit: Duration) -> Vec<String> {
+pub(crate) fn wait_until_none(mark: &str, limit: Duration) -> Vec<String> {
     let end = Instant::now() + limit;
     loop {
         let left = marked(mark);
@@ -91,13 +91,13 @@ fn assert_installed_or_absent(root: &TestRoot, kernels: &[&String]) {
 }
 
 /// dkms-hook started on `root` with `args`, its stdout and stderr merged and read line by line.
-struct Started {
-    child: std::process::Child,
+pub(crate) struct Started {
+    pub(crate) child: std::process::Child,
     lines: mpsc::Receiver<String>,
     all: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
+pub(crate) fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
@@ -130,7 +130,7 @@ fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
 
 impl Started {
     /// Waits for a line containing `text`.
-    fn wait_for(&self, text: &str, limit: Duration) {
+    pub(crate) fn wait_for(&self, text: &str, limit: Duration) {
         let end = Instant::now() + limit;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
@@ -142,11 +142,11 @@ impl Started {
         panic!("no line with {text:?} within {limit:?}: {}", self.output());
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.all.lock().unwrap().clone()
     }
 
-    fn finish(mut self) -> RunOutput {
+    pub(crate) fn finish(mut self) -> RunOutput {
         let status = self.child.wait().unwrap();
         // The reader thread ends with the pipe.
         let end = Instant::now() + Duration::from_secs(5);
