@@ -192,8 +192,23 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let arch = kernel::host_arch();
     let selection = match mode {
+        // What leaves, and what stays installed: the modules that BUILD_DEPENDS on what
+        // leaves are named (see plan's `note_dependents_left`).
         Mode::Remove => {
-            SourceSelection::Only(targets.sources.iter().map(|s| trees.root.join(s)).collect())
+            let tree = DkmsTree::read(&trees.dkms);
+            let installed = tree.modules.values().flat_map(|e| {
+                e.installed
+                    .values()
+                    .filter_map(|v| e.versions.get(v)?.source.clone())
+            });
+            SourceSelection::Only(
+                targets
+                    .sources
+                    .iter()
+                    .map(|s| trees.root.join(s))
+                    .chain(installed)
+                    .collect(),
+            )
         }
         _ => SourceSelection::All,
     };
