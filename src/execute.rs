@@ -512,11 +512,20 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-/// What dkms left of `m/v` for `kernel`: the install link, the build directory, installed files.
+/// What dkms left of `m/v` for `kernel`: the install link, the build directory, the files that
+/// version installed. An installed file named like one of its modules is that version's only
+/// when dkms's `kernel-K-ARCH` link says `m/v` is installed there, or, with no version installed
+/// there (an install cut short before dkms made the link), when it is that version's built file
+/// or a copy of it cut short (its first bytes); never while the link names another version, whose
+/// file it is.
 pub(crate) fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
-    if fs::read_link(&link).is_ok_and(|t| t.starts_with(v)) {
+    let installed = fs::read_link(&link).ok();
+    let ours = installed
+        .as_ref()
+        .is_some_and(|t| t.components().next() == Some(std::path::Component::Normal(v.as_ref())));
+    if ours {
         out.push(link);
     }
     let dir = trees.dkms.join(m).join(v).join(kernel);
@@ -525,13 +534,22 @@ pub(crate) fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &st
         out.extend(
             verify::installed_kos(&trees.kernel_dir(kernel))
                 .into_iter()
-                .filter(|p| p.file_name() == Some(&name)),
+                .filter(|p| p.file_name() == Some(&name))
+                .filter(|p| ours || (installed.is_none() && copied_from(p, &ko))),
         );
     }
     if dir.exists() {
         out.push(dir);
     }
     out
+}
+
+/// Whether `file` is `built`, or the start of it (a copy cut short).
+fn copied_from(file: &Path, built: &Path) -> bool {
+    match (fs::read(file), fs::read(built)) {
+        (Ok(f), Ok(b)) => b.starts_with(&f),
+        _ => false,
+    }
 }
 
 /// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build
