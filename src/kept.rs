@@ -14,7 +14,9 @@
 //!
 //! After the transaction, a build of foo for kernel K that finds a kept version installed there
 //! builds first, and swaps only when the build succeeded (see `DkmsExecutor`'s `replace_kept`); when
-//! it fails, the kept version stays installed and the failure says so. [`settle`] then unregisters
+//! it fails, the kept version stays installed and the failure says so; when the swap is cut short
+//! (a time limit, a signal, a run killed), the kept version is put back, installed and verified
+//! (see [`crate::journal`] and [`crate::settle`]). [`settle`] then unregisters
 //! the kept versions installed nowhere any more, or whose module has no source left at all, and
 //! removes their copies. A plain removal of the module (nothing of it arrives) removes its kept
 //! versions with it ([`before_removal`]).
@@ -252,7 +254,13 @@ pub fn restore_returned(trees: &Trees) -> Vec<String> {
 pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<String> {
     let mut out = Vec::new();
     let tree = DkmsTree::read(&trees.dkms);
+    // A kept version that a swap cut short took out, and that could not be put back yet, is
+    // installed nowhere, but not replaced: it stays for the next run to put back.
+    let out_for_a_swap = crate::journal::pending_swaps(trees);
     for (m, v) in list(trees) {
+        if out_for_a_swap.contains(&(m.clone(), v.clone())) {
+            continue;
+        }
         let installed = tree
             .modules
             .get(&m)

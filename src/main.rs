@@ -165,6 +165,21 @@ fn run(cli: Cli) -> Result<u8> {
     } else {
         Some(lock(&trees)?)
     };
+    // What a run that died midway left (SIGKILL, a power loss) is made whole first.
+    let mut recovery_failed = false;
+    if !cli.dry_run {
+        let exec = dkms_hook::execute::DkmsExecutor {
+            dkms: dkms.clone(),
+            arch: kernel::host_arch(),
+            force: false,
+            job_timeout: None,
+        };
+        let recovery = dkms_hook::settle::recover(&exec);
+        for line in &recovery.lines {
+            eprintln!("{line}");
+        }
+        recovery_failed = recovery.failed;
+    }
     if mode != Mode::Remove && !cli.dry_run {
         for line in kept::restore_returned(&trees) {
             eprintln!("{line}");
@@ -316,7 +331,7 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
         }
     }
-    let mut code = if summary.failed > 0 || settle_failed {
+    let mut code = if summary.failed > 0 || settle_failed || recovery_failed {
         EXIT_FAILED
     } else {
         EXIT_OK

@@ -366,7 +366,14 @@ impl<'a> Planner<'a> {
         // installed in this version is left alone, as before: no dkms call is made for it.
         let file = self.inv.trees.display(&self.inv.sources[src].conf.path);
         let file = file.into_owned();
-        let kept = !self.req.force
+        // `--force`, or a rebuild a stopped run left to do.
+        let forced = self.req.force
+            || self.inv.rebuild.contains(&(
+                conf.name.clone(),
+                conf.version.clone(),
+                k.release.clone(),
+            ));
+        let kept = !forced
             && self
                 .inv
                 .tree
@@ -398,7 +405,7 @@ impl<'a> Planner<'a> {
             .inv
             .tree
             .installed(&conf.name, &k.release, &self.inv.arch);
-        if installed == Some(conf.version.as_str()) && !self.req.force {
+        if installed == Some(conf.version.as_str()) && !forced {
             self.decide(
                 subject,
                 kernel,
@@ -966,6 +973,7 @@ mod tests {
                     kernels,
                     sources: vec![],
                     prebuilt: Default::default(),
+                    rebuild: Default::default(),
                 },
             }
         }

@@ -213,6 +213,147 @@ fn sigterm_mid_rebuild_on(root: TestRoot, which: &str) {
     root.assert_modules_match_kernels(&[&k1, &k2]);
 }
 
+/// Waits up to `limit` for a process bearing `mark` whose command line contains `text`.
+pub(crate) fn wait_for_process(mark: &str, text: &str, limit: Duration) {
+    let end = Instant::now() + limit;
+    while !marked(mark).iter().any(|p| p.contains(text)) {
+        assert!(Instant::now() < end, "no process {text:?} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes the PRE_BUILD of the source `dir` (`usr/src/NAME-VERSION`) wait (`sleep 1000.5`)
+/// while the returned file exists: real dkms, held in its build step.
+pub(crate) fn hold_pre_build(root: &TestRoot, dir: &str) -> std::path::PathBuf {
+    let hold = root.join("hold-build");
+    fs::write(&hold, "").unwrap();
+    let script = root.write_file(
+        format!("usr/src/{dir}/hold.sh"),
+        format!(
+            "#!/bin/sh\n# Test hook: waits while {} exists.\n[ -e '{}' ] && exec sleep 1000.5\nexit 0\n",
+            hold.display(),
+            hold.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = root.join(format!("usr/src/{dir}/dkms.conf"));
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text.push_str("PRE_BUILD=\"hold.sh\"\n");
+    fs::write(&conf, text).unwrap();
+    hold
+}
+
+/// Issue 16, item 5: a run killed with SIGKILL (the OOM killer, `kill -9`) can forward nothing;
+/// its dkms children must die with it all the same (else they go on building in the build
+/// directory the next run uses), and the next run finds every pair whole. A PRE_BUILD held
+/// (real dkms, see [`hold_pre_build`]) makes sure a job is mid-build when the kill comes.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn sigkill_mid_rebuild_leaves_no_process_and_the_next_run_finds_every_pair_whole() {
+    sigkill_mid_rebuild_on(TestRoot::new(), "3.0");
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn sigkill_mid_rebuild_leaves_no_process_and_the_next_run_finds_every_pair_whole_on_dkms_3_4_3() {
+    if let Some(dkms) = crate::common::dkms_343() {
+        sigkill_mid_rebuild_on(TestRoot::with_dkms(dkms), "3.4.3");
+    }
+}
+
+fn sigkill_mid_rebuild_on(root: TestRoot, which: &str) {
+    let (k1, k2) = root.two_kernels();
+    let mvs = five_modules(&root);
+    let hold = hold_pre_build(&root, "dkmshook-plain-1.0");
+    let mark = format!("sigkill-{which}-{}", std::process::id());
+    let run = start(&root, &["-j", "2"], &mark);
+    run.wait_for("BUILT", Duration::from_secs(300));
+    wait_for_process(&mark, "sleep 1000.5", Duration::from_secs(300));
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGKILL) };
+    let out = run.finish();
+    assert_eq!(out.code, -1, "killed: {}", out.dump());
+    let left = wait_until_none(&mark, Duration::from_secs(5));
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "alive 5 s after the run was killed"
+    );
+
+    fs::remove_file(&hold).unwrap();
+    let again = root.run_merged(&[], "");
+    assert_eq!(again.code, 0, "the next run: {}", again.dump());
+    assert_eq!(root.dkms_status(), installed_lines(&mvs, &[&k1, &k2]));
+    root.assert_modules_match_kernels(&[&k1, &k2]);
+}
+
+/// Issue 16, item 8: a `--force` rebuild stopped by SIGINT left the previous build installed
+/// (as it should) but counted it as built, and the next run took it for done. It is left
+/// undone, and the next run rebuilds it.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn sigint_during_a_forced_rebuild_is_not_counted_as_built_and_the_next_run_redoes_it() {
+    let root = TestRoot::new();
+    let (k1, _) = root.two_kernels();
+    root.add_fixture("dkmshook-plain-1.0");
+    let out = root.run_merged(&["-k", &k1], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let ko = |root: &TestRoot| root.kernel_dir(&k1).join("updates/dkms/dkmshook_plain.ko");
+    let first = fs::metadata(ko(&root)).unwrap().modified().unwrap();
+
+    let hold = hold_pre_build(&root, "dkmshook-plain-1.0");
+    let mark = format!("force-sigint-{}", std::process::id());
+    let run = start(
+        &root,
+        &["--force", "-k", &k1, "install", "dkmshook-plain"],
+        &mark,
+    );
+    wait_for_process(&mark, "sleep 1000.5", Duration::from_secs(120));
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    let out = run.finish();
+    assert_eq!(out.code, 130, "{}", out.dump());
+    let summary = out
+        .combined
+        .lines()
+        .find(|l| l.contains("Summary ["))
+        .unwrap_or_default()
+        .to_string();
+    assert!(!summary.contains(" built"), "{summary}: {}", out.dump());
+    let undone = out
+        .combined
+        .split("left undone, for the next run:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        undone.contains(&format!("dkmshook-plain/1.0 for {k1}")),
+        "{}",
+        out.dump()
+    );
+    // The previous build stays installed, whole.
+    assert_eq!(
+        root.dkms_status(),
+        [status_line("dkmshook-plain/1.0", &k1, "installed")]
+    );
+    root.assert_modules_match_kernels(&[&k1]);
+
+    fs::remove_file(&hold).unwrap();
+    let again = root.run_merged(&["-k", &k1], "");
+    assert_eq!(again.code, 0, "{}", again.dump());
+    assert!(
+        again
+            .combined
+            .lines()
+            .any(|l| l.contains("BUILT") && l.contains(&format!("dkmshook-plain/1.0 for {k1}"))),
+        "the next run did not rebuild it: {}",
+        again.dump()
+    );
+    assert!(fs::metadata(ko(&root)).unwrap().modified().unwrap() > first);
+    assert_eq!(
+        root.dkms_status(),
+        [status_line("dkmshook-plain/1.0", &k1, "installed")]
+    );
+}
+
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
 fn two_runs_started_together_take_turns() {
