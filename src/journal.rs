@@ -14,9 +14,10 @@
 //! back), and an entry `rebuild-PID-ID` that makes the next run that plans the pair rebuild it
 //! (see [`Inventory`](crate::inventory::Inventory)'s `rebuild`), until a build of the pair ends.
 //!
-//! An entry is `key=value` lines: the job's action, module, version, kernel, headers, whether
-//! it removes directly, the module names it must build, whether it is forced, and the kept
-//! version its swap took out (`swap-from`).
+//! An entry is `key=value` lines: the dkms tree it works on (the preflight's is a scratch one,
+//! whose entries a run of the system leaves alone), the job's action, module, version, kernel,
+//! headers, whether it removes directly, the module names it must build, the kernels whose index
+//! it changes, whether it is forced, and the kept version its swap took out (`swap-from`).
 
 use crate::events::{Action, JobInfo};
 use crate::plan::Job;
@@ -44,6 +45,9 @@ pub struct Entry {
     pub swap_from: Option<String>,
     /// The pid of the run that wrote it.
     pub pid: Option<u32>,
+    /// The dkms tree the job worked on: the preflight's jobs work on a scratch tree, under the
+    /// system's root.
+    pub dkms_tree: Option<PathBuf>,
 }
 
 fn dir(trees: &Trees) -> PathBuf {
@@ -63,9 +67,10 @@ fn action_word(a: Action) -> &'static str {
     }
 }
 
-fn text(job: &Job, force: bool, swap_from: Option<&str>) -> Result<String, String> {
+fn text(trees: &Trees, job: &Job, force: bool, swap_from: Option<&str>) -> Result<String, String> {
     let i = &job.info;
     let mut fields = vec![
+        ("dkms-tree", trees.dkms.to_string_lossy().into_owned()),
         ("action", action_word(i.action).to_string()),
         ("module", i.module.clone()),
         ("version", i.version.clone()),
@@ -79,6 +84,7 @@ fn text(job: &Job, force: bool, swap_from: Option<&str>) -> Result<String, Strin
         ),
         ("direct", u8::from(job.direct).to_string()),
         ("expect", job.expect.join(" ")),
+        ("touches", job.touches.join(" ")),
         ("force", u8::from(force).to_string()),
     ];
     if let Some(old) = swap_from {
@@ -116,14 +122,14 @@ fn shown(trees: &Trees, p: &Path, e: std::io::Error) -> String {
 /// Records that `job` starts (before it changes anything).
 pub fn begin(trees: &Trees, job: &Job, force: bool) -> Result<(), String> {
     let p = path_of(trees, job);
-    write(&p, &text(job, force, None)?).map_err(|e| shown(trees, &p, e))
+    write(&p, &text(trees, job, force, None)?).map_err(|e| shown(trees, &p, e))
 }
 
 /// Records that `job`'s swap took the kept version `old` out (`None`: it is over, one way or
 /// the other).
 pub fn swapping(trees: &Trees, job: &Job, force: bool, old: Option<&str>) -> Result<(), String> {
     let p = path_of(trees, job);
-    write(&p, &text(job, force, old)?).map_err(|e| shown(trees, &p, e))
+    write(&p, &text(trees, job, force, old)?).map_err(|e| shown(trees, &p, e))
 }
 
 /// The kept version `job`'s swap (in this run) took out, if it is not over.
@@ -151,7 +157,7 @@ pub fn to_rebuild(trees: &Trees, job: &Job) {
         from.file_name().unwrap_or_default().to_string_lossy()
     ));
     if fs::rename(&from, &to).is_err() {
-        if let Ok(t) = text(job, true, None) {
+        if let Ok(t) = text(trees, job, true, None) {
             let _ = write(&to, &t);
         }
     }
@@ -167,7 +173,27 @@ pub fn settled(trees: &Trees, e: &Entry, rebuild: bool) {
     }
 }
 
+/// The entries of this dkms tree.
 fn entries(trees: &Trees) -> Vec<Entry> {
+    let mut out: Vec<Entry> = all(trees)
+        .into_iter()
+        .filter(|e| e.dkms_tree.as_deref().is_none_or(|d| d == trees.dkms))
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Drops the entries of another dkms tree (a preflight's scratch, emptied by the next
+/// preflight): nothing of this system to settle.
+pub fn drop_foreign(trees: &Trees) {
+    for e in all(trees) {
+        if e.dkms_tree.as_deref().is_some_and(|d| d != trees.dkms) {
+            let _ = fs::remove_file(&e.path);
+        }
+    }
+}
+
+fn all(trees: &Trees) -> Vec<Entry> {
     let mut out: Vec<Entry> = fs::read_dir(dir(trees))
         .into_iter()
         .flatten()
@@ -268,13 +294,19 @@ fn parse(path: &Path) -> Option<Entry> {
                 .collect(),
             needs: vec![],
             shares: vec![],
-            touches: kernel.into_iter().collect(),
+            touches: match get("touches") {
+                Some(t) => t.split_whitespace().map(str::to_string).collect(),
+                None => kernel.into_iter().collect(),
+            },
             cost: 0,
             prebuilt: None,
         },
         force: get("force").as_deref() == Some("1"),
         swap_from: get("swap-from").filter(|v| !v.is_empty()),
         pid,
+        dkms_tree: get("dkms-tree")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
     })
 }
 
@@ -322,6 +354,23 @@ mod tests {
         end(&trees, &j);
         assert!(super::left(&trees).is_empty());
         assert!(pending_swaps(&trees).is_empty());
+    }
+
+    /// The preflight's jobs work on a scratch dkms tree under the system's root: a run of the
+    /// system does not settle them.
+    #[test]
+    fn entries_of_another_dkms_tree_are_not_this_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(d.path());
+        let scratch = Trees {
+            root: trees.root.clone(),
+            ..Trees::defaults(&d.path().join("scratch"))
+        };
+        begin(&scratch, &job(), false).unwrap();
+        assert_eq!(left(&scratch).len(), 1);
+        assert!(left(&trees).is_empty());
+        drop_foreign(&trees);
+        assert!(left(&scratch).is_empty());
     }
 
     #[test]

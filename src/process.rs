@@ -7,7 +7,9 @@
 //! waited for by its exit alone. Once it has exited, and before it is reaped (so its id cannot be
 //! reused), whatever is left of its group is killed: no grandchild holds a job open or outlives it.
 //! The group is what signals are forwarded to ([`crate::interrupt`]) and what a time limit stops
-//! ([`Watch`]): SIGTERM, then SIGKILL after [`STOP_GRACE`].
+//! ([`Watch`]): SIGTERM, then SIGKILL after [`STOP_GRACE`]. Should dkms-hook itself be killed
+//! (SIGKILL), the child dies with it (`PR_SET_PDEATHSIG`) and the rest of its group with the
+//! [`crate::watchdog`].
 
 use crate::interrupt;
 use std::fs::File;

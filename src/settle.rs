@@ -8,6 +8,12 @@
 //! one ([`crate::verify::check_install`]): it is either installed and verified, or whatever is
 //! there of it is removed (`dkms remove -k`, then dkms's files directly when dkms cannot), and
 //! the next run builds it from scratch. A stopped removal is finished.
+//!
+//! A swap cut short (see `replace_kept` in [`crate::execute`]: the kept version uninstalled, the
+//! new one not installed) is settled by putting the kept version back, installed and verified;
+//! a `--force` rebuild cut short keeps the previous build and is left to the next run. The same
+//! settling serves the start of a run, for the pairs a run that died midway left
+//! ([`recover`], from [`crate::journal`]).
 
 use crate::events::{Action, Failure, JobResult, Settled};
 use crate::execute::DkmsExecutor;
@@ -143,6 +149,7 @@ pub fn recover(exec: &DkmsExecutor) -> Recovery {
     let trees = &exec.dkms.trees;
     let mut r = Recovery::default();
     let mut kernels = std::collections::BTreeSet::new();
+    crate::journal::drop_foreign(trees);
     for e in crate::journal::left(trees) {
         let job = &e.job;
         let who = e
