@@ -7,7 +7,6 @@
 //! directory beside the binary lives and is cleaned with it, so it is never stale when the
 //! binary is not.
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 use roff::{bold, italic, roman, Roff};
 use std::fs;
@@ -29,7 +28,7 @@ fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let share = out.join("share");
-    let mut cmd = cli::Cli::command();
+    let mut cmd = cli::command();
     for (shell, rel) in [(Shell::Bash, BASH), (Shell::Zsh, ZSH), (Shell::Fish, FISH)] {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cmd, "dkms-hook", &mut buf);
@@ -180,9 +179,14 @@ fn synopsis(arg: &clap::Arg) -> Vec<roff::Inline> {
     out.push(roman(open));
     if let Some(long) = arg.get_long() {
         out.push(bold(format!("--{long}")));
-        out.push(roman(" "));
+        // A flag (`--remove`) takes no value: nothing to name after it.
+        if arg.get_action().takes_values() {
+            out.push(roman(" "));
+            out.push(italic(value));
+        }
+    } else {
+        out.push(italic(value));
     }
-    out.push(italic(value));
     out.push(roman(close));
     if arg.get_num_args().is_some_and(|n| n.max_values() > 1)
         || matches!(arg.get_action(), clap::ArgAction::Append)

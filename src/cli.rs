@@ -5,7 +5,7 @@
 //! completions and the man page cannot drift apart. It may use only clap and std: build.rs
 //! cannot see the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Everything planned succeeded (BUILD_EXCLUSIVE skips included).
@@ -164,6 +164,66 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "upgrade even if an essential module would not build",
     ),
 ];
+
+/// The global options (by id) that mean something for each command. The others stay accepted
+/// after it, as before (a script that passes them keeps working), but its `--help`, completions
+/// and man page do not list them.
+const APPLIES: &[(&str, &[&str])] = &[
+    (
+        "install",
+        &[
+            "root",
+            "dry_run",
+            "jobs",
+            "kernels",
+            "force",
+            "json",
+            "timings",
+            "job_timeout",
+        ],
+    ),
+    (
+        "remove",
+        &[
+            "root",
+            "dry_run",
+            "jobs",
+            "kernels",
+            "json",
+            "timings",
+            "job_timeout",
+        ],
+    ),
+    ("status", &["root", "kernels", "json"]),
+    ("lint", &[]),
+    ("orphans", &["root", "dry_run", "kernels"]),
+    ("preflight", &["root", "jobs", "job_timeout"]),
+];
+
+/// The command line as parsed and documented: [`Cli`]'s, each command showing only the global
+/// options that apply to it (see [`APPLIES`]).
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    for (name, applies) in APPLIES {
+        cmd = cmd.mut_subcommand(name, |mut sub| {
+            // A command's own copy of a global option, hidden: clap propagates the global one
+            // only where the command has none of that id, and parses the copy as the global.
+            for g in globals
+                .iter()
+                .filter(|g| !applies.contains(&g.get_id().as_str()))
+            {
+                sub = sub.arg(g.clone().hide(true));
+            }
+            sub
+        });
+    }
+    cmd
+}
 
 /// What `--help` says after the options: the bare command, exit codes, logs.
 pub fn after_help() -> String {

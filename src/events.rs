@@ -152,10 +152,16 @@ pub enum Event {
 }
 
 /// What an interrupted job's pair was left as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// Installed and verified (the job had got that far).
     Installed,
+    /// Installed and verified as it was before: a `--force` rebuild cut short, its previous
+    /// build kept. The next run rebuilds it.
+    Rebuild,
+    /// The new version not installed, and the kept version its swap had taken out (see
+    /// [`crate::kept`]) back in its place, installed and verified.
+    Kept { version: String },
     /// Not there: what was half there (`removed: true`) was removed, or nothing was.
     Absent { removed: bool },
 }

@@ -9,6 +9,7 @@
 
 use crate::dkms::{self, Dkms};
 use crate::events::{Action, Failure, JobResult};
+use crate::journal;
 use crate::kept;
 use crate::plan::Job;
 use crate::runner::Executor;
@@ -30,18 +31,35 @@ pub struct DkmsExecutor {
 }
 
 impl Executor for DkmsExecutor {
+    /// Runs the job, recorded in the [`journal`] while it runs: a job stopped by a signal keeps
+    /// its entry until the runner has settled it, one that a dead run left is settled by the
+    /// next run.
     fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
+        let trees = self.trees();
+        if let Err(e) = journal::begin(trees, job, self.forced(job)) {
+            return failed(
+                format!("cannot record the job before it starts: {e}"),
+                vec![],
+                None,
+                "",
+            );
+        }
         let timed = DkmsExecutor {
             dkms: self.dkms.until(self.job_timeout),
             ..self.clone()
         };
         let result = timed.run_job(job, make_jobs);
-        match (timed.dkms.deadline, result) {
+        let result = match (timed.dkms.deadline, result) {
             (Some(d), JobResult::Failed(f)) if std::time::Instant::now() >= d => {
                 crate::settle::timed_out(self, job, f)
             }
             (_, r) => r,
+        };
+        let stopped = crate::interrupt::global().signal().is_some();
+        if !(stopped && matches!(result, JobResult::Failed(_))) {
+            journal::end(trees, job);
         }
+        result
     }
 
     fn depmod(&self, kernel: &str) -> Result<(), String> {
@@ -49,7 +67,13 @@ impl Executor for DkmsExecutor {
     }
 
     fn settle(&self, job: &Job) -> Result<crate::events::Settled, String> {
-        crate::settle::settle(self, job)
+        let r = crate::settle::settle(self, job);
+        match &r {
+            Ok(crate::events::Settled::Rebuild) => journal::to_rebuild(self.trees(), job),
+            Ok(_) => journal::end(self.trees(), job),
+            Err(_) => {} // left for the next run
+        }
+        r
     }
 }
 
@@ -65,6 +89,63 @@ struct Pair<'a> {
 impl DkmsExecutor {
     fn trees(&self) -> &Trees {
         &self.dkms.trees
+    }
+
+    /// Whether `job` rebuilds its pair: `--force`, or a rebuild a stopped run left pending.
+    pub(crate) fn forced(&self, job: &Job) -> bool {
+        let i = &job.info;
+        i.action == Action::Build
+            && (self.force
+                || i.kernel.as_deref().is_some_and(|k| {
+                    journal::rebuild_pending(self.trees(), &i.module, &i.version, k)
+                }))
+    }
+
+    /// Whether this job's work is to stop: its time is up, or a stopping signal came. Whatever
+    /// it still has to put back is then put back by its settling ([`crate::settle`]), whose
+    /// dkms calls are neither refused nor out of time.
+    fn stopped(&self) -> bool {
+        self.dkms
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+            || crate::interrupt::global().signal().is_some()
+    }
+
+    /// Removes what is there of `m/v` for `kernel` (`dkms remove -k`, then directly what dkms
+    /// left); returns whether there was anything.
+    pub(crate) fn remove_leftovers(&self, m: &str, v: &str, kernel: &str) -> Result<bool, String> {
+        let trees = self.trees();
+        if leftovers(trees, m, v, kernel, &self.arch).is_empty() {
+            return Ok(false);
+        }
+        let out = self.dkms.remove(m, v, Some(kernel));
+        if !out.ok() || !leftovers(trees, m, v, kernel, &self.arch).is_empty() {
+            remove_directly(trees, m, v, kernel, &self.arch)?;
+        }
+        Ok(true)
+    }
+
+    /// Puts the kept `m/old` back on `kernel` (it was uninstalled for a swap that did not end
+    /// with the new version installed): installed from its build, then verified.
+    pub(crate) fn put_back(
+        &self,
+        m: &str,
+        old: &str,
+        kernel: &str,
+        headers: Option<&Path>,
+    ) -> Result<(), String> {
+        let trees = self.trees();
+        if verify::check_install(trees, m, old, kernel, &self.arch, &[]).is_ok() {
+            return Ok(());
+        }
+        let headers = headers
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| trees.kernel_dir(kernel).join("build"));
+        let out = self.dkms.install(m, old, kernel, &headers, 1);
+        if !out.ok() {
+            return Err(format!("dkms install: {}", dkms::exit_words(out.code)));
+        }
+        verify::check_install(trees, m, old, kernel, &self.arch, &[])
     }
 
     /// The job's work, without a time limit of its own (the dkms calls carry `dkms.deadline`).
@@ -118,7 +199,7 @@ impl DkmsExecutor {
             headers,
             make_jobs,
         };
-        if self.force {
+        if self.forced(job) {
             return self.rebuild(job, &pair);
         }
         let reused = match &job.prebuilt {
@@ -251,24 +332,37 @@ impl DkmsExecutor {
             Some(dkms::exit::EXCLUDED) => return excluded(),
             code => return keep_saying(self.build_failed(job, p, &built.output, code)),
         }
-        let out = self.dkms.uninstall(p.m, old, p.kernel);
-        if !out.ok() {
-            let log = keep_log(trees, job, &format!("{}{}", built.output, out.output), None);
+        // From here until the swap is over, the journal says which kept version is out: if the
+        // swap is cut short (a time limit, a signal, even SIGKILL), settling it puts that
+        // version back, and the kept version is never unregistered as replaced meanwhile.
+        let forced = self.forced(job);
+        if let Err(e) = journal::swapping(trees, job, forced, Some(old)) {
             return failed(
+                format!("cannot record the swap: {e}; {kept_note}"),
+                vec![],
+                None,
+                "",
+            );
+        }
+        let out = self.dkms.uninstall(p.m, old, p.kernel);
+        let result = if out.ok() {
+            let out = self
+                .dkms
+                .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+            self.installed(job, p, out, built.output)
+        } else {
+            let log = keep_log(trees, job, &format!("{}{}", built.output, out.output), None);
+            failed(
                 format!(
-                    "dkms uninstall of the kept {} {old}: {}; {kept_note}",
+                    "dkms uninstall of the kept {} {old}: {}",
                     p.m,
                     dkms::exit_words(out.code)
                 ),
                 vec![],
                 log,
                 &out.output,
-            );
-        }
-        let out = self
-            .dkms
-            .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
-        let result = self.installed(job, p, out, built.output);
+            )
+        };
         let link = trees
             .dkms
             .join(p.m)
@@ -277,7 +371,10 @@ impl DkmsExecutor {
             fs::read_link(&link).is_ok_and(|t| t == Path::new(p.v).join(p.kernel).join(&self.arch));
         if new_installed {
             // The new version is in place: the kept one leaves this kernel.
-            let _ = self.dkms.remove(p.m, old, Some(p.kernel));
+            if !self.stopped() {
+                let _ = self.dkms.remove(p.m, old, Some(p.kernel));
+            }
+            let _ = journal::swapping(trees, job, forced, None);
             return match result {
                 JobResult::Done { note: None } if prebuilt => JobResult::Done {
                     note: Some("built in the preflight".into()),
@@ -285,22 +382,29 @@ impl DkmsExecutor {
                 r => r,
             };
         }
-        // The new version did not stay installed: the kept one goes back from its build.
-        let back = self
-            .dkms
-            .install(p.m, old, p.kernel, p.headers, p.make_jobs);
-        if back.ok() {
-            keep_saying(result)
-        } else {
-            let mut r = result;
-            if let JobResult::Failed(f) = &mut r {
-                f.what.push_str(&format!(
-                    "; the kept {} {old} could not be installed again: {}",
-                    p.m,
-                    dkms::exit_words(back.code)
-                ));
+        if self.stopped() {
+            // Cut short: its settling puts the kept version back (see crate::settle).
+            return result;
+        }
+        // The new version did not stay installed: what it left goes, and the kept one goes
+        // back from its build.
+        let _ = self.remove_leftovers(p.m, p.v, p.kernel);
+        match self.put_back(p.m, old, p.kernel, Some(p.headers)) {
+            Ok(()) => {
+                let _ = journal::swapping(trees, job, forced, None);
+                keep_saying(result)
             }
-            r
+            Err(e) => {
+                let mut r = result;
+                if let JobResult::Failed(f) = &mut r {
+                    f.what.push_str(&format!(
+                        "; the kept {} {old} could not be installed again: {e} (the next run \
+                         tries again)",
+                        p.m
+                    ));
+                }
+                r
+            }
         }
     }
 
@@ -512,11 +616,20 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
-/// What dkms left of `m/v` for `kernel`: the install link, the build directory, installed files.
+/// What dkms left of `m/v` for `kernel`: the install link, the build directory, the files that
+/// version installed. An installed file named like one of its modules is that version's only
+/// when dkms's `kernel-K-ARCH` link says `m/v` is installed there, or, with no version installed
+/// there (an install cut short before dkms made the link), when it is that version's built file
+/// or a copy of it cut short (its first bytes); never while the link names another version, whose
+/// file it is.
 pub(crate) fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
-    if fs::read_link(&link).is_ok_and(|t| t.starts_with(v)) {
+    let installed = fs::read_link(&link).ok();
+    let ours = installed
+        .as_ref()
+        .is_some_and(|t| t.components().next() == Some(std::path::Component::Normal(v.as_ref())));
+    if ours {
         out.push(link);
     }
     let dir = trees.dkms.join(m).join(v).join(kernel);
@@ -525,13 +638,22 @@ pub(crate) fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &st
         out.extend(
             verify::installed_kos(&trees.kernel_dir(kernel))
                 .into_iter()
-                .filter(|p| p.file_name() == Some(&name)),
+                .filter(|p| p.file_name() == Some(&name))
+                .filter(|p| ours || (installed.is_none() && copied_from(p, &ko))),
         );
     }
     if dir.exists() {
         out.push(dir);
     }
     out
+}
+
+/// Whether `file` is `built`, or the start of it (a copy cut short).
+fn copied_from(file: &Path, built: &Path) -> bool {
+    match (fs::read(file), fs::read(built)) {
+        (Ok(f), Ok(b)) => b.starts_with(&f),
+        _ => false,
+    }
 }
 
 /// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build

@@ -33,6 +33,9 @@ pub struct Inventory {
     /// (module, version, kernel) -> a build the preflight made from the same inputs (see
     /// [`crate::prebuilt`]), ready to install.
     pub prebuilt: BTreeMap<(String, String, String), PathBuf>,
+    /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (see
+    /// [`crate::journal`]): planned as if forced.
+    pub rebuild: BTreeSet<(String, String, String)>,
 }
 
 /// Which module sources to read.
@@ -91,6 +94,7 @@ impl Inventory {
             sources,
             tree: DkmsTree::read(&trees.dkms),
             prebuilt,
+            rebuild: crate::journal::rebuild_pairs(trees),
         }
     }
 

@@ -14,7 +14,9 @@
 //!
 //! After the transaction, a build of foo for kernel K that finds a kept version installed there
 //! builds first, and swaps only when the build succeeded (see `DkmsExecutor`'s `replace_kept`); when
-//! it fails, the kept version stays installed and the failure says so. [`settle`] then unregisters
+//! it fails, the kept version stays installed and the failure says so; when the swap is cut short
+//! (a time limit, a signal, a run killed), the kept version is put back, installed and verified
+//! (see [`crate::journal`] and [`crate::settle`]). [`settle`] then unregisters
 //! the kept versions installed nowhere any more, or whose module has no source left at all, and
 //! removes their copies. A plain removal of the module (nothing of it arrives) removes its kept
 //! versions with it ([`before_removal`]).
@@ -80,40 +82,63 @@ pub fn list(trees: &Trees) -> Vec<(String, String)> {
 
 /// Keeps `m/v`, whose sources are in `source`: copies dkms.conf and the small regular files
 /// beside it, then points dkms's `source` link at the copy (each step replaces atomically).
+/// No link in the source directory is followed, but for dkms.conf's own (dkms follows it too):
+/// what is copied is the package's own files, never a file elsewhere on the system. Each file and
+/// directory of the copy is synced before dkms is pointed at it, and the link after: a power loss
+/// leaves dkms pointing at the sources or at a whole copy, never at an empty dkms.conf.
 pub fn keep(trees: &Trees, m: &str, v: &str, source: &Path) -> Result<PathBuf, String> {
     let copy = copy_of(trees, m, v);
     let shown = |p: &Path| trees.display(p).into_owned();
+    fn err<'a>(trees: &'a Trees, p: &'a Path) -> impl Fn(std::io::Error) -> String + 'a {
+        move |e| format!("{}: {e}", trees.display(p))
+    }
     let tmp = dir(trees).join(format!(".{m}-{v}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", shown(&tmp)))?;
-    let entries = fs::read_dir(source).map_err(|e| format!("{}: {e}", shown(source)))?;
+    fs::create_dir_all(&tmp).map_err(err(trees, &tmp))?;
+    let entries = fs::read_dir(source).map_err(err(trees, source))?;
     for e in entries.flatten() {
-        let Ok(md) = fs::metadata(e.path()) else {
+        let is_conf = e.file_name() == "dkms.conf";
+        let md = if is_conf {
+            fs::metadata(e.path())
+        } else {
+            fs::symlink_metadata(e.path())
+        };
+        let Ok(md) = md else {
             continue;
         };
-        if !md.is_file() || (md.len() > MAX_COPIED && e.file_name() != "dkms.conf") {
+        if !md.is_file() || (md.len() > MAX_COPIED && !is_conf) {
             continue;
         }
         let to = tmp.join(e.file_name());
-        fs::copy(e.path(), &to).map_err(|err| format!("{}: {err}", shown(&to)))?;
+        fs::copy(e.path(), &to)
+            .and_then(|_| sync(&to))
+            .map_err(err(trees, &to))?;
     }
     if !tmp.join("dkms.conf").is_file() {
         let _ = fs::remove_dir_all(&tmp);
         return Err(format!("{}: no dkms.conf to keep", shown(source)));
     }
+    sync(&tmp).map_err(err(trees, &tmp))?;
     let _ = fs::remove_dir_all(&copy);
-    fs::rename(&tmp, &copy).map_err(|e| format!("{}: {e}", shown(&copy)))?;
+    fs::rename(&tmp, &copy).map_err(err(trees, &copy))?;
+    sync(&dir(trees)).map_err(err(trees, &dir(trees)))?;
     repoint(trees, m, v, &copy)?;
     Ok(copy)
 }
 
-/// Points `m/v`'s `source` link at `to`, replacing it in one rename.
+/// Writes a file's (or a directory's) contents through to the disk.
+fn sync(path: &Path) -> std::io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+/// Points `m/v`'s `source` link at `to`, replacing it in one rename, synced.
 fn repoint(trees: &Trees, m: &str, v: &str, to: &Path) -> Result<(), String> {
     let vdir = trees.dkms.join(m).join(v);
     let tmp = vdir.join(".source.dkms-hook");
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(to, &tmp)
         .and_then(|()| fs::rename(&tmp, vdir.join("source")))
+        .and_then(|()| sync(&vdir))
         .map_err(|e| format!("{}: {e}", trees.display(&vdir.join("source"))))
 }
 
@@ -229,7 +254,13 @@ pub fn restore_returned(trees: &Trees) -> Vec<String> {
 pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<String> {
     let mut out = Vec::new();
     let tree = DkmsTree::read(&trees.dkms);
+    // A kept version that a swap cut short took out, and that could not be put back yet, is
+    // installed nowhere, but not replaced: it stays for the next run to put back.
+    let out_for_a_swap = crate::journal::pending_swaps(trees);
     for (m, v) in list(trees) {
+        if out_for_a_swap.contains(&(m.clone(), v.clone())) {
+            continue;
+        }
         let installed = tree
             .modules
             .get(&m)
@@ -376,6 +407,26 @@ mod tests {
             Some("1.0")
         );
         assert_eq!(list(&trees), [("foo".to_string(), "1.0".to_string())]);
+    }
+
+    /// Defect (issue 16, item 7): the copy followed links in the source directory, so a link to
+    /// a file elsewhere on the system was copied into the kept copy.
+    #[test]
+    fn the_kept_copy_follows_no_link() {
+        let (_d, trees) = root_with_foo();
+        let src = trees.source.join("foo-1.0");
+        let outside = trees.root.join("etc/secret");
+        fs::create_dir_all(outside.parent().unwrap()).unwrap();
+        fs::write(&outside, "not the module's\n").unwrap();
+        symlink(&outside, src.join("secret")).unwrap();
+        symlink("post-remove.sh", src.join("alias.sh")).unwrap();
+        let copy = keep(&trees, "foo", "1.0", &src).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&copy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dkms.conf", "post-remove.sh"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod events;
 pub mod execute;
 pub mod interrupt;
 pub mod inventory;
+pub mod journal;
 pub mod json;
 pub mod kept;
 pub mod kernel;
@@ -38,6 +39,7 @@ pub mod timings;
 pub mod trees;
 pub mod verify;
 pub mod version;
+pub mod watchdog;
 
 /// Sort key that orders kernel releases by version inside tuples.
 pub(crate) fn version_key(s: &str) -> VersionKey<'_> {

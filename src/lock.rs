@@ -41,10 +41,17 @@ pub enum LockError {
     Interrupted { path: String, signal: i32 },
 }
 
-/// The held lock; released when dropped (or when the process ends).
+/// The held lock; released when dropped (or when the process ends), once the
+/// [`crate::watchdog`] that shares it has ended.
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        crate::watchdog::stop();
+    }
 }
 
 /// Takes the lock of `trees`' root, waiting while another run holds it; `waiting` is called once,
@@ -99,6 +106,8 @@ pub fn acquire(
         .and_then(|_| file.rewind())
         .and_then(|_| file.write_all(pid.as_bytes()))
         .map_err(io_err)?;
+    // From here on, the run's children die with it (see crate::watchdog).
+    crate::watchdog::start(file.as_raw_fd());
     Ok(RunLock { _file: file })
 }
 

@@ -6,7 +6,7 @@
 //! pacman's paths on stdin would have been.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::FromArgMatches;
 use cli::{Cli, Cmd, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use dkms_hook::dkms::Dkms;
 use dkms_hook::dkms_tree::DkmsTree;
@@ -16,7 +16,7 @@ use dkms_hook::report::{self, Reporter, Style};
 use dkms_hook::runner::{self, RunConfig};
 use dkms_hook::targets::{ModuleSpec, Targets};
 use dkms_hook::timings::Timings;
-use dkms_hook::trees::{normalize, Trees};
+use dkms_hook::trees::{display_under, normalize, Trees, TreesError};
 use dkms_hook::{arriving, kept, kernel, status};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,10 @@ use std::time::Duration;
 mod cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -79,7 +82,7 @@ fn run(cli: Cli) -> Result<u8> {
     if !root.is_dir() {
         bail!("--root {}: not a directory", root.display());
     }
-    let trees = Trees::load(&root)?;
+    let trees = Trees::load(&root).map_err(|e| on_the_system(&root, e))?;
     if let Some(Cmd::Status) = cli.command {
         // What dkms status prints on stdout, and on stderr what it would say there; with -k,
         // only those kernels' lines.
@@ -167,6 +170,21 @@ fn run(cli: Cli) -> Result<u8> {
     } else {
         Some(lock(&trees)?)
     };
+    // What a run that died midway left (SIGKILL, a power loss) is made whole first.
+    let mut recovery_failed = false;
+    if !cli.dry_run {
+        let exec = dkms_hook::execute::DkmsExecutor {
+            dkms: dkms.clone(),
+            arch: kernel::host_arch(),
+            force: false,
+            job_timeout: None,
+        };
+        let recovery = dkms_hook::settle::recover(&exec);
+        for line in &recovery.lines {
+            eprintln!("{line}");
+        }
+        recovery_failed = recovery.failed;
+    }
     if mode != Mode::Remove && !cli.dry_run {
         for line in kept::restore_returned(&trees) {
             eprintln!("{line}");
@@ -194,8 +212,23 @@ fn run(cli: Cli) -> Result<u8> {
     };
     let arch = kernel::host_arch();
     let selection = match mode {
+        // What leaves, and what stays installed: the modules that BUILD_DEPENDS on what
+        // leaves are named (see plan's `note_dependents_left`).
         Mode::Remove => {
-            SourceSelection::Only(targets.sources.iter().map(|s| trees.root.join(s)).collect())
+            let tree = DkmsTree::read(&trees.dkms);
+            let installed = tree.modules.values().flat_map(|e| {
+                e.installed
+                    .values()
+                    .filter_map(|v| e.versions.get(v)?.source.clone())
+            });
+            SourceSelection::Only(
+                targets
+                    .sources
+                    .iter()
+                    .map(|s| trees.root.join(s))
+                    .chain(installed)
+                    .collect(),
+            )
         }
         _ => SourceSelection::All,
     };
@@ -312,9 +345,11 @@ fn run(cli: Cli) -> Result<u8> {
     if mode == Mode::Remove {
         kept::remove_orphan_copies(&trees);
     } else {
-        for line in kept::settle(&trees, &cfg.dkms) {
-            settle_failed |= line.starts_with("error:");
-            println!("{line}");
+        let lines = kept::settle(&trees, &cfg.dkms);
+        settle_failed = lines.iter().any(|l| l.starts_with("error:"));
+        // After the summary too, a reader gone away (`dkms-hook | head -1`) ends the output.
+        if let Err(e) = quietly_when_closed(print_lines(&lines)) {
+            eprintln!("dkms-hook: error: {e:#}");
         }
         // The preflight's builds serve one transaction: what this run did not install goes
         // (an install run ends the transaction; the remove hook runs between the two).
@@ -323,7 +358,7 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
         }
     }
-    let mut code = if summary.failed > 0 || settle_failed {
+    let mut code = if summary.failed > 0 || settle_failed || recovery_failed {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -346,6 +381,8 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
             "orphans --remove: deleting module files needs root (without --remove, it lists them)"
         );
     }
+    // Held while it lists and removes: what it lists is what a run left, not what one is doing.
+    let _lock = if remove { Some(lock(trees)?) } else { None };
     let mut inv = Inventory::load(trees, &kernel::host_arch(), &SourceSelection::All);
     for k in kernels {
         if inv.kernel(k).is_none() {
@@ -369,7 +406,13 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
         quietly_when_closed(print_lines(lines))?;
         return Ok(EXIT_OK);
     }
-    let done = dkms_hook::orphans::remove(trees, &found);
+    let done = dkms_hook::orphans::remove(&inv, &found);
+    for k in &done.kept {
+        eprintln!(
+            "dkms-hook: note: {} is no longer an orphan (dkms owns it again): kept",
+            shown(k)
+        );
+    }
     let lines = done
         .removed
         .iter()
@@ -446,6 +489,22 @@ fn quietly_when_closed(r: std::io::Result<()>) -> Result<()> {
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing to stdout"),
+    }
+}
+
+/// A framework.conf that does not evaluate, named as on the system under `root` (as every path
+/// dkms-hook shows), in bash's words too.
+fn on_the_system(root: &Path, e: TreesError) -> anyhow::Error {
+    match e {
+        TreesError::Framework { path, message } if root != Path::new("/") => {
+            let message = message.replace(&format!("{}/", root.display()), "/");
+            TreesError::Framework {
+                path: PathBuf::from(display_under(root, &path).into_owned()),
+                message,
+            }
+            .into()
+        }
+        e => e.into(),
     }
 }
 

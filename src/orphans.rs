@@ -194,19 +194,34 @@ fn only_these_and_index(top: &Path, dir: &Path, orphans: &BTreeSet<PathBuf>) -> 
 pub struct Removal {
     /// Files and kernel directories removed.
     pub removed: Vec<PathBuf>,
+    /// Files and kernel directories listed, but no longer orphans when their turn came (a dkms
+    /// record owns them again, or the directory holds something else now): kept.
+    pub kept: Vec<PathBuf>,
     /// Kernels whose module index depmod rebuilt.
     pub depmod: Vec<String>,
     /// What could not be done, one line each.
     pub errors: Vec<String>,
 }
 
-/// Deletes `orphans` (each left-over kernel directory whole), then runs depmod for every other
-/// kernel that lost a file.
-pub fn remove(trees: &Trees, orphans: &Orphans) -> Removal {
+/// Deletes `orphans`, found in `inv` (each left-over kernel directory whole), then runs depmod
+/// for every other kernel that lost a file. Each one is looked at again just before it goes,
+/// against the dkms tree as it is then: what is no longer an orphan is kept. (The caller holds
+/// the run lock, so no dkms-hook run changes the trees meanwhile; dkms run by hand may.)
+pub fn remove(inv: &Inventory, orphans: &Orphans) -> Removal {
+    let trees = &inv.trees;
     let mut r = Removal::default();
     let mut changed: BTreeSet<String> = BTreeSet::new();
+    let now = || {
+        let mut fresh = inv.clone();
+        fresh.tree = crate::dkms_tree::DkmsTree::read(&trees.dkms);
+        find(&fresh)
+    };
     for f in &orphans.files {
         if orphans.kernels.iter().any(|k| f.starts_with(k)) {
+            continue;
+        }
+        if !now().files.contains(f) {
+            r.kept.push(f.clone());
             continue;
         }
         match fs::remove_file(f) {
@@ -220,6 +235,10 @@ pub fn remove(trees: &Trees, orphans: &Orphans) -> Removal {
         }
     }
     for k in &orphans.kernels {
+        if !now().kernels.contains(k) {
+            r.kept.push(k.clone());
+            continue;
+        }
         match fs::remove_dir_all(k) {
             Ok(()) => r.removed.push(k.clone()),
             Err(e) => r.errors.push(format!("{}: {e}", trees.display(k))),
@@ -348,5 +367,43 @@ mod tests {
         // A kernel directory with its headers link is not left over.
         symlink("/nowhere", k2.join("build")).unwrap();
         assert_eq!(find_in(&trees).kernels, Vec::<PathBuf>::new());
+    }
+
+    /// Defect (issue 16, item 4): --remove deleted what it had listed without looking again: a
+    /// file that a dkms record owns by the time its turn comes stays, and so does its kernel.
+    #[test]
+    fn a_file_owned_again_before_its_turn_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(dir.path());
+        let k1 = trees.kernel_dir(K1);
+        let k2 = trees.kernel_dir(K2);
+        write(&k1.join("modules.order"), "");
+        write(&k1.join("updates/dkms/old.ko"), "dkms");
+        write(&k1.join("updates/dkms/other.ko"), "dkms");
+        write(&k2.join("updates/dkms/old.ko"), "dkms");
+        let inv = Inventory::load(&trees, "x86_64", &SourceSelection::All);
+        let listed = find(&inv);
+        assert_eq!(listed.files.len(), 3, "{listed:?}");
+        assert_eq!(listed.kernels, std::slice::from_ref(&k2));
+        // Between the listing and the removal, `old` is built for both kernels again.
+        for k in [K1, K2] {
+            write(
+                &trees
+                    .dkms
+                    .join("old/1")
+                    .join(k)
+                    .join("x86_64/module/old.ko"),
+                "",
+            );
+        }
+        let done = remove(&inv, &listed);
+        assert!(k1.join("updates/dkms/old.ko").is_file(), "{done:?}");
+        assert!(k2.join("updates/dkms/old.ko").is_file(), "{done:?}");
+        assert_eq!(done.removed, [k1.join("updates/dkms/other.ko")]);
+        assert_eq!(
+            done.kept,
+            [k1.join("updates/dkms/old.ko"), k2.clone()],
+            "{done:?}"
+        );
     }
 }

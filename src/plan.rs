@@ -366,7 +366,14 @@ impl<'a> Planner<'a> {
         // installed in this version is left alone, as before: no dkms call is made for it.
         let file = self.inv.trees.display(&self.inv.sources[src].conf.path);
         let file = file.into_owned();
-        let kept = !self.req.force
+        // `--force`, or a rebuild a stopped run left to do.
+        let forced = self.req.force
+            || self.inv.rebuild.contains(&(
+                conf.name.clone(),
+                conf.version.clone(),
+                k.release.clone(),
+            ));
+        let kept = !forced
             && self
                 .inv
                 .tree
@@ -398,7 +405,7 @@ impl<'a> Planner<'a> {
             .inv
             .tree
             .installed(&conf.name, &k.release, &self.inv.arch);
-        if installed == Some(conf.version.as_str()) && !self.req.force {
+        if installed == Some(conf.version.as_str()) && !forced {
             self.decide(
                 subject,
                 kernel,
@@ -600,6 +607,7 @@ impl<'a> Planner<'a> {
             }
         }
         self.remove_from_kernels(&unregistered, &mut jobs);
+        self.note_dependents_left(&jobs);
         for (i, j) in jobs.iter_mut().enumerate() {
             j.id = i;
             for k in &j.touches {
@@ -607,6 +615,50 @@ impl<'a> Planner<'a> {
             }
         }
         self.out.jobs = jobs;
+    }
+
+    /// A removal leaves the modules that BUILD_DEPENDS on what it removes installed: dkms-hook
+    /// removes what it is told to remove, as dkms does (pacman, which knows the packages'
+    /// dependencies, decides whether the dependent's package goes too). A note says so for each
+    /// kernel, with how to remove the dependent too. The dependents' dkms.conf files must be in
+    /// the inventory: the remove mode reads those of every installed version.
+    fn note_dependents_left(&mut self, jobs: &[Job]) {
+        let arch = &self.inv.arch;
+        let mut removed: BTreeSet<(String, String)> = BTreeSet::new();
+        for j in jobs {
+            let m = &j.info.module;
+            match (&j.info.kernel, j.info.action) {
+                (Some(k), _) => {
+                    removed.insert((m.clone(), k.clone()));
+                }
+                (None, _) => {
+                    let kernels = self.inv.tree.modules.get(m).into_iter().flat_map(|e| {
+                        e.installed
+                            .iter()
+                            .filter(|(_, v)| **v == j.info.version)
+                            .map(|((k, _), _)| k.clone())
+                    });
+                    removed.extend(kernels.map(|k| (m.clone(), k)));
+                }
+            }
+        }
+        let dependents = self.dependents();
+        for (m, k) in &removed {
+            for (d, dv) in dependents.get(m).into_iter().flatten() {
+                if removed.contains(&(d.clone(), k.clone()))
+                    || self.inv.tree.installed(d, k, arch) != Some(dv.as_str())
+                {
+                    continue;
+                }
+                let note = format!(
+                    "{d}/{dv} stays installed for {k}, but it BUILD_DEPENDS on {m}, removed \
+                     there: it may not load without it (`dkms-hook remove {d}/{dv}` removes it too)"
+                );
+                if !self.out.notes.contains(&note) {
+                    self.out.notes.push(note);
+                }
+            }
+        }
     }
 
     /// Which registered module version a leaving source directory is (from its dkms.conf, else
@@ -921,6 +973,7 @@ mod tests {
                     kernels,
                     sources: vec![],
                     prebuilt: Default::default(),
+                    rebuild: Default::default(),
                 },
             }
         }

@@ -7,7 +7,9 @@
 //! waited for by its exit alone. Once it has exited, and before it is reaped (so its id cannot be
 //! reused), whatever is left of its group is killed: no grandchild holds a job open or outlives it.
 //! The group is what signals are forwarded to ([`crate::interrupt`]) and what a time limit stops
-//! ([`Watch`]): SIGTERM, then SIGKILL after [`STOP_GRACE`].
+//! ([`Watch`]): SIGTERM, then SIGKILL after [`STOP_GRACE`]. Should dkms-hook itself be killed
+//! (SIGKILL), the child dies with it (`PR_SET_PDEATHSIG`) and the rest of its group with the
+//! [`crate::watchdog`].
 
 use crate::interrupt;
 use std::fs::File;
@@ -86,8 +88,24 @@ impl Running {
         cmd.stdout(output.try_clone()?)
             .stderr(err_to)
             .process_group(0);
+        // The child dies with dkms-hook, even killed with SIGKILL (see crate::watchdog for its
+        // own children). PR_SET_PDEATHSIG follows the thread that forks: each child is waited
+        // for by the thread that starts it.
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: prctl, getppid and kill are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    // dkms-hook died before the line above.
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn()?;
         stop.register(child.id() as i32);
+        crate::watchdog::track(child.id() as i32);
         Ok(Running {
             child,
             output,
@@ -112,6 +130,7 @@ impl Running {
         // Leftovers (a background `sleep` of dkms's progress loop); ESRCH when there are none.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         interrupt::global().unregister(pid);
+        crate::watchdog::untrack(pid);
         let stopped = stopped?;
         let status = self.child.wait()?;
         Ok(Finished {

@@ -265,6 +265,15 @@ impl Reporter {
                 self.built += 1;
                 format!("{label}: installed and verified")
             }
+            (Ok(Settled::Rebuild), _) => format!(
+                "{label}: installed and verified as it was: its rebuild was cut short, and the \
+                 next run does it"
+            ),
+            (Ok(Settled::Kept { version }), _) => format!(
+                "{label}: not installed; kept {} {version} on {}, put back, installed and verified",
+                job.module,
+                job.kernel.as_deref().unwrap_or_default()
+            ),
             (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
                 self.removed += 1;
                 format!("{label}: removed")

@@ -213,7 +213,9 @@ pub fn display_under<'a>(root: &Path, path: &'a Path) -> std::borrow::Cow<'a, st
 
 /// Joins an absolute path (as seen inside the root) under the root, normalised.
 pub fn join_under(root: &Path, inner: &str) -> PathBuf {
-    let rel = inner.trim_start_matches('/');
+    // Normalised as a path of the system under the root first, so that no `..` climbs out.
+    let inner = normalize(&Path::new("/").join(inner));
+    let rel = inner.strip_prefix("/").unwrap_or(&inner);
     normalize(&root.join(rel))
 }
 
@@ -229,11 +231,15 @@ pub fn normalize(path: &Path) -> PathBuf {
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() || out.as_os_str().is_empty() {
-                    out.push("..");
+            // At the root of an absolute path `..` stays there, as the kernel resolves it; only
+            // a relative path keeps its leading `..`s.
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
                 }
-            }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
             other => out.push(other.as_os_str()),
         }
     }
@@ -265,6 +271,25 @@ mod tests {
             Path::new("/var/lib/dkms")
         );
         assert_eq!(normalize(Path::new("/a/./b/../c")), Path::new("/a/c"));
+    }
+
+    /// Defect (issue 16, item 7): a `..` at the root was kept (`/../etc`), so a framework.conf's
+    /// `dkms_tree=/../../etc` under `--root /mnt` named the host's /etc.
+    #[test]
+    fn dot_dot_never_climbs_above_the_root() {
+        assert_eq!(normalize(Path::new("/../etc")), Path::new("/etc"));
+        assert_eq!(normalize(Path::new("/mnt/../../etc")), Path::new("/etc"));
+        assert_eq!(normalize(Path::new("a/../../b")), Path::new("../b"));
+        assert_eq!(normalize(Path::new("../../b")), Path::new("../../b"));
+        assert_eq!(normalize(Path::new("a/..")), Path::new("."));
+        assert_eq!(
+            join_under(Path::new("/mnt"), "/../../etc"),
+            Path::new("/mnt/etc")
+        );
+        assert_eq!(
+            join_under(Path::new("/mnt"), "/var/../../../lib/dkms"),
+            Path::new("/mnt/lib/dkms")
+        );
     }
 
     #[test]

@@ -242,6 +242,92 @@ fn a_closed_pipe_ends_status_quietly() {
     assert_eq!(stderr, "");
 }
 
+/// Defect (issue 16, item 8): a framework.conf that does not evaluate was named with the whole
+/// `--root` directory in front, where every other path is shown as on the system.
+#[test]
+fn a_framework_conf_that_does_not_evaluate_is_named_as_on_the_system() {
+    let root = fixture_root();
+    root.write_file("etc/dkms/framework.conf", "source_tree=(\n");
+    for args in [&["status"][..], &["--dry-run"]] {
+        let out = root.run(args, "");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        assert!(
+            out.stderr
+                .starts_with("dkms-hook: error: /etc/dkms/framework.conf: cannot evaluate"),
+            "{args:?}: {}",
+            out.dump()
+        );
+        assert_no_root_path(&root, &out.combined);
+    }
+}
+
+/// Defect (issue 16, item 8): every command's `--help` listed every global option, `--force`
+/// and `--timings` for `status`, `--job-timeout` for `lint`. Each lists those that mean
+/// something for it; the others are still accepted where they were (scripts keep working).
+#[test]
+fn each_commands_help_lists_the_options_that_apply_to_it() {
+    let help = |sub: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([sub, "--help"]);
+        let out = run_command(cmd, "");
+        assert_eq!(out.code, 0, "{}", out.dump());
+        let options: BTreeSet<String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                l.trim_start().strip_prefix("--").or_else(|| {
+                    l.trim_start()
+                        .strip_prefix('-')
+                        .and_then(|r| r.split_once("--").map(|(_, long)| long))
+                })
+            })
+            .map(|l| l.split([' ', ',', '=']).next().unwrap().to_string())
+            .filter(|o| o != "help")
+            .collect();
+        options
+    };
+    let all = [
+        "root",
+        "dry-run",
+        "jobs",
+        "kernel",
+        "force",
+        "json",
+        "timings",
+        "job-timeout",
+    ];
+    let want: [(&str, &[&str]); 6] = [
+        ("install", &all),
+        (
+            "remove",
+            &[
+                "root",
+                "dry-run",
+                "jobs",
+                "kernel",
+                "json",
+                "timings",
+                "job-timeout",
+                "package",
+            ],
+        ),
+        ("status", &["root", "kernel", "json"]),
+        ("lint", &[]),
+        ("orphans", &["root", "dry-run", "kernel", "remove"]),
+        ("preflight", &["root", "jobs", "job-timeout", "package"]),
+    ];
+    for (sub, options) in want {
+        let options: BTreeSet<String> = options.iter().map(|o| o.to_string()).collect();
+        assert_eq!(help(sub), options, "dkms-hook {sub} --help");
+    }
+    // Still accepted: `status` with a flag its help no longer shows, before or after it.
+    let root = status_root();
+    for args in [&["status", "--force"][..], &["--force", "status"]] {
+        let out = root.run(args, "");
+        assert_eq!(out.code, 0, "{args:?}: {}", out.dump());
+    }
+}
+
 /// The evaluator's bash (src/dkmsconf.sh, and src/status.sh, which runs in front of it) is
 /// shellcheck-clean, as the two run together; so are the hook scripts pacman runs (hooks/), as
 /// the sh scripts they are.
@@ -919,6 +1005,8 @@ fn the_man_page_renders_with_hooks_exit_status_environment_files_and_examples() 
     );
     for want in [
         "install [MODULE[/VERSION]]...",
+        // A flag takes no value (defect, issue 16: `orphans [--remove REMOVE]`).
+        "orphans [--remove]",
         "70-dkms-hook-preflight.hook",
         "DKMS_HOOK_DKMS",
         "DKMS_HOOK_PREFLIGHT",
@@ -930,4 +1018,5 @@ fn the_man_page_renders_with_hooks_exit_status_environment_files_and_examples() 
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
+    assert!(!text.contains("REMOVE"), "{text}");
 }

@@ -383,6 +383,36 @@ fn modules_named_by_hand_are_installed_and_removed_where_asked() {
     );
 }
 
+/// Issue 16, item 8: removing a module version that another installed module BUILD_DEPENDS on
+/// left the dependent installed without a word; it stays (dkms-hook removes only what it is
+/// told to, as dkms does), and the removal says so, naming how to remove it too.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn removing_a_dependency_says_which_dependents_stay_installed_without_it() {
+    let root = TestRoot::new();
+    let (k1, _) = two_newest_kernels();
+    root.add_kernel(&k1);
+    root.add_fixture("dkmshook-exporter-1.0");
+    root.add_fixture("dkmshook-importer-1.0");
+    let out = root.run_merged(&[], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let out = root.run_merged(&["remove", "dkmshook-exporter/1.0"], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined.contains(&format!(
+            "note: dkmshook-importer/1.0 stays installed for {k1}, but it BUILD_DEPENDS on \
+             dkmshook-exporter, removed there: it may not load without it \
+             (`dkms-hook remove dkmshook-importer/1.0` removes it too)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        root.dkms_status(),
+        [status_line("dkmshook-importer/1.0", &k1, "installed")]
+    );
+}
+
 fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {

@@ -52,7 +52,25 @@ on_newer_dkms!(
     an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there,
     removing_the_package_removes_its_kept_version_too,
     a_disk_that_fills_during_the_build_fails_it_with_the_reason_and_keeps_the_old_module,
+    a_swap_stopped_by_the_job_timeout_puts_the_kept_version_back,
+    a_swap_stopped_by_sigterm_puts_the_kept_version_back,
+    a_swap_cut_short_by_sigkill_is_put_back_by_the_next_run,
 );
+
+/// See tests/it/keep.rs.
+fn a_swap_stopped_by_the_job_timeout_puts_the_kept_version_back(dkms: &Path) {
+    crate::keep::swap_stopped_by_the_job_timeout(&newer_root(dkms));
+}
+
+/// See tests/it/keep.rs.
+fn a_swap_stopped_by_sigterm_puts_the_kept_version_back(dkms: &Path) {
+    crate::keep::swap_stopped_by_sigterm(&newer_root(dkms));
+}
+
+/// See tests/it/keep.rs.
+fn a_swap_cut_short_by_sigkill_is_put_back_by_the_next_run(dkms: &Path) {
+    crate::keep::swap_cut_short_by_sigkill(&newer_root(dkms));
+}
 
 /// See tests/it/keep.rs.
 fn an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there(dkms: &Path) {

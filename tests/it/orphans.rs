@@ -2,8 +2,9 @@
 //! dkms tree deleted (as when the dkms package goes and its tree with it) and one kernel's package
 //! removed, leaving only dkms's files in its directory.
 
-use crate::common::{two_newest_kernels, TestRoot};
+use crate::common::{status_line, two_newest_kernels, TestRoot};
 use std::fs;
+use std::time::Duration;
 
 #[test]
 #[ignore = "needs root, dkms and kernel headers: run tests/run"]
@@ -117,4 +118,49 @@ fn orphans_lists_without_changing_anything() {
     assert!(crate::common::snapshot_diff(&before, &root.snapshot()).is_empty());
     let out = root.run(&["orphans", "-k", "nonsense"], "");
     assert_eq!(out.code, 2, "{}", out.dump());
+}
+
+/// Issue 16, item 4: `orphans --remove` took no lock, and deleted what it had listed without
+/// looking again, so a module an install run was just putting back (the dkms tree lost, the
+/// module reinstalled by hand) could be deleted under dkms's new record. It waits for the run,
+/// then lists again: the module is dkms's again and stays.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn orphans_remove_waits_for_a_running_install_and_spares_what_it_put_back() {
+    let root = TestRoot::new();
+    let (k1, _) = two_newest_kernels();
+    root.add_kernel(&k1);
+    root.add_fixture("dkmshook-plain-1.0");
+    let out = root.run(&[], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let ko = root.kernel_dir(&k1).join("updates/dkms/dkmshook_plain.ko");
+    fs::remove_dir_all(root.dkms_tree().join("dkmshook-plain")).unwrap();
+    let out = root.run(&["orphans"], "");
+    assert_eq!(
+        out.stdout,
+        format!("/usr/lib/modules/{k1}/updates/dkms/dkmshook_plain.ko\n"),
+        "{}",
+        out.dump()
+    );
+
+    let mark = format!("orphans-race-{}", std::process::id());
+    let install = crate::stopping::start(&root, &["install", "dkmshook-plain"], &mark);
+    install.wait_for("START", Duration::from_secs(120));
+    let orphans = root.run(&["orphans", "--remove"], "");
+    let install = install.finish();
+    assert_eq!(install.code, 0, "{}", install.dump());
+    assert_eq!(orphans.code, 0, "{}", orphans.dump());
+    assert!(
+        orphans
+            .stderr
+            .contains("dkms-hook: waiting for another dkms-hook run"),
+        "{}",
+        orphans.dump()
+    );
+    assert_eq!(orphans.stdout, "", "{}", orphans.dump());
+    assert!(ko.is_file());
+    assert_eq!(
+        root.dkms_status(),
+        [status_line("dkmshook-plain/1.0", &k1, "installed")]
+    );
 }

@@ -12,10 +12,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The environment variable that marks every process of one run (dkms, make, cc inherit it).
-const MARK: &str = "DKMSHOOK_TEST_RUN_MARK";
+pub(crate) const MARK: &str = "DKMSHOOK_TEST_RUN_MARK";
 
 /// Processes whose environment holds `MARK=mark`, with their command lines.
-fn marked(mark: &str) -> Vec<String> {
+pub(crate) fn marked(mark: &str) -> Vec<String> {
     let want = format!("{MARK}={mark}");
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
@@ -32,7 +32,7 @@ fn marked(mark: &str) -> Vec<String> {
 }
 
 /// Waits up to `limit` for no process to bear `mark`; returns those left.
-fn wait_until_none(mark: &str, limit: Duration) -> Vec<String> {
+pub(crate) fn wait_until_none(mark: &str, limit: Duration) -> Vec<String> {
     let end = Instant::now() + limit;
     loop {
         let left = marked(mark);
@@ -91,13 +91,13 @@ fn assert_installed_or_absent(root: &TestRoot, kernels: &[&String]) {
 }
 
 /// dkms-hook started on `root` with `args`, its stdout and stderr merged and read line by line.
-struct Started {
-    child: std::process::Child,
+pub(crate) struct Started {
+    pub(crate) child: std::process::Child,
     lines: mpsc::Receiver<String>,
     all: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
+pub(crate) fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
@@ -130,7 +130,7 @@ fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
 
 impl Started {
     /// Waits for a line containing `text`.
-    fn wait_for(&self, text: &str, limit: Duration) {
+    pub(crate) fn wait_for(&self, text: &str, limit: Duration) {
         let end = Instant::now() + limit;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
@@ -142,11 +142,11 @@ impl Started {
         panic!("no line with {text:?} within {limit:?}: {}", self.output());
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.all.lock().unwrap().clone()
     }
 
-    fn finish(mut self) -> RunOutput {
+    pub(crate) fn finish(mut self) -> RunOutput {
         let status = self.child.wait().unwrap();
         // The reader thread ends with the pipe.
         let end = Instant::now() + Duration::from_secs(5);
@@ -211,6 +211,147 @@ fn sigterm_mid_rebuild_on(root: TestRoot, which: &str) {
     assert_eq!(again.code, 0, "the re-run: {}", again.dump());
     assert_eq!(root.dkms_status(), installed_lines(&mvs, &[&k1, &k2]));
     root.assert_modules_match_kernels(&[&k1, &k2]);
+}
+
+/// Waits up to `limit` for a process bearing `mark` whose command line contains `text`.
+pub(crate) fn wait_for_process(mark: &str, text: &str, limit: Duration) {
+    let end = Instant::now() + limit;
+    while !marked(mark).iter().any(|p| p.contains(text)) {
+        assert!(Instant::now() < end, "no process {text:?} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes the PRE_BUILD of the source `dir` (`usr/src/NAME-VERSION`) wait (`sleep 1000.5`)
+/// while the returned file exists: real dkms, held in its build step.
+pub(crate) fn hold_pre_build(root: &TestRoot, dir: &str) -> std::path::PathBuf {
+    let hold = root.join("hold-build");
+    fs::write(&hold, "").unwrap();
+    let script = root.write_file(
+        format!("usr/src/{dir}/hold.sh"),
+        format!(
+            "#!/bin/sh\n# Test hook: waits while {} exists.\n[ -e '{}' ] && exec sleep 1000.5\nexit 0\n",
+            hold.display(),
+            hold.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = root.join(format!("usr/src/{dir}/dkms.conf"));
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text.push_str("PRE_BUILD=\"hold.sh\"\n");
+    fs::write(&conf, text).unwrap();
+    hold
+}
+
+/// Issue 16, item 5: a run killed with SIGKILL (the OOM killer, `kill -9`) can forward nothing;
+/// its dkms children must die with it all the same (else they go on building in the build
+/// directory the next run uses), and the next run finds every pair whole. A PRE_BUILD held
+/// (real dkms, see [`hold_pre_build`]) makes sure a job is mid-build when the kill comes.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn sigkill_mid_rebuild_leaves_no_process_and_the_next_run_finds_every_pair_whole() {
+    sigkill_mid_rebuild_on(TestRoot::new(), "3.0");
+}
+
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn sigkill_mid_rebuild_leaves_no_process_and_the_next_run_finds_every_pair_whole_on_dkms_3_4_3() {
+    if let Some(dkms) = crate::common::dkms_343() {
+        sigkill_mid_rebuild_on(TestRoot::with_dkms(dkms), "3.4.3");
+    }
+}
+
+fn sigkill_mid_rebuild_on(root: TestRoot, which: &str) {
+    let (k1, k2) = root.two_kernels();
+    let mvs = five_modules(&root);
+    let hold = hold_pre_build(&root, "dkmshook-plain-1.0");
+    let mark = format!("sigkill-{which}-{}", std::process::id());
+    let run = start(&root, &["-j", "2"], &mark);
+    run.wait_for("BUILT", Duration::from_secs(300));
+    wait_for_process(&mark, "sleep 1000.5", Duration::from_secs(300));
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGKILL) };
+    let out = run.finish();
+    assert_eq!(out.code, -1, "killed: {}", out.dump());
+    let left = wait_until_none(&mark, Duration::from_secs(5));
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "alive 5 s after the run was killed"
+    );
+
+    fs::remove_file(&hold).unwrap();
+    let again = root.run_merged(&[], "");
+    assert_eq!(again.code, 0, "the next run: {}", again.dump());
+    assert_eq!(root.dkms_status(), installed_lines(&mvs, &[&k1, &k2]));
+    root.assert_modules_match_kernels(&[&k1, &k2]);
+}
+
+/// Issue 16, item 8: a `--force` rebuild stopped by SIGINT left the previous build installed
+/// (as it should) but counted it as built, and the next run took it for done. It is left
+/// undone, and the next run rebuilds it.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn sigint_during_a_forced_rebuild_is_not_counted_as_built_and_the_next_run_redoes_it() {
+    let root = TestRoot::new();
+    let (k1, _) = root.two_kernels();
+    root.add_fixture("dkmshook-plain-1.0");
+    let out = root.run_merged(&["-k", &k1], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let ko = |root: &TestRoot| root.kernel_dir(&k1).join("updates/dkms/dkmshook_plain.ko");
+    let first = fs::metadata(ko(&root)).unwrap().modified().unwrap();
+
+    let hold = hold_pre_build(&root, "dkmshook-plain-1.0");
+    let mark = format!("force-sigint-{}", std::process::id());
+    let run = start(
+        &root,
+        &["--force", "-k", &k1, "install", "dkmshook-plain"],
+        &mark,
+    );
+    wait_for_process(&mark, "sleep 1000.5", Duration::from_secs(120));
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    let out = run.finish();
+    assert_eq!(out.code, 130, "{}", out.dump());
+    let summary = out
+        .combined
+        .lines()
+        .find(|l| l.contains("Summary ["))
+        .unwrap_or_default()
+        .to_string();
+    assert!(!summary.contains(" built"), "{summary}: {}", out.dump());
+    let undone = out
+        .combined
+        .split("left undone, for the next run:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        undone.contains(&format!("dkmshook-plain/1.0 for {k1}")),
+        "{}",
+        out.dump()
+    );
+    // The previous build stays installed, whole.
+    assert_eq!(
+        root.dkms_status(),
+        [status_line("dkmshook-plain/1.0", &k1, "installed")]
+    );
+    root.assert_modules_match_kernels(&[&k1]);
+
+    fs::remove_file(&hold).unwrap();
+    let again = root.run_merged(&["-k", &k1], "");
+    assert_eq!(again.code, 0, "{}", again.dump());
+    assert!(
+        again
+            .combined
+            .lines()
+            .any(|l| l.contains("BUILT") && l.contains(&format!("dkmshook-plain/1.0 for {k1}"))),
+        "the next run did not rebuild it: {}",
+        again.dump()
+    );
+    assert!(fs::metadata(ko(&root)).unwrap().modified().unwrap() > first);
+    assert_eq!(
+        root.dkms_status(),
+        [status_line("dkmshook-plain/1.0", &k1, "installed")]
+    );
 }
 
 #[test]
