@@ -472,7 +472,10 @@ fn spawn_in_namespace(
         .map_err(|e| format!("a private mount namespace (unshare): {e}"))?;
     let pid = child.id() as i32;
     stop.register(pid);
+    // Killed with SIGKILL, this run's watchdog kills it (it dies with us anyway: SIGTERM).
+    crate::watchdog::track(pid);
     let status = child.wait();
+    crate::watchdog::untrack(pid);
     stop.unregister(pid);
     status.map_err(|e| e.to_string())
 }
