@@ -474,10 +474,22 @@ fn spawn_in_namespace(
     stop.register(pid);
     // Killed with SIGKILL, this run's watchdog kills it (it dies with us anyway: SIGTERM).
     crate::watchdog::track(pid);
-    let status = child.wait();
+    // Waited for without reaping first: while it is a zombie, its group id cannot be reused.
+    // SAFETY: waitid writes only into `info`, which lives through the call.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        while libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        ) != 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+    }
     crate::watchdog::untrack(pid);
     stop.unregister(pid);
-    status.map_err(|e| e.to_string())
+    child.wait().map_err(|e| e.to_string())
 }
 
 /// Turns the failures into the last lines and the exit code.
