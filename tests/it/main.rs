@@ -10,6 +10,7 @@ mod engine;
 mod fixtures_smoke;
 mod keep;
 mod lint;
+mod logs;
 mod newer_dkms;
 mod orphans;
 mod pacman;

@@ -52,7 +52,13 @@ on_newer_dkms!(
     an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there,
     removing_the_package_removes_its_kept_version_too,
     a_disk_that_fills_during_the_build_fails_it_with_the_reason_and_keeps_the_old_module,
+    a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte,
 );
+
+/// See tests/it/logs.rs.
+fn a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte(dkms: &Path) {
+    crate::logs::latin1_make_log(&newer_root(dkms));
+}
 
 /// See tests/it/keep.rs.
 fn an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there(dkms: &Path) {

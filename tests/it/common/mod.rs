@@ -109,13 +109,46 @@ pub fn run_command(cmd: Command, stdin: &str) -> RunOutput {
 }
 
 /// [`run_command`] with any bytes as input (pacman's paths are bytes).
-pub fn run_command_bytes(mut cmd: Command, stdin: &[u8]) -> RunOutput {
+pub fn run_command_bytes(cmd: Command, stdin: &[u8]) -> RunOutput {
+    run_command_watched(cmd, stdin, |_| ())
+}
+
+/// [`run_command`], also returning the most memory the process itself (not its children) held
+/// at once: its peak resident set (`VmHWM` of /proc/PID/status, in KiB), read every 10 ms while
+/// it runs. A high-water mark: a reading after the peak sees it, however briefly it lasted.
+pub fn run_command_peak_rss(cmd: Command, stdin: &str) -> (RunOutput, u64) {
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = Arc::clone(&peak);
+    let out = run_command_watched(cmd, stdin.as_bytes(), move |pid| {
+        let status = format!("/proc/{pid}/status");
+        // Gone, or a zombie (no memory, no VmHWM line any more): the run is over.
+        while let Some(kib) = fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            seen.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+    (out, peak.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Runs `cmd` as [`run_command_bytes`] does, with `watch` called in a thread of its own with the
+/// child's pid as soon as it started; the run ends when both the child and `watch` are done.
+fn run_command_watched(
+    mut cmd: Command,
+    stdin: &[u8],
+    watch: impl FnOnce(u32) + Send + 'static,
+) -> RunOutput {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("{:?}: cannot start: {e}", cmd.get_program()));
+    let pid = child.id();
+    let watcher = thread::spawn(move || watch(pid));
     let mut input = child.stdin.take().expect("stdin");
     let stdin = stdin.to_vec();
     let writer = thread::spawn(move || {
@@ -129,6 +162,7 @@ pub fn run_command_bytes(mut cmd: Command, stdin: &[u8]) -> RunOutput {
     let stdout = out.join().expect("output reader panicked");
     let stderr = err.join().expect("output reader panicked");
     writer.join().expect("input writer panicked");
+    watcher.join().expect("the watcher panicked");
     let combined = String::from_utf8_lossy(&combined.lock().unwrap()).into_owned();
     RunOutput {
         code: status.code().unwrap_or(-1),
