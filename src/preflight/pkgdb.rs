@@ -5,7 +5,8 @@
 //! pacman does (`alpm-types`' vercmp).
 //!
 //! A `desc` entry is `%KEY%` lines each followed by values and a blank line (alpm-repo-desc(5),
-//! alpm-db-desc(5)). Only NAME, VERSION and FILENAME are read, and leniently: `alpm-repo-db`'s
+//! alpm-db-desc(5)). Only NAME, VERSION, FILENAME and the PROVIDES, CONFLICTS and REPLACES lists
+//! are read, and leniently: `alpm-repo-db`'s
 //! strict parser takes a database with an `%MD5SUM%` for schema v1, which requires a
 //! `%PGPSIG%` that `repo-add` writes only for signed packages, so it would reject the unsigned
 //! local repositories many users keep.
@@ -24,24 +25,47 @@ pub struct Desc {
     pub version: String,
     /// The package file's name (sync databases only).
     pub filename: Option<String>,
+    /// `%PROVIDES%`, `%CONFLICTS%`, `%REPLACES%`: package names, each possibly with a version
+    /// constraint (`foo>=1.0`; see [`bare_name`]).
+    pub provides: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub replaces: Vec<String>,
+}
+
+/// A dependency-style entry without its version constraint: `foo>=1.0` -> `foo`.
+pub fn bare_name(entry: &str) -> &str {
+    entry.split(['<', '>', '=']).next().unwrap_or(entry).trim()
 }
 
 /// Parses one `desc` entry; `None` without a NAME or a VERSION.
 pub fn parse_desc(text: &str) -> Option<Desc> {
-    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut lines = text.lines();
+    // Each key's values: the lines after it up to a blank line (the first key of a name wins).
+    let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let key = line.trim();
         if key.len() > 2 && key.starts_with('%') && key.ends_with('%') {
-            if let Some(value) = lines.next() {
-                fields.entry(&key[1..key.len() - 1]).or_insert(value.trim());
+            let mut values = Vec::new();
+            while let Some(v) = lines.next_if(|l| !l.trim().is_empty()) {
+                values.push(v.trim());
             }
+            fields.entry(&key[1..key.len() - 1]).or_insert(values);
         }
     }
+    let first = |k: &str| fields.get(k).and_then(|v| v.first()).map(|v| v.to_string());
+    let list = |k: &str| {
+        fields
+            .get(k)
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
+    };
     Some(Desc {
-        name: fields.get("NAME").filter(|v| !v.is_empty())?.to_string(),
-        version: fields.get("VERSION").filter(|v| !v.is_empty())?.to_string(),
-        filename: fields.get("FILENAME").map(|v| v.to_string()),
+        name: first("NAME").filter(|v| !v.is_empty())?,
+        version: first("VERSION").filter(|v| !v.is_empty())?,
+        filename: first("FILENAME"),
+        provides: list("PROVIDES"),
+        conflicts: list("CONFLICTS"),
+        replaces: list("REPLACES"),
     })
 }
 
@@ -121,6 +145,24 @@ mod tests {
             Some("linux-6.9.1.arch1-1-x86_64.pkg.tar.zst")
         );
         assert_eq!(parse_desc("%NAME%\nfoo\n\n"), None, "no version");
+    }
+
+    #[test]
+    fn a_replacing_packages_lists() {
+        let d = parse_desc(
+            "%NAME%\nnvidia-open-dkms\n\n%VERSION%\n590.44.01-1\n\n\
+             %CONFLICTS%\nnvidia-dkms\nNVIDIA-MODULE<600\n\n%PROVIDES%\nNVIDIA-MODULE\n\n\
+             %REPLACES%\nnvidia-dkms\n\n",
+        )
+        .unwrap();
+        assert_eq!(d.conflicts, ["nvidia-dkms", "NVIDIA-MODULE<600"]);
+        assert_eq!(d.provides, ["NVIDIA-MODULE"]);
+        assert_eq!(d.replaces, ["nvidia-dkms"]);
+        assert_eq!(bare_name(&d.conflicts[1]), "NVIDIA-MODULE");
+        assert_eq!(bare_name("foo>=1.0"), "foo");
+        assert_eq!(bare_name("foo"), "foo");
+        // An empty value list (a key without values) is no value.
+        assert_eq!(parse_desc("%NAME%\n\n%VERSION%\n1-1\n"), None);
     }
 
     #[test]
