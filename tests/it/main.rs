@@ -20,4 +20,5 @@ mod scenarios;
 mod signing;
 mod status;
 mod stopping;
+mod suite;
 mod timings;

@@ -6,7 +6,8 @@
 //! other status wording, builds in a temporary directory moved into place), and Arch users run the
 //! newest. Each test is written once, as a function of the dkms program, and [`on_newer_dkms`]
 //! makes one `#[test]` of it per version (`newer_dkms::dkms_3_2_2::NAME`,
-//! `newer_dkms::dkms_3_4_3::NAME`); without 3.4.3 (a plain clone) its tests skip, saying why. Each
+//! `newer_dkms::dkms_3_4_3::NAME`); without 3.4.3 (a plain clone) its tests cannot run: tests/run
+//! counts them as skipped, saying why, and .ci/run fails them (`common::skip`). Each
 //! test works in its own `--root`, and the same dkms's `status` on the same trees is the referee.
 //! The scenarios that must hold on any dkms live in tests/it/scenarios, shared with
 //! tests/it/engine.rs; what is particular to the newer dkms stays here.
