@@ -1,14 +1,17 @@
 //! The dkms runner: one `dkms` process per call, with the trees passed explicitly.
 //!
 //! dkms owns building, signing, compression and its tree; this module only builds its command lines
-//! and captures what it prints (stdout and stderr interleaved, as a user would see them; a call ends
-//! when dkms exits, see [`crate::process`]). Paths are
+//! and captures what it prints (stdout and stderr interleaved, as a user would see them, kept as
+//! bytes and read back as far as a report needs; a call ends when dkms exits, see
+//! [`crate::process`]). Paths are
 //! normalised before they reach dkms (see [`crate::trees`]). `DKMS_HOOK_DKMS` names another dkms
 //! program: tests use it to run a different dkms version, or to inject a fault real dkms cannot be made
 //! to produce.
 
-use crate::process;
+use crate::process::{self, Output};
 use crate::trees::Trees;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -25,7 +28,7 @@ pub struct Outcome {
     /// Exit code; `None` when killed by a signal or not started.
     pub code: Option<i32>,
     /// stdout and stderr, interleaved.
-    pub output: String,
+    pub output: Output,
     /// Stopped at the deadline ([`Dkms::until`]) before it exited by itself.
     pub timed_out: bool,
 }
@@ -33,6 +36,66 @@ pub struct Outcome {
 impl Outcome {
     pub fn ok(&self) -> bool {
         self.code == Some(exit::OK)
+    }
+}
+
+/// What the dkms calls of one job printed, in the order they ran (and dkms-hook's own lines
+/// between them), each as written: read line by line, or copied whole into a kept log.
+#[derive(Debug, Clone, Default)]
+pub struct Printed(Vec<Output>);
+
+impl Printed {
+    /// What one call printed.
+    pub fn of(output: &Output) -> Printed {
+        Printed(vec![output.clone()])
+    }
+
+    /// This, then `output`.
+    pub fn and(mut self, output: impl Into<Output>) -> Printed {
+        self.0.push(output.into());
+        self
+    }
+
+    /// Everything, as one stream of bytes.
+    fn reader(&self) -> Box<dyn Read + Send + '_> {
+        self.0.iter().fold(Box::new(io::empty()), |all, o| {
+            Box::new(all.chain(o.reader()))
+        })
+    }
+
+    /// Its lines, each shown lossily (see [`crate::makelog::lines`]).
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        crate::makelog::lines(self.reader())
+    }
+
+    /// Copies every byte into `to`.
+    pub fn copy_to(&self, to: &mut dyn Write) -> io::Result<u64> {
+        io::copy(&mut self.reader(), to)
+    }
+}
+
+impl From<&Output> for Output {
+    fn from(o: &Output) -> Output {
+        o.clone()
+    }
+}
+
+impl From<&Output> for Printed {
+    fn from(o: &Output) -> Printed {
+        Printed::of(o)
+    }
+}
+
+impl From<&Printed> for Printed {
+    fn from(p: &Printed) -> Printed {
+        p.clone()
+    }
+}
+
+/// dkms-hook's own text (`""`: nothing printed).
+impl From<&str> for Printed {
+    fn from(text: &str) -> Printed {
+        Printed::default().and(Output::from(text.to_string()))
     }
 }
 
@@ -238,7 +301,7 @@ pub fn run_until(cmd: Command, deadline: Option<std::time::Instant>) -> Outcome 
         },
         Err(e) => Outcome {
             code: None,
-            output: format!("cannot run {program}: {e}"),
+            output: Output::from(format!("cannot run {program}: {e}\n")),
             timed_out: false,
         },
     }
@@ -248,19 +311,23 @@ pub fn run_until(cmd: Command, deadline: Option<std::time::Instant>) -> Outcome 
 /// dkms exits 0 and installs the module unsigned when `sign-file` fails: 3.4 says `Failed to sign
 /// module '...'!`, 3.0 says nothing of its own; both pass on sign-file's `At main.c:N:`,
 /// `- SSL error:...` and `sign-file: KEY` lines.
-pub fn signing_failure(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            l.contains("Failed to sign module")
+pub fn signing_failure<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let l = l.as_ref().trim();
+            (l.contains("Failed to sign module")
                 || l.starts_with("sign-file: ")
                 || (l.starts_with("At main.c:") && l.ends_with(':'))
-                || l.starts_with("- SSL error:")
+                || l.starts_with("- SSL error:"))
+            .then(|| l.to_string())
         })
-        .map(str::to_string)
+        .take(MAX_SIGNING_LINES)
         .collect()
 }
+
+/// At most this many lines of a failed signing step are shown.
+const MAX_SIGNING_LINES: usize = 40;
 
 /// dkms's exit code in words.
 pub fn exit_words(code: Option<i32>) -> String {
@@ -289,12 +356,19 @@ pub fn exit_words(code: Option<i32>) -> String {
 }
 
 /// The last `n` non-empty lines of dkms's output.
-pub fn tail(output: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
+pub fn tail<S: AsRef<str>>(lines: impl IntoIterator<Item = S>, n: usize) -> Vec<String> {
+    let mut last: VecDeque<String> = VecDeque::new();
+    for l in lines {
+        let l = l.as_ref();
+        if n == 0 || l.trim().is_empty() {
+            continue;
+        }
+        if last.len() == n {
+            last.pop_front();
+        }
+        last.push_back(l.to_string());
+    }
+    last.into()
 }
 
 #[cfg(test)]
@@ -308,7 +382,29 @@ mod tests {
             .arg("echo one; echo two >&2; echo three; exit 10");
         let o = run(c);
         assert_eq!(o.code, Some(10));
-        assert_eq!(o.output, "one\ntwo\nthree\n");
+        assert_eq!(o.output.bytes().unwrap(), b"one\ntwo\nthree\n");
+    }
+
+    /// What several calls printed reads as one text, lossily, and copies as the bytes written.
+    #[test]
+    fn printed_outputs_read_in_order_and_copy_byte_for_byte() {
+        let mut c = Command::new("printf");
+        c.arg("Building module:\\ncaf\\351 failed\\n");
+        let first = run(c);
+        let p = Printed::of(&first.output)
+            .and(Output::from("==> dkms remove\n".to_string()))
+            .and(&run(Command::new("true")).output);
+        assert_eq!(
+            p.lines().collect::<Vec<_>>(),
+            ["Building module:", "caf\u{fffd} failed", "==> dkms remove"]
+        );
+        let mut copy = Vec::new();
+        p.copy_to(&mut copy).unwrap();
+        assert_eq!(copy, b"Building module:\ncaf\xe9 failed\n==> dkms remove\n");
+        assert_eq!(
+            tail(p.lines(), 2),
+            ["caf\u{fffd} failed", "==> dkms remove"]
+        );
     }
 
     #[test]
@@ -316,14 +412,14 @@ mod tests {
         let v3_0 = "Signing module /var/lib/dkms/m/1/build/m.ko\nAt main.c:174:\n\
                     - SSL error:1E08010C:DECODER routines::unsupported: decoder_lib.c:101\n\
                     sign-file: /etc/keys/db.key\nInstalling /lib/modules/k/updates/dkms/m.ko\n";
-        assert_eq!(signing_failure(v3_0).len(), 3);
+        assert_eq!(signing_failure(v3_0.lines()).len(), 3);
         let v3_4 = "Signing module /x/m.ko\nWarning: Failed to sign module '/x/m.ko'!\n\
                     At main.c:170:\nsign-file: /etc/keys/db.key\n";
         assert_eq!(
-            signing_failure(v3_4)[0],
+            signing_failure(v3_4.lines())[0],
             "Warning: Failed to sign module '/x/m.ko'!"
         );
-        assert!(signing_failure("Signing module /x/m.ko\nInstalling ...\n").is_empty());
+        assert!(signing_failure("Signing module /x/m.ko\nInstalling ...\n".lines()).is_empty());
     }
 
     #[test]

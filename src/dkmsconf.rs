@@ -405,9 +405,10 @@ fn run_batch(emitter: &Emitter, trees: &Trees, units: &[&Unit]) -> Result<Batch,
     let out = crate::process::Running::spawn_split(cmd)
         .and_then(|r| r.wait_with(watch))
         .map_err(|e| e.to_string())?;
+    // The record stream, whole: what the dkms.conf files and their output come to.
+    let bytes = out.output.bytes().map_err(|e| e.to_string())?;
     if out.stopped.is_some() {
         // The stream ends with the record of the unit that hung: `@source ID KERNEL`, no @output.
-        let bytes = out.output.as_bytes();
         let start = bytes
             .windows(8)
             .rposition(|w| w == b"@source\0")
@@ -431,9 +432,9 @@ fn run_batch(emitter: &Emitter, trees: &Trees, units: &[&Unit]) -> Result<Batch,
         ));
     }
     if !out.status.success() {
-        return Err(out.errors.trim().to_string());
+        return Err(out.errors.text_up_to(1 << 16).trim().to_string());
     }
-    Ok(Batch::Done(parse_records(out.output.as_bytes())))
+    Ok(Batch::Done(parse_records(&bytes)))
 }
 
 /// Turns the evaluator's NUL-separated records into [`Record`]s.

@@ -6,12 +6,17 @@
 //! build installed when the rebuild fails), and verifies the result; a pair that fails verification
 //! is uninstalled, so it stays a failure on every run until it builds right. A removal asks dkms
 //! and finishes directly what dkms cannot (a kernel without headers).
+//!
+//! A failed job's log is kept by copying what dkms printed and its make.log, byte for byte,
+//! file to file; the failure block takes from them only the lines it shows, read in bounded
+//! memory ([`crate::makelog::digest`]), whatever their size or encoding.
 
-use crate::dkms::{self, Dkms};
+use crate::dkms::{self, Dkms, Printed};
 use crate::events::{Action, Failure, JobResult};
 use crate::journal;
 use crate::kept;
 use crate::plan::Job;
+use crate::process::Output;
 use crate::runner::Executor;
 use crate::trees::Trees;
 use crate::verify;
@@ -183,7 +188,7 @@ impl DkmsExecutor {
             }
             let added = self.dkms.add(m, v);
             if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
-                let log = keep_log(trees, job, &added.output, None);
+                let log = keep_log(trees, job, &Printed::of(&added.output), None);
                 return failed(
                     format!("dkms add: {}", dkms::exit_words(added.code)),
                     vec![],
@@ -207,8 +212,10 @@ impl DkmsExecutor {
             None => Ok(false),
         };
         let before = match &reused {
-            Err(why) => format!("==> dkms-hook: the preflight's build not used: {why}\n"),
-            Ok(_) => String::new(),
+            Err(why) => Printed::from(&*format!(
+                "==> dkms-hook: the preflight's build not used: {why}\n"
+            )),
+            Ok(_) => Printed::default(),
         };
         if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
             return self.replace_kept(job, &pair, &old, reused == Ok(true));
@@ -288,7 +295,7 @@ impl DkmsExecutor {
             }
             _ => {
                 restore();
-                let mut r = self.build_failed(job, p, &out.output, out.code);
+                let mut r = self.build_failed(job, p, &Printed::of(&out.output), out.code);
                 if let (true, JobResult::Failed(f)) = (has_previous, &mut r) {
                     f.what.push_str("; the previous build stays installed");
                 }
@@ -298,7 +305,7 @@ impl DkmsExecutor {
         let out_install = self
             .dkms
             .reinstall(p.m, p.v, p.kernel, p.headers, p.make_jobs);
-        self.installed(job, p, out_install, out.output)
+        self.installed(job, p, out_install, Printed::of(&out.output))
     }
 
     /// A kept version (see [`crate::kept`]) is installed for the kernel: build the new one first,
@@ -322,7 +329,7 @@ impl DkmsExecutor {
         let built = match prebuilt {
             true => dkms::Outcome {
                 code: Some(dkms::exit::OK),
-                output: String::new(),
+                output: Output::default(),
                 timed_out: false,
             },
             false => self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs),
@@ -330,7 +337,9 @@ impl DkmsExecutor {
         match built.code {
             Some(dkms::exit::OK) => {}
             Some(dkms::exit::EXCLUDED) => return excluded(),
-            code => return keep_saying(self.build_failed(job, p, &built.output, code)),
+            code => {
+                return keep_saying(self.build_failed(job, p, &Printed::of(&built.output), code))
+            }
         }
         // From here until the swap is over, the journal says which kept version is out: if the
         // swap is cut short (a time limit, a signal, even SIGKILL), settling it puts that
@@ -349,9 +358,10 @@ impl DkmsExecutor {
             let out = self
                 .dkms
                 .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
-            self.installed(job, p, out, built.output)
+            self.installed(job, p, out, Printed::of(&built.output))
         } else {
-            let log = keep_log(trees, job, &format!("{}{}", built.output, out.output), None);
+            let printed = Printed::of(&built.output).and(&out.output);
+            let log = keep_log(trees, job, &printed, None);
             failed(
                 format!(
                     "dkms uninstall of the kept {} {old}: {}",
@@ -408,11 +418,11 @@ impl DkmsExecutor {
         }
     }
 
-    /// What follows a `dkms install`: verification, or the failure with its logs. `before` is the
-    /// output of an earlier dkms call of the job, kept in its log.
-    fn installed(&self, job: &Job, p: &Pair, out: dkms::Outcome, before: String) -> JobResult {
+    /// What follows a `dkms install`: verification, or the failure with its logs. `before` is
+    /// what the job printed earlier (an earlier dkms call), kept in its log.
+    fn installed(&self, job: &Job, p: &Pair, out: dkms::Outcome, before: Printed) -> JobResult {
         let trees = self.trees();
-        let output = before + &out.output;
+        let output = before.and(&out.output);
         match out.code {
             Some(dkms::exit::OK) => {
                 match verify::check_install(trees, p.m, p.v, p.kernel, &self.arch, &job.expect) {
@@ -428,8 +438,8 @@ impl DkmsExecutor {
     /// dkms exits 0 when signing fails, and installs the module unsigned: a failure, said in the
     /// job's block with sign-file's own lines. The module stays installed (it loads where Secure
     /// Boot does not enforce signatures; removing it would take it from those machines too).
-    fn signed(&self, job: &Job, output: &str) -> JobResult {
-        let lines = dkms::signing_failure(output);
+    fn signed(&self, job: &Job, output: &Printed) -> JobResult {
+        let lines = dkms::signing_failure(output.lines());
         if lines.is_empty() {
             return JobResult::Done { note: None };
         }
@@ -446,7 +456,13 @@ impl DkmsExecutor {
 
     /// A pair dkms installed but that fails verification is uninstalled (dkms's record and its
     /// files): left installed, the next run would take it as done and the wrong module would load.
-    fn uninstall_unverified(&self, job: &Job, p: &Pair, why: String, output: &str) -> JobResult {
+    fn uninstall_unverified(
+        &self,
+        job: &Job,
+        p: &Pair,
+        why: String,
+        output: &Printed,
+    ) -> JobResult {
         let trees = self.trees();
         let out = self.dkms.remove(p.m, p.v, Some(p.kernel));
         let mut what = format!("{why}; uninstalled it");
@@ -455,31 +471,30 @@ impl DkmsExecutor {
                 what = format!("{why}; could not uninstall it: {e}");
             }
         }
-        let text = format!("{output}\n==> dkms remove\n{}", out.output);
+        let text = output
+            .clone()
+            .and(Output::from("\n==> dkms remove\n".to_string()))
+            .and(&out.output);
         let log = keep_log(trees, job, &text, None);
         failed(what, vec![], log, "")
     }
 
-    fn build_failed(&self, job: &Job, p: &Pair, output: &str, code: Option<i32>) -> JobResult {
+    fn build_failed(&self, job: &Job, p: &Pair, output: &Printed, code: Option<i32>) -> JobResult {
         let trees = self.trees();
-        let make_log =
-            fs::read_to_string(trees.dkms.join(p.m).join(p.v).join("build/make.log")).ok();
+        let make_log = trees.dkms.join(p.m).join(p.v).join("build/make.log");
+        let digest = fs::File::open(&make_log)
+            .ok()
+            .map(|f| crate::makelog::digest(f, 40, 15));
         // The compiler's own errors; failing that, the end of make.log says more than dkms.
-        let errors = make_log
-            .as_deref()
-            .map(|l| {
-                let e = crate::makelog::error_lines(l, 40);
-                if e.is_empty() {
-                    crate::makelog::tail(l, 15)
-                } else {
-                    e
-                }
-            })
-            .unwrap_or_default();
-        let log = keep_log(trees, job, output, make_log.as_deref());
-        let mut errors = errors;
+        let mut errors = match &digest {
+            Some(d) if d.errors.is_empty() => d.tail.clone(),
+            Some(d) => d.errors.clone(),
+            None => Vec::new(),
+        };
+        let log = keep_log(trees, job, output, digest.is_some().then_some(&*make_log));
         let mut what = dkms::exit_words(code);
-        match disk_full(trees, output, make_log.as_deref()) {
+        let no_space = digest.and_then(|d| d.no_space);
+        match disk_full(trees, output, no_space) {
             Some(DiskFull::Said(line)) => {
                 what.push_str("; the disk is full (No space left on device)");
                 if !errors.contains(&line) {
@@ -578,13 +593,15 @@ enum DiskFull {
     Free(u64),
 }
 
-fn disk_full(trees: &Trees, output: &str, make_log: Option<&str>) -> Option<DiskFull> {
+/// `make_log` is make.log's first line that says so, if any.
+fn disk_full(trees: &Trees, output: &Printed, make_log: Option<String>) -> Option<DiskFull> {
     let said = output
         .lines()
-        .chain(make_log.unwrap_or_default().lines())
-        .find(|l| l.contains("No space left on device"));
+        .find(|l| l.contains("No space left on device"))
+        .map(|l| l.trim_end().to_string())
+        .or(make_log);
     if let Some(line) = said {
-        return Some(DiskFull::Said(line.trim_end().to_string()));
+        return Some(DiskFull::Said(line));
     }
     let free = free_bytes(&trees.dkms)?;
     (free < FULL_BELOW).then_some(DiskFull::Free(free))
@@ -684,8 +701,15 @@ pub(crate) fn prune_empty(kernel_dir: &Path) {
     }
 }
 
-/// Copies what dkms printed and the make.log where the next run will not delete them.
-fn keep_log(trees: &Trees, job: &Job, output: &str, make_log: Option<&str>) -> Option<PathBuf> {
+/// Copies what dkms printed and the make.log where the next run will not delete them, byte for
+/// byte, file to file (a make.log of a gigabyte is never in memory).
+fn keep_log(
+    trees: &Trees,
+    job: &Job,
+    output: &Printed,
+    make_log: Option<&Path>,
+) -> Option<PathBuf> {
+    use std::io::Write;
     let dir = trees.log_dir();
     fs::create_dir_all(&dir).ok()?;
     let kernel = job.info.kernel.as_deref().unwrap_or("all");
@@ -693,20 +717,31 @@ fn keep_log(trees: &Trees, job: &Job, output: &str, make_log: Option<&str>) -> O
         "{}-{}_{}.log",
         job.info.module, job.info.version, kernel
     ));
-    let mut text = format!("==> dkms output ({})\n{output}", job.info.label());
-    if let Some(l) = make_log {
-        text.push_str("\n==> make.log\n");
-        text.push_str(l);
-    }
-    fs::write(&path, text).ok()?;
+    let write = || -> std::io::Result<()> {
+        let mut to = std::io::BufWriter::new(fs::File::create(&path)?);
+        writeln!(to, "==> dkms output ({})", job.info.label())?;
+        output.copy_to(&mut to)?;
+        if let Some(l) = make_log {
+            to.write_all(b"\n==> make.log\n")?;
+            std::io::copy(&mut fs::File::open(l)?, &mut to)?;
+        }
+        to.flush()
+    };
+    write().ok()?;
     Some(path)
 }
 
-fn failed(what: String, errors: Vec<String>, log: Option<PathBuf>, output: &str) -> JobResult {
+fn failed(
+    what: String,
+    errors: Vec<String>,
+    log: Option<PathBuf>,
+    output: impl Into<Printed>,
+) -> JobResult {
+    let output: Printed = output.into();
     JobResult::Failed(Failure {
         what,
         output: if errors.is_empty() {
-            dkms::tail(output, 15)
+            dkms::tail(output.lines(), 15)
         } else {
             Vec::new()
         },
@@ -736,7 +771,8 @@ pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
     if out.ok() {
         Ok(())
     } else {
-        Err(format!("depmod {kernel}: {}", out.output.trim()))
+        let said = dkms::tail(Printed::of(&out.output).lines(), 15).join("\n");
+        Err(format!("depmod {kernel}: {}", said.trim()))
     }
 }
 
@@ -750,17 +786,15 @@ mod tests {
         let trees = Trees::defaults(dir.path());
         let line = "/var/lib/dkms/m/1/build/m.c:3:1: fatal error: closing dependency file \
                     .m.o.d: No space left on device";
-        match disk_full(
-            &trees,
-            "Building module:\n",
-            Some(&format!("make -C ...\n{line}\n")),
-        ) {
+        let printed = Printed::from;
+        let log = crate::makelog::digest(format!("make -C ...\n{line}\n").as_bytes(), 40, 15);
+        match disk_full(&trees, &printed("Building module:\n"), log.no_space) {
             Some(DiskFull::Said(l)) => assert_eq!(l, line),
             _ => panic!("not found in make.log"),
         }
         // Nothing said, and the temporary directory's filesystem is not full (on this machine,
         // more than 1 MiB free): not a full disk.
         std::fs::create_dir_all(&trees.dkms).unwrap();
-        assert!(disk_full(&trees, "make failed\n", None).is_none());
+        assert!(disk_full(&trees, &printed("make failed\n"), None).is_none());
     }
 }

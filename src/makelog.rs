@@ -5,10 +5,102 @@
 //! under pacman is the FIRST errors as gcc, clang, the linker, modpost and make wrote them, with gcc's
 //! own context (the `In file included from` / `In function` lead-ins and the `  |` source lines), and
 //! nothing twice. The reporter shows these lines as they are, with the path of the full log.
+//!
+//! A make.log is read as bytes, once, in bounded memory ([`digest`]): a module that prints a
+//! gigabyte of warnings costs a gigabyte of reading, not of memory; a line that is not UTF-8 (gcc
+//! quoting a Latin-1 source line) is shown with U+FFFD in place of its bad bytes; a line longer
+//! than [`MAX_LINE`] is cut there. The whole log is kept by copying its file, never through this.
 
 use regex::Regex;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::OnceLock;
+
+/// The longest line shown: a longer one is cut there, and says so.
+pub const MAX_LINE: usize = 4096;
+
+/// At most this many distinct error lines are remembered to show each once: past that (a log of
+/// tens of thousands of different errors), the count of lines left out may count some twice.
+const MAX_SEEN: usize = 1 << 16;
+
+/// At most this many lead-ins wait for their diagnostic (a deeper include chain is cut).
+const MAX_PENDING: usize = 64;
+
+/// The lines of a log read as bytes: each without its line ending, shown lossily (invalid UTF-8
+/// as U+FFFD), cut at [`MAX_LINE`] bytes. A read error ends the lines.
+pub fn lines<R: Read>(log: R) -> impl Iterator<Item = String> {
+    let mut reader = BufReader::with_capacity(1 << 16, log);
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    std::iter::from_fn(move || loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => &[],
+        };
+        if chunk.is_empty() {
+            if line.is_empty() && !cut {
+                return None;
+            }
+            return Some(finish_line(&mut line, &mut cut));
+        }
+        let (took, end) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..took.min(room)]);
+        cut |= took > room;
+        reader.consume(if end { took + 1 } else { took });
+        if end {
+            return Some(finish_line(&mut line, &mut cut));
+        }
+    })
+}
+
+fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    if std::mem::take(cut) {
+        text.push_str(" [line cut]");
+    }
+    line.clear();
+    text
+}
+
+/// What a failure report takes from a make.log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digest {
+    /// The first errors ([`error_lines`]).
+    pub errors: Vec<String>,
+    /// The last lines that say something ([`tail`]), for a log without a recognised error.
+    pub tail: Vec<String>,
+    /// The first line that says `No space left on device`.
+    pub no_space: Option<String>,
+}
+
+/// Reads `log` once, as bytes, holding only what the report shows: at most `max_errors` error
+/// lines, the last `max_tail` lines, one full-disk line.
+pub fn digest<R: Read>(log: R, max_errors: usize, max_tail: usize) -> Digest {
+    let mut errors = ErrorPicker::new(max_errors);
+    let mut tail = Tail::new(max_tail);
+    let mut no_space = None;
+    for line in lines(log) {
+        if no_space.is_none() && line.contains("No space left on device") {
+            no_space = Some(line.trim_end().to_string());
+        }
+        errors.push(&line);
+        tail.push(&line);
+    }
+    Digest {
+        errors: errors.finish(),
+        tail: tail.finish(),
+        no_space,
+    }
+}
 
 /// What one line of a make.log is, for picking errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +163,17 @@ fn patterns() -> &'static Patterns {
 
 fn classify(line: &str) -> Kind {
     let p = patterns();
-    if p.make.is_match(line) {
+    // Plain substring tests first: most lines of a long log match none of the patterns.
+    if line.contains(": *** ") && p.make.is_match(line) {
         return if line.contains("Waiting for unfinished jobs") {
             Kind::Other
         } else {
             Kind::Error
         };
     }
-    if let Some(c) = p.diagnostic.captures(line) {
+    let diagnostic =
+        line.contains("error: ") || line.contains("warning: ") || line.contains("note: ");
+    if let Some(c) = diagnostic.then(|| p.diagnostic.captures(line)).flatten() {
         return match &c[1] {
             "warning" => Kind::Warning,
             "note" if line.contains("is reported only once") => Kind::NoiseNote,
@@ -113,107 +208,194 @@ fn is_scope(line: &str) -> bool {
 /// The first errors in `log`, with their lead-ins and source context, each line once, at most `max`
 /// lines. When there are more, the last of the `max` lines says how many were left out.
 pub fn error_lines(log: &str, max: usize) -> Vec<String> {
-    let ansi = &patterns().ansi;
-    let mut picked: Vec<String> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    // Lead-ins wait for the diagnostic they introduce: kept before an error, dropped before a warning.
-    let mut pending: Vec<String> = Vec::new();
-    // Whether context and notes that follow belong to a kept error.
-    let mut keeping = false;
-    // The last scope lead-in shown, so that errors in one function share one `In function` line.
-    let mut scope: Option<String> = None;
-    // An unrecognised line right after a kept error: clang (before version 17) prints the source line
-    // without a `|` gutter, so it counts as context only if a caret line follows it.
-    let mut source: Option<String> = None;
+    let mut picker = ErrorPicker::new(max);
+    for line in log.lines() {
+        picker.push(line);
+    }
+    picker.finish()
+}
 
-    for raw in log.lines() {
-        let line = ansi.replace_all(raw.trim_end(), "");
+/// Picks error lines from a log fed one line at a time (see [`error_lines`]), holding at most
+/// `max` of them.
+struct ErrorPicker {
+    max: usize,
+    /// The first `max` lines picked.
+    picked: Vec<String>,
+    /// How many lines were picked, those past `max` included.
+    count: usize,
+    /// Hashes of the errors and notes picked, to show each once.
+    seen: HashSet<u64>,
+    /// Lead-ins wait for the diagnostic they introduce: kept before an error, dropped before a
+    /// warning.
+    pending: Vec<String>,
+    /// Whether context and notes that follow belong to a kept error.
+    keeping: bool,
+    /// The last scope lead-in shown, so that errors in one function share one `In function` line.
+    scope: Option<String>,
+    /// An unrecognised line right after a kept error: clang (before version 17) prints the source
+    /// line without a `|` gutter, so it counts as context only if a caret line follows it.
+    source: Option<String>,
+}
+
+impl ErrorPicker {
+    fn new(max: usize) -> ErrorPicker {
+        ErrorPicker {
+            max,
+            picked: Vec::new(),
+            count: 0,
+            seen: HashSet::new(),
+            pending: Vec::new(),
+            keeping: false,
+            scope: None,
+            source: None,
+        }
+    }
+
+    fn pick(&mut self, line: String) {
+        if self.picked.len() < self.max {
+            self.picked.push(line);
+        }
+        self.count += 1;
+    }
+
+    /// Whether `line` is new (and now remembered); past [`MAX_SEEN`] lines, every line is new.
+    fn first_time(&mut self, line: &str) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        line.hash(&mut h);
+        let h = h.finish();
+        if self.seen.contains(&h) {
+            return false;
+        }
+        if self.seen.len() < MAX_SEEN {
+            self.seen.insert(h);
+        }
+        true
+    }
+
+    fn push(&mut self, raw: &str) {
+        let raw = raw.trim_end();
+        let line = if raw.contains('\x1b') {
+            patterns().ansi.replace_all(raw, "")
+        } else {
+            raw.into()
+        };
         let line = line.as_ref();
         let kind = classify(line);
-        if let Some(held) = source.take() {
+        if let Some(held) = self.source.take() {
             if kind == Kind::Context {
-                picked.push(held);
+                self.pick(held);
             } else {
-                keeping = false;
+                self.keeping = false;
             }
         }
         match kind {
             Kind::Error => {
-                if !seen.insert(line.to_string()) {
+                if !self.first_time(line) {
                     // The same error again (a header included twice, make -j repeating itself).
-                    pending.clear();
-                    keeping = false;
-                    continue;
+                    self.pending.clear();
+                    self.keeping = false;
+                    return;
                 }
-                for lead in pending.drain(..) {
+                for lead in std::mem::take(&mut self.pending) {
                     if is_scope(&lead) {
-                        if scope.as_deref() == Some(lead.as_str()) {
+                        if self.scope.as_deref() == Some(lead.as_str()) {
                             continue;
                         }
-                        scope = Some(lead.clone());
+                        self.scope = Some(lead.clone());
                     }
-                    picked.push(lead);
+                    self.pick(lead);
                 }
-                picked.push(line.to_string());
-                keeping = true;
+                self.pick(line.to_string());
+                self.keeping = true;
             }
             Kind::Warning => {
-                pending.clear();
-                keeping = false;
+                self.pending.clear();
+                self.keeping = false;
             }
             Kind::Note => {
-                if keeping && seen.insert(line.to_string()) {
-                    picked.push(line.to_string());
+                if self.keeping && self.first_time(line) {
+                    self.pick(line.to_string());
                 }
             }
             Kind::NoiseNote => {}
             Kind::LeadIn => {
-                keeping = false;
-                pending.push(line.to_string());
+                self.keeping = false;
+                if self.pending.len() < MAX_PENDING {
+                    self.pending.push(line.to_string());
+                }
             }
             Kind::Context => {
-                if keeping {
-                    picked.push(line.to_string());
+                if self.keeping {
+                    self.pick(line.to_string());
                 }
             }
             Kind::Other => {
-                pending.clear();
-                if keeping {
-                    source = Some(line.to_string());
+                self.pending.clear();
+                if self.keeping {
+                    self.source = Some(line.to_string());
                 }
             }
         }
     }
-    cap(picked, max)
+
+    /// The lines picked, at most `max`; when more were picked, the last says how many more.
+    fn finish(mut self) -> Vec<String> {
+        if self.count <= self.max {
+            return self.picked;
+        }
+        if self.max == 0 {
+            return Vec::new();
+        }
+        let left_out = self.count - (self.max - 1);
+        self.picked.truncate(self.max - 1);
+        self.picked
+            .push(format!("[{left_out} more error lines in the full log]"));
+        self.picked
+    }
 }
 
 /// The last `max` lines of `log` that say something (not make's entering/leaving directory lines), for
 /// a failed build whose log holds no line `error_lines` recognises.
 pub fn tail(log: &str, max: usize) -> Vec<String> {
-    let lines: Vec<&str> = log
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| {
-            !l.is_empty()
-                && !l.contains(": Entering directory")
-                && !l.contains(": Leaving directory")
-        })
-        .collect();
-    let start = lines.len().saturating_sub(max);
-    lines[start..].iter().map(|l| l.to_string()).collect()
+    let mut t = Tail::new(max);
+    for line in log.lines() {
+        t.push(line);
+    }
+    t.finish()
 }
 
-fn cap(mut lines: Vec<String>, max: usize) -> Vec<String> {
-    if lines.len() <= max {
-        return lines;
+/// The last lines of a log fed one at a time (see [`tail`]).
+struct Tail {
+    max: usize,
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn new(max: usize) -> Tail {
+        Tail {
+            max,
+            lines: VecDeque::new(),
+        }
     }
-    if max == 0 {
-        return Vec::new();
+
+    fn push(&mut self, line: &str) {
+        let l = line.trim_end();
+        if self.max == 0
+            || l.is_empty()
+            || l.contains(": Entering directory")
+            || l.contains(": Leaving directory")
+        {
+            return;
+        }
+        if self.lines.len() == self.max {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(l.to_string());
     }
-    let left_out = lines.len() - (max - 1);
-    lines.truncate(max - 1);
-    lines.push(format!("[{left_out} more error lines in the full log]"));
-    lines
+
+    fn finish(self) -> Vec<String> {
+        self.lines.into()
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +620,73 @@ x.c:3:9: error: use of undeclared identifier 'x'
                 "make: *** [/usr/src/linux-headers-6.1.0-55-common/Makefile:2065: /var/lib/dkms/broken/1.0/build] Error 2",
             ]
         );
+    }
+
+    /// Bytes in, lines out: bad UTF-8 shown as U+FFFD, CRLF endings taken off, a last line
+    /// without its newline kept, an overlong line cut (across the reader's buffer) and marked.
+    #[test]
+    fn lines_are_read_as_bytes_shown_lossily_and_cut_when_overlong() {
+        let mut log = b"caf\xe9 au lait\r\nplain\n".to_vec();
+        log.extend(std::iter::repeat_n(b'x', 100_000));
+        log.extend(b"\nlast");
+        let got: Vec<String> = lines(&log[..]).collect();
+        assert_eq!(got.len(), 4, "{:?}", &got[..2]);
+        assert_eq!(got[0], "caf\u{fffd} au lait");
+        assert_eq!(got[1], "plain");
+        assert_eq!(got[2], format!("{} [line cut]", "x".repeat(MAX_LINE)));
+        assert_eq!(got[3], "last");
+        assert_eq!(lines(&b""[..]).count(), 0);
+        assert_eq!(lines(&b"\n"[..]).collect::<Vec<_>>(), [""]);
+    }
+
+    /// A make.log that is not UTF-8 still gives its errors, tail and full-disk line; a Latin-1
+    /// source line keeps its place as the error's context.
+    #[test]
+    fn a_digest_of_a_latin1_log() {
+        let log: Vec<u8> = [
+            &b"  CC [M]  /b/x.o"[..],
+            b"/b/x.c: In function 'f':",
+            b"/b/x.c:7:16: error: 'y' undeclared (first use in this function)",
+            b"    7 |         return y; /* d\xe9j\xe0 vu */",
+            b"      |                ^",
+            b"/b/x.c:9:1: fatal error: closing dependency file: No space left on device",
+            b"make: *** [Makefile:1: all] Error 2",
+        ]
+        .iter()
+        .flat_map(|l| l.iter().chain(b"\n"))
+        .copied()
+        .collect();
+        let d = digest(&log[..], 40, 2);
+        assert_eq!(
+            d.errors,
+            [
+                "/b/x.c: In function 'f':",
+                "/b/x.c:7:16: error: 'y' undeclared (first use in this function)",
+                "    7 |         return y; /* d\u{fffd}j\u{fffd} vu */",
+                "      |                ^",
+                "/b/x.c:9:1: fatal error: closing dependency file: No space left on device",
+                "make: *** [Makefile:1: all] Error 2",
+            ]
+        );
+        assert_eq!(d.tail.len(), 2);
+        assert_eq!(d.tail[1], "make: *** [Makefile:1: all] Error 2");
+        assert_eq!(
+            d.no_space.as_deref(),
+            Some("/b/x.c:9:1: fatal error: closing dependency file: No space left on device")
+        );
+    }
+
+    /// Past its cap the picker only counts: 100 000 distinct errors give 40 lines, the last
+    /// saying how many more there are, as when every line was held.
+    #[test]
+    fn many_errors_are_counted_not_held() {
+        let log: String = (0..100_000)
+            .map(|i| format!("/b/x.c:{i}:1: error: 'u{i}' undeclared\n"))
+            .collect();
+        let got = digest(log.as_bytes(), 40, 15).errors;
+        assert_eq!(got.len(), 40);
+        assert_eq!(got[0], "/b/x.c:0:1: error: 'u0' undeclared");
+        assert_eq!(got[39], "[99961 more error lines in the full log]");
     }
 
     #[test]

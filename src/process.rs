@@ -10,13 +10,19 @@
 //! ([`Watch`]): SIGTERM, then SIGKILL after [`STOP_GRACE`]. Should dkms-hook itself be killed
 //! (SIGKILL), the child dies with it (`PR_SET_PDEATHSIG`) and the rest of its group with the
 //! [`crate::watchdog`].
+//!
+//! What the child wrote stays in its file ([`Output`]), as bytes: callers read back what they
+//! need (the last lines, the lines that match, a copy into a kept log), never the whole of an
+//! output that has no bound of its own.
 
 use crate::interrupt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a group told to stop (SIGTERM) at a time limit has before it is killed.
@@ -36,11 +42,97 @@ pub struct Running {
 pub struct Finished {
     pub status: ExitStatus,
     /// stdout and stderr, interleaved as written (stdout alone after [`Running::spawn_split`]).
-    pub output: String,
+    pub output: Output,
     /// stderr after [`Running::spawn_split`]; empty otherwise.
-    pub errors: String,
+    pub errors: Output,
     /// Why the child was stopped, if it was stopped for taking too long.
     pub stopped: Option<Limit>,
+}
+
+/// What a child wrote to one stream, as bytes, in its anonymous file (or a text of dkms-hook's
+/// own): read back as far as asked. Clones share the file.
+#[derive(Debug, Clone, Default)]
+pub struct Output(Stored);
+
+#[derive(Debug, Clone, Default)]
+enum Stored {
+    #[default]
+    Empty,
+    Text(Arc<[u8]>),
+    File(Arc<File>),
+}
+
+impl Output {
+    /// The output's size in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.0 {
+            Stored::Empty => 0,
+            Stored::Text(t) => t.len() as u64,
+            Stored::File(f) => f.metadata().map_or(0, |m| m.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads it from its start.
+    pub fn reader(&self) -> Box<dyn Read + Send + '_> {
+        match &self.0 {
+            Stored::Empty => Box::new(io::empty()),
+            Stored::Text(t) => Box::new(&t[..]),
+            Stored::File(f) => Box::new(FileReader { file: f, at: 0 }),
+        }
+    }
+
+    /// The whole output, for outputs that are small by nature (a record stream of dkms-hook's
+    /// own evaluator, `modinfo -F`); anything else is read through [`Output::reader`].
+    pub fn bytes(&self) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.reader().read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// At most the first `limit` bytes, shown lossily (invalid UTF-8 as U+FFFD).
+    pub fn text_up_to(&self, limit: u64) -> String {
+        let mut buf = Vec::new();
+        let _ = self.reader().take(limit).read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Copies the whole output, byte for byte, into `to`; returns the bytes copied.
+    pub fn copy_to(&self, to: &mut dyn Write) -> io::Result<u64> {
+        io::copy(&mut self.reader(), to)
+    }
+}
+
+impl From<String> for Output {
+    fn from(text: String) -> Output {
+        if text.is_empty() {
+            return Output::default();
+        }
+        Output(Stored::Text(text.into_bytes().into()))
+    }
+}
+
+impl From<File> for Output {
+    fn from(file: File) -> Output {
+        Output(Stored::File(Arc::new(file)))
+    }
+}
+
+/// Reads a shared file from its start by position (no shared seek offset).
+struct FileReader<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// The limits a wait puts on a child.
@@ -135,11 +227,8 @@ impl Running {
         let status = self.child.wait()?;
         Ok(Finished {
             status,
-            output: read_all(&mut self.output)?,
-            errors: match &mut self.errors {
-                Some(e) => read_all(e)?,
-                None => String::new(),
-            },
+            output: Output::from(self.output),
+            errors: self.errors.map(Output::from).unwrap_or_default(),
             stopped,
         })
     }
@@ -230,13 +319,6 @@ impl PidFd {
     }
 }
 
-fn read_all(f: &mut File) -> io::Result<String> {
-    let mut buf = Vec::new();
-    f.seek(SeekFrom::Start(0))?;
-    f.read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// Runs `cmd` to its exit (see [`Running`]).
 pub fn run(cmd: Command) -> io::Result<Finished> {
     Running::spawn(cmd)?.wait()
@@ -268,7 +350,25 @@ mod tests {
             .arg("echo one; echo two >&2; echo three; exit 10");
         let f = run(c).unwrap();
         assert_eq!(f.status.code(), Some(10));
-        assert_eq!(f.output, "one\ntwo\nthree\n");
+        assert_eq!(f.output.bytes().unwrap(), b"one\ntwo\nthree\n");
+    }
+
+    /// Bytes as written, whatever they are: read back whole, in part, or copied.
+    #[test]
+    fn output_is_kept_as_bytes_and_read_as_far_as_asked() {
+        let mut c = Command::new("printf");
+        c.arg("caf\\351 au lait\\n");
+        let f = run(c).unwrap();
+        assert_eq!(f.output.bytes().unwrap(), b"caf\xe9 au lait\n");
+        assert_eq!(f.output.len(), 13);
+        assert_eq!(f.output.text_up_to(5), "caf\u{fffd} ");
+        let mut copy = Vec::new();
+        assert_eq!(f.output.copy_to(&mut copy).unwrap(), 13);
+        assert_eq!(copy, b"caf\xe9 au lait\n");
+        // Clones share the file; each reader starts at the beginning.
+        let again = f.output.clone();
+        assert_eq!(again.bytes().unwrap(), f.output.bytes().unwrap());
+        assert!(f.errors.is_empty());
     }
 
     /// Whether `pid` is gone (or a zombie nobody has reaped yet, which runs nothing).
@@ -297,7 +397,8 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(f.status.code(), Some(3));
-        let mut lines = f.output.lines();
+        let text = f.output.text_up_to(u64::MAX);
+        let mut lines = text.lines();
         let sleep: i32 = lines.next().unwrap().parse().unwrap();
         assert_eq!(lines.next(), Some("done"));
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -324,7 +425,7 @@ mod tests {
             t.elapsed()
         );
         assert_eq!(f.stopped, Some(Limit::Deadline));
-        let sleep: i32 = f.output.trim().parse().unwrap();
+        let sleep: i32 = f.output.text_up_to(64).trim().parse().unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(gone(sleep), "the background sleep {sleep} survived");
     }
@@ -342,7 +443,7 @@ mod tests {
         };
         let f = run_with(c, watch).unwrap();
         assert_eq!(f.stopped, Some(Limit::Stalled));
-        assert_eq!(f.output, "1\n2\n3\n4\n5\n");
+        assert_eq!(f.output.bytes().unwrap(), b"1\n2\n3\n4\n5\n");
         let took = t.elapsed();
         assert!(
             took >= Duration::from_millis(1400) && took < Duration::from_secs(4),

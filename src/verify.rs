@@ -144,7 +144,7 @@ pub fn vermagic(path: &Path) -> Result<String, String> {
     let mut c = Command::new("modinfo");
     c.args(["-F", "vermagic"]).arg(path);
     let out = crate::process::run(c).map_err(|e| format!("modinfo {name}: {e}"))?;
-    let s = out.output.trim().to_string();
+    let s = out.output.text_up_to(4096).trim().to_string();
     if out.status.success() && !s.is_empty() && !s.contains('\n') {
         Ok(s)
     } else {

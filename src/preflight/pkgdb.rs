@@ -5,7 +5,8 @@
 //! pacman does (`alpm-types`' vercmp).
 //!
 //! A `desc` entry is `%KEY%` lines each followed by values and a blank line (alpm-repo-desc(5),
-//! alpm-db-desc(5)). Only NAME, VERSION and FILENAME are read, and leniently: `alpm-repo-db`'s
+//! alpm-db-desc(5)). Only NAME, VERSION, FILENAME and the PROVIDES, CONFLICTS and REPLACES lists
+//! are read, and leniently: `alpm-repo-db`'s
 //! strict parser takes a database with an `%MD5SUM%` for schema v1, which requires a
 //! `%PGPSIG%` that `repo-add` writes only for signed packages, so it would reject the unsigned
 //! local repositories many users keep.
@@ -183,6 +184,24 @@ mod tests {
         assert_eq!(relation_name("glibc>=2.38"), "glibc");
         assert_eq!(relation_name("sh"), "sh");
         assert_eq!(relation_name("libfoo.so=1-64"), "libfoo.so");
+    }
+
+    #[test]
+    fn a_replacing_packages_lists() {
+        let d = parse_desc(
+            "%NAME%\nnvidia-open-dkms\n\n%VERSION%\n590.44.01-1\n\n\
+             %CONFLICTS%\nnvidia-dkms\nNVIDIA-MODULE<600\n\n%PROVIDES%\nNVIDIA-MODULE\n\n\
+             %REPLACES%\nnvidia-dkms\n\n",
+        )
+        .unwrap();
+        assert_eq!(d.conflicts, ["nvidia-dkms", "NVIDIA-MODULE<600"]);
+        assert_eq!(d.provides, ["NVIDIA-MODULE"]);
+        assert_eq!(d.replaces, ["nvidia-dkms"]);
+        assert_eq!(relation_name(&d.conflicts[1]), "NVIDIA-MODULE");
+        assert_eq!(relation_name("foo>=1.0"), "foo");
+        assert_eq!(relation_name("foo"), "foo");
+        // An empty value list (a key without values) is no value.
+        assert_eq!(parse_desc("%NAME%\n\n%VERSION%\n1-1\n"), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! other status wording, builds in a temporary directory moved into place), and Arch users run the
 //! newest. Each test is written once, as a function of the dkms program, and [`on_newer_dkms`]
 //! makes one `#[test]` of it per version (`newer_dkms::dkms_3_2_2::NAME`,
-//! `newer_dkms::dkms_3_4_3::NAME`); without 3.4.3 (a plain clone) its tests skip, saying why. Each
+//! `newer_dkms::dkms_3_4_3::NAME`); without 3.4.3 (a plain clone) its tests cannot run: tests/run
+//! counts them as skipped, saying why, and .ci/run fails them (`common::skip`). Each
 //! test works in its own `--root`, and the same dkms's `status` on the same trees is the referee.
 //! The scenarios that must hold on any dkms live in tests/it/scenarios, shared with
 //! tests/it/engine.rs; what is particular to the newer dkms stays here.
@@ -55,7 +56,13 @@ on_newer_dkms!(
     a_swap_stopped_by_the_job_timeout_puts_the_kept_version_back,
     a_swap_stopped_by_sigterm_puts_the_kept_version_back,
     a_swap_cut_short_by_sigkill_is_put_back_by_the_next_run,
+    a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte,
 );
+
+/// See tests/it/logs.rs.
+fn a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte(dkms: &Path) {
+    crate::logs::latin1_make_log(&newer_root(dkms));
+}
 
 /// See tests/it/keep.rs.
 fn a_swap_stopped_by_the_job_timeout_puts_the_kept_version_back(dkms: &Path) {

@@ -255,6 +255,12 @@ fn s14_an_upgrade_that_fails_on_one_kernel_keeps_the_old_version_there() {
     scenario("14-upgrade-keeps-old.sh");
 }
 
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn s15_a_module_that_changes_package_name_keeps_its_old_version_there() {
+    scenario("15-renamed-package-keeps-old.sh");
+}
+
 // The packaging files, checked without pacman.
 
 fn read(path: &str) -> String {

@@ -1,5 +1,6 @@
 //! Module signing for Secure Boot through dkms-hook, on Debian 12's dkms 3.0.10 and on 3.4.3 (the
-//! series Arch ships; skipped, saying why, when tests/setup.sh could not build it). The kernels'
+//! series Arch ships; counted as skipped by tests/run, saying why, and failed by .ci/run, when
+//! tests/setup.sh could not build it). The kernels'
 //! headers are Debian's, whose config has CONFIG_MODULE_SIG_HASH as Arch's does, so dkms signs what
 //! it builds when it has a key. dkms reads its signing settings from the running system's
 //! /etc/dkms only; dkms-hook hands the root's to it (see dkms_hook::trees), so each test names its

@@ -60,7 +60,8 @@ mapfile -t kernels < <(printf '%s\n' "${kernels[@]}" | sort -V)
 ((${#kernels[@]} >= 2)) || die "need the headers of two kernels under /usr/src (run tests/setup.sh)"
 kernels=("${kernels[@]: -2}")
 
-# -dkms packages: package name, source directory, version[, pkgrel, stamp].
+# -dkms packages: dkms module name, source directory, version[, pkgrel, stamp, package name
+# (default NAME-dkms), the package it replaces].
 modules=()
 real_module() { # NAME: the newest source of NAME from tests/setup.sh's cache
   local dir
@@ -90,6 +91,9 @@ cp -r "$fixtures/dkmshook-keep-1.1" "$keep11"
 printf '%s\n' "${kernels[0]}" >"$keep11/fails-on"
 modules+=("dkmshook-keep|$fixtures/dkmshook-keep-1.0|1.0|1|")
 modules+=("dkmshook-keep|$keep11|1.1|1|")
+# The same 1.1 under another package name that replaces the first, as nvidia-open-dkms does
+# nvidia-dkms.
+modules+=("dkmshook-keep|$keep11|1.1|1||dkmshook-keep-open-dkms|dkmshook-keep-dkms")
 # dkmshook-kver (its Makefile finds the kernel at /lib/modules/$(KVER)/build): 1.0 builds for
 # every kernel, 2.0 stops at an #error for the newer one (its fails-on file).
 kver20=$out/src/dkmshook-kver-2.0
@@ -140,8 +144,9 @@ if ! up_to_date; then
     _KVER=$k _PKGNAME=linux-test-headers makepkg_in "$pkgs/linux-headers"
   done
   for m in "${modules[@]}"; do
-    IFS='|' read -r name dir ver rel stamp_text <<<"$m"
-    _NAME=$name _SRC=$dir _VER=$ver _REL=${rel:-1} _STAMP=$stamp_text makepkg_in "$pkgs/module-dkms"
+    IFS='|' read -r name dir ver rel stamp_text pkgname replaces <<<"$m"
+    _NAME=$name _SRC=$dir _VER=$ver _REL=${rel:-1} _STAMP=$stamp_text _PKGNAME=$pkgname \
+      _REPLACES=$replaces makepkg_in "$pkgs/module-dkms"
   done
   {
     echo "$stamp"

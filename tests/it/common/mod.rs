@@ -109,13 +109,46 @@ pub fn run_command(cmd: Command, stdin: &str) -> RunOutput {
 }
 
 /// [`run_command`] with any bytes as input (pacman's paths are bytes).
-pub fn run_command_bytes(mut cmd: Command, stdin: &[u8]) -> RunOutput {
+pub fn run_command_bytes(cmd: Command, stdin: &[u8]) -> RunOutput {
+    run_command_watched(cmd, stdin, |_| ())
+}
+
+/// [`run_command`], also returning the most memory the process itself (not its children) held
+/// at once: its peak resident set (`VmHWM` of /proc/PID/status, in KiB), read every 10 ms while
+/// it runs. A high-water mark: a reading after the peak sees it, however briefly it lasted.
+pub fn run_command_peak_rss(cmd: Command, stdin: &str) -> (RunOutput, u64) {
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = Arc::clone(&peak);
+    let out = run_command_watched(cmd, stdin.as_bytes(), move |pid| {
+        let status = format!("/proc/{pid}/status");
+        // Gone, or a zombie (no memory, no VmHWM line any more): the run is over.
+        while let Some(kib) = fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            seen.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+    (out, peak.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Runs `cmd` as [`run_command_bytes`] does, with `watch` called in a thread of its own with the
+/// child's pid as soon as it started; the run ends when both the child and `watch` are done.
+fn run_command_watched(
+    mut cmd: Command,
+    stdin: &[u8],
+    watch: impl FnOnce(u32) + Send + 'static,
+) -> RunOutput {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("{:?}: cannot start: {e}", cmd.get_program()));
+    let pid = child.id();
+    let watcher = thread::spawn(move || watch(pid));
     let mut input = child.stdin.take().expect("stdin");
     let stdin = stdin.to_vec();
     let writer = thread::spawn(move || {
@@ -129,6 +162,7 @@ pub fn run_command_bytes(mut cmd: Command, stdin: &[u8]) -> RunOutput {
     let stdout = out.join().expect("output reader panicked");
     let stderr = err.join().expect("output reader panicked");
     writer.join().expect("input writer panicked");
+    watcher.join().expect("the watcher panicked");
     let combined = String::from_utf8_lossy(&combined.lock().unwrap()).into_owned();
     RunOutput {
         code: status.code().unwrap_or(-1),
@@ -700,20 +734,67 @@ pub fn is_module_file(name: &str) -> bool {
 }
 
 /// dkms 3.4.3, the series Arch ships, built by tests/setup.sh from its release tarball when the
-/// repository sits beside `shared/dkms`; `None` in a plain clone. tests/setup.sh says once why the
-/// 3.4.3 tests skip then; each skipped test says it too (seen with `--nocapture`).
+/// repository sits beside `shared/dkms`. In a plain clone it is missing: the test cannot run
+/// ([`skip`]: counted as skipped under tests/run, a failure anywhere else) and `None` comes back,
+/// for the caller to return.
 pub fn dkms_343() -> Option<PathBuf> {
     let path = dkms_343_path();
     if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {}: missing (no shared/dkms/dkms-3.4.3.tar.gz beside the repository for \
-             tests/setup.sh to build it from)",
-            path.display()
-        );
-        None
+        return Some(path);
     }
+    skip(&dkms_343_missing());
+    None
+}
+
+/// Why there is no dkms 3.4.3.
+fn dkms_343_missing() -> String {
+    format!(
+        "dkms 3.4.3: {}: missing (no shared/dkms/dkms-3.4.3.tar.gz beside the repository for \
+         tests/setup.sh to build it from)",
+        dkms_343_path().display()
+    )
+}
+
+/// The file tests/run names in this variable collects the tests that could not run here, one
+/// line each (`skipped` or `partly`, the test, the reason, tab-separated), to count them in its
+/// closing line. Without it (`cargo test` by hand, `.ci/run`), a test that cannot run fails.
+pub const SKIPPED_ENV: &str = "DKMSHOOK_SKIPPED";
+
+/// This test cannot run here (a dkms version it needs is missing, say): under tests/run it is
+/// recorded with `reason`, and counted as skipped, not passed, in tests/run's closing line; the
+/// caller then returns. Anywhere else it fails with the reason: a test that did nothing never
+/// passes.
+pub fn skip(reason: &str) {
+    record_skip("skipped", reason);
+}
+
+/// Part of this test cannot run here (one of the dkms versions it goes through): recorded as
+/// [`skip`] does, while the test goes on with the rest; tests/run names it as run in part.
+/// Anywhere else it fails with the reason.
+pub fn skip_part(reason: &str) {
+    record_skip("partly", reason);
+}
+
+fn record_skip(kind: &str, reason: &str) {
+    let test = thread::current()
+        .name()
+        .unwrap_or("(a test in the main thread)")
+        .to_owned();
+    let Some(file) = std::env::var_os(SKIPPED_ENV).filter(|f| !f.is_empty()) else {
+        panic!(
+            "cannot run: {reason} (tests/run counts a test that cannot run as skipped; \
+             elsewhere, and under .ci/run, it fails)"
+        );
+    };
+    eprintln!("{kind}: {reason}");
+    let line = format!("{kind}\t{test}\t{}\n", reason.replace(['\t', '\n'], " "));
+    // One short append per line: lines of tests running at once do not interleave.
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .unwrap_or_else(|e| panic!("{}: {e}", Path::new(&file).display()));
 }
 
 /// Where tests/setup.sh builds [`dkms_343`], whether or not it is there.
@@ -722,10 +803,21 @@ pub fn dkms_343_path() -> PathBuf {
 }
 
 /// Every dkms newer than the machine's 3.0.10 that tests/setup.sh made available: Debian 13's
-/// 3.2.2 and, when built, 3.4.3.
+/// 3.2.2 and, when built, 3.4.3. One that is missing makes the test run in part
+/// ([`skip_part`]: said under tests/run, a failure anywhere else).
 pub fn newer_dkms_programs() -> Vec<PathBuf> {
-    [newer_dkms_path(), dkms_343_path()]
-        .into_iter()
-        .filter(|p| p.is_file())
-        .collect()
+    let mut out = Vec::new();
+    for p in [newer_dkms_path(), dkms_343_path()] {
+        if p.is_file() {
+            out.push(p);
+        } else if p == dkms_343_path() {
+            skip_part(&dkms_343_missing());
+        } else {
+            skip_part(&format!(
+                "dkms 3.2.2: {}: missing (run tests/setup.sh)",
+                p.display()
+            ));
+        }
+    }
+    out
 }
