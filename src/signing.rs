@@ -66,10 +66,9 @@ pub fn ensure_key(trees: &Trees, dkms: &Dkms, headers: &[&Path]) -> Result<Key, 
     cmd.arg("generate_mok")
         .env("LC_ALL", "C")
         .envs(trees.dkms_env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _ = cmd.status();
+        .stdin(Stdio::null());
+    // Like every dkms call: it ends when dkms exits, and nothing of its group outlives it.
+    let _ = crate::dkms::run(cmd);
     if made() {
         return Ok(Key::Made(shown));
     }
