@@ -160,6 +160,10 @@ impl Dkms {
             .arg("--installtree")
             .arg(&self.trees.install)
             .env("LC_ALL", "C")
+            // The kernel's Makefile unexports LC_ALL: the compiler would speak the user's
+            // language, and the failure block finds its error lines by their English words.
+            .env("LC_MESSAGES", "C")
+            .env_remove("LANGUAGE")
             .envs(self.trees.dkms_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c

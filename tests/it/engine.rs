@@ -424,3 +424,59 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// The compiler speaks English whatever the user's language: the failure block finds gcc's error
+/// lines by their English words (`error:`), and the kernel's Makefile unexports `LC_ALL`, so
+/// dkms's `LC_ALL=C` alone never reaches gcc. `LC_MESSAGES=C` does (and `LANGUAGE` is dropped,
+/// which gettext would read before it). Seen by a compiler wrapper first in PATH.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn the_compiler_speaks_english_whatever_the_users_language() {
+    let root = TestRoot::new();
+    let (k1, _) = root.two_kernels();
+    root.add_fixture("dkmshook-plain-1.0");
+    let tools = tempfile::tempdir().unwrap();
+    let log = tools.path().join("locale");
+    let config = std::fs::read_to_string(root.kernel_dir(&k1).join("build/.config")).unwrap();
+    let cc = config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("gcc")
+        .to_owned();
+    for name in ["gcc".to_owned(), cc] {
+        let script = tools.path().join(&name);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"LC_MESSAGES=$LC_MESSAGES LANGUAGE=${{LANGUAGE-unset}} LC_ALL=$LC_ALL\" >>'{}'\nexec /usr/bin/{name} \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = root.command();
+    cmd.env("LANG", "de_DE.UTF-8")
+        .env("LANGUAGE", "de")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                tools.path().display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .args(["-k", &k1]);
+    let out = crate::common::run_command(cmd, "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let seen = std::fs::read_to_string(&log).expect("the compiler wrapper never ran");
+    assert!(!seen.is_empty());
+    for line in seen.lines() {
+        assert!(
+            line.starts_with("LC_MESSAGES=C LANGUAGE=unset"),
+            "the compiler ran with {line}"
+        );
+    }
+}
