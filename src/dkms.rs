@@ -29,8 +29,6 @@ pub struct Outcome {
     pub code: Option<i32>,
     /// stdout and stderr, interleaved.
     pub output: Output,
-    /// Stopped at the deadline ([`Dkms::until`]) before it exited by itself.
-    pub timed_out: bool,
 }
 
 impl Outcome {
@@ -301,12 +299,10 @@ pub fn run_until(cmd: Command, deadline: Option<std::time::Instant>) -> Outcome 
         Ok(f) => Outcome {
             code: f.status.code(),
             output: f.output,
-            timed_out: f.stopped.is_some(),
         },
         Err(e) => Outcome {
             code: None,
             output: Output::from(format!("cannot run {program}: {e}\n")),
-            timed_out: false,
         },
     }
 }

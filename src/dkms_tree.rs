@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 /// The whole dkms tree: module name -> what dkms knows of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DkmsTree {
-    pub root: PathBuf,
     pub modules: BTreeMap<String, ModuleEntry>,
 }
 
@@ -36,10 +35,7 @@ pub struct VersionEntry {
 impl DkmsTree {
     /// Reads the tree at `root`. A missing tree is an empty one; unreadable entries are skipped.
     pub fn read(root: &Path) -> DkmsTree {
-        let mut tree = DkmsTree {
-            root: root.to_path_buf(),
-            modules: BTreeMap::new(),
-        };
+        let mut tree = DkmsTree::default();
         for (name, path) in dirs(root) {
             let entry = read_module(&path);
             tree.modules.insert(name, entry);

@@ -330,7 +330,6 @@ impl DkmsExecutor {
             true => dkms::Outcome {
                 code: Some(dkms::exit::OK),
                 output: Output::default(),
-                timed_out: false,
             },
             false => self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs),
         };
