@@ -8,16 +8,18 @@
 use anyhow::{bail, Context, Result};
 use clap::FromArgMatches;
 use cli::{Cli, Cmd, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use dkms_hook::dkms::Dkms;
-use dkms_hook::dkms_tree::DkmsTree;
-use dkms_hook::inventory::{Inventory, SourceSelection};
+use dkms_hook::keep::{self as kept, arriving};
+use dkms_hook::plan::inventory::{Inventory, SourceSelection};
+use dkms_hook::plan::targets::{ModuleSpec, Targets};
 use dkms_hook::plan::{self, Mode, Request};
-use dkms_hook::report::{self, Reporter, Style};
-use dkms_hook::runner::{self, RunConfig};
-use dkms_hook::targets::{ModuleSpec, Targets};
-use dkms_hook::timings::Timings;
-use dkms_hook::trees::{display_under, normalize, Trees, TreesError};
-use dkms_hook::{arriving, kept, kernel, status};
+use dkms_hook::report::reporter::{self as report, Reporter, Style};
+use dkms_hook::report::timings::Timings;
+use dkms_hook::run::runner::{self, RunConfig};
+use dkms_hook::status;
+use dkms_hook::system::dkms::Dkms;
+use dkms_hook::system::dkms_tree::DkmsTree;
+use dkms_hook::system::kernel;
+use dkms_hook::system::trees::{display_under, normalize, Trees, TreesError};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,17 +38,17 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    if let Err(e) = dkms_hook::interrupt::install() {
+    if let Err(e) = dkms_hook::os::interrupt::install() {
         eprintln!("dkms-hook: error: cannot handle signals: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
     let result = run(cli);
     // Stopped by a signal: the shell's status for it, whatever the mode had come to.
-    if let Some(sig) = dkms_hook::interrupt::global().signal() {
+    if let Some(sig) = dkms_hook::os::interrupt::global().signal() {
         if let Err(e) = &result {
             eprintln!("dkms-hook: error: {e:#}");
         }
-        return ExitCode::from(dkms_hook::interrupt::exit_code(sig));
+        return ExitCode::from(dkms_hook::os::interrupt::exit_code(sig));
     }
     match result {
         Ok(code) => ExitCode::from(code),
@@ -102,7 +104,9 @@ fn run(cli: Cli) -> Result<u8> {
         stopped("reading the dkms tree")?;
         let report = report.only_kernels(&cli.kernels);
         if cli.json {
-            quietly_when_closed(print_lines([dkms_hook::json::status(&report.items)]))?;
+            quietly_when_closed(print_lines([dkms_hook::report::json::status(
+                &report.items,
+            )]))?;
         } else {
             quietly_when_closed(print_lines(&report.lines))?;
         }
@@ -126,7 +130,7 @@ fn run(cli: Cli) -> Result<u8> {
                 .iter()
                 .map(|p| absolute(p))
                 .collect::<Result<_>>()?,
-            env_preflight: std::env::var(dkms_hook::config::PREFLIGHT_ENV).ok(),
+            env_preflight: std::env::var(dkms_hook::system::config::PREFLIGHT_ENV).ok(),
             proc_modules: PathBuf::from(dkms_hook::preflight::essential::PROC_MODULES),
             running: kernel::running_release(),
             arch: kernel::host_arch(),
@@ -173,13 +177,13 @@ fn run(cli: Cli) -> Result<u8> {
     // What a run that died midway left (SIGKILL, a power loss) is made whole first.
     let mut recovery_failed = false;
     if !cli.dry_run {
-        let exec = dkms_hook::execute::DkmsExecutor {
+        let exec = dkms_hook::execute::executor::DkmsExecutor {
             dkms: dkms.clone(),
             arch: kernel::host_arch(),
             force: false,
             job_timeout: None,
         };
-        let recovery = dkms_hook::settle::recover(&exec);
+        let recovery = dkms_hook::execute::settle::recover(&exec);
         for line in &recovery.lines {
             eprintln!("{line}");
         }
@@ -277,13 +281,13 @@ fn run(cli: Cli) -> Result<u8> {
     plan.notes.extend(kept_notes);
     if mode != Mode::Remove {
         // What the preflight of this transaction said already is not said twice.
-        let said = dkms_hook::prebuilt::Store::at(&trees.root).said_notes();
+        let said = dkms_hook::system::prebuilt::Store::at(&trees.root).said_notes();
         plan.notes.retain(|n| !said.contains(n));
     }
     stopped("reading the module sources")?;
     if cli.dry_run {
         let text = if cli.json {
-            dkms_hook::json::plan(&plan, jobs)
+            dkms_hook::report::json::plan(&plan, jobs)
         } else {
             report::dry_run_text(&plan, jobs)
         };
@@ -326,13 +330,13 @@ fn run(cli: Cli) -> Result<u8> {
         .filter_map(|j| j.headers.as_deref())
         .collect();
     if !headers.is_empty() {
-        match dkms_hook::signing::ensure_key(&trees, &cfg.dkms, &headers) {
-            Ok(dkms_hook::signing::Key::Made(key)) => {
+        match dkms_hook::system::signing::ensure_key(&trees, &cfg.dkms, &headers) {
+            Ok(dkms_hook::system::signing::Key::Made(key)) => {
                 println!(
                     "  made the module signing key {key}, as dkms would on its first signed build"
                 )
             }
-            Ok(dkms_hook::signing::Key::Unchanged) => {}
+            Ok(dkms_hook::system::signing::Key::Unchanged) => {}
             Err(e) => eprintln!("dkms-hook: warning: {e}"),
         }
     }
@@ -353,7 +357,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
         // The preflight's builds serve one transaction: what this run did not install goes
         // (an install run ends the transaction; the remove hook runs between the two).
-        let store = dkms_hook::prebuilt::Store::at(&trees.root);
+        let store = dkms_hook::system::prebuilt::Store::at(&trees.root);
         if let Err(e) = store.clear() {
             eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
         }
@@ -395,7 +399,7 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
     if !kernels.is_empty() {
         inv.kernels.retain(|k| kernels.contains(&k.release));
     }
-    let found = dkms_hook::orphans::find(&inv);
+    let found = dkms_hook::status::orphans::find(&inv);
     let shown = |p: &Path| trees.display(p).into_owned();
     if !remove {
         let lines = found
@@ -406,7 +410,7 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
         quietly_when_closed(print_lines(lines))?;
         return Ok(EXIT_OK);
     }
-    let done = dkms_hook::orphans::remove(&inv, &found);
+    let done = dkms_hook::status::orphans::remove(&inv, &found);
     for k in &done.kept {
         eprintln!(
             "dkms-hook: note: {} is no longer an orphan (dkms owns it again): kept",
@@ -431,18 +435,18 @@ fn orphans(trees: &Trees, remove: bool, kernels: &[String]) -> Result<u8> {
 
 /// An error when a stopping signal came (the children it reached have cut their work short).
 fn stopped(during: &str) -> Result<()> {
-    match dkms_hook::interrupt::global().signal() {
+    match dkms_hook::os::interrupt::global().signal() {
         Some(sig) => bail!(
             "interrupted by {} while {during}",
-            dkms_hook::interrupt::name(sig)
+            dkms_hook::os::interrupt::name(sig)
         ),
         None => Ok(()),
     }
 }
 
 /// Takes the one-run-at-a-time lock, saying so when another run holds it.
-fn lock(trees: &Trees) -> Result<dkms_hook::lock::RunLock> {
-    let lock = dkms_hook::lock::acquire(trees, &mut |path, pid| {
+fn lock(trees: &Trees) -> Result<dkms_hook::os::lock::RunLock> {
+    let lock = dkms_hook::os::lock::acquire(trees, &mut |path, pid| {
         let who = pid.map_or("another dkms-hook run".to_string(), |p| {
             format!("another dkms-hook run (pid {p})")
         });

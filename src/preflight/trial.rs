@@ -2,7 +2,7 @@
 //! process that `dkms-hook preflight` starts makes the view, then runs the usual pipeline
 //! (inventory, plan, runner, reporter) on the system's own trees there, as the install hook will
 //! run it after the transaction, and keeps the builds that succeed in the store
-//! ([`crate::prebuilt`]). It reports back through a file ([`Outcome`]); the preflight decides.
+//! ([`crate::system::prebuilt`]). It reports back through a file ([`Outcome`]); the preflight decides.
 //!
 //! Before planning, the dkms tree of the view is made what the hooks will have made of it by the
 //! time the install hook builds: the versions whose sources leave or are replaced in place (a
@@ -11,15 +11,15 @@
 //! kernel (a kernel reinstalled under the same release). All of it in the view only.
 
 use super::view::{self, Spec};
-use crate::dkms::Dkms;
-use crate::dkms_tree::DkmsTree;
-use crate::inventory::{Inventory, SourceSelection};
+use crate::plan::inventory::{Inventory, SourceSelection};
+use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
-use crate::prebuilt::{self, Store};
-use crate::report::{Reporter, Style};
-use crate::runner::{self, RunConfig};
-use crate::targets::Targets;
-use crate::trees::Trees;
+use crate::report::reporter::{Reporter, Style};
+use crate::run::runner::{self, RunConfig};
+use crate::system::dkms::Dkms;
+use crate::system::dkms_tree::DkmsTree;
+use crate::system::prebuilt::{self, Store};
+use crate::system::trees::Trees;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -191,20 +191,20 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
                 )
                 .collect();
             for (k, a) in kernels {
-                let _ = crate::execute::remove_directly(trees, m, v, &k, &a);
+                let _ = crate::execute::executor::remove_directly(trees, m, v, &k, &a);
             }
             let _ = std::fs::remove_dir_all(trees.dkms.join(m).join(v));
         }
     }
     for k in &req.kernels {
         for (m, v) in tree.pairs_for_kernel(k) {
-            let _ = crate::execute::remove_directly(trees, &m, &v, k, &req.arch);
+            let _ = crate::execute::executor::remove_directly(trees, &m, &v, k, &req.arch);
         }
     }
 }
 
 /// Keeps each trial build that installed in the view for the install hook after the
-/// transaction, stamped with what it was compiled from (see [`crate::prebuilt`]).
+/// transaction, stamped with what it was compiled from (see [`crate::system::prebuilt`]).
 fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConfig) {
     let store = Store::at(&trees.root);
     for job in &plan.jobs {

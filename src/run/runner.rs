@@ -1,0 +1,690 @@
+//! The runner: the loop that executes a plan with up to N jobs at once and tells the reporter.
+//!
+//! std threads and one channel: the loop starts ready jobs from the [`Queue`] while there is room,
+//! waits for one to finish, records the outcome, and never leaves early while children run (a failure
+//! stops only what needs the failed job, everything else goes on). A job that panics is a failed job,
+//! never a hang. make's parallelism is shared: each job gets `-j` = CPUs divided by the jobs running
+//! or able to start at that moment, so a lone big module uses every core and twelve small ones do not
+//! oversubscribe the machine. depmod runs once per kernel, after that kernel's last job, when any of
+//! its jobs ran. What a job does is the [`Executor`]'s business ([`crate::execute::executor`] in production, a
+//! fake in the tests); the loop knows nothing of dkms nor of display: it only emits [`Event`]s.
+
+use crate::execute::executor::DkmsExecutor;
+use crate::os::interrupt::{self, Interrupt};
+use crate::plan::queue::Queue;
+use crate::plan::{Job, Plan};
+use crate::run::events::{Event, Failure, JobInfo, JobResult, Settled};
+use crate::system::dkms::Dkms;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// What runs the jobs: the loop calls it from one thread per running job.
+pub trait Executor: Sync {
+    /// Does `job`, with `make_jobs` for make's `-j`.
+    fn execute(&self, job: &Job, make_jobs: usize) -> JobResult;
+    /// Updates a kernel's module index once its jobs are done.
+    fn depmod(&self, kernel: &str) -> Result<(), String>;
+    /// After an interruption, makes the pair of a job that was stopped midway whole: installed
+    /// and verified, or absent (nothing half-copied, nothing dkms counts as installed without
+    /// its file). A removal is finished.
+    fn settle(&self, job: &Job) -> Result<Settled, String>;
+}
+
+/// How many at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Jobs at once.
+    pub jobs: usize,
+    /// CPUs to share among concurrent makes.
+    pub cpus: usize,
+}
+
+/// How to run a plan on the real system.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Jobs at once.
+    pub jobs: usize,
+    /// CPUs to share among concurrent makes.
+    pub cpus: usize,
+    pub force: bool,
+    pub arch: String,
+    pub dkms: Dkms,
+    /// A job still running after this long is stopped and failed (`None`: no limit).
+    pub job_timeout: Option<Duration>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunSummary {
+    pub failed: usize,
+    pub done: usize,
+    pub skipped: usize,
+    /// The stopping signal that ended the run early.
+    pub interrupted: Option<i32>,
+}
+
+/// Runs `plan` with the real dkms (see [`run_with`]).
+pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> RunSummary {
+    let exec = DkmsExecutor {
+        dkms: cfg.dkms.clone(),
+        arch: cfg.arch.clone(),
+        force: cfg.force,
+        job_timeout: cfg.job_timeout,
+    };
+    let limits = Limits {
+        jobs: cfg.jobs,
+        cpus: cfg.cpus,
+    };
+    run_with(plan, limits, &exec, on_event)
+}
+
+enum Msg {
+    Job(usize, JobResult, Duration),
+    Depmod(String, Result<(), String>, Duration),
+}
+
+/// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only;
+/// stopped by the signals of [`interrupt::global`].
+pub fn run_with(
+    plan: &Plan,
+    limits: Limits,
+    exec: &dyn Executor,
+    on_event: &mut dyn FnMut(&Event),
+) -> RunSummary {
+    run_interruptible(plan, limits, exec, interrupt::global(), on_event)
+}
+
+/// [`run_with`], stopped by `stop`: once it holds a signal, no job starts, the running ones are
+/// waited for (the signal reaches their processes through [`crate::os::process`]), the pairs of
+/// those that ended midway are settled ([`Executor::settle`]), depmod runs for the kernels that
+/// changed, and what was left undone is said.
+pub fn run_interruptible(
+    plan: &Plan,
+    limits: Limits,
+    exec: &dyn Executor,
+    stop: &Interrupt,
+    on_event: &mut dyn FnMut(&Event),
+) -> RunSummary {
+    let start = Instant::now();
+    let jobs_at_once = limits.jobs.max(1);
+    on_event(&Event::RunStarted {
+        jobs: plan.jobs.len(),
+        concurrency: jobs_at_once.min(plan.jobs.len().max(1)),
+        skipped: plan.skipped.clone(),
+        failed: plan.failed.clone(),
+        notes: plan.notes.clone(),
+    });
+    let mut summary = RunSummary {
+        failed: plan.failed.len(),
+        ..Default::default()
+    };
+    let total = plan.jobs.len();
+    let mut queue = Queue::new(plan.jobs.iter().map(Into::into).collect());
+    // Jobs still to finish per kernel that needs depmod, and whether any of them ran.
+    let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
+    for j in &plan.jobs {
+        for k in &j.touches {
+            if plan.depmod.contains(k) {
+                *pending.entry(k.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
+    let (mut finished, mut depmods) = (0, 0);
+    // After a signal: the jobs it stopped midway, the jobs that ended (done or not), the kernels
+    // whose depmod succeeded.
+    let mut stopped: Vec<usize> = Vec::new();
+    let mut ended_ids: Vec<bool> = vec![false; total];
+    let mut indexed: std::collections::BTreeSet<String> = Default::default();
+    let mut announced = false;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        loop {
+            let signal = stop.signal();
+            announce(stop, &mut announced, queue.running(), on_event);
+            let mut batch = Vec::new();
+            while signal.is_none() && queue.running() < jobs_at_once {
+                let Some(id) = queue.take_ready() else { break };
+                batch.push(id);
+            }
+            // The CPUs go to the jobs running now and those that could start beside them.
+            let sharing = jobs_at_once.min(queue.running() + queue.ready()).max(1);
+            let make_jobs = (limits.cpus / sharing).max(1);
+            for id in batch {
+                let job = &plan.jobs[id];
+                on_event(&Event::JobStarted {
+                    job: job.info.clone(),
+                });
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let result =
+                        panic::catch_unwind(AssertUnwindSafe(|| exec.execute(job, make_jobs)))
+                            .unwrap_or_else(|p| {
+                                JobResult::Failed(Failure {
+                                    what: format!(
+                                        "dkms-hook bug: the job panicked: {}",
+                                        panic_text(&*p)
+                                    ),
+                                    errors: Vec::new(),
+                                    log: None,
+                                    output: Vec::new(),
+                                })
+                            });
+                    let _ = tx.send(Msg::Job(id, result, t.elapsed()));
+                });
+            }
+            if queue.running() == 0 && depmods == 0 {
+                break;
+            }
+            // A tick, to see a signal while jobs run.
+            let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            // Said before the first job it stopped.
+            announce(stop, &mut announced, queue.running(), on_event);
+            let mut ended: Vec<(usize, bool)> = Vec::new();
+            match msg {
+                Msg::Job(id, result, elapsed)
+                    if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) =>
+                {
+                    // Stopped by the signal (or failed as it came): settled after the others.
+                    ended_ids[id] = true;
+                    stopped.push(id);
+                    let _ = queue.finish(id, true);
+                    on_event(&Event::JobInterrupted {
+                        job: plan.jobs[id].info.clone(),
+                        elapsed,
+                    });
+                    ended.push((id, true));
+                }
+                Msg::Job(id, result, elapsed) => {
+                    ended_ids[id] = true;
+                    let ok = !matches!(result, JobResult::Failed(_));
+                    // A job that ran may have changed the kernel's modules, even one that failed
+                    // (an unverified pair it uninstalled, a rebuild put back).
+                    let ran = !matches!(result, JobResult::Excluded { .. });
+                    match &result {
+                        JobResult::Done { .. } => summary.done += 1,
+                        JobResult::Excluded { .. } => summary.skipped += 1,
+                        JobResult::Failed(_) => summary.failed += 1,
+                    }
+                    finished += 1;
+                    on_event(&Event::JobFinished {
+                        job: plan.jobs[id].info.clone(),
+                        result,
+                        elapsed,
+                        finished,
+                        total,
+                    });
+                    ended.push((id, ran));
+                    for (skipped, cause) in queue.finish(id, ok) {
+                        finished += 1;
+                        summary.skipped += 1;
+                        let c = &plan.jobs[cause].info;
+                        let what = if cause == id { "failed" } else { "was skipped" };
+                        on_event(&Event::JobSkipped {
+                            job: plan.jobs[skipped].info.clone(),
+                            reason: format!("needs {}/{}, which {what}", c.module, c.version),
+                            finished,
+                            total,
+                        });
+                        ended_ids[skipped] = true;
+                        ended.push((skipped, false));
+                    }
+                }
+                Msg::Depmod(kernel, result, elapsed) => {
+                    depmods -= 1;
+                    if result.is_ok() {
+                        indexed.insert(kernel.clone());
+                    } else if stop.signal().is_some() {
+                        // Stopped by the signal: done again after the cleanup.
+                        continue;
+                    }
+                    if result.is_err() {
+                        summary.failed += 1;
+                    }
+                    on_event(&Event::Depmod {
+                        kernel,
+                        result,
+                        elapsed,
+                    });
+                }
+            }
+            for (id, ran) in ended {
+                for k in &plan.jobs[id].touches {
+                    let Some(n) = pending.get_mut(k.as_str()) else {
+                        continue;
+                    };
+                    *changed.entry(k.as_str()).or_default() |= ran;
+                    *n -= 1;
+                    if *n == 0 && changed[k.as_str()] && stop.signal().is_none() {
+                        depmods += 1;
+                        let tx = tx.clone();
+                        let kernel = k.clone();
+                        scope.spawn(move || {
+                            let t = Instant::now();
+                            let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
+                                .unwrap_or_else(|p| {
+                                    Err(format!(
+                                        "depmod {kernel}: dkms-hook bug: panicked: {}",
+                                        panic_text(&*p)
+                                    ))
+                                });
+                            let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
+                        });
+                    }
+                }
+            }
+        }
+    });
+    if let Some(sig) = stop.signal() {
+        summary.interrupted = Some(sig);
+        stop.clean_up();
+        let mut undone: Vec<JobInfo> = Vec::new();
+        for &id in &stopped {
+            let job = &plan.jobs[id];
+            let result = panic::catch_unwind(AssertUnwindSafe(|| exec.settle(job)))
+                .unwrap_or_else(|p| Err(format!("dkms-hook bug: panicked: {}", panic_text(&*p))));
+            match &result {
+                Ok(Settled::Installed) if job.info.action == crate::run::events::Action::Build => {
+                    summary.done += 1
+                }
+                Ok(Settled::Absent { .. })
+                    if job.info.action != crate::run::events::Action::Build =>
+                {
+                    summary.done += 1
+                }
+                Ok(_) => undone.push(job.info.clone()),
+                Err(_) => {
+                    summary.failed += 1;
+                    undone.push(job.info.clone());
+                }
+            }
+            on_event(&Event::Settled {
+                job: job.info.clone(),
+                result,
+            });
+        }
+        // depmod for every kernel a job ran on whose index is not up to date yet.
+        for (k, ran) in &changed {
+            if !ran || indexed.contains(*k) {
+                continue;
+            }
+            let t = Instant::now();
+            let result = exec.depmod(k);
+            if result.is_err() {
+                summary.failed += 1;
+            }
+            on_event(&Event::Depmod {
+                kernel: k.to_string(),
+                result,
+                elapsed: t.elapsed(),
+            });
+        }
+        undone.extend(
+            plan.jobs
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| !ended_ids[*id])
+                .map(|(_, j)| j.info.clone()),
+        );
+        on_event(&Event::LeftUndone { jobs: undone });
+    }
+    on_event(&Event::RunFinished {
+        elapsed: start.elapsed(),
+    });
+    summary
+}
+
+/// Tells of the signal once, when there is one.
+fn announce(
+    stop: &Interrupt,
+    announced: &mut bool,
+    running: usize,
+    on_event: &mut dyn FnMut(&Event),
+) {
+    if let (Some(sig), false) = (stop.signal(), *announced) {
+        *announced = true;
+        on_event(&Event::Interrupted {
+            signal: interrupt::name(sig),
+            running,
+            grace: interrupt::GRACE,
+        });
+    }
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::events::{Action, JobInfo};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    /// A build of `module/1` for `kernel`.
+    fn job(id: usize, module: &str, kernel: &str, needs: &[usize]) -> Job {
+        Job {
+            id,
+            info: JobInfo {
+                module: module.into(),
+                version: "1".into(),
+                kernel: Some(kernel.into()),
+                action: Action::Build,
+            },
+            source: None,
+            headers: None,
+            direct: false,
+            expect: vec![],
+            needs: needs.to_vec(),
+            shares: vec![],
+            touches: vec![kernel.into()],
+            cost: 1,
+            prebuilt: None,
+        }
+    }
+
+    fn plan(jobs: Vec<Job>) -> Plan {
+        Plan {
+            depmod: jobs.iter().flat_map(|j| j.touches.clone()).collect(),
+            jobs,
+            ..Plan::default()
+        }
+    }
+
+    /// Does nothing but record; a module named `fail`, `panic` or `excluded` does that.
+    #[derive(Default)]
+    struct Fake {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Executor for Fake {
+        fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
+            let label = job.info.label();
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("{label} -j{make_jobs}"));
+            match job.info.module.as_str() {
+                "panic" => panic!("injected"),
+                "excluded" => JobResult::Excluded {
+                    reason: "no".into(),
+                },
+                "fail" => JobResult::Failed(Failure {
+                    what: "make failed".into(),
+                    errors: vec![],
+                    log: None,
+                    output: vec![],
+                }),
+                _ => JobResult::Done { note: None },
+            }
+        }
+
+        fn depmod(&self, kernel: &str) -> Result<(), String> {
+            self.calls.lock().unwrap().push(format!("depmod {kernel}"));
+            Ok(())
+        }
+
+        fn settle(&self, job: &Job) -> Result<Settled, String> {
+            let label = job.info.label();
+            self.calls.lock().unwrap().push(format!("settle {label}"));
+            Ok(Settled::Absent { removed: true })
+        }
+    }
+
+    /// A fake whose module `signal` gets SIGTERM while it runs (and fails, as a killed dkms does).
+    #[derive(Default)]
+    struct Signalled {
+        fake: Fake,
+        stop: Interrupt,
+    }
+
+    impl Executor for Signalled {
+        fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
+            let r = self.fake.execute(job, make_jobs);
+            if job.info.module != "signal" {
+                return r;
+            }
+            self.stop.raise(libc::SIGTERM);
+            JobResult::Failed(Failure {
+                what: "killed".into(),
+                errors: vec![],
+                log: None,
+                output: vec![],
+            })
+        }
+
+        fn depmod(&self, kernel: &str) -> Result<(), String> {
+            self.fake.depmod(kernel)
+        }
+
+        fn settle(&self, job: &Job) -> Result<Settled, String> {
+            self.fake.settle(job)
+        }
+    }
+
+    #[test]
+    fn a_signal_starts_nothing_more_settles_the_stopped_job_and_depmods_its_kernel() {
+        let jobs = vec![
+            job(0, "signal", "k1", &[]),
+            job(1, "later", "k1", &[0]),
+            job(2, "after", "k2", &[0]),
+        ];
+        let exec = Signalled::default();
+        let mut events = Vec::new();
+        let s = run_interruptible(&plan(jobs), one_at_a_time(), &exec, &exec.stop, &mut |e| {
+            events.push(e.clone())
+        });
+        assert_eq!(
+            exec.fake.calls.into_inner().unwrap(),
+            ["signal/1 for k1 -j4", "settle signal/1 for k1", "depmod k1"]
+        );
+        assert_eq!(s.interrupted, Some(libc::SIGTERM));
+        assert_eq!((s.done, s.failed, s.skipped), (0, 0, 0));
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!("{e:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "RunStarted",
+                "JobStarted",
+                "Interrupted",
+                "JobInterrupted",
+                "Settled",
+                "Depmod",
+                "LeftUndone",
+                "RunFinished"
+            ]
+        );
+        let Some(Event::LeftUndone { jobs }) = events
+            .iter()
+            .find(|e| matches!(e, Event::LeftUndone { .. }))
+        else {
+            unreachable!()
+        };
+        let undone: Vec<String> = jobs.iter().map(JobInfo::label).collect();
+        // The stopped job, settled as absent, first; then those never started.
+        assert_eq!(
+            undone,
+            ["signal/1 for k1", "later/1 for k1", "after/1 for k2"]
+        );
+    }
+
+    /// Runs `jobs` on a fake executor in another thread, failing the test if the run hangs.
+    fn run_fake(jobs: Vec<Job>, limits: Limits) -> (Vec<String>, Vec<Event>, RunSummary) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let fake = Fake::default();
+            let mut events = Vec::new();
+            let s = run_with(&plan(jobs), limits, &fake, &mut |e| events.push(e.clone()));
+            let _ = tx.send((fake.calls.into_inner().unwrap(), events, s));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the run hung")
+    }
+
+    /// The jobs' calls in order, and the depmods (which run beside the next job).
+    fn split(calls: &[String]) -> (Vec<&str>, BTreeSet<&str>) {
+        let jobs = calls.iter().filter(|c| !c.starts_with("depmod"));
+        let depmods = calls.iter().filter(|c| c.starts_with("depmod"));
+        (
+            jobs.map(String::as_str).collect(),
+            depmods.map(String::as_str).collect(),
+        )
+    }
+
+    /// depmod of `kernel` comes after every job of that kernel.
+    fn depmod_after_its_jobs(calls: &[String], kernel: &str) -> bool {
+        let d = calls.iter().position(|c| *c == format!("depmod {kernel}"));
+        let last = calls
+            .iter()
+            .rposition(|c| c.contains(&format!(" for {kernel} ")));
+        matches!((d, last), (Some(d), Some(l)) if d > l)
+    }
+
+    fn one_at_a_time() -> Limits {
+        Limits { jobs: 1, cpus: 4 }
+    }
+
+    #[test]
+    fn a_lone_module_on_two_kernels_gets_every_cpu() {
+        // Its two jobs share one build directory: the first runs alone, nothing to share with.
+        let jobs = vec![job(0, "nvidia", "k1", &[]), job(1, "nvidia", "k2", &[])];
+        let limits = Limits { jobs: 16, cpus: 16 };
+        let (calls, _, _) = run_fake(jobs, limits);
+        let builds: Vec<&String> = calls.iter().filter(|c| !c.starts_with("depmod")).collect();
+        assert_eq!(builds, ["nvidia/1 for k1 -j16", "nvidia/1 for k2 -j16"]);
+    }
+
+    #[test]
+    fn cpus_are_shared_among_the_jobs_that_can_start() {
+        // a and b start together; c needs a and cannot start yet: it takes no share.
+        let jobs = vec![
+            job(0, "a", "k1", &[]),
+            job(1, "b", "k1", &[]),
+            job(2, "c", "k1", &[0]),
+        ];
+        let (calls, _, _) = run_fake(jobs, Limits { jobs: 16, cpus: 16 });
+        let first: BTreeSet<&str> = calls[..2].iter().map(String::as_str).collect();
+        assert_eq!(first, BTreeSet::from(["a/1 for k1 -j8", "b/1 for k1 -j8"]));
+        let (order, depmods) = split(&calls);
+        assert!(order[2].starts_with("c/1 for k1"), "{calls:?}");
+        assert_eq!(depmods, BTreeSet::from(["depmod k1"]));
+        assert!(depmod_after_its_jobs(&calls, "k1"));
+    }
+
+    #[test]
+    fn one_at_a_time_follows_the_queue_and_depmods_each_kernel_after_its_last_job() {
+        let jobs = vec![
+            job(0, "small", "k1", &[]),
+            job(1, "spl", "k2", &[]),
+            job(2, "zfs", "k2", &[1]),
+        ];
+        let (calls, _, s) = run_fake(jobs, one_at_a_time());
+        let (order, depmods) = split(&calls);
+        assert_eq!(
+            order,
+            ["spl/1 for k2 -j4", "small/1 for k1 -j4", "zfs/1 for k2 -j4"]
+        );
+        assert_eq!(depmods, BTreeSet::from(["depmod k1", "depmod k2"]));
+        assert!(depmod_after_its_jobs(&calls, "k1") && depmod_after_its_jobs(&calls, "k2"));
+        assert_eq!(
+            s,
+            RunSummary {
+                failed: 0,
+                done: 3,
+                skipped: 0,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_failure_skips_what_needs_it_and_nothing_else() {
+        let jobs = vec![
+            job(0, "fail", "k1", &[]),
+            job(1, "user", "k1", &[0]),
+            job(2, "other", "k2", &[]),
+            job(3, "excluded", "k3", &[]),
+        ];
+        let (calls, events, s) = run_fake(jobs, one_at_a_time());
+        let (order, depmods) = split(&calls);
+        assert_eq!(
+            order,
+            [
+                "fail/1 for k1 -j4",
+                "other/1 for k2 -j4",
+                "excluded/1 for k3 -j4"
+            ]
+        );
+        // A failed job may have changed its kernel (k1 gets depmod); an excluded one did not.
+        assert_eq!(depmods, BTreeSet::from(["depmod k1", "depmod k2"]));
+        let skipped: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobSkipped { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped, ["needs fail/1, which failed"]);
+        assert_eq!(
+            s,
+            RunSummary {
+                failed: 1,
+                done: 1,
+                skipped: 2,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_job_that_panics_is_a_failed_job_not_a_hang() {
+        let jobs = vec![
+            job(0, "panic", "k1", &[]),
+            job(1, "user", "k1", &[0]),
+            job(2, "other", "k2", &[]),
+        ];
+        let (_, events, s) = run_fake(jobs, Limits { jobs: 2, cpus: 2 });
+        assert_eq!(
+            s,
+            RunSummary {
+                failed: 1,
+                done: 1,
+                skipped: 1,
+                ..Default::default()
+            }
+        );
+        let failure = events.iter().find_map(|e| match e {
+            Event::JobFinished {
+                result: JobResult::Failed(f),
+                ..
+            } => Some(f.what.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            failure.as_deref(),
+            Some("dkms-hook bug: the job panicked: injected")
+        );
+        assert!(matches!(events.last(), Some(Event::RunFinished { .. })));
+    }
+}
