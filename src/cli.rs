@@ -322,6 +322,11 @@ pub enum Cmd {
         #[arg(long = "package", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
         packages: Vec<PathBuf>,
     },
+    /// Build ahead: refresh a private copy of pacman's sync databases, and when the repositories
+    /// offer a new kernel, headers or -dkms version, download the upgrades into pacman's cache
+    /// and trial-build for them as the preflight of `pacman -Syu` would, keeping the builds for
+    /// it (run daily by dkms-hook-prebuild.timer); installs and removes nothing
+    Prebuild,
     /// The preflight's own child: makes the view of the system after the transaction (it runs
     /// in a mount namespace of its own) and trial-builds there, as REQUEST says. Not for people.
     #[command(hide = true)]

@@ -113,6 +113,11 @@ fn run(cli: Cli) -> Result<u8> {
         for e in &report.errors {
             eprintln!("{e}");
         }
+        // What a prebuild made for a kernel not installed yet (not dkms's: not in its lines).
+        let store = dkms_hook::system::prebuilt::Store::at(&trees.root);
+        for line in store.ready_for_kernels_not_installed(&trees.install) {
+            eprintln!("dkms-hook: {line}");
+        }
         return Ok(EXIT_OK);
     }
     if let Some(Cmd::Orphans { remove }) = cli.command {
@@ -120,8 +125,18 @@ fn run(cli: Cli) -> Result<u8> {
         return orphans(&trees, remove && !cli.dry_run, &cli.kernels);
     }
     let job_timeout = (cli.job_timeout > 0).then(|| Duration::from_secs(cli.job_timeout));
-    if let Some(Cmd::Preflight { packages }) = &cli.command {
-        let text = read_targets(None)?;
+    if let Some(Cmd::Preflight { .. } | Cmd::Prebuild) = &cli.command {
+        let packages = match &cli.command {
+            Some(Cmd::Preflight { packages }) => packages.clone(),
+            _ => vec![],
+        };
+        let text = match cli.command {
+            Some(Cmd::Preflight { .. }) => read_targets(None)?,
+            _ => vec![],
+        };
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the preflight and the prebuild need root (they mount the view of the system they judge)");
+        }
         // Its scratch directory is one fixed place that each run empties: one at a time too.
         let _lock = lock(&trees)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -141,6 +156,12 @@ fn run(cli: Cli) -> Result<u8> {
                 .unwrap_or_else(|_| PathBuf::from("/usr/bin/dkms-hook")),
         };
         let out = &mut std::io::stdout();
+        if let Some(Cmd::Prebuild) = cli.command {
+            let pacman = dkms_hook::preflight::prebuild::pacman_program();
+            return Ok(dkms_hook::preflight::prebuild::run(
+                &trees, &opts, &pacman, out,
+            ));
+        }
         return Ok(dkms_hook::preflight::run(&trees, &opts, &text, out));
     }
     let (mode, named, packages) = match &cli.command {
@@ -289,7 +310,12 @@ fn run(cli: Cli) -> Result<u8> {
         let text = if cli.json {
             dkms_hook::report::json::plan(&plan, jobs)
         } else {
-            report::dry_run_text(&plan, jobs)
+            let mut text = report::dry_run_text(&plan, jobs);
+            let store = dkms_hook::system::prebuilt::Store::at(&trees.root);
+            for line in store.ready_for_kernels_not_installed(&trees.install) {
+                text.push_str(&format!("note: {line}\n"));
+            }
+            text
         };
         quietly_when_closed(print_lines(text.lines()))?;
         return Ok(if plan.has_failures() {
@@ -355,12 +381,9 @@ fn run(cli: Cli) -> Result<u8> {
         if let Err(e) = quietly_when_closed(print_lines(&lines)) {
             eprintln!("dkms-hook: error: {e:#}");
         }
-        // The preflight's builds serve one transaction: what this run did not install goes
-        // (an install run ends the transaction; the remove hook runs between the two).
-        let store = dkms_hook::system::prebuilt::Store::at(&trees.root);
-        if let Err(e) = store.clear() {
-            eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
-        }
+        // What the preflight's (or a prebuild's) builds did for the kernels now installed is
+        // done: those go; the builds for a kernel not installed yet stay.
+        dkms_hook::system::prebuilt::Store::at(&trees.root).after_install(&trees.install);
     }
     let mut code = if summary.failed > 0 || settle_failed || recovery_failed {
         EXIT_FAILED

@@ -169,6 +169,19 @@ impl DkmsExecutor {
         let Some(headers) = &job.headers else {
             return failed(format!("kernel {kernel} has no headers"), vec![], None, "");
         };
+        // Failed before with the same sources, headers, compiler and key: said again, not
+        // compiled again (the preflight of a transaction that a prebuild saw coming).
+        if let Some(f) = &job.remembered {
+            return JobResult::Failed(Failure {
+                what: format!(
+                    "{} (remembered: it failed so at {} UTC, built from what is the same now)",
+                    f.what, f.when
+                ),
+                errors: f.errors.clone(),
+                log: f.log.clone(),
+                output: f.output.clone(),
+            });
+        }
         // Register the version first when dkms does not know it (jobs of one version never overlap).
         if fs::symlink_metadata(trees.dkms.join(m).join(v).join("source")).is_err() {
             let expected = trees.source.join(format!("{m}-{v}"));
@@ -207,6 +220,11 @@ impl DkmsExecutor {
         if self.forced(job) {
             return self.rebuild(job, &pair);
         }
+        // Who made it (the preflight, a prebuild), read before it moves: said once installed.
+        let made_by = job
+            .prebuilt
+            .as_deref()
+            .map(|d| crate::system::prebuilt::made_by(&crate::system::prebuilt::origin_of(d)));
         let reused = match &job.prebuilt {
             Some(from) => self.place_prebuilt(&pair, from),
             None => Ok(false),
@@ -218,13 +236,14 @@ impl DkmsExecutor {
             Ok(_) => Printed::default(),
         };
         if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
-            return self.replace_kept(job, &pair, &old, reused == Ok(true));
+            let prebuilt = made_by.filter(|_| reused == Ok(true));
+            return self.replace_kept(job, &pair, &old, prebuilt);
         }
         let out = self.dkms.install(m, v, kernel, headers, make_jobs);
         match self.installed(job, &pair, out, before) {
-            JobResult::Done { note: None } if reused == Ok(true) => JobResult::Done {
-                note: Some("built in the preflight".into()),
-            },
+            JobResult::Done { note: None } if reused == Ok(true) => {
+                JobResult::Done { note: made_by }
+            }
             r => r,
         }
     }
@@ -315,7 +334,8 @@ impl DkmsExecutor {
     /// first (3.0 and 3.4 compare the modules' versions and may refuse), so the kept one is
     /// uninstalled just before the new one is installed, and installed again from its build if
     /// that fails.
-    fn replace_kept(&self, job: &Job, p: &Pair, old: &str, prebuilt: bool) -> JobResult {
+    /// `prebuilt`: the build is one kept in the store, put in place already; who made it.
+    fn replace_kept(&self, job: &Job, p: &Pair, old: &str, prebuilt: Option<String>) -> JobResult {
         let trees = self.trees();
         let kept_note = format!("kept {} {old} on {}", p.m, p.kernel);
         let keep_saying = |mut r: JobResult| {
@@ -326,7 +346,7 @@ impl DkmsExecutor {
             r
         };
         // The preflight's build, put in place: built already.
-        let built = match prebuilt {
+        let built = match prebuilt.is_some() {
             true => dkms::Outcome {
                 code: Some(dkms::exit::OK),
                 output: Output::default(),
@@ -385,9 +405,9 @@ impl DkmsExecutor {
             }
             let _ = journal::swapping(trees, job, forced, None);
             return match result {
-                JobResult::Done { note: None } if prebuilt => JobResult::Done {
-                    note: Some("built in the preflight".into()),
-                },
+                JobResult::Done { note: None } if prebuilt.is_some() => {
+                    JobResult::Done { note: prebuilt }
+                }
                 r => r,
             };
         }

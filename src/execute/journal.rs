@@ -300,6 +300,7 @@ fn parse(path: &Path) -> Option<Entry> {
             },
             cost: 0,
             prebuilt: None,
+            remembered: None,
         },
         force: get("force").as_deref() == Some("1"),
         swap_from: get("swap-from").filter(|v| !v.is_empty()),
@@ -332,6 +333,7 @@ mod tests {
             touches: vec!["6.1.0-1-amd64".into()],
             cost: 0,
             prebuilt: None,
+            remembered: None,
         }
     }
 

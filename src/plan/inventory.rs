@@ -36,6 +36,10 @@ pub struct Inventory {
     /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (see
     /// [`crate::execute::journal`]): planned as if forced.
     pub rebuild: BTreeSet<(String, String, String)>,
+    /// (module, version, kernel) -> the failure the store remembers for a build of the same
+    /// inputs; loaded only by a trial that says it again instead of compiling
+    /// ([`Inventory::load_remembered`]).
+    pub remembered: BTreeMap<(String, String, String), crate::system::prebuilt::Failure>,
 }
 
 /// Which module sources to read.
@@ -95,6 +99,38 @@ impl Inventory {
             tree: DkmsTree::read(&trees.dkms),
             prebuilt,
             rebuild: crate::execute::journal::rebuild_pairs(trees),
+            remembered: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the failures the store remembers for builds of the same inputs as now.
+    pub fn load_remembered(&mut self) {
+        let store = crate::system::prebuilt::Store::at(&self.trees.root);
+        if store.is_empty() {
+            return;
+        }
+        let dkms = crate::system::dkms::find_program().unwrap_or_else(|| PathBuf::from("dkms"));
+        for s in &self.sources {
+            let Ok((m, v)) = s.conf.identity() else {
+                continue;
+            };
+            for k in &self.kernels {
+                let Some(headers) = &k.headers else { continue };
+                let inputs = crate::system::prebuilt::Inputs {
+                    module: m,
+                    version: v,
+                    kernel: &k.release,
+                    arch: &self.arch,
+                    source: &s.dir,
+                    headers,
+                    dkms: &dkms,
+                    trees: &self.trees,
+                };
+                if let Some(f) = store.failure(&inputs) {
+                    self.remembered
+                        .insert((m.to_owned(), v.to_owned(), k.release.clone()), f);
+                }
+            }
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Job {
     pub touches: Vec<String>,
     /// A build: the preflight's build of the same inputs, to install instead of compiling.
     pub prebuilt: Option<PathBuf>,
+    /// A build that failed with the same inputs before, as the store remembers it: said again
+    /// instead of compiled again (a trial only: see [`Inventory::load_remembered`]).
+    pub remembered: Option<crate::system::prebuilt::Failure>,
     /// See [`crate::plan::cost`].
     pub cost: u64,
 }
@@ -545,6 +548,14 @@ impl<'a> Planner<'a> {
                     .get(&(conf.name.clone(), conf.version.clone(), k.release.clone()))
                     .cloned(),
             };
+            let remembered = match self.req.force {
+                true => None,
+                false => self
+                    .inv
+                    .remembered
+                    .get(&(conf.name.clone(), conf.version.clone(), k.release.clone()))
+                    .cloned(),
+            };
             self.out.depmod.insert(k.release.clone());
             self.out.jobs.push(Job {
                 id: ids[key],
@@ -561,11 +572,12 @@ impl<'a> Planner<'a> {
                 needs: need_ids,
                 shares,
                 touches: vec![k.release.clone()],
-                cost: match prebuilt {
-                    Some(_) => crate::plan::cost::DKMS_CALL,
-                    None => s.cost,
+                cost: match (&prebuilt, &remembered) {
+                    (Some(_), _) | (_, Some(_)) => crate::plan::cost::DKMS_CALL,
+                    _ => s.cost,
                 },
                 prebuilt,
+                remembered,
             });
         }
     }
@@ -750,6 +762,7 @@ impl<'a> Planner<'a> {
             touches: touches.into_iter().collect(),
             cost: crate::plan::cost::REMOVE,
             prebuilt: None,
+            remembered: None,
         }
     }
 
@@ -814,6 +827,7 @@ impl<'a> Planner<'a> {
             },
             cost: crate::plan::cost::REMOVE,
             prebuilt: None,
+            remembered: None,
         }
     }
 }
@@ -979,6 +993,7 @@ mod tests {
                     kernels,
                     sources: vec![],
                     prebuilt: Default::default(),
+                    remembered: Default::default(),
                     rebuild: Default::default(),
                 },
             }

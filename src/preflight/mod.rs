@@ -16,6 +16,7 @@
 //!    [`crate::system::config`].
 
 pub mod essential;
+pub mod prebuild;
 pub mod trial;
 pub mod view;
 
@@ -129,15 +130,9 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
     for e in &errors {
         let _ = writeln!(out, "error: {e}");
     }
-    // What an earlier transaction's preflight kept goes first, whatever this one does.
+    // The builds an earlier run kept stay (their stamps say what they serve); its notes go.
     let store = Store::at(&trees.root);
-    if let Err(e) = store.clear() {
-        let _ = writeln!(
-            out,
-            "warning: preflight: {}: {e}",
-            trees.display(&store.dir)
-        );
-    }
+    store.forget_notes();
     if config.preflight == PreflightMode::Off {
         let _ = writeln!(
             out,
@@ -202,6 +197,59 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
     if brought.is_empty() {
         return EXIT_GO_ON;
     }
+    match judge(trees, opts, &tx, &brought, Purpose::Preflight, out) {
+        Judged::NotChecked => EXIT_GO_ON,
+        Judged::Done(j) => {
+            // The notes were said: the install hook does not say them again.
+            if let Err(e) = store.remember_notes(&j.notes) {
+                let _ = writeln!(
+                    out,
+                    "warning: preflight: {}: {e}",
+                    trees.display(&store.dir)
+                );
+            }
+            decide(trees, &j.failed, &j.ok, &config, opts, out)
+        }
+    }
+}
+
+/// What a trial is for. The preflight of a transaction says again the failures the store
+/// remembers (a build that failed with the same inputs is not compiled again); a prebuild, ahead
+/// of time, builds those afresh, and its builds say it made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Preflight,
+    Prebuild,
+}
+
+/// What a trial found: for each module, the kernels it would not build for; for each incoming
+/// kernel, how many modules build; the planner's notes it said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judgement {
+    pub failed: BTreeMap<String, BTreeSet<String>>,
+    pub ok: BTreeMap<String, usize>,
+    pub notes: Vec<String>,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    /// It could not look (said on `out`): nothing is known.
+    NotChecked,
+    Done(Judgement),
+}
+
+/// Unpacks the transaction `tx`, makes the view of the system after it, trial-builds there what
+/// would be built for the targets `brought`, keeps what built (and remembers what failed) in the
+/// store, and says what it found. Shared by `preflight` and `prebuild`.
+pub fn judge(
+    trees: &Trees,
+    opts: &Options,
+    tx: &Transaction,
+    brought: &BTreeSet<&String>,
+    purpose: Purpose,
+    out: &mut dyn Write,
+) -> Judged {
     let scratch = match Scratch::create(&trees.root) {
         Ok(s) => s,
         Err(e) => {
@@ -210,42 +258,42 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
                 "warning: preflight: {}: {e} (not checked)",
                 trees.display(&trees.root.join(SCRATCH_DIR))
             );
-            return EXIT_GO_ON;
+            return Judged::NotChecked;
         }
     };
     let layer = scratch.dir.join("layer");
     for p in &tx.packages {
         if let Err(e) = archive::unpack(&p.file, &layer, &not_for_builds) {
             let _ = writeln!(out, "warning: preflight: cannot unpack {e} (not checked)");
-            return EXIT_GO_ON;
+            return Judged::NotChecked;
         }
     }
     let leaving = tx.leaving_parts();
-    let incoming = incoming(&brought, trees, &layer, &leaving);
+    let incoming = incoming(brought, trees, &layer, &leaving);
     let failed = without_headers(&incoming, &leaving, trees, opts, out);
     if incoming.kernels.is_empty() && incoming.sources.is_empty() {
-        return decide(trees, &failed, &BTreeMap::new(), &config, opts, out);
+        return Judged::Done(Judgement {
+            failed,
+            ..Default::default()
+        });
     }
-    match look(trees, &scratch, &tx, &incoming, &leaving, opts, out) {
+    let result = look(trees, &scratch, tx, &incoming, &leaving, purpose, opts, out);
+    // What the store holds for kernels that are neither installed nor arriving cannot serve.
+    let store = Store::at(&trees.root);
+    let installed = crate::system::prebuilt::installed_kernels(&trees.install);
+    let wanted = |k: &str| installed.contains(k) || incoming.kernels.contains(k);
+    store.prune(&wanted, crate::system::prebuilt::MAX_BYTES);
+    match result {
         Ok(outcome) => {
-            // The notes were said: the install hook does not say them again.
-            if let Err(e) = store.remember_notes(&outcome.notes) {
-                let _ = writeln!(
-                    out,
-                    "warning: preflight: {}: {e}",
-                    trees.display(&store.dir)
-                );
-            }
             let mut failed = failed;
             for (m, ks) in outcome.failed {
                 failed.entry(m).or_default().extend(ks);
             }
-            let code = decide(trees, &failed, &outcome.ok, &config, opts, out);
-            if code == EXIT_ABORT {
-                // The transaction will not happen: nothing of it is kept.
-                let _ = store.clear();
-            }
-            code
+            Judged::Done(Judgement {
+                failed,
+                ok: outcome.ok,
+                notes: outcome.notes,
+            })
         }
         Err(why) => {
             let _ = writeln!(
@@ -253,8 +301,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
                 "warning: preflight: cannot make the view of the system after the transaction: \
                  {why} (not checked; the install hook builds as usual)"
             );
-            let _ = store.clear();
-            EXIT_GO_ON
+            Judged::NotChecked
         }
     }
 }
@@ -351,12 +398,14 @@ fn without_headers(
 /// install after the transaction sign with the same key), then runs the trial in the view in a
 /// child process, and reads what it found. `Err`: the view could not be made, or the child gave
 /// no answer; why, in words.
+#[allow(clippy::too_many_arguments)]
 fn look(
     trees: &Trees,
     scratch: &Scratch,
     tx: &Transaction,
     incoming: &Incoming,
     leaving: &Leaving,
+    purpose: Purpose,
     opts: &Options,
     out: &mut dyn Write,
 ) -> Result<trial::Outcome, String> {
@@ -414,6 +463,7 @@ fn look(
         cpus: opts.cpus,
         arch: opts.arch.clone(),
         job_timeout_secs: opts.job_timeout.map(|d| d.as_secs()),
+        remembered: purpose == Purpose::Preflight,
         outcome: scratch.dir.join("outcome.json"),
     };
     let file = scratch.dir.join("request.json");

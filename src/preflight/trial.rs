@@ -15,6 +15,7 @@ use crate::plan::inventory::{Inventory, SourceSelection};
 use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
 use crate::report::reporter::{Reporter, Style};
+use crate::run::events::{Event, Failure, JobResult};
 use crate::run::runner::{self, RunConfig};
 use crate::system::dkms::Dkms;
 use crate::system::dkms_tree::DkmsTree;
@@ -38,6 +39,10 @@ pub struct TrialRequest {
     pub cpus: usize,
     pub arch: String,
     pub job_timeout_secs: Option<u64>,
+    /// The preflight's trial (`true`): say again, instead of compiling again, what the store
+    /// remembers failed with the same inputs. A prebuild's (`false`): build everything
+    /// afresh, and mark the builds as its own.
+    pub remembered: bool,
     /// Where the child writes its [`Outcome`].
     pub outcome: PathBuf,
 }
@@ -113,7 +118,10 @@ fn trial(req: &TrialRequest) -> Outcome {
         text.push_str(&format!("{}/dkms.conf\n", s.display()));
     }
     let targets = Targets::parse(text.as_bytes(), &source, &install);
-    let inv = Inventory::load(&trees, arch, &SourceSelection::All);
+    let mut inv = Inventory::load(&trees, arch, &SourceSelection::All);
+    if req.remembered {
+        inv.load_remembered();
+    }
     let plan = plan::plan(
         &Request {
             mode: Mode::Install,
@@ -134,10 +142,30 @@ fn trial(req: &TrialRequest) -> Outcome {
         dkms: Dkms::new(&trees),
         job_timeout: req.job_timeout_secs.map(std::time::Duration::from_secs),
     };
-    runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
+    // The failures, to remember with the stamps of what they failed with.
+    let mut failures: BTreeMap<(String, String, String), Failure> = BTreeMap::new();
+    runner::run(&plan, &cfg, &mut |e| {
+        if let Event::JobFinished {
+            job,
+            result: JobResult::Failed(f),
+            ..
+        } = e
+        {
+            if let Some(k) = &job.kernel {
+                let key = (job.module.clone(), job.version.clone(), k.clone());
+                failures.insert(key, f.clone());
+            }
+        }
+        reporter.handle(e)
+    });
     drop(reporter);
     let built = DkmsTree::read(&trees.dkms);
-    keep_builds(&plan, &built, &trees, &cfg);
+    let origin = if req.remembered {
+        "preflight".to_owned()
+    } else {
+        format!("prebuild {}", now_utc())
+    };
+    keep_builds(&plan, &built, &trees, &cfg, &failures, &origin);
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
@@ -204,8 +232,16 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
 }
 
 /// Keeps each trial build that installed in the view for the install hook after the
-/// transaction, stamped with what it was compiled from (see [`crate::system::prebuilt`]).
-fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConfig) {
+/// transaction, stamped with what it was compiled from (see [`crate::system::prebuilt`]), and
+/// remembers each one that failed, with its failure and log.
+fn keep_builds(
+    plan: &plan::Plan,
+    built: &DkmsTree,
+    trees: &Trees,
+    cfg: &RunConfig,
+    failures: &BTreeMap<(String, String, String), Failure>,
+    origin: &str,
+) {
     let store = Store::at(&trees.root);
     for job in &plan.jobs {
         let (Some(k), Some(source), Some(headers)) = (&job.info.kernel, &job.source, &job.headers)
@@ -213,7 +249,8 @@ fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConf
             continue;
         };
         let (m, v) = (&job.info.module, &job.info.version);
-        if built.installed(m, k, &cfg.arch) != Some(v.as_str()) {
+        let failure = failures.get(&(m.clone(), v.clone(), k.clone()));
+        if built.installed(m, k, &cfg.arch) != Some(v.as_str()) && failure.is_none() {
             continue;
         }
         let inputs = prebuilt::Inputs {
@@ -226,10 +263,58 @@ fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConf
             dkms: &cfg.dkms.program,
             trees,
         };
+        if let Some(f) = failure {
+            if job.remembered.is_some() {
+                continue; // remembered already, with the same stamp
+            }
+            let remembered = prebuilt::Failure {
+                what: f.what.clone(),
+                errors: f.errors.clone(),
+                output: f.output.clone(),
+                log: None,
+                when: now_utc(),
+            };
+            if let Err(e) = store.remember_failure(
+                &inputs,
+                &prebuilt::stamp(&inputs),
+                remembered,
+                f.log.as_deref(),
+            ) {
+                println!("warning: preflight: remembering the failure of {m}/{v} for {k}: {e}");
+            }
+            continue;
+        }
         let dir = trees.dkms.join(m).join(v).join(k).join(&cfg.arch);
-        if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs)) {
+        // A build taken from the store keeps who made it.
+        let origin = match &job.prebuilt {
+            Some(from) => prebuilt::origin_of(from),
+            None => origin.to_owned(),
+        };
+        if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs), &origin) {
             // Not fatal: the install hook builds it again.
             println!("warning: preflight: keeping the build of {m}/{v} for {k}: {e}");
         }
     }
+}
+
+/// Now, as `YYYY-MM-DD HH:MM` UTC (civil from days: Howard Hinnant's algorithm).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }

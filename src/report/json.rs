@@ -158,6 +158,7 @@ mod tests {
             touches: vec![],
             cost: 1,
             prebuilt: None,
+            remembered: None,
         }
     }
 

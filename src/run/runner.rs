@@ -392,6 +392,7 @@ mod tests {
             touches: vec![kernel.into()],
             cost: 1,
             prebuilt: None,
+            remembered: None,
         }
     }
 

@@ -4,11 +4,18 @@
 //!
 //! A kept build is used only when everything it was compiled from is the same after the
 //! transaction: each kept build carries a stamp (the module source's content, the kernel headers'
-//! files, the toolchain's binaries), and the install hook takes it only when the stamp it computes
-//! on the installed system is the same. So the builds of an aborted transaction never pass for the
-//! build of anything else, and when the same transaction upgrades gcc, binutils or clang the
-//! modules are compiled again with the new compiler. The store is emptied when a preflight starts
-//! and when an install run ends: it never outlives one transaction.
+//! files, the toolchain's binaries, the signing certificate), and the install hook takes it only
+//! when the stamp it computes on the installed system is the same. So a build never passes for
+//! the build of anything else, whenever it was made: the store outlives a transaction, so that
+//! `dkms-hook prebuild` can build ahead for the kernel the repositories offer, and the preflight
+//! and install hook of the later `pacman -Syu` take those builds. It also remembers a build that
+//! failed, with its failure and log, under the stamp of what it failed with: the preflight says
+//! that failure again without compiling while nothing changed.
+//!
+//! Bounded: one build per module and kernel release (keeping one forgets the module's other
+//! versions there), what the install hook installed is forgotten, and [`Store::prune`] drops the
+//! kernels that are neither installed nor offered, then the oldest entries beyond
+//! [`MAX_BYTES`].
 
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -23,6 +30,42 @@ pub const STORE_DIR: &str = "var/cache/dkms-hook/prebuilt";
 /// Where [`Store::remember_notes`] keeps the notes, in the store (a name no module can have:
 /// dkms module names have no `.` first).
 const NOTES_FILE: &str = ".notes";
+
+/// What the store may hold, at most, before [`Store::prune`] drops the oldest entries.
+pub const MAX_BYTES: u64 = 4 << 30;
+
+/// A build that failed, as the store remembers it: the failure's words, the compiler's error
+/// lines, dkms's last lines, and a copy of the whole log beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub what: String,
+    pub errors: Vec<String>,
+    pub output: Vec<String>,
+    /// The copy of the whole log, in the store.
+    pub log: Option<PathBuf>,
+    /// When it failed, as `YYYY-MM-DD HH:MM` UTC.
+    pub when: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct FailureRecord {
+    stamp: String,
+    failure: Failure,
+}
+
+/// One pair the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub module: String,
+    pub version: String,
+    pub kernel: String,
+    pub arch: String,
+    /// A remembered failure (no build).
+    pub failed: bool,
+    /// When it was kept.
+    pub modified: std::time::SystemTime,
+    pub bytes: u64,
+}
 
 /// The programs a module build runs whose upgrade makes a kept build stale: the compilers and
 /// linkers of GCC and LLVM kernels, make, and dkms itself (it strips, signs and compresses).
@@ -111,14 +154,196 @@ impl Store {
     }
 
     /// Keeps `built` (dkms's `MODULE/VERSION/KERNEL/ARCH` directory of a build) with its stamp.
-    pub fn keep(&self, built: &Path, i: &Inputs, stamp: &str) -> io::Result<()> {
+    /// What the store held for this module on this kernel (another version, a failure) goes.
+    pub fn keep(&self, built: &Path, i: &Inputs, stamp: &str, origin: &str) -> io::Result<()> {
+        self.forget_module_on(i.module, i.kernel, i.arch);
         let to = self.entry(i.module, i.version, i.kernel, i.arch);
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent)?;
         }
-        let _ = fs::remove_dir_all(&to);
         move_dir(built, &to)?;
-        fs::write(to.with_extension("stamp"), stamp)
+        fs::write(to.with_extension("origin"), origin)?;
+        // The stamp last: an entry without one is never taken.
+        write_synced(&to.with_extension("stamp"), stamp.as_bytes())
+    }
+
+    /// Remembers that the build of these inputs failed, with the log it left at `log` (copied).
+    /// What the store held for this module on this kernel goes.
+    pub fn remember_failure(
+        &self,
+        i: &Inputs,
+        stamp: &str,
+        mut failure: Failure,
+        log: Option<&Path>,
+    ) -> io::Result<()> {
+        self.forget_module_on(i.module, i.kernel, i.arch);
+        let at = self.entry(i.module, i.version, i.kernel, i.arch);
+        if let Some(parent) = at.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        failure.log = None;
+        if let Some(log) = log {
+            let copy = at.with_extension("log");
+            if fs::copy(log, &copy).is_ok() {
+                failure.log = Some(copy);
+            }
+        }
+        let record = FailureRecord {
+            stamp: stamp.to_owned(),
+            failure,
+        };
+        let text = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        write_synced(&at.with_extension("failed"), &text)
+    }
+
+    /// The failure remembered for these inputs, when their stamp is what they give now.
+    pub fn failure(&self, i: &Inputs) -> Option<Failure> {
+        let at = self.entry(i.module, i.version, i.kernel, i.arch);
+        let bytes = fs::read(at.with_extension("failed")).ok()?;
+        let record: FailureRecord = serde_json::from_slice(&bytes).ok()?;
+        (record.stamp == stamp(i)).then_some(record.failure)
+    }
+
+    /// Forgets one pair: its build, its stamp, its remembered failure.
+    pub fn forget(&self, m: &str, v: &str, kernel: &str, arch: &str) {
+        let at = self.entry(m, v, kernel, arch);
+        let _ = fs::remove_dir_all(&at);
+        for ext in ["stamp", "failed", "log", "origin"] {
+            let _ = fs::remove_file(at.with_extension(ext));
+        }
+        // The empty directories above it.
+        let mut dir = at.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.dir || fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+
+    /// Forgets every version of module `m` on `kernel`.
+    fn forget_module_on(&self, m: &str, kernel: &str, arch: &str) {
+        for e in self.entries() {
+            if e.module == m && e.kernel == kernel && e.arch == arch {
+                self.forget(&e.module, &e.version, &e.kernel, &e.arch);
+            }
+        }
+    }
+
+    /// Every pair the store holds, oldest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (m, mdir) in subdirs(&self.dir) {
+            for (v, vdir) in subdirs(&mdir) {
+                for (k, kdir) in subdirs(&vdir) {
+                    let Ok(rd) = fs::read_dir(&kdir) else {
+                        continue;
+                    };
+                    for e in rd.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let (arch, failed) = match name.rsplit_once('.') {
+                            Some((a, "stamp")) => (a.to_owned(), false),
+                            Some((a, "failed")) => (a.to_owned(), true),
+                            _ => continue,
+                        };
+                        let modified = e
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .unwrap_or(std::time::UNIX_EPOCH);
+                        let at = kdir.join(&arch);
+                        let bytes = dir_bytes(&at) + dir_bytes(&at.with_extension("log"));
+                        out.push(Entry {
+                            module: m.clone(),
+                            version: v.clone(),
+                            kernel: k.clone(),
+                            arch,
+                            failed,
+                            modified,
+                            bytes,
+                        });
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|e| e.modified);
+        out
+    }
+
+    /// Drops what can no longer serve: the entries of kernels `wanted` does not take (neither
+    /// installed nor offered), then the oldest ones while the store holds more than `max_bytes`.
+    /// Returns what it dropped.
+    pub fn prune(&self, wanted: &dyn Fn(&str) -> bool, max_bytes: u64) -> Vec<Entry> {
+        let mut dropped = Vec::new();
+        let mut kept = Vec::new();
+        for e in self.entries() {
+            if wanted(&e.kernel) {
+                kept.push(e);
+            } else {
+                self.forget(&e.module, &e.version, &e.kernel, &e.arch);
+                dropped.push(e);
+            }
+        }
+        let mut total: u64 = kept.iter().map(|e| e.bytes).sum();
+        for e in kept {
+            if total <= max_bytes {
+                break;
+            }
+            total -= e.bytes;
+            self.forget(&e.module, &e.version, &e.kernel, &e.arch);
+            dropped.push(e);
+        }
+        dropped
+    }
+
+    /// At the end of an install run: what the store held for the kernels now installed goes
+    /// (the run installed it, or built there without it); what it holds for kernels that are
+    /// not installed (a prebuild's, for a kernel the repositories offer) stays, within bounds.
+    pub fn after_install(&self, install_tree: &Path) {
+        let installed = installed_kernels(install_tree);
+        self.forget_notes();
+        self.prune(&|k| !installed.contains(k), MAX_BYTES);
+    }
+
+    /// What the store holds for kernels not installed (what a prebuild made for a kernel the
+    /// repositories offer), one line per kernel, for `status` and `--dry-run`.
+    pub fn ready_for_kernels_not_installed(&self, install_tree: &Path) -> Vec<String> {
+        let installed = installed_kernels(install_tree);
+        let mut by_kernel: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> =
+            Default::default();
+        for e in self.entries() {
+            if installed.contains(&e.kernel) {
+                continue;
+            }
+            let slot = by_kernel.entry(e.kernel.clone()).or_default();
+            let mv = format!("{}/{}", e.module, e.version);
+            if e.failed {
+                slot.1.push(mv);
+            } else {
+                slot.0.push(mv);
+            }
+        }
+        by_kernel
+            .into_iter()
+            .map(|(k, (ready, failed))| {
+                let mut line = format!(
+                    "built ahead for kernel {k} (not installed yet): {}",
+                    if ready.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        ready.join(", ")
+                    }
+                );
+                if !failed.is_empty() {
+                    line.push_str(&format!("; would not build: {}", failed.join(", ")));
+                }
+                line
+            })
+            .collect()
+    }
+
+    /// Forgets the notes of an earlier transaction ([`Store::remember_notes`]).
+    pub fn forget_notes(&self) {
+        let _ = fs::remove_file(self.dir.join(NOTES_FILE));
     }
 
     /// The kept build of these inputs, when there is one and its stamp is what the inputs give
@@ -156,6 +381,82 @@ impl Store {
             !d.any(|e| e.is_ok_and(|e| e.file_name() != NOTES_FILE))
         })
     }
+}
+
+/// Who made a kept build (`dir`, as [`Store::usable`] gives it): `preflight`, or `prebuild` and
+/// when; `preflight` when it does not say.
+pub fn origin_of(dir: &Path) -> String {
+    fs::read_to_string(dir.with_extension("origin"))
+        .map(|t| t.trim().to_owned())
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "preflight".into())
+}
+
+/// The words of a job line for a build that [`origin_of`] names.
+pub fn made_by(origin: &str) -> String {
+    match origin.strip_prefix("prebuild") {
+        Some(when) if !when.trim().is_empty() => {
+            format!("built ahead by the prebuild of {} UTC", when.trim())
+        }
+        Some(_) => "built ahead by the prebuild".into(),
+        None => "built in the preflight".into(),
+    }
+}
+
+/// The kernels installed in `install_tree`: the directories with a kernel's own files
+/// (`modules.order`, `vmlinuz`) or headers (`build`).
+pub fn installed_kernels(install_tree: &Path) -> std::collections::BTreeSet<String> {
+    fs::read_dir(install_tree)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let p = e.path();
+            ["modules.order", "vmlinuz", "build"]
+                .iter()
+                .any(|f| fs::symlink_metadata(p.join(f)).is_ok())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Writes a file and syncs it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The subdirectories of `dir` by name.
+fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The bytes of the files under `path` (a file's own size; nothing for what is not there).
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !md.is_dir() {
+        return md.len();
+    }
+    fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| dir_bytes(&e.path()))
+        .sum()
 }
 
 /// Moves a directory; across filesystems, copies it (links kept as links) and removes the original.
@@ -310,7 +611,7 @@ mod tests {
         assert!(store.is_empty());
         let trees = Trees::defaults(&t.path().join("root"));
         let i = inputs(&src, &hdr, &trees);
-        store.keep(&built, &i, &stamp(&i)).unwrap();
+        store.keep(&built, &i, &stamp(&i), "preflight").unwrap();
         assert!(!built.exists(), "moved, not copied");
         assert!(!store.is_empty());
         let kept = store.usable(&i).expect("usable with the same inputs");
@@ -347,7 +648,7 @@ mod tests {
         fs::write(hdr.join("Module.symvers"), "0x1 a vmlinux EXPORT_SYMBOL\n").unwrap();
         let built = t.path().join("built2");
         fs::create_dir_all(built.join("module")).unwrap();
-        store.keep(&built, &i, &stamp(&i)).unwrap();
+        store.keep(&built, &i, &stamp(&i), "preflight").unwrap();
         assert!(store.usable(&i).is_some());
         fs::write(hdr.join("Module.symvers"), "0x2 a vmlinux EXPORT_SYMBOL\n").unwrap();
         assert_eq!(store.usable(&i), None);
@@ -361,12 +662,14 @@ mod tests {
         // Signed with another key: stale. A key made after the build, too.
         let built = t.path().join("built3");
         fs::create_dir_all(built.join("module")).unwrap();
-        store.keep(&built, &i, &stamp(&i)).unwrap();
+        store.keep(&built, &i, &stamp(&i), "preflight").unwrap();
         assert!(store.usable(&i).is_some());
         fs::create_dir_all(t.path().join("root/var/lib/dkms")).unwrap();
         fs::write(t.path().join("root/var/lib/dkms/mok.pub"), "a certificate").unwrap();
         assert_eq!(store.usable(&i), None, "a key made since");
-        store.keep(&built_again(t.path()), &i, &stamp(&i)).unwrap();
+        store
+            .keep(&built_again(t.path()), &i, &stamp(&i), "preflight")
+            .unwrap();
         assert!(store.usable(&i).is_some());
         fs::write(t.path().join("root/var/lib/dkms/mok.pub"), "another one").unwrap();
         assert_eq!(store.usable(&i), None, "another key");
@@ -374,5 +677,115 @@ mod tests {
         store.clear().unwrap();
         assert!(store.is_empty());
         store.clear().unwrap();
+    }
+
+    #[test]
+    fn one_build_a_module_a_kernel_failures_remembered_under_their_stamp_and_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, hdr) = (t.path().join("src"), t.path().join("hdr"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&hdr).unwrap();
+        fs::write(src.join("foo.c"), "int x;").unwrap();
+        let root = t.path().join("root");
+        let trees = Trees::defaults(&root);
+        let store = Store::at(&root);
+        let i = inputs(&src, &hdr, &trees);
+        let built = |name: &str| {
+            let b = t.path().join(name);
+            fs::create_dir_all(b.join("module")).unwrap();
+            fs::write(b.join("module/foo.ko"), vec![0u8; 1000]).unwrap();
+            b
+        };
+        store
+            .keep(&built("b1"), &i, &stamp(&i), "prebuild 2026-12-01 04:12")
+            .unwrap();
+        let dir = store.usable(&i).unwrap();
+        assert_eq!(origin_of(&dir), "prebuild 2026-12-01 04:12");
+        assert_eq!(
+            made_by(&origin_of(&dir)),
+            "built ahead by the prebuild of 2026-12-01 04:12 UTC"
+        );
+        // Another version of the module for the same kernel takes its place.
+        let i11 = Inputs {
+            version: "1.1",
+            ..i.clone()
+        };
+        store
+            .keep(&built("b2"), &i11, &stamp(&i11), "preflight")
+            .unwrap();
+        assert_eq!(store.usable(&i), None);
+        assert!(store.usable(&i11).is_some());
+        assert_eq!(
+            made_by(&origin_of(&store.usable(&i11).unwrap())),
+            "built in the preflight"
+        );
+        // A failure, remembered with its log under the stamp of what it failed with.
+        let log = t.path().join("make.log");
+        fs::write(&log, "foo.c:1: error: no\n").unwrap();
+        let f = Failure {
+            what: "make failed (dkms exit 10)".into(),
+            errors: vec!["foo.c:1: error: no".into()],
+            output: vec![],
+            log: None,
+            when: "2026-12-01 04:13".into(),
+        };
+        store
+            .remember_failure(&i, &stamp(&i), f.clone(), Some(&log))
+            .unwrap();
+        assert_eq!(
+            store.usable(&i11),
+            None,
+            "the failure took the module's place"
+        );
+        let got = store.failure(&i).expect("remembered");
+        assert_eq!(got.errors, f.errors);
+        assert_eq!(
+            fs::read_to_string(got.log.unwrap()).unwrap(),
+            "foo.c:1: error: no\n"
+        );
+        fs::write(src.join("foo.c"), "int y;").unwrap();
+        assert_eq!(store.failure(&i), None, "the sources changed since");
+        fs::write(src.join("foo.c"), "int x;").unwrap();
+        // Listed, and said for a kernel not installed.
+        let other = Inputs {
+            module: "bar",
+            kernel: "6.1.0-2",
+            ..i.clone()
+        };
+        store
+            .keep(&built("b3"), &other, &stamp(&other), "preflight")
+            .unwrap();
+        let entries = store.entries();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(
+            store.ready_for_kernels_not_installed(&trees.install),
+            [
+                "built ahead for kernel 6.1.0-1 (not installed yet): nothing; would not build: foo/1.0",
+                "built ahead for kernel 6.1.0-2 (not installed yet): bar/1.0",
+            ]
+        );
+        // Pruned: a kernel nobody wants, then the oldest beyond the bound.
+        let dropped = store.prune(&|k| k != "6.1.0-2", MAX_BYTES);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(store.usable(&other), None);
+        assert!(store.failure(&i).is_some());
+        store
+            .keep(&built("b4"), &other, &stamp(&other), "preflight")
+            .unwrap();
+        let dropped = store.prune(&|_| true, 500);
+        assert_eq!(dropped.len(), 2, "{dropped:?}");
+        assert!(store.entries().is_empty());
+        // After an install, what served an installed kernel goes; the others stay.
+        store
+            .keep(&built("b5"), &other, &stamp(&other), "preflight")
+            .unwrap();
+        store
+            .keep(&built("b6"), &i, &stamp(&i), "preflight")
+            .unwrap();
+        fs::create_dir_all(trees.install.join("6.1.0-1")).unwrap();
+        fs::write(trees.install.join("6.1.0-1/modules.order"), "").unwrap();
+        store.after_install(&trees.install);
+        assert_eq!(store.usable(&i), None);
+        assert!(store.usable(&other).is_some());
     }
 }

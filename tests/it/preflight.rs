@@ -687,6 +687,12 @@ fn s22_a_kernel_upgrade_is_judged_in_the_system_it_makes_and_goes_through() {
     crate::pacman::scenario("22-preflight-upgrade.sh");
 }
 
+#[test]
+#[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
+fn s24_a_prebuild_ahead_of_the_kernel_upgrade_leaves_it_nothing_to_compile() {
+    crate::pacman::scenario("24-prebuild.sh");
+}
+
 /// On the machine's dkms (3.0.10) and each newer one (3.2.2, 3.4.3).
 #[test]
 #[ignore = "needs root, dkms, kernel headers and pacman: run tests/run"]
@@ -735,10 +741,24 @@ fn pacman_extract(pkg: &Path, root: &Path) {
         .args(["--exclude", ".PKGINFO", "--exclude", ".MTREE"]));
 }
 
+/// The files under `dir` (none when it is not there).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The transaction compiles each pair once: what the preflight built is what the install hook
 /// installs. Only while it was built from the same things: a source changed since, or a compiler
-/// upgraded in the same transaction, and the install hook compiles again. The store of builds
-/// never outlives the install run. On the machine's dkms, and the kernel upgrade on each newer
+/// upgraded in the same transaction, and the install hook compiles again. What the store held
+/// for the kernel the install run installed for goes with it. On the machine's dkms, and the kernel upgrade on each newer
 /// one (each takes a build as built when its `module/` directory is there).
 #[test]
 #[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
@@ -787,7 +807,12 @@ fn reuse_case(dkms: Option<PathBuf>, stale_cases: bool) {
             "{}",
             out.dump()
         );
-        assert!(!store.exists(), "the store outlived the install run");
+        // What served the kernel now installed is gone with the install run.
+        let left: Vec<_> = walk_files(&store);
+        assert!(
+            left.is_empty(),
+            "the store outlived the install run: {left:?}"
+        );
         out
     };
 

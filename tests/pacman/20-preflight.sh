@@ -6,7 +6,8 @@
 # configuration and sync database, unpacks the new headers and the module's sources, and
 # trial-builds. The module marked essential fails: pacman aborts and nothing changes. With
 # DKMS_HOOK_PREFLIGHT=warn, the same transaction is warned about before any file changes, and
-# completes, each module compiled once (in the preflight; the install hook installs that build).
+# completes, each module compiled once over both tries (the aborted one's builds are kept; the
+# install hook installs that build), the failing one said again without compiling.
 # Last, `linux` moved back without its headers: the kernel it replaces has a module marked
 # essential, so pacman aborts.
 # shellcheck source=tests/pacman/lib.sh
@@ -28,6 +29,20 @@ Server = file://$repo
 CONF
 echo 'essential = dkmshook-broken' >/etc/dkms-hook.conf
 
+# A compiler wrapper first in PATH (pacman hands its environment to the hooks) counts each
+# compilation of the module that builds.
+cc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\([^ ]*\) .*/\1/p' "/usr/src/linux-headers-$K2/.config")
+tools=(gcc)
+[[ $cc && $cc != gcc ]] && tools+=("$cc")
+for tool in "${tools[@]}"; do
+  real=$(command -v "$tool")
+  # shellcheck disable=SC2016 # the wrapper's own "$@" and $a
+  printf '#!/bin/sh\nfor a in "$@"; do case $a in */dkmshook_plain.c) echo "$a" >>/var/tmp/compiled;; esac; done\nexec %s "$@"\n' \
+    "$real" >"/usr/local/bin/$tool"
+  chmod 755 "/usr/local/bin/$tool"
+done
+export PATH=/usr/local/bin:$PATH
+
 # An essential module that does not build for the new kernel: pacman aborts, nothing changes.
 pacman_run --may-fail -Syu dkmshook-broken-dkms
 ((PACMAN_STATUS != 0)) || fail "pacman went on although an essential module does not build"
@@ -42,27 +57,19 @@ if pacman -Q dkmshook-broken-dkms 2>/dev/null; then fail "dkmshook-broken-dkms g
 expect_installed dkmshook-plain 1.0 "$K1"
 [[ ! -e /var/cache/dkms-hook/preflight ]] || fail "the preflight's scratch root is left"
 
-# Proceeding knowingly: a warning before any file changes, and the transaction completes. A
-# compiler wrapper first in PATH (pacman hands its environment to the hooks) counts each
-# compilation of the module that builds: once, in the preflight.
-cc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\([^ ]*\) .*/\1/p' "/usr/src/linux-headers-$K2/.config")
-tools=(gcc)
-[[ $cc && $cc != gcc ]] && tools+=("$cc")
-for tool in "${tools[@]}"; do
-  real=$(command -v "$tool")
-  # shellcheck disable=SC2016 # the wrapper's own "$@" and $a
-  printf '#!/bin/sh\nfor a in "$@"; do case $a in */dkmshook_plain.c) echo "$a" >>/var/tmp/compiled;; esac; done\nexec %s "$@"\n' \
-    "$real" >"/usr/local/bin/$tool"
-  chmod 755 "/usr/local/bin/$tool"
-done
-export DKMS_HOOK_PREFLIGHT=warn PATH=/usr/local/bin:$PATH
+# Proceeding knowingly: a warning before any file changes, and the transaction completes. The
+# module that builds was compiled once in both tries: the aborted one's build (kept in the store
+# under its stamp) is what the second installs; the one that fails is said again as remembered.
+export DKMS_HOOK_PREFLIGHT=warn
 pacman_run -Syu dkmshook-broken-dkms
 unset DKMS_HOOK_PREFLIGHT
 for tool in "${tools[@]}"; do rm "/usr/local/bin/$tool"; done
 compiled=$(wc -l </var/tmp/compiled)
-((compiled == 1)) || fail "dkmshook-plain was compiled $compiled times in the transaction"
+((compiled == 1)) || fail "dkmshook-plain was compiled $compiled times in the two tries"
 expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built in the preflight"
-[[ ! -e /var/cache/dkms-hook/prebuilt ]] || fail "the preflight's builds outlived the transaction"
+expect_output "dkmshook-broken/1.0 for $K2: .*remembered: it failed so at"
+[[ -z $(find /var/cache/dkms-hook/prebuilt -type f 2>/dev/null) ]] ||
+  fail "the builds for the installed kernel outlived the transaction"
 warned=$(line_of "warning: preflight: dkmshook-broken would not build for $K2 \\(essential\\)")
 upgrading=$(line_of 'upgrading linux-test')
 ((warned < upgrading)) || fail "the warning came after pacman changed files"

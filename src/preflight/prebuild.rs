@@ -1,0 +1,267 @@
+//! `dkms-hook prebuild`: the preflight ahead of time. When the repositories offer a new kernel,
+//! new headers or a new version of a `-dkms` package, it does now what the preflight of the later
+//! `pacman -Syu` would do, so that this transaction spends on DKMS only the installing of ready
+//! builds:
+//!
+//! 1. a private copy of pacman's sync databases (`/var/cache/dkms-hook/prebuild/db`, its `local`
+//!    a link to pacman's own local database) is refreshed from the configured mirrors, the way
+//!    pacman-contrib's `checkupdates` does it: `pacman -Sy --dbpath PRIVATE`. pacman's own sync
+//!    databases are never written, and its lock (`DBPath/db.lck`) never taken: a prebuild that
+//!    finds it held (a transaction under way) does nothing this time;
+//! 2. when an upgrade it offers touches what DKMS builds from (an installed package that owns a
+//!    kernel's image or headers or a module's dkms.conf), every upgrade is downloaded into
+//!    pacman's CacheDir (`pacman -Swu --dbpath PRIVATE`: pacman checks each package's signature
+//!    as it would for the transaction), where `pacman -Syu` will find them;
+//! 3. the transaction `-Syu` would make is judged as the preflight judges it ([`super::judge`]):
+//!    in the view of the system after it, each build kept in the store with its stamp, each
+//!    failure remembered with its log. Nothing is installed or removed.
+//!
+//! What cannot be done (offline, a mirror that answers nothing, a signature that fails, a full
+//! disk) is one line, and nothing changes.
+
+use super::{Judged, Options, Purpose};
+use crate::pacman::caller::{PacmanView, SyncRequest};
+use crate::pacman::pkgdb;
+use crate::pacman::transaction::Transaction;
+use crate::system::trees::Trees;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The private copy of the sync databases, relative to the root.
+pub const DB_DIR: &str = "var/cache/dkms-hook/prebuild/db";
+
+/// Exit codes of `dkms-hook prebuild`.
+pub const EXIT_OK: u8 = 0;
+/// Something offered would not build (its failure is remembered for the transaction).
+pub const EXIT_WOULD_FAIL: u8 = 1;
+
+/// What the preflight's hook watches: the paths whose arrival makes DKMS work.
+pub fn is_trigger(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["usr", "src", _, "dkms.conf"]
+            | ["usr", "lib", "modules", _, "vmlinuz"]
+            | ["usr", "lib", "modules", _, "build", "include"]
+    )
+}
+
+/// Runs the prebuild: see the module's comment. `pacman` is the pacman program.
+pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) -> u8 {
+    let view = PacmanView::at(&trees.root, vec![]);
+    let paths = view.paths();
+    let lock = paths.db_path.join("db.lck");
+    if lock.exists() {
+        let _ = writeln!(
+            out,
+            "prebuild: pacman is running ({} exists): nothing done, the next run will look",
+            trees.display(&lock)
+        );
+        return EXIT_OK;
+    }
+    let private = trees.root.join(DB_DIR);
+    if let Err(e) = prepare_private_db(&private, &paths.db_path) {
+        let _ = writeln!(
+            out,
+            "prebuild: {}: {e}: nothing done",
+            trees.display(&private)
+        );
+        return EXIT_OK;
+    }
+    let conf = view.resolve("/etc/pacman.conf");
+    let pacman_in = |args: &[&str]| {
+        let mut c = Command::new(pacman);
+        c.args(["--noconfirm", "--noprogressbar", "--logfile", "/dev/null"])
+            .arg("--dbpath")
+            .arg(&private)
+            .arg("--config")
+            .arg(&conf);
+        if trees.root != Path::new("/") {
+            c.arg("--root").arg(&trees.root);
+        }
+        c.args(args).env("LC_ALL", "C").stdin(Stdio::null());
+        c
+    };
+    if let Err(why) = run_pacman(pacman_in(&["-Sy"])) {
+        let _ = writeln!(
+            out,
+            "prebuild: cannot refresh the sync databases: {why}: nothing done"
+        );
+        return EXIT_OK;
+    }
+    let offered = dkms_upgrades(&private);
+    if offered.is_empty() {
+        let _ = writeln!(
+            out,
+            "prebuild: nothing the repositories offer brings DKMS work: nothing to build"
+        );
+        return EXIT_OK;
+    }
+    let _ = writeln!(
+        out,
+        "prebuild: the repositories offer {}: downloading the upgrades",
+        offered.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    if let Err(why) = run_pacman(pacman_in(&["-Swu"])) {
+        let _ = writeln!(
+            out,
+            "prebuild: cannot download the upgrades: {why}: nothing built"
+        );
+        return EXIT_OK;
+    }
+    let req = SyncRequest {
+        targets: vec![],
+        sysupgrade: 1,
+        ignore: view.sync_request().ignore,
+    };
+    let tx = Transaction::from_repos(&private, &paths.cache_dirs, &req);
+    for n in &tx.notes {
+        let _ = writeln!(out, "warning: prebuild: {n}");
+    }
+    let targets: BTreeSet<String> = tx
+        .packages
+        .iter()
+        .flat_map(|p| p.listing.paths.iter())
+        .filter(|p| is_trigger(p))
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .collect();
+    let brought: BTreeSet<&String> = targets.iter().collect();
+    let _ = out.flush();
+    match super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, out) {
+        Judged::NotChecked => EXIT_OK,
+        Judged::Done(j) => {
+            for (k, n) in &j.ok {
+                let _ = writeln!(out, "prebuild: {n} DKMS modules built ahead for {k}");
+            }
+            for (m, ks) in &j.failed {
+                let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
+                let _ = writeln!(
+                    out,
+                    "prebuild: {m} would not build for {}: the preflight of the upgrade will \
+                     say so again",
+                    ks.join(", ")
+                );
+            }
+            if j.failed.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_WOULD_FAIL
+            }
+        }
+    }
+}
+
+/// Makes the private database directory: its `local` a link to pacman's, its `sync/` seeded
+/// with pacman's sync databases when it has none (so that the first refresh downloads only
+/// what changed).
+fn prepare_private_db(private: &Path, db_path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(private.join("sync"))?;
+    let local = private.join("local");
+    let target = std::fs::canonicalize(db_path.join("local"))?;
+    if std::fs::read_link(&local).ok().as_deref() != Some(target.as_path()) {
+        let _ = std::fs::remove_file(&local);
+        std::os::unix::fs::symlink(&target, &local)?;
+    }
+    let seeded = std::fs::read_dir(private.join("sync"))?.next().is_some();
+    if !seeded {
+        for e in std::fs::read_dir(db_path.join("sync"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "db") {
+                let to = private.join("sync").join(e.file_name());
+                std::fs::copy(&p, &to)?;
+                // The time too: pacman asks the mirror for what is newer than its copy.
+                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(&to)
+                        .and_then(|f| f.set_modified(t));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs pacman to its end; its last lines when it fails.
+fn run_pacman(cmd: Command) -> Result<(), String> {
+    match crate::os::process::run(cmd) {
+        Ok(f) if f.status.success() => Ok(()),
+        Ok(f) => {
+            // Its last lines say why (pacman's error: lines come last).
+            let text = f.output.text_up_to(1 << 20);
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+            Err(format!("pacman {}: {}", f.status, tail.trim()))
+        }
+        Err(e) => Err(format!("pacman: {e}")),
+    }
+}
+
+/// The installed packages that the refreshed databases in `private` offer in a newer version
+/// and whose installed version owns what DKMS builds from (a kernel's image or headers, a
+/// module's dkms.conf): `NAME OLD -> NEW`.
+fn dkms_upgrades(private: &Path) -> BTreeSet<String> {
+    let (sync, _) = pkgdb::read_sync_dbs(&private.join("sync"));
+    let local_dir = private.join("local");
+    let local = pkgdb::read_local_descs(&local_dir);
+    let mut seen = BTreeSet::new();
+    let mut out = BTreeSet::new();
+    for d in sync {
+        if !seen.insert(d.name.clone()) {
+            continue;
+        }
+        let Some(installed) = local.get(&d.name) else {
+            continue;
+        };
+        if pkgdb::vercmp(&d.version, &installed.version) <= 0 {
+            continue;
+        }
+        let owns = pkgdb::local_files(&local_dir, &d.name, &installed.version)
+            .iter()
+            .any(|f| is_trigger(f));
+        if owns {
+            out.insert(format!("{} {} -> {}", d.name, installed.version, d.version));
+        }
+    }
+    out
+}
+
+/// The default place of the pacman program.
+pub fn pacman_program() -> PathBuf {
+    std::env::var_os("DKMS_HOOK_PACMAN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("pacman"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_triggers_are_the_preflight_hooks() {
+        assert!(is_trigger("usr/src/foo-1.0/dkms.conf"));
+        assert!(is_trigger("usr/lib/modules/6.9.1-arch1-1/vmlinuz"));
+        assert!(is_trigger("usr/lib/modules/6.9.1-arch1-1/build/include/"));
+        assert!(!is_trigger("usr/src/foo-1.0/sub/dkms.conf"));
+        assert!(!is_trigger(
+            "usr/lib/modules/6.9.1-arch1-1/build/include/linux/x.h"
+        ));
+        assert!(!is_trigger("usr/lib/modules/6.9.1-arch1-1/modules.order"));
+        // The hook file says the same.
+        let hook = include_str!("../../libalpm-hooks.d/70-dkms-hook-preflight.hook");
+        for t in [
+            "usr/src/*/dkms.conf",
+            "usr/lib/modules/*/vmlinuz",
+            "usr/lib/modules/*/build/include/",
+        ] {
+            assert!(hook.contains(&format!("Target = {t}\n")), "{t}");
+        }
+    }
+}

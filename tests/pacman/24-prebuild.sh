@@ -1,0 +1,132 @@
+#!/bin/bash
+# Scenario 24: `dkms-hook prebuild` builds ahead for the kernel the repositories offer, and the
+# later `pacman -Syu` compiles nothing. A local repository (repo-add, file://) offers kernel N+1;
+# every module is essential. The prebuild refreshes a private copy of the sync databases
+# (pacman's own stay byte for byte), downloads the upgrade into pacman's cache, and trial-builds
+# in the view of the system after it: the module that fails on N+1 is remembered with its
+# failure, and `pacman -Syu` aborts on it without compiling, showing the compiler's own error.
+# Fixed and prebuilt again, the upgrade goes through without a compilation, each module
+# installed for N+1 from the prebuild's build. A source changed between the prebuild and the
+# upgrade is compiled again, once. A mirror that answers nothing, or a full /var/cache/dkms-hook:
+# one line, nothing changed. The unit files pass systemd-analyze verify.
+# shellcheck source=tests/pacman/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# The compiler wrappers of the stand-in toolchain count the compilations (first in PATH).
+export PATH=/usr/local/bin:$PATH
+tlog=/var/tmp/toolchain.log
+# The C files compiled since the log was emptied (FILE: that one), but kbuild's generated .mod.c.
+compiled() { grep " ${1:-}" "$tlog" 2>/dev/null | grep -vc '\.mod\.c$' || true; }
+install_base
+pacman_run -U "$(pkg linux-test "${K1//-/_}-1")" "$(pkg linux-test-headers "${K1//-/_}-1")" \
+  "$(pkg dkmshook-toolchain 1-1)"
+pacman_run -U "$(pkg acpi-call-dkms)" "$(pkg ddcci-dkms)" "$(pkg dkmshook-plain-dkms 1.0-1)" \
+  "$(pkg dkmshook-kver-dkms 2.0-1)"
+acpi=$(module_version acpi-call-dkms)
+ddcci=$(module_version ddcci-dkms)
+echo 'essential = all' >/etc/dkms-hook.conf
+
+for unit in /usr/lib/systemd/system/dkms-hook-prebuild.{service,timer}; do
+  [[ -f $unit ]] || fail "$unit: not installed"
+done
+out=$(systemd-analyze verify /usr/lib/systemd/system/dkms-hook-prebuild.{service,timer} 2>&1) ||
+  fail "systemd-analyze verify: $out"
+[[ -z $out ]] || fail "systemd-analyze verify says: $out"
+[[ -L /etc/systemd/system/timers.target.wants/dkms-hook-prebuild.timer ]] ||
+  fail "the timer is not enabled by the package"
+
+repo=/var/tmp/dkmshook-repo
+mkdir -p "$repo"
+cp "$(pkg linux-test "${K2//-/_}-1")" "$(pkg linux-test-headers "${K2//-/_}-1")" "$repo/"
+repo-add -q "$repo/test.db.tar.gz" "$repo"/*.pkg.tar.zst
+cat >>/etc/pacman.conf <<CONF
+[test]
+Server = file://$repo
+CONF
+pacman_run -Sy
+pacman_state() { find /var/lib/pacman -path /var/lib/pacman/db.lck -prune -o -type f -print0 | sort -z | xargs -0 sha256sum; }
+before=$(pacman_state)
+
+prebuild() {
+  log "dkms-hook prebuild"
+  set +e
+  PREBUILD_OUT=$(dkms-hook prebuild 2>&1)
+  PREBUILD_STATUS=$?
+  set -e
+  printf '%s\n' "$PREBUILD_OUT" | sed 's/^/    | /'
+}
+
+# The offered kernel: built ahead; dkmshook-kver 2.0 fails on it, and is remembered.
+: >"$tlog"
+prebuild
+((PREBUILD_STATUS == 1)) || fail "prebuild exited $PREBUILD_STATUS, not 1 (a module would not build)"
+grep -q "prebuild: dkmshook-kver would not build for $K2" <<<"$PREBUILD_OUT" || fail "no word of the failure"
+grep -q 'error: #error "dkmshook-kver does not build' <<<"$PREBUILD_OUT" || fail "no compiler error"
+[[ $(pacman_state) == "$before" ]] || fail "the prebuild changed pacman's databases"
+for f in "$repo"/linux-test*-"${K2//-/_}"-1-any.pkg.tar.zst; do
+  [[ -f /var/cache/pacman/pkg/${f##*/} ]] || fail "${f##*/}: not downloaded into pacman's cache"
+done
+[[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "the prebuild upgraded the kernel"
+[[ ! -e /usr/lib/modules/$K2 ]] || fail "the prebuild made /usr/lib/modules/$K2"
+status_err=$(dkms-hook status 2>&1 >/dev/null)
+grep -q "built ahead for kernel $K2 (not installed yet): .*dkmshook-plain/1.0.*; would not build: dkmshook-kver/2.0" <<<"$status_err" ||
+  fail "status does not say what is ready: $status_err"
+dkms-hook --dry-run | grep -q "note: built ahead for kernel $K2" || fail "--dry-run does not say what is ready"
+
+# pacman -Syu: the remembered failure aborts it, with the compiler's words; nothing compiled.
+: >"$tlog"
+pacman_run --may-fail -Syu
+((PACMAN_STATUS != 0)) || fail "pacman went on although an essential module does not build"
+expect_output 'error: #error "dkmshook-kver does not build for this kernel'
+expect_output "dkmshook-kver/2.0 for $K2: .*remembered: it failed so at"
+expect_output "error: preflight: dkmshook-kver would not build for $K2 \\(essential\\)"
+expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built ahead by the prebuild of"
+(($(compiled) == 0)) || fail "the aborted -Syu compiled: $(cat "$tlog")"
+[[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "linux-test moved"
+
+# Fixed (1.0 builds everywhere) and prebuilt again: only what is new is compiled.
+pacman_run -U "$(pkg dkmshook-kver-dkms 1.0-1)"
+: >"$tlog"
+prebuild
+((PREBUILD_STATUS == 0)) || fail "prebuild exited $PREBUILD_STATUS"
+(($(compiled dkmshook_kver.c) == 1)) || fail "dkmshook-kver was compiled $(compiled dkmshook_kver.c) times"
+(($(compiled) == 1)) || fail "the second prebuild compiled what it had: $(cat "$tlog")"
+
+# A source edited since the prebuild: compiled again, once; everything else installed as built.
+printf '\n/* edited after the prebuild */\n' >>/usr/src/dkmshook-plain-1.0/dkmshook_plain.c
+: >"$tlog"
+pacman_run -Syu
+expect_no_output 'would not build'
+(($(compiled dkmshook_plain.c) == 1)) || fail "dkmshook-plain was compiled $(compiled dkmshook_plain.c) times"
+(($(compiled) == 1)) || fail "the -Syu compiled more than the edited module: $(cat "$tlog")"
+for m in "acpi-call $acpi acpi_call" "ddcci $ddcci" "dkmshook-kver 1.0" "dkmshook-plain 1.0"; do
+  read -r name ver ko <<<"$m"
+  expect_installed "$name" "$ver" "$K2" "$ko"
+done
+expect_output "BUILT .*acpi-call/$acpi for $K2: built ahead by the prebuild of"
+expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built in the preflight"
+[[ -z $(find /var/cache/dkms-hook/prebuilt -type f 2>/dev/null) ]] ||
+  fail "builds for the installed kernel outlived the install"
+
+# Nothing offered: nothing done. A mirror that answers nothing: one line, nothing changed.
+prebuild
+grep -q 'nothing the repositories offer brings DKMS work' <<<"$PREBUILD_OUT" || fail "not said"
+sed -i "s|^Server = file://$repo\$|Server = file:///var/tmp/no-such-mirror|" /etc/pacman.conf
+before=$(pacman_state)
+prebuild
+((PREBUILD_STATUS == 0)) || fail "an unreachable mirror made the prebuild fail ($PREBUILD_STATUS)"
+n=$(grep -c '^prebuild: cannot refresh the sync databases: ' <<<"$PREBUILD_OUT" || true)
+((n == 1)) || fail "$n lines about the mirror, not 1"
+[[ $(pacman_state) == "$before" ]] || fail "the prebuild changed pacman's databases"
+
+# A full /var/cache/dkms-hook (a 1 MiB tmpfs): one line, nothing built, nothing changed.
+sed -i "s|^Server = file:///var/tmp/no-such-mirror\$|Server = file://$repo|" /etc/pacman.conf
+pacman_run -U "$(pkg linux-test "${K1//-/_}-1")" "$(pkg linux-test-headers "${K1//-/_}-1")"
+mount -t tmpfs -o size=1m dkmshook-full /var/cache/dkms-hook
+prebuild
+umount /var/cache/dkms-hook
+grep -q 'warning: preflight: cannot unpack .*No space left on device' <<<"$PREBUILD_OUT" ||
+  fail "no word of the full disk"
+[[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "linux-test moved"
+expect_stock_hooks_silent
+done_ok
