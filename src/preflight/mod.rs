@@ -278,10 +278,15 @@ pub fn judge(
         });
     }
     let result = look(trees, &scratch, tx, &incoming, &leaving, purpose, opts, out);
-    // What the store holds for kernels that are neither installed nor arriving cannot serve.
+    // A prebuild knows the kernels the repositories offer (its incoming ones): what the store
+    // holds for kernels neither installed nor offered cannot serve any more. A preflight does
+    // not know what is offered beside its own transaction: it keeps the store within bounds.
     let store = Store::at(&trees.root);
     let installed = crate::system::prebuilt::installed_kernels(&trees.install);
-    let wanted = |k: &str| installed.contains(k) || incoming.kernels.contains(k);
+    let wanted = |k: &str| match purpose {
+        Purpose::Prebuild => installed.contains(k) || incoming.kernels.contains(k),
+        Purpose::Preflight => true,
+    };
     store.prune(&wanted, crate::system::prebuilt::MAX_BYTES);
     match result {
         Ok(outcome) => {
