@@ -6,6 +6,7 @@
 mod cli;
 mod common;
 mod dkmsconf_rules;
+mod docs;
 mod engine;
 mod fixtures_smoke;
 mod keep;
