@@ -381,7 +381,7 @@ fn the_evaluator_and_the_hook_scripts_are_shellcheck_clean() {
 }
 
 /// The keys of a JSON object, to check a document's shape exactly (a key added or dropped
-/// must be a decision, and show up in the README).
+/// must be a decision, and show up in docs/user-guide.md).
 fn keys(v: &serde_json::Value) -> BTreeSet<&str> {
     v.as_object()
         .unwrap_or_else(|| panic!("not an object: {v}"))
