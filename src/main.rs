@@ -8,13 +8,15 @@
 use anyhow::{bail, Context, Result};
 use clap::FromArgMatches;
 use cli::{Cli, Cmd, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use dkms_hook::execute::executor::DkmsExecutor;
 use dkms_hook::keep::{self as kept, arriving};
 use dkms_hook::plan::inventory::{Inventory, SourceSelection};
-use dkms_hook::plan::targets::{ModuleSpec, Targets};
+use dkms_hook::plan::names::ModuleSpec;
+use dkms_hook::plan::targets::Targets;
 use dkms_hook::plan::{self, Mode, Request};
-use dkms_hook::report::reporter::{self as report, Reporter, Style};
+use dkms_hook::report::reporter::{Reporter, Style};
 use dkms_hook::report::timings::Timings;
-use dkms_hook::run::runner::{self, RunConfig};
+use dkms_hook::run::runner::{self, Limits};
 use dkms_hook::status;
 use dkms_hook::system::dkms::Dkms;
 use dkms_hook::system::dkms_tree::DkmsTree;
@@ -104,9 +106,7 @@ fn run(cli: Cli) -> Result<u8> {
         stopped("reading the dkms tree")?;
         let report = report.only_kernels(&cli.kernels);
         if cli.json {
-            quietly_when_closed(print_lines([dkms_hook::report::json::status(
-                &report.items,
-            )]))?;
+            quietly_when_closed(print_lines([dkms_hook::status::json(&report.items)]))?;
         } else {
             quietly_when_closed(print_lines(&report.lines))?;
         }
@@ -183,14 +183,14 @@ fn run(cli: Cli) -> Result<u8> {
             force: false,
             job_timeout: None,
         };
-        let recovery = dkms_hook::execute::settle::recover(&exec);
+        let recovery = dkms_hook::execute::settle::recover(&exec.worker());
         for line in &recovery.lines {
             eprintln!("{line}");
         }
         recovery_failed = recovery.failed;
     }
     if mode != Mode::Remove && !cli.dry_run {
-        for line in kept::restore_returned(&trees) {
+        for line in kept::after::restore_returned(&trees) {
             eprintln!("{line}");
         }
     }
@@ -269,13 +269,14 @@ fn run(cli: Cli) -> Result<u8> {
                 .collect::<Result<_>>()?;
             arriving::scan(&files)
         };
-        kept_notes = kept::before_removal(&inv, &mut targets, &arriving, !cli.dry_run);
+        kept_notes = kept::before::before_removal(&inv, &mut targets, &arriving, !cli.dry_run);
     }
     let req = Request {
         mode,
         targets,
         kernels: cli.kernels.clone(),
         force: cli.force,
+        rebuild: dkms_hook::execute::journal::rebuild_pairs(&trees),
     };
     let mut plan = plan::plan(&req, &inv);
     plan.notes.extend(kept_notes);
@@ -289,7 +290,7 @@ fn run(cli: Cli) -> Result<u8> {
         let text = if cli.json {
             dkms_hook::report::json::plan(&plan, jobs)
         } else {
-            report::dry_run_text(&plan, jobs)
+            dkms_hook::report::dry_run::text(&plan, jobs)
         };
         quietly_when_closed(print_lines(text.lines()))?;
         return Ok(if plan.has_failures() {
@@ -315,14 +316,13 @@ fn run(cli: Cli) -> Result<u8> {
     if mode == Mode::Remove {
         reporter = reporter.removing();
     }
-    let cfg = RunConfig {
-        jobs,
-        cpus,
-        force: cli.force,
-        arch,
+    let cfg = DkmsExecutor {
         dkms,
+        arch,
+        force: cli.force,
         job_timeout,
     };
+    let limits = Limits { jobs, cpus };
     // Builds side by side must not each make a signing key: the one dkms would make, first.
     let headers: Vec<&Path> = plan
         .jobs
@@ -341,15 +341,15 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     let mut timings = Timings::new();
-    let summary = runner::run(&plan, &cfg, &mut |e| {
+    let summary = runner::run(&plan, limits, &cfg, &mut |e| {
         timings.record(e);
         reporter.handle(e)
     });
     let mut settle_failed = false;
     if mode == Mode::Remove {
-        kept::remove_orphan_copies(&trees);
+        kept::after::remove_orphan_copies(&trees);
     } else {
-        let lines = kept::settle(&trees, &cfg.dkms);
+        let lines = kept::after::settle(&trees, &cfg.dkms);
         settle_failed = lines.iter().any(|l| l.starts_with("error:"));
         // After the summary too, a reader gone away (`dkms-hook | head -1`) ends the output.
         if let Err(e) = quietly_when_closed(print_lines(&lines)) {
@@ -446,7 +446,8 @@ fn stopped(during: &str) -> Result<()> {
 
 /// Takes the one-run-at-a-time lock, saying so when another run holds it.
 fn lock(trees: &Trees) -> Result<dkms_hook::os::lock::RunLock> {
-    let lock = dkms_hook::os::lock::acquire(trees, &mut |path, pid| {
+    let path = trees.root.join(dkms_hook::os::lock::LOCK_FILE);
+    let lock = dkms_hook::os::lock::acquire(&path, &trees.display(&path), &mut |path, pid| {
         let who = pid.map_or("another dkms-hook run".to_string(), |p| {
             format!("another dkms-hook run (pid {p})")
         });

@@ -20,7 +20,7 @@
 //! it changes, whether it is forced, and the kept version its swap took out (`swap-from`).
 
 use crate::plan::Job;
-use crate::run::events::{Action, JobInfo};
+use crate::plan::{Action, JobInfo};
 use crate::system::trees::Trees;
 use std::collections::BTreeSet;
 use std::fs;

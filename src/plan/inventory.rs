@@ -33,9 +33,6 @@ pub struct Inventory {
     /// (module, version, kernel) -> a build the preflight made from the same inputs (see
     /// [`crate::system::prebuilt`]), ready to install.
     pub prebuilt: BTreeMap<(String, String, String), PathBuf>,
-    /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (see
-    /// [`crate::execute::journal`]): planned as if forced.
-    pub rebuild: BTreeSet<(String, String, String)>,
 }
 
 /// Which module sources to read.
@@ -94,7 +91,6 @@ impl Inventory {
             sources,
             tree: DkmsTree::read(&trees.dkms),
             prebuilt,
-            rebuild: crate::execute::journal::rebuild_pairs(trees),
         }
     }
 

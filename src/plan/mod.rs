@@ -8,17 +8,77 @@
 
 pub mod cost;
 pub mod inventory;
+pub mod names;
 pub mod queue;
 pub mod targets;
 
-use crate::dkmsconf::{ConfError, DkmsConf};
+use crate::dkmsconf::rules::{ConfError, DkmsConf};
 use crate::plan::inventory::Inventory;
 use crate::plan::queue::Node;
 use crate::plan::targets::Targets;
-use crate::run::events::{Action, Decision, JobInfo};
 use crate::system::kernel::Kernel;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+
+/// What a job does to one module version (on one kernel, or on all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// `dkms install` for one kernel (adding the version to the dkms tree first if needed).
+    Build,
+    /// Remove the version from one kernel (`dkms remove -k`, or directly when dkms cannot).
+    RemoveFromKernel,
+    /// Remove the version from every kernel and unregister it (`dkms remove --all`).
+    Unregister,
+}
+
+impl Action {
+    /// The verb shown in status lines.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Build => "build",
+            Action::RemoveFromKernel | Action::Unregister => "remove",
+        }
+    }
+}
+
+/// A job as the reporter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub module: String,
+    pub version: String,
+    /// `None` for a job that covers every kernel (unregistering a module version).
+    pub kernel: Option<String>,
+    pub action: Action,
+}
+
+impl JobInfo {
+    /// `name/version` for kernel K, or `name/version` on every kernel.
+    pub fn label(&self) -> String {
+        match &self.kernel {
+            Some(k) => format!("{}/{} for {}", self.module, self.version, k),
+            None => format!("{}/{} on every kernel", self.module, self.version),
+        }
+    }
+}
+
+/// Something the planner decided without running anything: a skip or a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `name/version`, or the dkms.conf path when the module's identity is unknown.
+    pub subject: String,
+    pub kernel: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Decision {
+    /// `subject[ for kernel]: reason`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kernel {
+            Some(k) => write!(f, "{} for {k}: {}", self.subject, self.reason),
+            None => write!(f, "{}: {}", self.subject, self.reason),
+        }
+    }
+}
 
 /// What the user (or pacman) asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +99,9 @@ pub struct Request {
     /// `-k`: only these kernels (empty: all).
     pub kernels: Vec<String>,
     pub force: bool,
+    /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (the journal's
+    /// pending rebuilds, [`crate::execute::journal::rebuild_pairs`]): planned as if forced.
+    pub rebuild: BTreeSet<(String, String, String)>,
 }
 
 /// One unit of work for the runner.
@@ -373,7 +436,7 @@ impl<'a> Planner<'a> {
         let file = file.into_owned();
         // `--force`, or a rebuild a stopped run left to do.
         let forced = self.req.force
-            || self.inv.rebuild.contains(&(
+            || self.req.rebuild.contains(&(
                 conf.name.clone(),
                 conf.version.clone(),
                 k.release.clone(),
@@ -393,7 +456,7 @@ impl<'a> Planner<'a> {
         }
         // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way the
         // pair is not built, and its dependents learn why.
-        match excluded(&conf, k, &self.inv.arch) {
+        match conf.exclusive.excludes(k, &self.inv.arch) {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 let why = format!("it is excluded there ({reason})");
@@ -818,60 +881,6 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Whether BUILD_EXCLUSIVE_* keep `conf` off `kernel`: `Ok(Some(reason))` when they do, `Err` when a
-/// directive cannot be understood.
-pub fn excluded(conf: &DkmsConf, kernel: &Kernel, arch: &str) -> Result<Option<String>, String> {
-    let ex = &conf.exclusive;
-    let k = &kernel.release;
-    let re = |what: &str, pat: &str| {
-        regex::Regex::new(pat)
-            .map_err(|e| format!("{what}=\"{pat}\" is not a valid regular expression: {e}"))
-    };
-    if let Some(pat) = &ex.kernel {
-        if !re("BUILD_EXCLUSIVE_KERNEL", pat)?.is_match(k) {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_KERNEL=\"{pat}\" does not match {k}"
-            )));
-        }
-    }
-    if let Some(min) = &ex.kernel_min {
-        if crate::system::version::cmp(k, min).is_lt() {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_KERNEL_MIN=\"{min}\": {k} is older"
-            )));
-        }
-    }
-    if let Some(max) = &ex.kernel_max {
-        if crate::system::version::cmp(k, max).is_gt() {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_KERNEL_MAX=\"{max}\": {k} is newer"
-            )));
-        }
-    }
-    if let Some(pat) = &ex.arch {
-        if !re("BUILD_EXCLUSIVE_ARCH", pat)?.is_match(arch) {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_ARCH=\"{pat}\" does not match {arch}"
-            )));
-        }
-    }
-    if kernel.config.known {
-        for opt in &ex.config {
-            let (negated, name) = match opt.strip_prefix('!') {
-                Some(n) => (true, n),
-                None => (false, opt.as_str()),
-            };
-            if kernel.config.enabled(name) == negated {
-                let state = if negated { "enabled" } else { "not enabled" };
-                return Ok(Some(format!(
-                    "BUILD_EXCLUSIVE_CONFIG: {name} is {state} in {k}"
-                )));
-            }
-        }
-    }
-    Ok(None)
-}
-
 /// Every dependency cycle among planned builds, per kernel, as `a -> b -> a`.
 fn find_cycles(pairs: &BTreeMap<(String, String), Pair>) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
@@ -933,7 +942,9 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dkmsconf::{ConfError, Evaluated, Exclusive, Problem};
+    use crate::dkmsconf::exclusive::Exclusive;
+    use crate::dkmsconf::rules::{ConfError, Problem};
+    use crate::dkmsconf::Evaluated;
     use crate::plan::inventory::Source;
     use crate::system::dkms_tree::{DkmsTree, VersionEntry};
     use crate::system::kernel::KernelConfig;
@@ -979,7 +990,6 @@ mod tests {
                     kernels,
                     sources: vec![],
                     prebuilt: Default::default(),
-                    rebuild: Default::default(),
                 },
             }
         }
@@ -1101,6 +1111,7 @@ mod tests {
                 ),
                 kernels: vec![],
                 force,
+                rebuild: Default::default(),
             };
             plan(&req, &self.inv)
         }
@@ -1120,9 +1131,7 @@ mod tests {
     }
 
     fn reasons(d: &[Decision]) -> Vec<String> {
-        d.iter()
-            .map(crate::report::reporter::decision_text)
-            .collect()
+        d.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -1474,7 +1483,7 @@ mod tests {
     /// file, and skips its dependents; what it only warns about is a note, said once.
     #[test]
     fn a_dkms_conf_that_dkms_refuses_fails_before_any_build_and_names_the_file() {
-        use crate::dkmsconf::Refusal;
+        use crate::dkmsconf::rules::Refusal;
         let s = Sys::new(&[K1, K2])
             .source_with("dup-1", conf("dup", "1"), |_, c| {
                 c.refusals = vec![Refusal::DuplicateDest {
@@ -1548,6 +1557,7 @@ mod tests {
             ),
             kernels: vec![],
             force: false,
+            rebuild: Default::default(),
         };
         let p = plan(&req, &s.inv);
         assert_eq!(jobs(&p), [format!("build good/1 for {K1}")]);

@@ -11,11 +11,12 @@
 //! kernel (a kernel reinstalled under the same release). All of it in the view only.
 
 use super::view::{self, Spec};
+use crate::execute::executor::DkmsExecutor;
 use crate::plan::inventory::{Inventory, SourceSelection};
 use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
 use crate::report::reporter::{Reporter, Style};
-use crate::run::runner::{self, RunConfig};
+use crate::run::runner::{self, Limits};
 use crate::system::dkms::Dkms;
 use crate::system::dkms_tree::DkmsTree;
 use crate::system::prebuilt::{self, Store};
@@ -120,24 +121,27 @@ fn trial(req: &TrialRequest) -> Outcome {
             targets,
             kernels: vec![],
             force: false,
+            rebuild: crate::execute::journal::rebuild_pairs(&trees),
         },
         &inv,
     );
     let mut reporter = Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true))
         .trial()
         .under_root(&trees.root);
-    let cfg = RunConfig {
-        jobs: req.jobs,
-        cpus: req.cpus,
-        force: false,
-        arch: arch.clone(),
+    let exec = DkmsExecutor {
         dkms: Dkms::new(&trees),
+        arch: arch.clone(),
+        force: false,
         job_timeout: req.job_timeout_secs.map(std::time::Duration::from_secs),
     };
-    runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
+    let limits = Limits {
+        jobs: req.jobs,
+        cpus: req.cpus,
+    };
+    runner::run(&plan, limits, &exec, &mut |e| reporter.handle(e));
     drop(reporter);
     let built = DkmsTree::read(&trees.dkms);
-    keep_builds(&plan, &built, &trees, &cfg);
+    keep_builds(&plan, &built, &trees, &exec);
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
@@ -191,21 +195,21 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
                 )
                 .collect();
             for (k, a) in kernels {
-                let _ = crate::execute::executor::remove_directly(trees, m, v, &k, &a);
+                let _ = crate::system::dkms_tree::remove_directly(trees, m, v, &k, &a);
             }
             let _ = std::fs::remove_dir_all(trees.dkms.join(m).join(v));
         }
     }
     for k in &req.kernels {
         for (m, v) in tree.pairs_for_kernel(k) {
-            let _ = crate::execute::executor::remove_directly(trees, &m, &v, k, &req.arch);
+            let _ = crate::system::dkms_tree::remove_directly(trees, &m, &v, k, &req.arch);
         }
     }
 }
 
 /// Keeps each trial build that installed in the view for the install hook after the
 /// transaction, stamped with what it was compiled from (see [`crate::system::prebuilt`]).
-fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConfig) {
+fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &DkmsExecutor) {
     let store = Store::at(&trees.root);
     for job in &plan.jobs {
         let (Some(k), Some(source), Some(headers)) = (&job.info.kernel, &job.source, &job.headers)

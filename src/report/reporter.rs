@@ -10,12 +10,11 @@
 //! On a TTY the same lines are printed, coloured unless NO_COLOR is set, above one progress bar of
 //! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
-use crate::plan::Plan;
-use crate::run::events::{Action, Decision, Event, Failure, JobInfo, JobResult, Settled};
+use crate::plan::{Action, Decision, JobInfo};
+use crate::run::events::{Event, Failure, JobResult, Settled};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -332,7 +331,7 @@ impl Reporter {
             self.emit(line);
         }
         for decision in failed {
-            let text = decision_text(decision);
+            let text = decision.to_string();
             let line = self.error_line(&text);
             self.emit(line);
             self.failures.push(Failed {
@@ -343,7 +342,7 @@ impl Reporter {
             });
         }
         for decision in skipped {
-            let text = decision_text(decision);
+            let text = decision.to_string();
             let line = self.status_line("SKIPPED", Tone::Skip, None, None, &text);
             self.emit(line);
             self.count_skip(&decision.reason);
@@ -706,77 +705,12 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 {
         one
     } else {
         many
     }
-}
-
-/// `subject[ for kernel]: reason`.
-pub(crate) fn decision_text(decision: &Decision) -> String {
-    let Decision {
-        subject,
-        kernel,
-        reason,
-    } = decision;
-    match kernel {
-        Some(k) => format!("{subject} for {k}: {reason}"),
-        None => format!("{subject}: {reason}"),
-    }
-}
-
-/// The `--dry-run` text: jobs in the order they would start, then the kernels depmod would run
-/// for, then what is skipped and what fails.
-pub fn dry_run_text(plan: &Plan, jobs_at_once: usize) -> String {
-    let mut s = String::new();
-    let jobs = &plan.jobs;
-    let _ = writeln!(
-        s,
-        "dry run: {} {}, up to {jobs_at_once} at once; nothing is changed",
-        jobs.len(),
-        plural(jobs.len(), "job", "jobs"),
-    );
-    for n in &plan.notes {
-        let _ = writeln!(s, "note: {n}");
-    }
-    for (pos, &id) in crate::plan::queue::serial_order(jobs).iter().enumerate() {
-        let j = &jobs[id];
-        let how = if j.direct {
-            " (directly: no headers)"
-        } else if j.prebuilt.is_some() {
-            " (install the preflight's build)"
-        } else {
-            ""
-        };
-        let _ = write!(
-            s,
-            "{:>4}. {:<6} {}{how}",
-            pos + 1,
-            j.info.action.verb(),
-            j.info.label()
-        );
-        let after: Vec<String> = j
-            .needs
-            .iter()
-            .map(|&d| format!("{}/{}", jobs[d].info.module, jobs[d].info.version))
-            .collect();
-        if !after.is_empty() {
-            let _ = write!(s, "  (after {})", after.join(", "));
-        }
-        s.push('\n');
-    }
-    for k in &plan.depmod {
-        let _ = writeln!(s, "      depmod {k}");
-    }
-    for d in &plan.skipped {
-        let _ = writeln!(s, "  skip {}", decision_text(d));
-    }
-    for d in &plan.failed {
-        let _ = writeln!(s, "  fail {}", decision_text(d));
-    }
-    s
 }
 
 /// `a`, `a or b`, `a, b or c`.

@@ -8,7 +8,8 @@
 //! no network: the styles are inline, the timeline is inline SVG, and the tooltips are SVG
 //! `<title>` elements (no script).
 
-use crate::run::events::{Action, Event, JobResult};
+use crate::plan::{Action, JobInfo};
+use crate::run::events::{Event, JobResult};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,7 @@ impl Timings {
     /// The bar of a job that ended `at`, `elapsed` after it started.
     fn finish(
         &mut self,
-        job: &crate::run::events::JobInfo,
+        job: &JobInfo,
         elapsed: Duration,
         at: Duration,
         outcome: Outcome,
@@ -416,7 +417,7 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::events::{Failure, JobInfo};
+    use crate::run::events::Failure;
 
     fn job(m: &str, k: &str) -> JobInfo {
         JobInfo {

@@ -3,49 +3,9 @@
 //! The runner knows nothing of display and the reporter nothing of processes: every event carries its
 //! own data (names, elapsed times, counters, captured output), so the reporter only formats.
 
+use crate::plan::{Decision, JobInfo};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// What a job does to one module version (on one kernel, or on all of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    /// `dkms install` for one kernel (adding the version to the dkms tree first if needed).
-    Build,
-    /// Remove the version from one kernel (`dkms remove -k`, or directly when dkms cannot).
-    RemoveFromKernel,
-    /// Remove the version from every kernel and unregister it (`dkms remove --all`).
-    Unregister,
-}
-
-impl Action {
-    /// The verb shown in status lines.
-    pub fn verb(self) -> &'static str {
-        match self {
-            Action::Build => "build",
-            Action::RemoveFromKernel | Action::Unregister => "remove",
-        }
-    }
-}
-
-/// A job as the reporter sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobInfo {
-    pub module: String,
-    pub version: String,
-    /// `None` for a job that covers every kernel (unregistering a module version).
-    pub kernel: Option<String>,
-    pub action: Action,
-}
-
-impl JobInfo {
-    /// `name/version` for kernel K, or `name/version` on every kernel.
-    pub fn label(&self) -> String {
-        match &self.kernel {
-            Some(k) => format!("{}/{} for {}", self.module, self.version, k),
-            None => format!("{}/{} on every kernel", self.module, self.version),
-        }
-    }
-}
 
 /// Why a job failed, with what the user needs to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,15 +33,6 @@ pub enum JobResult {
         reason: String,
     },
     Failed(Failure),
-}
-
-/// Something the planner decided without running anything: a skip or a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// `name/version`, or the dkms.conf path when the module's identity is unknown.
-    pub subject: String,
-    pub kernel: Option<String>,
-    pub reason: String,
 }
 
 /// Everything the runner tells the reporter, in the order it happens.

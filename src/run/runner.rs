@@ -6,15 +6,15 @@
 //! never a hang. make's parallelism is shared: each job gets `-j` = CPUs divided by the jobs running
 //! or able to start at that moment, so a lone big module uses every core and twelve small ones do not
 //! oversubscribe the machine. depmod runs once per kernel, after that kernel's last job, when any of
-//! its jobs ran. What a job does is the [`Executor`]'s business ([`crate::execute::executor`] in production, a
-//! fake in the tests); the loop knows nothing of dkms nor of display: it only emits [`Event`]s.
+//! its jobs ran. What a job does is the [`Executor`]'s business: whoever runs a plan builds one
+//! and passes it (`execute::executor::DkmsExecutor` in production, a fake in the tests); the loop
+//! knows nothing of dkms nor of display: it only emits [`Event`]s.
 
-use crate::execute::executor::DkmsExecutor;
 use crate::os::interrupt::{self, Interrupt};
 use crate::plan::queue::Queue;
+use crate::plan::{Action, JobInfo};
 use crate::plan::{Job, Plan};
-use crate::run::events::{Event, Failure, JobInfo, JobResult, Settled};
-use crate::system::dkms::Dkms;
+use crate::run::events::{Event, Failure, JobResult, Settled};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
@@ -42,20 +42,6 @@ pub struct Limits {
     pub cpus: usize,
 }
 
-/// How to run a plan on the real system.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    /// Jobs at once.
-    pub jobs: usize,
-    /// CPUs to share among concurrent makes.
-    pub cpus: usize,
-    pub force: bool,
-    pub arch: String,
-    pub dkms: Dkms,
-    /// A job still running after this long is stopped and failed (`None`: no limit).
-    pub job_timeout: Option<Duration>,
-}
-
 /// The end of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RunSummary {
@@ -66,21 +52,6 @@ pub struct RunSummary {
     pub interrupted: Option<i32>,
 }
 
-/// Runs `plan` with the real dkms (see [`run_with`]).
-pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> RunSummary {
-    let exec = DkmsExecutor {
-        dkms: cfg.dkms.clone(),
-        arch: cfg.arch.clone(),
-        force: cfg.force,
-        job_timeout: cfg.job_timeout,
-    };
-    let limits = Limits {
-        jobs: cfg.jobs,
-        cpus: cfg.cpus,
-    };
-    run_with(plan, limits, &exec, on_event)
-}
-
 enum Msg {
     Job(usize, JobResult, Duration),
     Depmod(String, Result<(), String>, Duration),
@@ -88,7 +59,7 @@ enum Msg {
 
 /// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only;
 /// stopped by the signals of [`interrupt::global`].
-pub fn run_with(
+pub fn run(
     plan: &Plan,
     limits: Limits,
     exec: &dyn Executor,
@@ -97,7 +68,7 @@ pub fn run_with(
     run_interruptible(plan, limits, exec, interrupt::global(), on_event)
 }
 
-/// [`run_with`], stopped by `stop`: once it holds a signal, no job starts, the running ones are
+/// [`run`], stopped by `stop`: once it holds a signal, no job starts, the running ones are
 /// waited for (the signal reaches their processes through [`crate::os::process`]), the pairs of
 /// those that ended midway are settled ([`Executor::settle`]), depmod runs for the kernels that
 /// changed, and what was left undone is said.
@@ -292,14 +263,8 @@ pub fn run_interruptible(
             let result = panic::catch_unwind(AssertUnwindSafe(|| exec.settle(job)))
                 .unwrap_or_else(|p| Err(format!("dkms-hook bug: panicked: {}", panic_text(&*p))));
             match &result {
-                Ok(Settled::Installed) if job.info.action == crate::run::events::Action::Build => {
-                    summary.done += 1
-                }
-                Ok(Settled::Absent { .. })
-                    if job.info.action != crate::run::events::Action::Build =>
-                {
-                    summary.done += 1
-                }
+                Ok(Settled::Installed) if job.info.action == Action::Build => summary.done += 1,
+                Ok(Settled::Absent { .. }) if job.info.action != Action::Build => summary.done += 1,
                 Ok(_) => undone.push(job.info.clone()),
                 Err(_) => {
                     summary.failed += 1;
@@ -369,7 +334,6 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::events::{Action, JobInfo};
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
@@ -535,7 +499,7 @@ mod tests {
         std::thread::spawn(move || {
             let fake = Fake::default();
             let mut events = Vec::new();
-            let s = run_with(&plan(jobs), limits, &fake, &mut |e| events.push(e.clone()));
+            let s = run(&plan(jobs), limits, &fake, &mut |e| events.push(e.clone()));
             let _ = tx.send((fake.calls.into_inner().unwrap(), events, s));
         });
         rx.recv_timeout(Duration::from_secs(10))

@@ -35,13 +35,20 @@ use std::process::{Command, Stdio};
 
 use rayon::prelude::*;
 
-use crate::dkmsconf::{run_units, Emitter, Record, Unit};
+use crate::dkmsconf::eval::{run_units, Emitter, Record, Unit};
 use crate::system::trees::Trees;
 
 /// The status lines for `trees`, exactly as the installed `dkms status` would print them.
 /// ([`report`] also gives what dkms would print on stderr.)
 pub fn lines(trees: &Trees) -> Vec<String> {
     report(trees, &Flavour::detect()).lines
+}
+
+/// The `status --json` document: an array, one object per line `dkms status` would print, as
+/// one document (see [`crate::report::json`] for why not JSON lines).
+pub fn json(items: &[Item]) -> String {
+    // Plain structs of strings serialize into a String without fail.
+    serde_json::to_string_pretty(items).expect("plain data serializes")
 }
 
 /// What `dkms status` prints: its stdout lines, and what it would say on stderr.
@@ -1288,5 +1295,23 @@ mod tests {
         assert!(same_contents(&a, &b));
         assert!(!same_contents(&a, &c));
         assert!(!same_contents(&a, &dir.path().join("missing")));
+    }
+
+    #[test]
+    fn status_items_have_null_kernel_when_only_added() {
+        let items = [Item {
+            module: "foo".into(),
+            version: "1".into(),
+            kernel: None,
+            arch: None,
+            state: State::Added,
+            warnings: vec![],
+        }];
+        let v: serde_json::Value = serde_json::from_str(&json(&items)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([{"module": "foo", "version": "1", "kernel": null,
+                "arch": null, "state": "added", "warnings": []}])
+        );
     }
 }

@@ -245,7 +245,7 @@ pub fn remove(inv: &Inventory, orphans: &Orphans) -> Removal {
         }
     }
     for k in changed {
-        match crate::execute::executor::depmod(trees, &k) {
+        match crate::system::depmod::depmod(trees, &k) {
             Ok(()) => r.depmod.push(k),
             Err(e) => r.errors.push(e),
         }

@@ -5,6 +5,7 @@
 //! for K; `M/original_module/` keeps in-tree modules that dkms replaced. Reading it directly costs
 //! milliseconds where `dkms status` costs seconds.
 
+use crate::system::trees::Trees;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,118 @@ impl DkmsTree {
     }
 }
 
+/// What dkms left of `m/v` for `kernel`: the install link, the build directory, the files that
+/// version installed. An installed file named like one of its modules is that version's only
+/// when dkms's `kernel-K-ARCH` link says `m/v` is installed there, or, with no version installed
+/// there (an install cut short before dkms made the link), when it is that version's built file
+/// or a copy of it cut short (its first bytes); never while the link names another version, whose
+/// file it is.
+pub fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
+    let installed = fs::read_link(&link).ok();
+    let ours = installed
+        .as_ref()
+        .is_some_and(|t| t.components().next() == Some(std::path::Component::Normal(v.as_ref())));
+    if ours {
+        out.push(link);
+    }
+    let dir = trees.dkms.join(m).join(v).join(kernel);
+    for ko in ko_files(&dir.join(arch).join("module")) {
+        let name = ko.file_name().unwrap_or_default().to_owned();
+        out.extend(
+            installed_kos(&trees.kernel_dir(kernel))
+                .into_iter()
+                .filter(|p| p.file_name() == Some(&name))
+                .filter(|p| ours || (installed.is_none() && copied_from(p, &ko))),
+        );
+    }
+    if dir.exists() {
+        out.push(dir);
+    }
+    out
+}
+
+/// Whether `file` is `built`, or the start of it (a copy cut short).
+fn copied_from(file: &Path, built: &Path) -> bool {
+    match (fs::read(file), fs::read(built)) {
+        (Ok(f), Ok(b)) => b.starts_with(&f),
+        _ => false,
+    }
+}
+
+/// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build
+/// results, the install link; then the empty directories dkms made under the kernel.
+pub fn remove_directly(
+    trees: &Trees,
+    m: &str,
+    v: &str,
+    kernel: &str,
+    arch: &str,
+) -> Result<(), String> {
+    for p in leftovers(trees, m, v, kernel, arch) {
+        let r = match fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&p),
+            Ok(_) => fs::remove_file(&p),
+            Err(_) => Ok(()),
+        };
+        r.map_err(|e| format!("{}: {e}", trees.display(&p)))?;
+    }
+    prune_empty(&trees.kernel_dir(kernel));
+    Ok(())
+}
+
+/// Removes the empty directories dkms creates under a kernel (`updates/dkms`, `updates`, `extra`).
+pub fn prune_empty(kernel_dir: &Path) {
+    for d in ["updates/dkms", "updates", "extra"] {
+        let _ = fs::remove_dir(kernel_dir.join(d));
+    }
+}
+
+/// `.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz` files directly in `dir`.
+pub fn ko_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| is_ko(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn is_ko(p: &Path) -> bool {
+    let n = p.file_name().unwrap_or_default().to_string_lossy();
+    n.ends_with(".ko") || n.contains(".ko.")
+}
+
+/// Module files under a kernel's directory that dkms may have put there (not the kernel's own
+/// `kernel/` tree, not the headers).
+pub fn installed_kos(kernel_dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, top: bool) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            let name = e.file_name();
+            if top && (name == "build" || name == "source" || name == "kernel") {
+                continue;
+            }
+            if t.is_dir() {
+                walk(&p, out, false);
+            } else if is_ko(&p) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(kernel_dir, &mut out, true);
+    out.sort();
+    out
+}
+
 fn read_module(path: &Path) -> ModuleEntry {
     let mut entry = ModuleEntry::default();
     let Ok(rd) = fs::read_dir(path) else {
@@ -155,4 +268,30 @@ fn dirs(path: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_kos_skip_the_kernels_own_tree_and_headers() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "kernel/fs/a.ko.zst",
+            "build/b.ko",
+            "updates/dkms/c.ko",
+            "extra/d.ko.xz",
+            "modules.dep",
+        ] {
+            let p = d.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "").unwrap();
+        }
+        let names: Vec<String> = installed_kos(d.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["d.ko.xz", "c.ko"]);
+    }
 }

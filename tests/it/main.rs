@@ -9,6 +9,7 @@ mod dkmsconf_rules;
 mod engine;
 mod fixtures_smoke;
 mod keep;
+mod layers;
 mod lint;
 mod logs;
 mod newer_dkms;
