@@ -7,7 +7,8 @@
 //! program) -> `dkmsconf` (what a dkms.conf says) -> `pacman` (pacman's files) -> `plan` (pure:
 //! from what pacman sent to the jobs, in order) -> `run` (the loop, its events) -> `execute` (one
 //! job on the real system) -> `keep` (an upgraded module's old version kept until the new one
-//! builds) -> `report` (what the user reads) -> `preflight`, `status`, `lint` (the other modes).
+//! builds) -> `report` (what the user reads) -> `preflight`, `status`, `lint` (the other modes)
+//! -> `commands` (one file per mode of the command line; the binary's main.rs dispatches to them).
 
 // The stages, in the order imports flow (each line may use those above it).
 pub mod os;
@@ -33,6 +34,8 @@ pub mod preflight;
 pub mod status;
 // a package's dkms.conf checked.
 pub mod lint;
+// One file per mode of the command line, at the top.
+pub mod commands;
 
 /// A small seeded generator (xorshift64) for the fuzz loops of the tests: the same inputs on
 /// every run, no crate needed.

@@ -16,7 +16,7 @@ use crate::plan::{Action, JobInfo};
 use crate::plan::{Job, Plan};
 use crate::run::events::{Event, Failure, JobResult, Settled};
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -88,41 +88,23 @@ pub fn run_interruptible(
         failed: plan.failed.clone(),
         notes: plan.notes.clone(),
     });
-    let mut summary = RunSummary {
-        failed: plan.failed.len(),
-        ..Default::default()
-    };
-    let total = plan.jobs.len();
-    let mut queue = Queue::new(plan.jobs.iter().map(Into::into).collect());
-    // Jobs still to finish per kernel that needs depmod, and whether any of them ran.
-    let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
-    for j in &plan.jobs {
-        for k in &j.touches {
-            if plan.depmod.contains(k) {
-                *pending.entry(k.as_str()).or_default() += 1;
-            }
-        }
-    }
-    let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
-    let (mut finished, mut depmods) = (0, 0);
-    // After a signal: the jobs it stopped midway, the jobs that ended (done or not), the kernels
-    // whose depmod succeeded.
-    let mut stopped: Vec<usize> = Vec::new();
-    let mut ended_ids: Vec<bool> = vec![false; total];
-    let mut indexed: std::collections::BTreeSet<String> = Default::default();
-    let mut announced = false;
+    let mut run = State::new(plan);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
             let signal = stop.signal();
-            announce(stop, &mut announced, queue.running(), on_event);
+            run.announce(stop, on_event);
             let mut batch = Vec::new();
-            while signal.is_none() && queue.running() < jobs_at_once {
-                let Some(id) = queue.take_ready() else { break };
+            while signal.is_none() && run.queue.running() < jobs_at_once {
+                let Some(id) = run.queue.take_ready() else {
+                    break;
+                };
                 batch.push(id);
             }
             // The CPUs go to the jobs running now and those that could start beside them.
-            let sharing = jobs_at_once.min(queue.running() + queue.ready()).max(1);
+            let sharing = jobs_at_once
+                .min(run.queue.running() + run.queue.ready())
+                .max(1);
             let make_jobs = (limits.cpus / sharing).max(1);
             for id in batch {
                 let job = &plan.jobs[id];
@@ -148,7 +130,7 @@ pub fn run_interruptible(
                     let _ = tx.send(Msg::Job(id, result, t.elapsed()));
                 });
             }
-            if queue.running() == 0 && depmods == 0 {
+            if run.queue.running() == 0 && run.depmods == 0 {
                 break;
             }
             // A tick, to see a signal while jobs run.
@@ -158,116 +140,228 @@ pub fn run_interruptible(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             // Said before the first job it stopped.
-            announce(stop, &mut announced, queue.running(), on_event);
-            let mut ended: Vec<(usize, bool)> = Vec::new();
-            match msg {
-                Msg::Job(id, result, elapsed)
-                    if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) =>
-                {
-                    // Stopped by the signal (or failed as it came): settled after the others.
-                    ended_ids[id] = true;
-                    stopped.push(id);
-                    let _ = queue.finish(id, true);
-                    on_event(&Event::JobInterrupted {
-                        job: plan.jobs[id].info.clone(),
-                        elapsed,
-                    });
-                    ended.push((id, true));
-                }
-                Msg::Job(id, result, elapsed) => {
-                    ended_ids[id] = true;
-                    let ok = !matches!(result, JobResult::Failed(_));
-                    // A job that ran may have changed the kernel's modules, even one that failed
-                    // (an unverified pair it uninstalled, a rebuild put back).
-                    let ran = !matches!(result, JobResult::Excluded { .. });
-                    match &result {
-                        JobResult::Done { .. } => summary.done += 1,
-                        JobResult::Excluded { .. } => summary.skipped += 1,
-                        JobResult::Failed(_) => summary.failed += 1,
-                    }
-                    finished += 1;
-                    on_event(&Event::JobFinished {
-                        job: plan.jobs[id].info.clone(),
-                        result,
-                        elapsed,
-                        finished,
-                        total,
-                    });
-                    ended.push((id, ran));
-                    for (skipped, cause) in queue.finish(id, ok) {
-                        finished += 1;
-                        summary.skipped += 1;
-                        let c = &plan.jobs[cause].info;
-                        let what = if cause == id { "failed" } else { "was skipped" };
-                        on_event(&Event::JobSkipped {
-                            job: plan.jobs[skipped].info.clone(),
-                            reason: format!("needs {}/{}, which {what}", c.module, c.version),
-                            finished,
-                            total,
-                        });
-                        ended_ids[skipped] = true;
-                        ended.push((skipped, false));
-                    }
-                }
+            run.announce(stop, on_event);
+            let ended = match msg {
+                Msg::Job(id, result, elapsed) => run.job_ended(id, result, elapsed, stop, on_event),
                 Msg::Depmod(kernel, result, elapsed) => {
-                    depmods -= 1;
-                    if result.is_ok() {
-                        indexed.insert(kernel.clone());
-                    } else if stop.signal().is_some() {
-                        // Stopped by the signal: done again after the cleanup.
-                        continue;
-                    }
-                    if result.is_err() {
-                        summary.failed += 1;
-                    }
-                    on_event(&Event::Depmod {
-                        kernel,
-                        result,
-                        elapsed,
-                    });
+                    run.depmod_ended(kernel, result, elapsed, stop, on_event);
+                    Vec::new()
                 }
-            }
-            for (id, ran) in ended {
-                for k in &plan.jobs[id].touches {
-                    let Some(n) = pending.get_mut(k.as_str()) else {
-                        continue;
-                    };
-                    *changed.entry(k.as_str()).or_default() |= ran;
-                    *n -= 1;
-                    if *n == 0 && changed[k.as_str()] && stop.signal().is_none() {
-                        depmods += 1;
-                        let tx = tx.clone();
-                        let kernel = k.clone();
-                        scope.spawn(move || {
-                            let t = Instant::now();
-                            let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
-                                .unwrap_or_else(|p| {
-                                    Err(format!(
-                                        "depmod {kernel}: dkms-hook bug: panicked: {}",
-                                        panic_text(&*p)
-                                    ))
-                                });
-                            let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
+            };
+            // depmod for each kernel whose last job this was.
+            for kernel in run.kernels_done(&ended, stop) {
+                run.depmods += 1;
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
+                        .unwrap_or_else(|p| {
+                            Err(format!(
+                                "depmod {kernel}: dkms-hook bug: panicked: {}",
+                                panic_text(&*p)
+                            ))
                         });
-                    }
-                }
+                    let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
+                });
             }
         }
     });
     if let Some(sig) = stop.signal() {
-        summary.interrupted = Some(sig);
+        run.summary.interrupted = Some(sig);
         stop.clean_up();
+        run.after_the_signal(exec, on_event);
+    }
+    on_event(&Event::RunFinished {
+        elapsed: start.elapsed(),
+    });
+    run.summary
+}
+
+/// What the loop knows of a run while it goes: one method per message a job or a depmod sends.
+struct State<'p> {
+    plan: &'p Plan,
+    queue: Queue,
+    summary: RunSummary,
+    /// Jobs finished (done, failed or skipped), for the events' counters.
+    finished: usize,
+    /// Per kernel that needs depmod: its jobs still to end.
+    pending: BTreeMap<&'p str, usize>,
+    /// Per kernel: whether any of its jobs that ended ran (and may have changed its modules).
+    changed: BTreeMap<&'p str, bool>,
+    /// depmods running.
+    depmods: usize,
+    /// The jobs a signal stopped midway, to settle after the others.
+    stopped: Vec<usize>,
+    /// Per job: whether it ended (done or not, skipped included).
+    ended: Vec<bool>,
+    /// The kernels whose depmod succeeded.
+    indexed: BTreeSet<String>,
+    /// Whether the signal was said.
+    announced: bool,
+}
+
+impl<'p> State<'p> {
+    fn new(plan: &'p Plan) -> State<'p> {
+        let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
+        for j in &plan.jobs {
+            for k in &j.touches {
+                if plan.depmod.contains(k) {
+                    *pending.entry(k.as_str()).or_default() += 1;
+                }
+            }
+        }
+        State {
+            plan,
+            queue: Queue::new(plan.jobs.iter().map(Into::into).collect()),
+            summary: RunSummary {
+                failed: plan.failed.len(),
+                ..Default::default()
+            },
+            finished: 0,
+            pending,
+            changed: BTreeMap::new(),
+            depmods: 0,
+            stopped: Vec::new(),
+            ended: vec![false; plan.jobs.len()],
+            indexed: BTreeSet::new(),
+            announced: false,
+        }
+    }
+
+    /// Tells of the signal once, when there is one.
+    fn announce(&mut self, stop: &Interrupt, on_event: &mut dyn FnMut(&Event)) {
+        if let (Some(sig), false) = (stop.signal(), self.announced) {
+            self.announced = true;
+            on_event(&Event::Interrupted {
+                signal: interrupt::name(sig),
+                running: self.queue.running(),
+                grace: interrupt::GRACE,
+            });
+        }
+    }
+
+    /// Job `id` ended: counted and told, and what needs it skipped when it failed. Returns the
+    /// jobs that ended with it (it and those skipped), each with whether it ran.
+    fn job_ended(
+        &mut self,
+        id: usize,
+        result: JobResult,
+        elapsed: Duration,
+        stop: &Interrupt,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Vec<(usize, bool)> {
+        let jobs = &self.plan.jobs;
+        let total = jobs.len();
+        self.ended[id] = true;
+        if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) {
+            // Stopped by the signal (or failed as it came): settled after the others.
+            self.stopped.push(id);
+            let _ = self.queue.finish(id, true);
+            on_event(&Event::JobInterrupted {
+                job: jobs[id].info.clone(),
+                elapsed,
+            });
+            return vec![(id, true)];
+        }
+        let ok = !matches!(result, JobResult::Failed(_));
+        // A job that ran may have changed the kernel's modules, even one that failed (an
+        // unverified pair it uninstalled, a rebuild put back).
+        let ran = !matches!(result, JobResult::Excluded { .. });
+        match &result {
+            JobResult::Done { .. } => self.summary.done += 1,
+            JobResult::Excluded { .. } => self.summary.skipped += 1,
+            JobResult::Failed(_) => self.summary.failed += 1,
+        }
+        self.finished += 1;
+        on_event(&Event::JobFinished {
+            job: jobs[id].info.clone(),
+            result,
+            elapsed,
+            finished: self.finished,
+            total,
+        });
+        let mut ended = vec![(id, ran)];
+        for (skipped, cause) in self.queue.finish(id, ok) {
+            self.finished += 1;
+            self.summary.skipped += 1;
+            let c = &jobs[cause].info;
+            let what = if cause == id { "failed" } else { "was skipped" };
+            on_event(&Event::JobSkipped {
+                job: jobs[skipped].info.clone(),
+                reason: format!("needs {}/{}, which {what}", c.module, c.version),
+                finished: self.finished,
+                total,
+            });
+            self.ended[skipped] = true;
+            ended.push((skipped, false));
+        }
+        ended
+    }
+
+    /// A depmod ended: counted and told (one a signal stopped is done again after the
+    /// cleanup, and said then).
+    fn depmod_ended(
+        &mut self,
+        kernel: String,
+        result: Result<(), String>,
+        elapsed: Duration,
+        stop: &Interrupt,
+        on_event: &mut dyn FnMut(&Event),
+    ) {
+        self.depmods -= 1;
+        if result.is_ok() {
+            self.indexed.insert(kernel.clone());
+        } else if stop.signal().is_some() {
+            return;
+        }
+        if result.is_err() {
+            self.summary.failed += 1;
+        }
+        on_event(&Event::Depmod {
+            kernel,
+            result,
+            elapsed,
+        });
+    }
+
+    /// The kernels whose last job is among `ended` and one of whose jobs ran: their depmod is
+    /// due (none once a signal came: they get theirs after the cleanup).
+    fn kernels_done(&mut self, ended: &[(usize, bool)], stop: &Interrupt) -> Vec<String> {
+        let mut due = Vec::new();
+        for &(id, ran) in ended {
+            for k in &self.plan.jobs[id].touches {
+                let Some(n) = self.pending.get_mut(k.as_str()) else {
+                    continue;
+                };
+                *self.changed.entry(k.as_str()).or_default() |= ran;
+                *n -= 1;
+                if *n == 0 && self.changed[k.as_str()] && stop.signal().is_none() {
+                    due.push(k.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// After a signal, once no job runs: the stopped jobs' pairs settled, depmod for every
+    /// kernel a job ran on whose index is not up to date yet, and what was left undone said.
+    fn after_the_signal(&mut self, exec: &dyn Executor, on_event: &mut dyn FnMut(&Event)) {
+        let plan = self.plan;
         let mut undone: Vec<JobInfo> = Vec::new();
-        for &id in &stopped {
+        for &id in &self.stopped {
             let job = &plan.jobs[id];
             let result = panic::catch_unwind(AssertUnwindSafe(|| exec.settle(job)))
                 .unwrap_or_else(|p| Err(format!("dkms-hook bug: panicked: {}", panic_text(&*p))));
             match &result {
-                Ok(Settled::Installed) if job.info.action == Action::Build => summary.done += 1,
-                Ok(Settled::Absent { .. }) if job.info.action != Action::Build => summary.done += 1,
+                Ok(Settled::Installed) if job.info.action == Action::Build => {
+                    self.summary.done += 1
+                }
+                Ok(Settled::Absent { .. }) if job.info.action != Action::Build => {
+                    self.summary.done += 1
+                }
                 Ok(_) => undone.push(job.info.clone()),
                 Err(_) => {
-                    summary.failed += 1;
+                    self.summary.failed += 1;
                     undone.push(job.info.clone());
                 }
             }
@@ -276,15 +370,14 @@ pub fn run_interruptible(
                 result,
             });
         }
-        // depmod for every kernel a job ran on whose index is not up to date yet.
-        for (k, ran) in &changed {
-            if !ran || indexed.contains(*k) {
+        for (k, ran) in &self.changed {
+            if !ran || self.indexed.contains(*k) {
                 continue;
             }
             let t = Instant::now();
             let result = exec.depmod(k);
             if result.is_err() {
-                summary.failed += 1;
+                self.summary.failed += 1;
             }
             on_event(&Event::Depmod {
                 kernel: k.to_string(),
@@ -296,31 +389,10 @@ pub fn run_interruptible(
             plan.jobs
                 .iter()
                 .enumerate()
-                .filter(|(id, _)| !ended_ids[*id])
+                .filter(|(id, _)| !self.ended[*id])
                 .map(|(_, j)| j.info.clone()),
         );
         on_event(&Event::LeftUndone { jobs: undone });
-    }
-    on_event(&Event::RunFinished {
-        elapsed: start.elapsed(),
-    });
-    summary
-}
-
-/// Tells of the signal once, when there is one.
-fn announce(
-    stop: &Interrupt,
-    announced: &mut bool,
-    running: usize,
-    on_event: &mut dyn FnMut(&Event),
-) {
-    if let (Some(sig), false) = (stop.signal(), *announced) {
-        *announced = true;
-        on_event(&Event::Interrupted {
-            signal: interrupt::name(sig),
-            running,
-            grace: interrupt::GRACE,
-        });
     }
 }
 
