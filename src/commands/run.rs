@@ -14,6 +14,7 @@ use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Plan, Request};
 use crate::report::reporter::{Reporter, Style};
 use crate::report::timings::Timings;
+use crate::run::events::Event;
 use crate::run::runner::{self, Limits};
 use crate::system::dkms::Dkms;
 use crate::system::dkms_tree::DkmsTree;
@@ -246,19 +247,18 @@ fn execute(cfg: &Config, trees: &Trees, exec: &DkmsExecutor, plan: &Plan) -> Res
         cpus: cfg.cpus,
     };
     let mut timings = Timings::new();
-    let summary = runner::run(plan, limits, exec, &mut |e| {
+    let mut tally = runner::run(plan, limits, exec, &mut |e| {
         timings.record(e);
         reporter.handle(e)
     });
-    let mut settle_failed = false;
     if cfg.mode == Mode::Remove {
         after::remove_orphan_copies(trees);
     } else {
-        let lines = after::settle(trees, &exec.dkms);
-        settle_failed = lines.iter().any(|l| l.starts_with("error:"));
-        // After the summary too, a reader gone away (`dkms-hook | head -1`) ends the output.
-        if let Err(e) = quietly_when_closed(print_lines(&lines)) {
-            eprintln!("dkms-hook: error: {e:#}");
+        // Said after the summary, and counted with the run's outcomes.
+        for kept in after::settle(trees, &exec.dkms) {
+            let event = Event::Kept(kept);
+            tally.record(&event);
+            reporter.handle(&event);
         }
         // The preflight's builds serve one transaction: what this run did not install goes
         // (an install run ends the transaction; the remove hook runs between the two).
@@ -267,7 +267,7 @@ fn execute(cfg: &Config, trees: &Trees, exec: &DkmsExecutor, plan: &Plan) -> Res
             eprintln!("dkms-hook: warning: {}: {e}", trees.display(&store.dir));
         }
     }
-    let mut code = match summary.failed > 0 || settle_failed {
+    let mut code = match tally.failed > 0 {
         true => Exit::Failed,
         false => Exit::Ok,
     };

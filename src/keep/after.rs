@@ -1,8 +1,9 @@
 //! The install hook's half (around a run, after the transaction): a kept version whose
 //! sources are back is an ordinary version again ([`restore_returned`]); after the run, the kept
 //! versions installed nowhere any more, or whose module has no source left, are removed
-//! ([`settle`]), and the copies nothing points at are deleted ([`remove_orphan_copies`]).
+//! ([`settle`]: its results travel as events, `Event::Kept`), and the copies nothing points at are deleted ([`remove_orphan_copies`]).
 
+use crate::run::events::{KeptGone, KeptSettled};
 use crate::system::dkms::Dkms;
 use crate::system::dkms_tree::DkmsTree;
 use crate::system::kept::{copy_of, dir, list, repoint};
@@ -34,8 +35,9 @@ pub fn restore_returned(trees: &Trees) -> Vec<String> {
 
 /// After a run: the kept versions installed on no kernel any more, or whose module has no source
 /// left at all (its package went while it was kept), are removed from dkms's tree; copies nothing
-/// points at are deleted. Returns one line per version removed, and per error (`error:` lines).
-pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<String> {
+/// points at are deleted. Returns what became of each (the reporter says it, the tally counts its
+/// failures).
+pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<KeptSettled> {
     let mut out = Vec::new();
     let tree = DkmsTree::read(&trees.dkms);
     // A kept version that a swap cut short took out, and that could not be put back yet, is
@@ -66,23 +68,25 @@ pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<String> {
             .unwrap_or_default();
         let r = dkms.remove(&m, &v, None);
         for k in &kernels {
-            if let Err(e) = crate::system::depmod::depmod(trees, k) {
-                out.push(format!("error: {e}"));
+            if let Err(message) = crate::system::depmod::depmod(trees, k) {
+                out.push(KeptSettled::DepmodFailed { message });
             }
         }
-        if r.ok() {
-            let why = if installed {
-                "its module has no sources left"
-            } else {
-                "a newer version is installed wherever it was"
-            };
-            out.push(format!("  removed the kept {m}/{v}: {why}"));
-        } else {
-            out.push(format!(
-                "error: removing the kept {m}/{v}: dkms remove: {}",
-                crate::system::dkms::exit_words(r.code)
-            ));
-        }
+        out.push(match r.ok() {
+            true => KeptSettled::Removed {
+                module: m,
+                version: v,
+                why: match installed {
+                    true => KeptGone::NoSources,
+                    false => KeptGone::Replaced,
+                },
+            },
+            false => KeptSettled::NotRemoved {
+                module: m,
+                version: v,
+                dkms: crate::system::dkms::exit_words(r.code),
+            },
+        });
     }
     remove_orphan_copies(trees);
     out

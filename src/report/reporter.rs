@@ -11,7 +11,7 @@
 //! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
 use crate::plan::{Action, Decision, JobInfo};
-use crate::run::events::{Event, Failure, JobResult, Settled};
+use crate::run::events::{Event, Failure, JobResult, KeptGone, KeptSettled, Settled, Tally};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -78,14 +78,12 @@ pub struct Reporter {
     /// Where a progress bar would be drawn; hidden in tests.
     bar_target: fn() -> ProgressDrawTarget,
     bar: Option<ProgressBar>,
-    /// Labels of the jobs now running, in start order, for the bar's message.
-    running: Vec<String>,
+    /// The jobs now running (by their id), in start order, with their labels for the bar's
+    /// message.
+    running: Vec<(usize, String)>,
     /// Jobs of the run, from RunStarted (the counter's width).
     total: usize,
-    built: usize,
-    removed: usize,
-    /// Skip and exclusion reasons with their counts, in the order first seen.
-    skipped: Vec<(String, usize)>,
+    /// The failures as they came, listed again at the end (the summary counts the tally's).
     failures: Vec<Failed>,
     /// What a failure the planner reports stops: a build, or (in a removal run) a removal.
     planned: Stops,
@@ -106,9 +104,6 @@ impl Reporter {
             bar: None,
             running: Vec::new(),
             total: 0,
-            built: 0,
-            removed: 0,
-            skipped: Vec::new(),
             failures: Vec::new(),
             planned: Stops::Build,
             root: PathBuf::from("/"),
@@ -152,15 +147,16 @@ impl Reporter {
                 failed,
                 notes,
             } => self.run_started(*jobs, *concurrency, skipped, failed, notes),
-            Event::JobStarted { job } => {
+            Event::JobStarted { id, job } => {
                 // No counter: it counts finished jobs, and a start has none, so that `(2/4)`
                 // always means the same thing.
                 let line = self.status_line("START", Tone::Start, None, None, &job.label());
                 self.emit(line);
-                self.running.push(job.label());
+                self.running.push((*id, job.label()));
                 self.update_bar(None);
             }
             Event::JobFinished {
+                id,
                 job,
                 result,
                 elapsed,
@@ -168,9 +164,10 @@ impl Reporter {
                 total,
             } => {
                 self.job_finished(job, result, *elapsed, (*finished, *total));
-                self.stopped_running(job, *finished);
+                self.stopped_running(*id, Some(*finished));
             }
             Event::JobSkipped {
+                id,
                 job,
                 reason,
                 finished,
@@ -185,8 +182,7 @@ impl Reporter {
                     &text,
                 );
                 self.emit(line);
-                self.count_skip(reason);
-                self.stopped_running(job, *finished);
+                self.stopped_running(*id, Some(*finished));
             }
             Event::Depmod {
                 kernel,
@@ -230,15 +226,13 @@ impl Reporter {
                 let line = format!("{} {text}", self.paint(&pad("Stopping"), Tone::Skip, true));
                 self.emit(line);
             }
-            Event::JobInterrupted { job, elapsed } => {
+            Event::JobInterrupted { id, job, elapsed } => {
                 let line =
                     self.status_line("STOPPED", Tone::Skip, Some(*elapsed), None, &job.label());
                 self.emit(line);
-                let label = job.label();
-                self.running.retain(|l| *l != label);
-                self.update_bar(None);
+                self.stopped_running(*id, None);
             }
-            Event::Settled { job, result } => self.settled(job, result),
+            Event::Settled { job, result, .. } => self.settled(job, result),
             Event::LeftUndone { jobs } => {
                 if let Some((_, n)) = &mut self.interrupted {
                     *n = jobs.len();
@@ -252,18 +246,42 @@ impl Reporter {
                     self.emit_all(lines);
                 }
             }
-            Event::RunFinished { elapsed } => self.run_finished(*elapsed),
+            Event::RunFinished { elapsed, tally } => self.run_finished(*elapsed, tally),
+            Event::Kept(kept) => self.kept(kept),
         }
+    }
+
+    /// What the settling of the kept versions after the run did with one of them.
+    fn kept(&mut self, kept: &KeptSettled) {
+        let line = match kept {
+            KeptSettled::Removed {
+                module,
+                version,
+                why,
+            } => {
+                let why = match why {
+                    KeptGone::NoSources => "its module has no sources left",
+                    KeptGone::Replaced => "a newer version is installed wherever it was",
+                };
+                format!("  removed the kept {module}/{version}: {why}")
+            }
+            KeptSettled::NotRemoved {
+                module,
+                version,
+                dkms,
+            } => self.error_line(&format!(
+                "removing the kept {module}/{version}: dkms remove: {dkms}"
+            )),
+            KeptSettled::DepmodFailed { message } => self.error_line(message),
+        };
+        self.emit(line);
     }
 
     /// An interrupted job's pair, made whole.
     fn settled(&mut self, job: &JobInfo, result: &Result<Settled, String>) {
         let label = job.label();
         let text = match (result, job.action) {
-            (Ok(Settled::Installed), _) => {
-                self.built += 1;
-                format!("{label}: installed and verified")
-            }
+            (Ok(Settled::Installed), _) => format!("{label}: installed and verified"),
             (Ok(Settled::Rebuild), _) => format!(
                 "{label}: installed and verified as it was: its rebuild was cut short, and the \
                  next run does it"
@@ -274,7 +292,6 @@ impl Reporter {
                 job.kernel.as_deref().unwrap_or_default()
             ),
             (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
-                self.removed += 1;
                 format!("{label}: removed")
             }
             (Ok(Settled::Absent { removed: true }), _) => {
@@ -345,7 +362,6 @@ impl Reporter {
             let text = decision.to_string();
             let line = self.status_line("SKIPPED", Tone::Skip, None, None, &text);
             self.emit(line);
-            self.count_skip(&decision.reason);
         }
         if self.style.progress && jobs > 0 {
             let bar = ProgressBar::with_draw_target(Some(jobs as u64), (self.bar_target)());
@@ -373,14 +389,8 @@ impl Reporter {
         match result {
             JobResult::Done { note } => {
                 let word = match job.action {
-                    Action::Build => {
-                        self.built += 1;
-                        "BUILT"
-                    }
-                    Action::RemoveFromKernel | Action::Unregister => {
-                        self.removed += 1;
-                        "REMOVED"
-                    }
+                    Action::Build => "BUILT",
+                    Action::RemoveFromKernel | Action::Unregister => "REMOVED",
                 };
                 let text = match note {
                     Some(note) => format!("{label}: {note}"),
@@ -394,7 +404,6 @@ impl Reporter {
                 let line =
                     self.status_line("EXCLUDED", Tone::Skip, Some(elapsed), Some(counter), &text);
                 self.emit(line);
-                self.count_skip(reason);
             }
             JobResult::Failed(failure) => {
                 let Failure {
@@ -454,7 +463,7 @@ impl Reporter {
         lines
     }
 
-    fn run_finished(&mut self, elapsed: Duration) {
+    fn run_finished(&mut self, elapsed: Duration, tally: &Tally) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -466,23 +475,25 @@ impl Reporter {
         self.emit_all(lines);
 
         let mut parts = Vec::new();
-        if self.built > 0 {
-            parts.push(format!("{} built", self.built));
+        if tally.built > 0 {
+            parts.push(format!("{} built", tally.built));
         }
-        if self.removed > 0 {
-            parts.push(format!("{} removed", self.removed));
+        if tally.removed > 0 {
+            parts.push(format!("{} removed", tally.removed));
         }
-        let skipped: usize = self.skipped.iter().map(|(_, n)| n).sum();
-        if skipped > 0 {
-            let reasons: Vec<String> = self
-                .skipped
+        if !tally.skipped.is_empty() {
+            let reasons: Vec<String> = skip_groups(&tally.skipped)
                 .iter()
                 .map(|(r, n)| format!("{n} {r}"))
                 .collect();
-            parts.push(format!("{skipped} skipped ({})", reasons.join(", ")));
+            parts.push(format!(
+                "{} skipped ({})",
+                tally.skipped.len(),
+                reasons.join(", ")
+            ));
         }
-        let failed = format!("{} failed", self.failures.len());
-        parts.push(if self.failures.is_empty() {
+        let failed = format!("{} failed", tally.failed);
+        parts.push(if tally.failed == 0 {
             failed
         } else {
             self.paint(&failed, Tone::Bad, true)
@@ -495,7 +506,7 @@ impl Reporter {
         );
         self.emit(summary);
 
-        if let Some(verdict) = self.verdict() {
+        if let Some(verdict) = self.verdict(tally.failed) {
             let head = if self.trial {
                 "==> preflight:"
             } else {
@@ -518,8 +529,8 @@ impl Reporter {
     /// The last line when anything failed: as many failures as the summary counts, then what is
     /// missing where: the modules not installed for each kernel, those not removed, the kernels
     /// whose module index was not updated.
-    fn verdict(&self) -> Option<String> {
-        if self.failures.is_empty() {
+    fn verdict(&self, failed: usize) -> Option<String> {
+        if failed == 0 {
             return None;
         }
         let mut parts = Vec::new();
@@ -571,19 +582,13 @@ impl Reporter {
                 join_words(&depmod, "and")
             ));
         }
-        Some(format!(
-            "{} failed: {}",
-            self.failures.len(),
-            parts.join("; ")
-        ))
+        Some(format!("{failed} failed: {}", parts.join("; ")))
     }
 
-    fn stopped_running(&mut self, job: &JobInfo, finished: usize) {
-        let label = job.label();
-        if let Some(i) = self.running.iter().position(|l| *l == label) {
-            self.running.remove(i);
-        }
-        self.update_bar(Some(finished));
+    /// Job `id` runs no more; `finished` jobs have.
+    fn stopped_running(&mut self, id: usize, finished: Option<usize>) {
+        self.running.retain(|(i, _)| *i != id);
+        self.update_bar(finished);
     }
 
     fn update_bar(&self, finished: Option<usize>) {
@@ -591,18 +596,8 @@ impl Reporter {
             if let Some(finished) = finished {
                 bar.set_position(finished as u64);
             }
-            bar.set_message(self.running.join(", "));
-        }
-    }
-
-    /// Counts a skip under its reason, or under the dkms directive that excluded it (reasons name a
-    /// pattern and a kernel: `BUILD_EXCLUSIVE_KERNEL="^5\." does not match 6.1.0-56-amd64`), so the
-    /// summary stays one short line.
-    fn count_skip(&mut self, reason: &str) {
-        let group = skip_group(reason);
-        match self.skipped.iter_mut().find(|(r, _)| *r == group) {
-            Some((_, n)) => *n += 1,
-            None => self.skipped.push((group.to_string(), 1)),
+            let labels: Vec<&str> = self.running.iter().map(|(_, l)| l.as_str()).collect();
+            bar.set_message(labels.join(", "));
         }
     }
 
@@ -674,6 +669,21 @@ impl Reporter {
             None => write(),
         }
     }
+}
+
+/// The skips counted under their reasons, or under the dkms directive that excluded them (reasons
+/// name a pattern and a kernel: `BUILD_EXCLUSIVE_KERNEL="^5\." does not match 6.1.0-56-amd64`), so
+/// the summary stays one short line; in the order first seen.
+fn skip_groups(reasons: &[String]) -> Vec<(&str, usize)> {
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for r in reasons {
+        let group = skip_group(r);
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((group, 1)),
+        }
+    }
+    groups
 }
 
 fn skip_group(reason: &str) -> &str {
@@ -760,10 +770,25 @@ mod tests {
         if hidden_bar {
             reporter.bar_target = ProgressDrawTarget::hidden;
         }
-        for event in events {
+        for event in &tallied(events) {
             reporter.handle(event);
         }
         (buffer.text(), reporter.failed())
+    }
+
+    /// `events`, their RunFinished carrying what the runner counts of them.
+    fn tallied(events: &[Event]) -> Vec<Event> {
+        let tally = Tally::of(events);
+        events
+            .iter()
+            .map(|e| match e {
+                Event::RunFinished { elapsed, .. } => Event::RunFinished {
+                    elapsed: *elapsed,
+                    tally: tally.clone(),
+                },
+                e => e.clone(),
+            })
+            .collect()
     }
 
     fn render(events: &[Event]) -> (String, bool) {
@@ -816,12 +841,15 @@ mod tests {
                 notes: vec!["kernel 6.1.0-54-amd64 has no headers: nothing is built for it".into()],
             },
             Event::JobStarted {
+                id: 0,
                 job: vpoll.clone(),
             },
             Event::JobStarted {
+                id: 1,
                 job: broken.clone(),
             },
             Event::JobFinished {
+                id: 0,
                 job: vpoll,
                 result: JobResult::Done { note: None },
                 elapsed: secs(12.34),
@@ -829,9 +857,11 @@ mod tests {
                 total: 4,
             },
             Event::JobStarted {
+                id: 2,
                 job: tp.clone(),
             },
             Event::JobFinished {
+                id: 2,
                 job: tp,
                 result: JobResult::Excluded {
                     reason: "dkms: BUILD_EXCLUSIVE directive does not match this kernel".into(),
@@ -841,6 +871,7 @@ mod tests {
                 total: 4,
             },
             Event::JobFinished {
+                id: 1,
                 job: broken,
                 result: JobResult::Failed(Failure {
                     what: "make failed (dkms exit 10)".into(),
@@ -859,6 +890,7 @@ mod tests {
                 total: 4,
             },
             Event::JobSkipped {
+                id: 3,
                 job: needs,
                 reason: "needs broken/1.0, which failed".into(),
                 finished: 4,
@@ -869,7 +901,10 @@ mod tests {
                 result: Ok(()),
                 elapsed: secs(0.2),
             },
-            Event::RunFinished { elapsed: secs(33.0) },
+            Event::RunFinished {
+                elapsed: secs(33.0),
+                tally: Tally::default(),
+            },
         ]
     }
 
@@ -912,26 +947,36 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 failed: vec![],
                 notes: vec![],
             },
-            Event::JobStarted { job: a.clone() },
-            Event::JobStarted { job: b.clone() },
+            Event::JobStarted {
+                id: 0,
+                job: a.clone(),
+            },
+            Event::JobStarted {
+                id: 1,
+                job: b.clone(),
+            },
             Event::Interrupted {
                 signal: "SIGTERM".into(),
                 running: 2,
                 grace: Duration::from_secs(10),
             },
             Event::JobInterrupted {
+                id: 0,
                 job: a.clone(),
                 elapsed: secs(3.0),
             },
             Event::JobInterrupted {
+                id: 1,
                 job: b.clone(),
                 elapsed: secs(3.1),
             },
             Event::Settled {
+                id: 0,
                 job: a.clone(),
                 result: Ok(Settled::Installed),
             },
             Event::Settled {
+                id: 1,
                 job: b.clone(),
                 result: Ok(Settled::Absent { removed: true }),
             },
@@ -941,7 +986,10 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 elapsed: secs(0.1),
             },
             Event::LeftUndone { jobs: vec![b, c] },
-            Event::RunFinished { elapsed: secs(3.5) },
+            Event::RunFinished {
+                elapsed: secs(3.5),
+                tally: Tally::default(),
+            },
         ];
         let (text, failed) = render(&events);
         let want = "  Starting 3 jobs, 2 at a time
@@ -982,16 +1030,24 @@ note: left undone, for the next run:
                 failed: vec![],
                 notes: vec![],
             },
-            Event::JobStarted { job: a.clone() },
+            Event::JobStarted {
+                id: 0,
+                job: a.clone(),
+            },
             Event::JobFinished {
+                id: 0,
                 job: a,
                 result: JobResult::Done { note: None },
                 elapsed: secs(7.0),
                 finished: 1,
                 total: 2,
             },
-            Event::JobStarted { job: b.clone() },
+            Event::JobStarted {
+                id: 1,
+                job: b.clone(),
+            },
             Event::JobFinished {
+                id: 1,
                 job: b,
                 result: JobResult::Done { note: None },
                 elapsed: secs(6.96),
@@ -1010,6 +1066,7 @@ note: left undone, for the next run:
             },
             Event::RunFinished {
                 elapsed: secs(14.6),
+                tally: Tally::default(),
             },
         ];
         let (text, failed) = render(&events);
@@ -1047,9 +1104,11 @@ note: left undone, for the next run:
                 notes: vec![],
             },
             Event::JobStarted {
+                id: 0,
                 job: gone.clone(),
             },
             Event::JobFinished {
+                id: 0,
                 job: gone,
                 result: JobResult::Done {
                     note: Some("dkms could not remove it; removed its files directly".into()),
@@ -1059,6 +1118,7 @@ note: left undone, for the next run:
                 total: 12,
             },
             Event::JobFinished {
+                id: 1,
                 job: unreg,
                 result: JobResult::Failed(Failure {
                     what: "dkms remove failed (dkms exit 4)".into(),
@@ -1078,7 +1138,10 @@ note: left undone, for the next run:
                 result: Err("depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into()),
                 elapsed: secs(0.05),
             },
-            Event::RunFinished { elapsed: secs(125.0) },
+            Event::RunFinished {
+                elapsed: secs(125.0),
+                tally: Tally::default(),
+            },
         ];
         let (text, failed) = render(&events);
         assert_eq!(
@@ -1120,6 +1183,7 @@ error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /
             },
             Event::RunFinished {
                 elapsed: secs(0.01),
+                tally: Tally::default(),
             },
         ];
         let (text, failed) = render(&events);
@@ -1138,7 +1202,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
         // would not build.
         let buffer = Buffer::default();
         let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).trial();
-        for event in &events {
+        for event in &tallied(&events) {
             reporter.handle(event);
         }
         assert!(
@@ -1162,6 +1226,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
             },
             Event::RunFinished {
                 elapsed: secs(0.01),
+                tally: Tally::default(),
             },
         ];
         let (text, failed) = render(&events);
@@ -1280,6 +1345,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
             },
             Event::RunFinished {
                 elapsed: secs(0.01),
+                tally: Tally::default(),
             },
         ]
     }
@@ -1290,7 +1356,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
         let events = started_with_failures(vec![failed_decision("/usr/src/x-1.0", None)]);
         let buffer = Buffer::default();
         let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).removing();
-        for e in &events {
+        for e in &tallied(&events) {
             reporter.handle(e);
         }
         let text = buffer.text();
@@ -1328,6 +1394,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
     fn a_log_under_the_root_is_shown_as_on_the_system() {
         let j = job("x", "1", Some(K), Action::Build);
         let events = [Event::JobFinished {
+            id: 0,
             job: j,
             result: JobResult::Failed(Failure {
                 what: "make failed (dkms exit 10)".into(),

@@ -14,7 +14,7 @@ use crate::os::interrupt::{self, Interrupt};
 use crate::plan::queue::Queue;
 use crate::plan::{Action, JobInfo};
 use crate::plan::{Job, Plan};
-use crate::run::events::{Event, Failure, JobResult, Settled};
+use crate::run::events::{Event, Failure, JobResult, Settled, Tally};
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
@@ -42,16 +42,7 @@ pub struct Limits {
     pub cpus: usize,
 }
 
-/// The end of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RunSummary {
-    pub failed: usize,
-    pub done: usize,
-    pub skipped: usize,
-    /// The stopping signal that ended the run early.
-    pub interrupted: Option<i32>,
-}
-
+/// What a job's thread or a depmod's sends the loop when it ends.
 enum Msg {
     Job(usize, JobResult, Duration),
     Depmod(String, Result<(), String>, Duration),
@@ -64,7 +55,7 @@ pub fn run(
     limits: Limits,
     exec: &dyn Executor,
     on_event: &mut dyn FnMut(&Event),
-) -> RunSummary {
+) -> Tally {
     run_interruptible(plan, limits, exec, interrupt::global(), on_event)
 }
 
@@ -78,22 +69,22 @@ pub fn run_interruptible(
     exec: &dyn Executor,
     stop: &Interrupt,
     on_event: &mut dyn FnMut(&Event),
-) -> RunSummary {
+) -> Tally {
     let start = Instant::now();
     let jobs_at_once = limits.jobs.max(1);
-    on_event(&Event::RunStarted {
+    let mut run = State::new(plan, on_event);
+    run.tell(&Event::RunStarted {
         jobs: plan.jobs.len(),
         concurrency: jobs_at_once.min(plan.jobs.len().max(1)),
         skipped: plan.skipped.clone(),
         failed: plan.failed.clone(),
         notes: plan.notes.clone(),
     });
-    let mut run = State::new(plan);
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
             let signal = stop.signal();
-            run.announce(stop, on_event);
+            run.announce(stop);
             let mut batch = Vec::new();
             while signal.is_none() && run.queue.running() < jobs_at_once {
                 let Some(id) = run.queue.take_ready() else {
@@ -108,7 +99,8 @@ pub fn run_interruptible(
             let make_jobs = (limits.cpus / sharing).max(1);
             for id in batch {
                 let job = &plan.jobs[id];
-                on_event(&Event::JobStarted {
+                run.tell(&Event::JobStarted {
+                    id,
                     job: job.info.clone(),
                 });
                 let tx = tx.clone();
@@ -140,11 +132,11 @@ pub fn run_interruptible(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             // Said before the first job it stopped.
-            run.announce(stop, on_event);
+            run.announce(stop);
             let ended = match msg {
-                Msg::Job(id, result, elapsed) => run.job_ended(id, result, elapsed, stop, on_event),
+                Msg::Job(id, result, elapsed) => run.job_ended(id, result, elapsed, stop),
                 Msg::Depmod(kernel, result, elapsed) => {
-                    run.depmod_ended(kernel, result, elapsed, stop, on_event);
+                    run.depmod_ended(kernel, result, elapsed, stop);
                     Vec::new()
                 }
             };
@@ -167,21 +159,25 @@ pub fn run_interruptible(
         }
     });
     if let Some(sig) = stop.signal() {
-        run.summary.interrupted = Some(sig);
+        run.tally.interrupted = Some(sig);
         stop.clean_up();
-        run.after_the_signal(exec, on_event);
+        run.after_the_signal(exec);
     }
-    on_event(&Event::RunFinished {
+    let tally = run.tally.clone();
+    run.tell(&Event::RunFinished {
         elapsed: start.elapsed(),
+        tally: tally.clone(),
     });
-    run.summary
+    tally
 }
 
 /// What the loop knows of a run while it goes: one method per message a job or a depmod sends.
-struct State<'p> {
+struct State<'p, 'e> {
     plan: &'p Plan,
+    /// Where every event goes, once counted in `tally`.
+    on_event: &'e mut dyn FnMut(&Event),
     queue: Queue,
-    summary: RunSummary,
+    tally: Tally,
     /// Jobs finished (done, failed or skipped), for the events' counters.
     finished: usize,
     /// Per kernel that needs depmod: its jobs still to end.
@@ -200,8 +196,8 @@ struct State<'p> {
     announced: bool,
 }
 
-impl<'p> State<'p> {
-    fn new(plan: &'p Plan) -> State<'p> {
+impl<'p, 'e> State<'p, 'e> {
+    fn new(plan: &'p Plan, on_event: &'e mut dyn FnMut(&Event)) -> State<'p, 'e> {
         let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
         for j in &plan.jobs {
             for k in &j.touches {
@@ -212,11 +208,9 @@ impl<'p> State<'p> {
         }
         State {
             plan,
+            on_event,
             queue: Queue::new(plan.jobs.iter().map(Into::into).collect()),
-            summary: RunSummary {
-                failed: plan.failed.len(),
-                ..Default::default()
-            },
+            tally: Tally::default(),
             finished: 0,
             pending,
             changed: BTreeMap::new(),
@@ -228,13 +222,20 @@ impl<'p> State<'p> {
         }
     }
 
+    /// Counts `event`, then tells it.
+    fn tell(&mut self, event: &Event) {
+        self.tally.record(event);
+        (self.on_event)(event);
+    }
+
     /// Tells of the signal once, when there is one.
-    fn announce(&mut self, stop: &Interrupt, on_event: &mut dyn FnMut(&Event)) {
+    fn announce(&mut self, stop: &Interrupt) {
         if let (Some(sig), false) = (stop.signal(), self.announced) {
             self.announced = true;
-            on_event(&Event::Interrupted {
+            let running = self.queue.running();
+            self.tell(&Event::Interrupted {
                 signal: interrupt::name(sig),
-                running: self.queue.running(),
+                running,
                 grace: interrupt::GRACE,
             });
         }
@@ -248,7 +249,6 @@ impl<'p> State<'p> {
         result: JobResult,
         elapsed: Duration,
         stop: &Interrupt,
-        on_event: &mut dyn FnMut(&Event),
     ) -> Vec<(usize, bool)> {
         let jobs = &self.plan.jobs;
         let total = jobs.len();
@@ -257,7 +257,8 @@ impl<'p> State<'p> {
             // Stopped by the signal (or failed as it came): settled after the others.
             self.stopped.push(id);
             let _ = self.queue.finish(id, true);
-            on_event(&Event::JobInterrupted {
+            self.tell(&Event::JobInterrupted {
+                id,
                 job: jobs[id].info.clone(),
                 elapsed,
             });
@@ -267,13 +268,9 @@ impl<'p> State<'p> {
         // A job that ran may have changed the kernel's modules, even one that failed (an
         // unverified pair it uninstalled, a rebuild put back).
         let ran = !matches!(result, JobResult::Excluded { .. });
-        match &result {
-            JobResult::Done { .. } => self.summary.done += 1,
-            JobResult::Excluded { .. } => self.summary.skipped += 1,
-            JobResult::Failed(_) => self.summary.failed += 1,
-        }
         self.finished += 1;
-        on_event(&Event::JobFinished {
+        self.tell(&Event::JobFinished {
+            id,
             job: jobs[id].info.clone(),
             result,
             elapsed,
@@ -283,10 +280,10 @@ impl<'p> State<'p> {
         let mut ended = vec![(id, ran)];
         for (skipped, cause) in self.queue.finish(id, ok) {
             self.finished += 1;
-            self.summary.skipped += 1;
             let c = &jobs[cause].info;
             let what = if cause == id { "failed" } else { "was skipped" };
-            on_event(&Event::JobSkipped {
+            self.tell(&Event::JobSkipped {
+                id: skipped,
                 job: jobs[skipped].info.clone(),
                 reason: format!("needs {}/{}, which {what}", c.module, c.version),
                 finished: self.finished,
@@ -306,7 +303,6 @@ impl<'p> State<'p> {
         result: Result<(), String>,
         elapsed: Duration,
         stop: &Interrupt,
-        on_event: &mut dyn FnMut(&Event),
     ) {
         self.depmods -= 1;
         if result.is_ok() {
@@ -314,10 +310,7 @@ impl<'p> State<'p> {
         } else if stop.signal().is_some() {
             return;
         }
-        if result.is_err() {
-            self.summary.failed += 1;
-        }
-        on_event(&Event::Depmod {
+        self.tell(&Event::Depmod {
             kernel,
             result,
             elapsed,
@@ -345,41 +338,40 @@ impl<'p> State<'p> {
 
     /// After a signal, once no job runs: the stopped jobs' pairs settled, depmod for every
     /// kernel a job ran on whose index is not up to date yet, and what was left undone said.
-    fn after_the_signal(&mut self, exec: &dyn Executor, on_event: &mut dyn FnMut(&Event)) {
+    fn after_the_signal(&mut self, exec: &dyn Executor) {
         let plan = self.plan;
         let mut undone: Vec<JobInfo> = Vec::new();
-        for &id in &self.stopped {
+        for id in std::mem::take(&mut self.stopped) {
             let job = &plan.jobs[id];
             let result = panic::catch_unwind(AssertUnwindSafe(|| exec.settle(job)))
                 .unwrap_or_else(|p| Err(format!("dkms-hook bug: panicked: {}", panic_text(&*p))));
-            match &result {
-                Ok(Settled::Installed) if job.info.action == Action::Build => {
-                    self.summary.done += 1
-                }
-                Ok(Settled::Absent { .. }) if job.info.action != Action::Build => {
-                    self.summary.done += 1
-                }
-                Ok(_) => undone.push(job.info.clone()),
-                Err(_) => {
-                    self.summary.failed += 1;
-                    undone.push(job.info.clone());
-                }
+            let done = matches!(
+                (&result, job.info.action),
+                (Ok(Settled::Installed), Action::Build)
+                    | (
+                        Ok(Settled::Absent { .. }),
+                        Action::RemoveFromKernel | Action::Unregister
+                    )
+            );
+            if !done {
+                undone.push(job.info.clone());
             }
-            on_event(&Event::Settled {
+            self.tell(&Event::Settled {
+                id,
                 job: job.info.clone(),
                 result,
             });
         }
-        for (k, ran) in &self.changed {
-            if !ran || self.indexed.contains(*k) {
-                continue;
-            }
+        let unindexed: Vec<&str> = self
+            .changed
+            .iter()
+            .filter(|(k, ran)| **ran && !self.indexed.contains(**k))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in unindexed {
             let t = Instant::now();
             let result = exec.depmod(k);
-            if result.is_err() {
-                self.summary.failed += 1;
-            }
-            on_event(&Event::Depmod {
+            self.tell(&Event::Depmod {
                 kernel: k.to_string(),
                 result,
                 elapsed: t.elapsed(),
@@ -392,7 +384,7 @@ impl<'p> State<'p> {
                 .filter(|(id, _)| !self.ended[*id])
                 .map(|(_, j)| j.info.clone()),
         );
-        on_event(&Event::LeftUndone { jobs: undone });
+        self.tell(&Event::LeftUndone { jobs: undone });
     }
 }
 
@@ -527,7 +519,7 @@ mod tests {
             ["signal/1 for k1 -j4", "settle signal/1 for k1", "depmod k1"]
         );
         assert_eq!(s.interrupted, Some(libc::SIGTERM));
-        assert_eq!((s.done, s.failed, s.skipped), (0, 0, 0));
+        assert_eq!((s.built + s.removed, s.failed, s.skipped.len()), (0, 0, 0));
         let kinds: Vec<String> = events
             .iter()
             .map(|e| {
@@ -566,7 +558,7 @@ mod tests {
     }
 
     /// Runs `jobs` on a fake executor in another thread, failing the test if the run hangs.
-    fn run_fake(jobs: Vec<Job>, limits: Limits) -> (Vec<String>, Vec<Event>, RunSummary) {
+    fn run_fake(jobs: Vec<Job>, limits: Limits) -> (Vec<String>, Vec<Event>, Tally) {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let fake = Fake::default();
@@ -644,13 +636,13 @@ mod tests {
         assert_eq!(depmods, BTreeSet::from(["depmod k1", "depmod k2"]));
         assert!(depmod_after_its_jobs(&calls, "k1") && depmod_after_its_jobs(&calls, "k2"));
         assert_eq!(
-            s,
-            RunSummary {
-                failed: 0,
-                done: 3,
-                skipped: 0,
-                ..Default::default()
-            }
+            (
+                s.built + s.removed,
+                s.failed,
+                s.skipped.len(),
+                s.interrupted
+            ),
+            (3, 0, 0, None)
         );
     }
 
@@ -683,13 +675,13 @@ mod tests {
             .collect();
         assert_eq!(skipped, ["needs fail/1, which failed"]);
         assert_eq!(
-            s,
-            RunSummary {
-                failed: 1,
-                done: 1,
-                skipped: 2,
-                ..Default::default()
-            }
+            (
+                s.built + s.removed,
+                s.failed,
+                s.skipped.len(),
+                s.interrupted
+            ),
+            (1, 1, 2, None)
         );
     }
 
@@ -702,13 +694,13 @@ mod tests {
         ];
         let (_, events, s) = run_fake(jobs, Limits { jobs: 2, cpus: 2 });
         assert_eq!(
-            s,
-            RunSummary {
-                failed: 1,
-                done: 1,
-                skipped: 1,
-                ..Default::default()
-            }
+            (
+                s.built + s.removed,
+                s.failed,
+                s.skipped.len(),
+                s.interrupted
+            ),
+            (1, 1, 1, None)
         );
         let failure = events.iter().find_map(|e| match e {
             Event::JobFinished {
