@@ -140,12 +140,13 @@ fn output_suffix(o: &str) -> String {
     }
 }
 
-/// The directives a plan (or `lint`) reads: unset before each file is sourced, so that none comes
-/// from the environment, and the names the evaluator's `_dh_emit_directives` reports.
+/// The directives that dkms.conf's readers here need (the planner, `lint`, `status`): unset
+/// before each file is sourced, as dkms's read_conf unsets them, so that none comes from the
+/// environment, and the names the evaluator's `_dh_emit_directives` reports.
 pub(crate) const DIRECTIVES: &str = "PACKAGE_NAME PACKAGE_VERSION AUTOINSTALL BUILD_DEPENDS \
     BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
     BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG BUILT_MODULE_NAME DEST_MODULE_NAME \
-    BUILT_MODULE_LOCATION DEST_MODULE_LOCATION PATCH PATCH_MATCH MAKE \
+    BUILT_MODULE_LOCATION DEST_MODULE_LOCATION PATCH PATCH_MATCH MAKE MAKE_MATCH STRIP \
     BUILD_DEPENDS_REBUILD NO_WEAK_MODULES OBSOLETE_BY CLEAN REMAKE_INITRD MODULES_CONF \
     MODULES_CONF_OBSOLETES MODULES_CONF_ALIAS_TYPE MODULES_CONF_OBSOLETE_ONLY";
 
@@ -175,76 +176,176 @@ const OBSOLETE: [(&str, &str); 6] = [
     ),
 ];
 
-/// Directives from the emitter's `NAME INDEX VALUE` triples, read for `kernel` as dkms 3.4.3's
-/// `read_conf` and `read_conf_strict` read them before a build (see [`DkmsConf::refusals`]).
-pub(crate) fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Problem> {
-    let mut vars: BTreeMap<&str, BTreeMap<usize, &str>> = BTreeMap::new();
-    for t in fields.chunks_exact(3) {
-        // bash gives numbers here; an associative array's keys are not module records.
-        let Ok(idx) = t[1].parse() else { continue };
-        // CR stripped: dkms 3.2+ drops one trailing CR from every value (`${VAR[i]%$CR}` in
-        // safe_source), so a dkms.conf with CRLF line endings reads as its LF twin. 3.0.10 keeps
-        // the CR (PACKAGE_NAME "foo\r", refused for naming no directory). Follow 3.4.3.
-        let v = t[2].strip_suffix('\r').unwrap_or(&t[2]);
-        vars.entry(&t[0]).or_default().insert(idx, v);
+/// How a dkms version reads a dkms.conf's values and module arrays. The planner follows dkms
+/// 3.4.3, what Arch ships; `status` follows the installed dkms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// dkms before 3.2.2 (3.0.10, Debian 12's): values as written (a trailing CR too); the
+    /// module records are as many as the longest of the four arrays has elements (the records
+    /// past that count of a sparse array are lost); BUILT_MODULE_NAME defaults to PACKAGE_NAME
+    /// when DEST_MODULE_LOCATION has one element; a dkms.conf that names no module is refused.
+    Dense,
+    /// dkms 3.2.2 and later: one trailing CR stripped from every value (`${VAR[i]%$CR}` in
+    /// safe_source), so a dkms.conf with CRLF line endings reads as its LF twin; the records go
+    /// up to the highest index used in any of the four arrays (a hole is a record of its own);
+    /// BUILT_MODULE_NAME defaults to PACKAGE_NAME when there is one record; a dkms.conf that
+    /// names no module is built, installing nothing (3.4.3 warns).
+    Sparse,
+}
+
+/// The raw directives of one dkms.conf for one kernel, from the evaluator's `NAME INDEX VALUE`
+/// triples (`_dh_emit_directives`): each name's values by index (a scalar is index 0).
+#[derive(Debug, Clone, Default)]
+pub struct Directives<'a> {
+    vars: BTreeMap<&'a str, BTreeMap<usize, &'a str>>,
+}
+
+impl<'a> Directives<'a> {
+    /// Reads the triples of `fields` as `dialect` reads the values.
+    pub fn read(fields: &'a [String], dialect: Dialect) -> Directives<'a> {
+        let mut vars: BTreeMap<&str, BTreeMap<usize, &str>> = BTreeMap::new();
+        for t in fields.chunks_exact(3) {
+            // bash gives numbers here; an associative array's keys are not module records.
+            let Ok(idx) = t[1].parse() else { continue };
+            let v = match dialect {
+                Dialect::Sparse => t[2].strip_suffix('\r').unwrap_or(&t[2]),
+                Dialect::Dense => &t[2],
+            };
+            vars.entry(&t[0]).or_default().insert(idx, v);
+        }
+        Directives { vars }
     }
-    let get = |n: &str, i: usize| -> &str {
-        vars.get(n)
-            .and_then(|m| m.get(&i))
+
+    /// Whether `name` is set (to anything, at any index).
+    pub fn has(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
+    /// `name[index]`, empty when unset.
+    pub fn get(&self, name: &str, index: usize) -> &'a str {
+        self.vars
+            .get(name)
+            .and_then(|m| m.get(&index))
             .copied()
             .unwrap_or_default()
-    };
-    let scalar = |n: &str| -> Option<String> {
-        Some(get(n, 0))
+    }
+
+    /// `name` (its element 0), when set and not empty.
+    pub fn scalar(&self, name: &str) -> Option<String> {
+        Some(self.get(name, 0))
             .filter(|v| !v.is_empty())
             .map(str::to_string)
-    };
-    let list = |n: &str| -> Vec<String> {
-        vars.get(n)
+    }
+
+    /// Every element of `name`, in index order.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.vars
+            .get(name)
             .map(|m| m.values().map(|v| v.to_string()).collect())
             .unwrap_or_default()
-    };
-    let missing = |directive| Problem::Missing { directive };
-    let name = scalar("PACKAGE_NAME").ok_or_else(|| missing("PACKAGE_NAME"))?;
-    let version = scalar("PACKAGE_VERSION").ok_or_else(|| missing("PACKAGE_VERSION"))?;
-    let words = |n: &str| -> Vec<String> {
-        list(n)
+    }
+
+    /// Every element of `name`, split into words.
+    pub fn words(&self, name: &str) -> Vec<String> {
+        self.list(name)
             .iter()
             .flat_map(|v| v.split_whitespace())
             .map(str::to_string)
             .collect()
-    };
-    let mut refusals = Vec::new();
-    let mut warnings = Vec::new();
+    }
 
-    // Sparse arrays: dkms 3.4.3 (and 3.2.2) counts the records up to the highest index used in
-    // any of the four arrays, so a hole is a record of its own; 3.0.10 counted the elements of
-    // the longest array and lost the records past that count. Follow 3.4.3.
+    /// The module-wide BUILD_EXCLUSIVE_* directives (each one's element 0; OBSOLETE_BY stands
+    /// for an unset BUILD_EXCLUSIVE_KERNEL_MAX), or with `Some(i)` those of module record `i`
+    /// alone (dkms 3.3+'s per-module directives, `BUILD_EXCLUSIVE_KERNEL[i]`).
+    pub fn exclusive(&self, module: Option<usize>) -> Exclusive {
+        let at = |name: &str| {
+            Some(self.get(name, module.unwrap_or(0)))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let kernel_max = match module {
+            None => at("BUILD_EXCLUSIVE_KERNEL_MAX").or_else(|| self.scalar("OBSOLETE_BY")),
+            Some(_) => at("BUILD_EXCLUSIVE_KERNEL_MAX"),
+        };
+        Exclusive {
+            kernel: at("BUILD_EXCLUSIVE_KERNEL"),
+            kernel_min: at("BUILD_EXCLUSIVE_KERNEL_MIN"),
+            kernel_max,
+            arch: at("BUILD_EXCLUSIVE_ARCH"),
+            config: at("BUILD_EXCLUSIVE_CONFIG")
+                .map(|c| c.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// One module record of a dkms.conf: index `i` of the four module arrays, with dkms's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleRecord {
+    /// BUILT_MODULE_NAME (PACKAGE_NAME where dkms defaults to it; empty in a hole).
+    pub built: String,
+    /// DEST_MODULE_NAME as written (empty when unset).
+    pub dest: String,
+    pub built_location: String,
+    pub dest_location: String,
+}
+
+impl ModuleRecord {
+    /// The name the module is installed as: DEST_MODULE_NAME, else BUILT_MODULE_NAME.
+    pub fn installed_name(&self) -> &str {
+        match self.dest.is_empty() {
+            true => &self.built,
+            false => &self.dest,
+        }
+    }
+}
+
+/// A dkms.conf's module records as a dialect counts them, and what read_conf refuses in them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    pub records: Vec<ModuleRecord>,
+    pub refusals: Vec<Refusal>,
+    /// None of the four arrays is set: the dkms.conf names no module at all.
+    pub none: bool,
+}
+
+/// The module records of `d` (whose PACKAGE_NAME is `name`), as `dialect` counts them, with
+/// the refusals of each: a record without BUILT_MODULE_NAME, a name ending in .o or .ko, a
+/// DEST_MODULE_LOCATION missing or outside /kernel, /updates and /extra; and (sparse) an index
+/// beyond [`MAX_MODULES`].
+pub fn module_records(d: &Directives, name: &str, dialect: Dialect) -> Records {
+    let mut refusals = Vec::new();
     let highest = MODULE_ARRAYS
         .iter()
-        .filter_map(|n| vars.get(n).and_then(|m| m.keys().next_back()).copied())
+        .filter_map(|n| d.vars.get(n).and_then(|m| m.keys().next_back()).copied())
         .max();
-    let count = match highest {
-        Some(h) if h >= MAX_MODULES => {
-            refusals.push(Refusal::TooManyModules { index: h });
-            0
-        }
-        Some(h) => h + 1,
-        None => 0,
+    let count = match dialect {
+        Dialect::Sparse => match highest {
+            Some(h) if h >= MAX_MODULES => {
+                refusals.push(Refusal::TooManyModules { index: h });
+                0
+            }
+            Some(h) => h + 1,
+            None => 0,
+        },
+        Dialect::Dense => MODULE_ARRAYS
+            .iter()
+            .map(|n| d.vars.get(n).map_or(0, BTreeMap::len))
+            .max()
+            .unwrap_or(0),
     };
-    let mut built_modules = Vec::with_capacity(count);
-    let mut dest_names = Vec::with_capacity(count);
-    let mut built_locations = Vec::with_capacity(count);
-    let mut dest_locations = Vec::with_capacity(count);
+    let single = match dialect {
+        Dialect::Sparse => count == 1,
+        Dialect::Dense => d.vars.get("DEST_MODULE_LOCATION").map_or(0, BTreeMap::len) == 1,
+    };
+    let mut records = Vec::with_capacity(count);
     for i in 0..count {
-        // BUILT_MODULE_NAME defaults to PACKAGE_NAME when there is one record (3.4.3); 3.0.10
-        // defaulted it when DEST_MODULE_LOCATION had one element. Follow 3.4.3.
-        let mut built = get("BUILT_MODULE_NAME", i).to_string();
-        if built.is_empty() && count == 1 {
-            built = name.clone();
+        let mut built = d.get("BUILT_MODULE_NAME", i).to_string();
+        if built.is_empty() && single {
+            built = name.to_string();
         }
-        let dest = get("DEST_MODULE_NAME", i);
-        let dest_location = get("DEST_MODULE_LOCATION", i);
+        let dest = d.get("DEST_MODULE_NAME", i);
+        let dest_location = d.get("DEST_MODULE_LOCATION", i);
         if built.is_empty() {
             refusals.push(Refusal::NoBuiltName { index: i });
         }
@@ -271,12 +372,46 @@ pub(crate) fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Probl
                 value: dest_location.to_string(),
             });
         }
-        built_modules.push(built);
-        dest_names.push(dest.to_string());
-        built_locations.push(get("BUILT_MODULE_LOCATION", i).to_string());
-        dest_locations.push(dest_location.to_string());
+        records.push(ModuleRecord {
+            built,
+            dest: dest.to_string(),
+            built_location: d.get("BUILT_MODULE_LOCATION", i).to_string(),
+            dest_location: dest_location.to_string(),
+        });
     }
-    if count == 0 && highest.is_none() {
+    Records {
+        records,
+        refusals,
+        none: highest.is_none(),
+    }
+}
+
+/// Whether dkms of `dialect` reads the dkms.conf whose directives are `d` without refusing it
+/// (what `status` needs before dkms 3.1.8, whose listing ends at a bad dkms.conf): its
+/// PACKAGE_NAME and PACKAGE_VERSION set, at least one module, and no module record refused.
+pub fn reads(d: &Directives, dialect: Dialect) -> bool {
+    let (Some(name), Some(_)) = (d.scalar("PACKAGE_NAME"), d.scalar("PACKAGE_VERSION")) else {
+        return false;
+    };
+    let r = module_records(d, &name, dialect);
+    !r.records.is_empty() && r.refusals.is_empty()
+}
+
+/// Directives from the emitter's `NAME INDEX VALUE` triples, read for `kernel` as dkms 3.4.3's
+/// `read_conf` and `read_conf_strict` read them before a build (see [`DkmsConf::refusals`]).
+pub(crate) fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Problem> {
+    let d = Directives::read(fields, Dialect::Sparse);
+    let (get, scalar) = (|n: &str, i| d.get(n, i), |n: &str| d.scalar(n));
+    let missing = |directive| Problem::Missing { directive };
+    let name = scalar("PACKAGE_NAME").ok_or_else(|| missing("PACKAGE_NAME"))?;
+    let version = scalar("PACKAGE_VERSION").ok_or_else(|| missing("PACKAGE_VERSION"))?;
+    let Records {
+        records,
+        mut refusals,
+        none,
+    } = module_records(&d, &name, Dialect::Sparse);
+    let mut warnings = Vec::new();
+    if none {
         // 3.4.3 warns ("Zero modules specified") and builds, installing nothing; 3.0.10 refused
         // it ("No 'DEST_MODULE_LOCATION' directive specified"). Follow 3.4.3.
         warnings.push(
@@ -299,22 +434,20 @@ pub(crate) fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Probl
             });
         }
     }
-    if vars.contains_key("CLEAN")
-        && !["true", "/bin/true", "/usr/bin/true"].contains(&get("CLEAN", 0))
-    {
+    if d.has("CLEAN") && !["true", "/bin/true", "/usr/bin/true"].contains(&get("CLEAN", 0)) {
         warnings.push("CLEAN is deprecated: dkms 3.x ignores it".to_string());
     }
     for (directive, instead) in OBSOLETE {
-        if vars.contains_key(directive) {
+        if d.has(directive) {
             warnings.push(format!("{directive} is deprecated: {instead}"));
         }
     }
     // The patches dkms applies for this kernel: 3.4.3 walks PATCH by its element count (so a
     // sparse PATCH loses its entries past that count) and keeps those whose PATCH_MATCH is
     // unset or matches the kernel.
-    let patch_count = vars.get("PATCH").map_or(0, BTreeMap::len);
+    let patch_count = d.vars.get("PATCH").map_or(0, BTreeMap::len);
     let mut kernel_patches = Vec::new();
-    for (&i, &p) in vars.get("PATCH").into_iter().flatten() {
+    for (&i, &p) in d.vars.get("PATCH").into_iter().flatten() {
         if i >= patch_count {
             warnings.push(format!(
                 "PATCH[{i}] is past the array's {patch_count} elements: dkms never applies it"
@@ -338,28 +471,21 @@ pub(crate) fn to_conf(fields: &[String], kernel: &str) -> Result<DkmsConf, Probl
             kernel_patches.push(p.to_string());
         }
     }
-    let kernel_max = scalar("BUILD_EXCLUSIVE_KERNEL_MAX").or_else(|| scalar("OBSOLETE_BY"));
     let mut conf = DkmsConf {
         autoinstall_value: scalar("AUTOINSTALL").unwrap_or_default(),
-        built_locations,
-        dest_locations,
-        patches: list("PATCH"),
+        built_locations: records.iter().map(|r| r.built_location.clone()).collect(),
+        dest_locations: records.iter().map(|r| r.dest_location.clone()).collect(),
+        patches: d.list("PATCH"),
         kernel_patches,
-        make: list("MAKE"),
+        make: d.list("MAKE"),
         name,
         version,
         // dkms 3.4 reads "no" (any case) as unset; 3.0.10 took any non-empty value. Follow 3.4.
         autoinstall: scalar("AUTOINSTALL").is_some_and(|v| !v.eq_ignore_ascii_case("no")),
-        build_depends: words("BUILD_DEPENDS"),
-        exclusive: Exclusive {
-            kernel: scalar("BUILD_EXCLUSIVE_KERNEL"),
-            kernel_min: scalar("BUILD_EXCLUSIVE_KERNEL_MIN"),
-            kernel_max,
-            arch: scalar("BUILD_EXCLUSIVE_ARCH"),
-            config: words("BUILD_EXCLUSIVE_CONFIG"),
-        },
-        built_modules,
-        dest_names,
+        build_depends: d.words("BUILD_DEPENDS"),
+        exclusive: d.exclusive(None),
+        built_modules: records.iter().map(|r| r.built.clone()).collect(),
+        dest_names: records.iter().map(|r| r.dest.clone()).collect(),
         refusals,
         warnings,
     };

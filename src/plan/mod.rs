@@ -456,7 +456,10 @@ impl<'a> Planner<'a> {
         }
         // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way the
         // pair is not built, and its dependents learn why.
-        match conf.exclusive.excludes(k, &self.inv.arch) {
+        match conf
+            .exclusive
+            .excludes(&k.release, &self.inv.arch, &k.config)
+        {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 let why = format!("it is excluded there ({reason})");
