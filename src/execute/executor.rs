@@ -10,7 +10,7 @@ use crate::execute::work::{failed, Worker};
 use crate::plan::Job;
 use crate::run::events::{Failure, JobResult, Settled};
 use crate::run::runner::Executor;
-use crate::system::depmod::depmod;
+use crate::system::depmod::{depmod, DepmodError};
 use crate::system::dkms::Dkms;
 
 /// Runs jobs with the real dkms.
@@ -56,7 +56,7 @@ impl Executor for DkmsExecutor {
         result
     }
 
-    fn depmod(&self, kernel: &str) -> Result<(), String> {
+    fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
         depmod(&self.dkms.trees, kernel)
     }
 

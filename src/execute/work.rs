@@ -31,6 +31,17 @@ pub struct Worker {
     pub force: bool,
 }
 
+/// What became of the preflight's build of a pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prebuilt {
+    /// There is none.
+    None,
+    /// Put where dkms keeps builds: dkms installs it without compiling.
+    Placed,
+    /// It could not be put there (why): dkms builds the pair.
+    NotUsed(String),
+}
+
 /// One build job's names.
 struct Pair<'a> {
     m: &'a str,
@@ -156,22 +167,23 @@ impl Worker {
         if self.forced(job) {
             return self.rebuild(job, &pair);
         }
-        let reused = match &job.prebuilt {
+        let prebuilt = match &job.prebuilt {
             Some(from) => self.place_prebuilt(&pair, from),
-            None => Ok(false),
+            None => Prebuilt::None,
         };
-        let before = match &reused {
-            Err(why) => Printed::from(&*format!(
+        let placed = prebuilt == Prebuilt::Placed;
+        let before = match &prebuilt {
+            Prebuilt::NotUsed(why) => Printed::from(&*format!(
                 "==> dkms-hook: the preflight's build not used: {why}\n"
             )),
-            Ok(_) => Printed::default(),
+            Prebuilt::None | Prebuilt::Placed => Printed::default(),
         };
         if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
-            return self.replace_kept(job, &pair, &old, reused == Ok(true));
+            return self.replace_kept(job, &pair, &old, placed);
         }
         let out = self.dkms.install(m, v, kernel, headers, make_jobs);
         match self.installed(job, &pair, out, before) {
-            JobResult::Done { note: None } if reused == Ok(true) => JobResult::Done {
+            JobResult::Done { note: None } if placed => JobResult::Done {
                 note: Some("built in the preflight".into()),
             },
             r => r,
@@ -182,7 +194,7 @@ impl Worker {
     /// (`MODULE/VERSION/KERNEL/ARCH`), so that `dkms install` installs it without compiling
     /// (dkms takes a pair as built when its `module/` directory is there). A build dkms already
     /// has there is replaced: the preflight's was made from what is installed now.
-    fn place_prebuilt(&self, p: &Pair, from: &Path) -> Result<bool, String> {
+    fn place_prebuilt(&self, p: &Pair, from: &Path) -> Prebuilt {
         let to = self
             .trees()
             .dkms
@@ -201,11 +213,11 @@ impl Worker {
             crate::system::prebuilt::move_dir(from, &to)
         };
         match place() {
-            Ok(()) => Ok(true),
+            Ok(()) => Prebuilt::Placed,
             Err(e) => {
                 // Half moved: dkms must not take it for a build.
                 let _ = fs::remove_dir_all(&to);
-                Err(format!("{} -> {}: {e}", from.display(), to.display()))
+                Prebuilt::NotUsed(format!("{} -> {}: {e}", from.display(), to.display()))
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::run::events::{KeptGone, KeptSettled};
 use crate::system::dkms::Dkms;
-use crate::system::dkms_tree::DkmsTree;
+use crate::system::dkms_tree::{DkmsTree, ModuleVersion};
 use crate::system::kept::{copy_of, dir, list, repoint};
 use crate::system::trees::Trees;
 use std::fs;
@@ -16,7 +16,11 @@ use std::path::PathBuf;
 /// sources, and its copy goes.
 pub fn restore_returned(trees: &Trees) -> Vec<String> {
     let mut out = Vec::new();
-    for (m, v) in list(trees) {
+    for ModuleVersion {
+        name: m,
+        version: v,
+    } in list(trees)
+    {
         let src = trees.source.join(format!("{m}-{v}"));
         if !src.join("dkms.conf").is_file() {
             continue;
@@ -43,10 +47,14 @@ pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<KeptSettled> {
     // A kept version that a swap cut short took out, and that could not be put back yet, is
     // installed nowhere, but not replaced: it stays for the next run to put back.
     let out_for_a_swap = crate::execute::journal::pending_swaps(trees);
-    for (m, v) in list(trees) {
-        if out_for_a_swap.contains(&(m.clone(), v.clone())) {
+    for kept in list(trees) {
+        if out_for_a_swap.contains(&kept) {
             continue;
         }
+        let ModuleVersion {
+            name: m,
+            version: v,
+        } = kept;
         let installed = tree
             .modules
             .get(&m)
@@ -68,8 +76,8 @@ pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<KeptSettled> {
             .unwrap_or_default();
         let r = dkms.remove(&m, &v, None);
         for k in &kernels {
-            if let Err(message) = crate::system::depmod::depmod(trees, k) {
-                out.push(KeptSettled::DepmodFailed { message });
+            if let Err(e) = crate::system::depmod::depmod(trees, k) {
+                out.push(KeptSettled::DepmodFailed(e));
             }
         }
         out.push(match r.ok() {
@@ -96,7 +104,7 @@ pub fn settle(trees: &Trees, dkms: &Dkms) -> Vec<KeptSettled> {
 pub fn remove_orphan_copies(trees: &Trees) {
     let kept: Vec<PathBuf> = list(trees)
         .into_iter()
-        .map(|(m, v)| copy_of(trees, &m, &v))
+        .map(|k| copy_of(trees, &k.name, &k.version))
         .collect();
     let Ok(rd) = fs::read_dir(dir(trees)) else {
         return;

@@ -5,6 +5,7 @@
 use crate::keep::arriving::Arriving;
 use crate::plan::inventory::Inventory;
 use crate::plan::targets::Targets;
+use crate::system::dkms_tree::ModuleVersion;
 use crate::system::kept::{copy_of, keep, list, KEPT_DIR};
 use std::path::PathBuf;
 
@@ -36,17 +37,21 @@ pub fn before_removal(
             .iter()
             .find(|s| s.dir == dir)
             .and_then(|s| s.conf.identity().ok())
-            .map(|(n, v)| (n.to_string(), v.to_string()));
-        let Some((m, v)) = from_conf.or_else(|| inv.tree.version_for_source(&dir)) else {
+            .map(|(n, v)| ModuleVersion::new(n, v));
+        let Some(ModuleVersion {
+            name: m,
+            version: v,
+        }) = from_conf.or_else(|| inv.tree.version_for_source(&dir))
+        else {
             continue;
         };
         if !arriving.new_version_of(&m, &rel) {
             // A plain removal: every kept version of the module goes too.
-            for (km, kv) in list(trees) {
-                if km == m && kv != v {
+            for k in list(trees) {
+                if k.name == m && k.version != v {
                     targets
                         .sources
-                        .insert(kept_dir_rel.join(format!("{km}-{kv}")));
+                        .insert(kept_dir_rel.join(format!("{}-{}", k.name, k.version)));
                 }
             }
             continue;
@@ -141,7 +146,7 @@ mod tests {
             installed_kept(&trees, "foo", K, "x86_64").as_deref(),
             Some("1.0")
         );
-        assert_eq!(list(&trees), [("foo".to_string(), "1.0".to_string())]);
+        assert_eq!(list(&trees), [ModuleVersion::new("foo", "1.0")]);
     }
 
     /// Defect (issue 16, item 7): the copy followed links in the source directory, so a link to

@@ -5,7 +5,7 @@
 //! synthetic inventories and never touches the disk it describes.
 
 use crate::dkmsconf::{self, Context, Evaluated};
-use crate::system::dkms_tree::DkmsTree;
+use crate::system::dkms_tree::{DkmsTree, PairId};
 use crate::system::kernel::Kernel;
 use crate::system::trees::Trees;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,9 +30,9 @@ pub struct Inventory {
     pub kernels: Vec<Kernel>,
     pub sources: Vec<Source>,
     pub tree: DkmsTree,
-    /// (module, version, kernel) -> a build the preflight made from the same inputs (see
+    /// Pair -> a build the preflight made from the same inputs (see
     /// [`crate::system::prebuilt`]), ready to install.
-    pub prebuilt: BTreeMap<(String, String, String), PathBuf>,
+    pub prebuilt: BTreeMap<PairId, PathBuf>,
 }
 
 /// Which module sources to read.
@@ -106,7 +106,7 @@ fn prebuilt(
     arch: &str,
     kernels: &[Kernel],
     sources: &[Source],
-) -> BTreeMap<(String, String, String), PathBuf> {
+) -> BTreeMap<PairId, PathBuf> {
     let store = crate::system::prebuilt::Store::at(&trees.root);
     let mut out = BTreeMap::new();
     if store.is_empty() {
@@ -130,7 +130,7 @@ fn prebuilt(
                 trees,
             };
             if let Some(dir) = store.usable(&inputs) {
-                out.insert((m.to_owned(), v.to_owned(), k.release.clone()), dir);
+                out.insert(PairId::new(m, v, &k.release), dir);
             }
         }
     }

@@ -16,6 +16,7 @@ use crate::dkmsconf::rules::{ConfError, DkmsConf};
 use crate::plan::inventory::Inventory;
 use crate::plan::queue::Node;
 use crate::plan::targets::Targets;
+use crate::system::dkms_tree::{ModuleVersion, PairId};
 use crate::system::kernel::Kernel;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -101,7 +102,7 @@ pub struct Request {
     pub force: bool,
     /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (the journal's
     /// pending rebuilds, [`crate::execute::journal::rebuild_pairs`]): planned as if forced.
-    pub rebuild: BTreeSet<(String, String, String)>,
+    pub rebuild: BTreeSet<PairId>,
 }
 
 /// One unit of work for the runner.
@@ -120,7 +121,7 @@ pub struct Job {
     /// Jobs that must succeed first.
     pub needs: Vec<usize>,
     /// Other module versions whose build directory this job may use (see the `From<&Job> for Node` impl).
-    pub shares: Vec<(String, String)>,
+    pub shares: Vec<ModuleVersion>,
     /// Kernels whose modules this job changes (for depmod after their last job).
     pub touches: Vec<String>,
     /// A build: the preflight's build of the same inputs, to install instead of compiling.
@@ -139,7 +140,7 @@ impl From<&Job> for Node {
         Node {
             needs: j.needs.clone(),
             groups: std::iter::once(own)
-                .chain(j.shares.iter().map(|(m, v)| (m, v)))
+                .chain(j.shares.iter().map(|s| (&s.name, &s.version)))
                 .map(|(m, v)| format!("{m}/{v}"))
                 .collect(),
             cost: j.cost,
@@ -436,11 +437,10 @@ impl<'a> Planner<'a> {
         let file = file.into_owned();
         // `--force`, or a rebuild a stopped run left to do.
         let forced = self.req.force
-            || self.req.rebuild.contains(&(
-                conf.name.clone(),
-                conf.version.clone(),
-                k.release.clone(),
-            ));
+            || self
+                .req
+                .rebuild
+                .contains(&PairId::new(&conf.name, &conf.version, &k.release));
         let kept = !forced
             && self
                 .inv
@@ -608,7 +608,7 @@ impl<'a> Planner<'a> {
                 false => self
                     .inv
                     .prebuilt
-                    .get(&(conf.name.clone(), conf.version.clone(), k.release.clone()))
+                    .get(&PairId::new(&conf.name, &conf.version, &k.release))
                     .cloned(),
             };
             self.out.depmod.insert(k.release.clone());
@@ -637,8 +637,8 @@ impl<'a> Planner<'a> {
     }
 
     /// Module name -> the versions (of any module) whose dkms.conf BUILD_DEPENDS on it.
-    fn dependents(&self) -> BTreeMap<String, Vec<(String, String)>> {
-        let mut dependents: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    fn dependents(&self) -> BTreeMap<String, Vec<ModuleVersion>> {
+        let mut dependents: BTreeMap<String, Vec<ModuleVersion>> = BTreeMap::new();
         for s in &self.inv.sources {
             let mut seen = BTreeSet::new();
             for c in s.conf.per_kernel.values().flatten() {
@@ -647,7 +647,7 @@ impl<'a> Planner<'a> {
                         dependents
                             .entry(d.clone())
                             .or_default()
-                            .push((c.name.clone(), c.version.clone()));
+                            .push(ModuleVersion::new(&c.name, &c.version));
                     }
                 }
             }
@@ -657,23 +657,18 @@ impl<'a> Planner<'a> {
 
     fn remove(&mut self) {
         let mut jobs: Vec<Job> = Vec::new();
-        let mut unregistered: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut unregistered: BTreeSet<ModuleVersion> = BTreeSet::new();
         for rel in &self.req.targets.sources {
-            let Some((name, version)) = self.registered_identity(rel) else {
+            let Some(mv) = self.registered_identity(rel) else {
                 continue;
             };
             if self.req.kernels.is_empty() {
-                unregistered.insert((name.clone(), version.clone()));
-                jobs.push(self.unregister_job(rel, name, version));
+                unregistered.insert(mv.clone());
+                jobs.push(self.unregister_job(rel, mv));
             } else {
                 for k in &self.req.kernels {
-                    if self
-                        .inv
-                        .tree
-                        .pairs_for_kernel(k)
-                        .contains(&(name.clone(), version.clone()))
-                    {
-                        jobs.push(self.remove_job(&name, &version, k));
+                    if self.inv.tree.pairs_for_kernel(k).contains(&mv) {
+                        jobs.push(self.remove_job(&mv.name, &mv.version, k));
                     }
                 }
             }
@@ -716,7 +711,8 @@ impl<'a> Planner<'a> {
         }
         let dependents = self.dependents();
         for (m, k) in &removed {
-            for (d, dv) in dependents.get(m).into_iter().flatten() {
+            for dep in dependents.get(m).into_iter().flatten() {
+                let (d, dv) = (&dep.name, &dep.version);
                 if removed.contains(&(d.clone(), k.clone()))
                     || self.inv.tree.installed(d, k, arch) != Some(dv.as_str())
                 {
@@ -736,16 +732,16 @@ impl<'a> Planner<'a> {
     /// Which registered module version a leaving source directory is (from its dkms.conf, else
     /// from the dkms tree's `source` links); `None`, with a note or a failure, when there is
     /// nothing to remove or no telling what.
-    fn registered_identity(&mut self, rel: &std::path::Path) -> Option<(String, String)> {
+    fn registered_identity(&mut self, rel: &std::path::Path) -> Option<ModuleVersion> {
         let inv = self.inv;
         let dir = inv.trees.root.join(rel);
         let shown = inv.trees.display(&dir).into_owned();
-        let from_conf = inv.sources.iter().find(|s| s.dir == dir).map(|s| {
-            s.conf
-                .identity()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-        });
-        let (name, version) = match (from_conf, inv.tree.version_for_source(&dir)) {
+        let from_conf = inv
+            .sources
+            .iter()
+            .find(|s| s.dir == dir)
+            .map(|s| s.conf.identity().map(|(n, v)| ModuleVersion::new(n, v)));
+        let mv = match (from_conf, inv.tree.version_for_source(&dir)) {
             (Some(Ok(id)), _) => id,
             (_, Some(id)) => id,
             (Some(Err(e)), None) => {
@@ -760,13 +756,13 @@ impl<'a> Planner<'a> {
                 return None;
             }
         };
-        if inv.tree.version(&name, &version).is_none() {
+        if inv.tree.version(&mv.name, &mv.version).is_none() {
             self.out.notes.push(format!(
-                "{name}/{version} is not registered with dkms, nothing to remove"
+                "{mv} is not registered with dkms, nothing to remove"
             ));
             return None;
         }
-        Some((name, version))
+        Some(mv)
     }
 
     /// Whether a kernel's module index is to be updated after a removal: it stays (its package is
@@ -783,7 +779,8 @@ impl<'a> Planner<'a> {
     }
 
     /// `dkms remove --all`: the version leaves every kernel and the dkms tree.
-    fn unregister_job(&self, rel: &std::path::Path, name: String, version: String) -> Job {
+    fn unregister_job(&self, rel: &std::path::Path, mv: ModuleVersion) -> Job {
+        let ModuleVersion { name, version } = mv;
         let inv = self.inv;
         let built = inv
             .tree
@@ -821,11 +818,7 @@ impl<'a> Planner<'a> {
 
     /// Kernels that leave: every module version installed or built there, unless it is being
     /// unregistered anyway. Kernels whose headers alone leave keep their modules.
-    fn remove_from_kernels(
-        &mut self,
-        unregistered: &BTreeSet<(String, String)>,
-        jobs: &mut Vec<Job>,
-    ) {
+    fn remove_from_kernels(&mut self, unregistered: &BTreeSet<ModuleVersion>, jobs: &mut Vec<Job>) {
         for (k, target) in &self.req.targets.kernels {
             if !self.wanted_kernel(k) {
                 continue;
@@ -847,9 +840,9 @@ impl<'a> Planner<'a> {
                     .notes
                     .push(format!("kernel {k}: no DKMS modules to remove"));
             }
-            for (name, version) in pairs {
-                if !unregistered.contains(&(name.clone(), version.clone())) {
-                    jobs.push(self.remove_job(&name, &version, k));
+            for mv in pairs {
+                if !unregistered.contains(&mv) {
+                    jobs.push(self.remove_job(&mv.name, &mv.version, k));
                 }
             }
         }
@@ -1309,7 +1302,7 @@ mod tests {
         // The dependency starts before unrelated work: its priority counts what waits on it.
         let spl2 = p.jobs.iter().find(|j| j.info.module == "spl").unwrap();
         // dkms 3.2+ may rebuild zfs itself when spl is installed: spl's job holds zfs's build dir.
-        assert_eq!(spl2.shares, [("zfs".to_string(), "2.2".to_string())]);
+        assert_eq!(spl2.shares, [ModuleVersion::new("zfs", "2.2")]);
         assert_eq!(Node::from(spl2).groups, ["spl/2.2", "zfs/2.2"]);
     }
 

@@ -201,8 +201,14 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
         }
     }
     for k in &req.kernels {
-        for (m, v) in tree.pairs_for_kernel(k) {
-            let _ = crate::system::dkms_tree::remove_directly(trees, &m, &v, k, &req.arch);
+        for mv in tree.pairs_for_kernel(k) {
+            let _ = crate::system::dkms_tree::remove_directly(
+                trees,
+                &mv.name,
+                &mv.version,
+                k,
+                &req.arch,
+            );
         }
     }
 }

@@ -193,12 +193,9 @@ impl Reporter {
                     let line = self.status_line("DEPMOD", Tone::Good, Some(*elapsed), None, kernel);
                     self.emit(line);
                 }
-                Err(message) => {
+                Err(e) => {
                     let label = format!("depmod {kernel}");
-                    // The message may already name what failed; say it once.
-                    let message = message
-                        .strip_prefix(&format!("{label}: "))
-                        .unwrap_or(message);
+                    let message = &e.said;
                     let mut lines =
                         vec![self.status_line("FAILED", Tone::Bad, Some(*elapsed), None, &label)];
                     lines.extend(self.failure_lines(&label, message, &[], &[], None));
@@ -272,7 +269,7 @@ impl Reporter {
             } => self.error_line(&format!(
                 "removing the kept {module}/{version}: dkms remove: {dkms}"
             )),
-            KeptSettled::DepmodFailed { message } => self.error_line(message),
+            KeptSettled::DepmodFailed(e) => self.error_line(&e.to_string()),
         };
         self.emit(line);
     }
@@ -735,6 +732,7 @@ fn join_words(words: &[&str], last: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::depmod::DepmodError;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
@@ -1135,7 +1133,10 @@ note: left undone, for the next run:
             },
             Event::Depmod {
                 kernel: "6.1.0-55-amd64".into(),
-                result: Err("depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into()),
+                result: Err(DepmodError {
+                    kernel: "6.1.0-55-amd64".into(),
+                    said: "depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into(),
+                }),
                 elapsed: secs(0.05),
             },
             Event::RunFinished {

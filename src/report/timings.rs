@@ -158,7 +158,7 @@ impl Timings {
                 start: at.saturating_sub(*elapsed),
                 duration: *elapsed,
                 slot: 0,
-                detail: result.as_ref().err().cloned(),
+                detail: result.as_ref().err().map(ToString::to_string),
                 order: usize::MAX,
             }),
             Event::RunFinished { elapsed, tally } => {

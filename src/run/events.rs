@@ -8,6 +8,7 @@
 //! plan), by which the reporter and the timings follow the jobs running.
 
 use crate::plan::{Action, Decision, JobInfo};
+use crate::system::depmod::DepmodError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -77,7 +78,7 @@ pub enum Event {
     /// depmod for one kernel, after its last job.
     Depmod {
         kernel: String,
-        result: Result<(), String>,
+        result: Result<(), DepmodError>,
         elapsed: Duration,
     },
     /// A stopping signal came (SIGTERM, SIGINT, SIGHUP): no job starts any more, and the
@@ -147,7 +148,7 @@ pub enum KeptSettled {
         dkms: String,
     },
     /// depmod failed for a kernel it was installed on.
-    DepmodFailed { message: String },
+    DepmodFailed(DepmodError),
 }
 
 /// Why a kept version went.
@@ -212,7 +213,7 @@ impl Tally {
                 (Err(_), _) => self.failed += 1,
             },
             Event::Kept(KeptSettled::Removed { .. }) => {}
-            Event::Kept(KeptSettled::NotRemoved { .. } | KeptSettled::DepmodFailed { .. }) => {
+            Event::Kept(KeptSettled::NotRemoved { .. } | KeptSettled::DepmodFailed(_)) => {
                 self.failed += 1
             }
             Event::JobStarted { .. }

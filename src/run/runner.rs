@@ -11,10 +11,11 @@
 //! knows nothing of dkms nor of display: it only emits [`Event`]s.
 
 use crate::os::interrupt::{self, Interrupt};
-use crate::plan::queue::Queue;
+use crate::plan::queue::{Ended, Queue, Skipped};
 use crate::plan::{Action, JobInfo};
 use crate::plan::{Job, Plan};
 use crate::run::events::{Event, Failure, JobResult, Settled, Tally};
+use crate::system::depmod::DepmodError;
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
@@ -26,7 +27,7 @@ pub trait Executor: Sync {
     /// Does `job`, with `make_jobs` for make's `-j`.
     fn execute(&self, job: &Job, make_jobs: usize) -> JobResult;
     /// Updates a kernel's module index once its jobs are done.
-    fn depmod(&self, kernel: &str) -> Result<(), String>;
+    fn depmod(&self, kernel: &str) -> Result<(), DepmodError>;
     /// After an interruption, makes the pair of a job that was stopped midway whole: installed
     /// and verified, or absent (nothing half-copied, nothing dkms counts as installed without
     /// its file). A removal is finished.
@@ -42,10 +43,19 @@ pub struct Limits {
     pub cpus: usize,
 }
 
+/// A job that ended (done, failed, stopped or skipped), and whether it ran: one that ran may
+/// have changed its kernels' modules, even one that failed (an unverified pair it uninstalled,
+/// a rebuild put back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JobEnded {
+    id: usize,
+    ran: bool,
+}
+
 /// What a job's thread or a depmod's sends the loop when it ends.
 enum Msg {
     Job(usize, JobResult, Duration),
-    Depmod(String, Result<(), String>, Duration),
+    Depmod(String, Result<(), DepmodError>, Duration),
 }
 
 /// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only;
@@ -148,10 +158,10 @@ pub fn run_interruptible(
                     let t = Instant::now();
                     let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
                         .unwrap_or_else(|p| {
-                            Err(format!(
-                                "depmod {kernel}: dkms-hook bug: panicked: {}",
-                                panic_text(&*p)
-                            ))
+                            Err(DepmodError {
+                                kernel: kernel.clone(),
+                                said: format!("dkms-hook bug: panicked: {}", panic_text(&*p)),
+                            })
                         });
                     let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
                 });
@@ -249,24 +259,25 @@ impl<'p, 'e> State<'p, 'e> {
         result: JobResult,
         elapsed: Duration,
         stop: &Interrupt,
-    ) -> Vec<(usize, bool)> {
+    ) -> Vec<JobEnded> {
         let jobs = &self.plan.jobs;
         let total = jobs.len();
         self.ended[id] = true;
         if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) {
             // Stopped by the signal (or failed as it came): settled after the others.
             self.stopped.push(id);
-            let _ = self.queue.finish(id, true);
+            let _ = self.queue.finish(id, Ended::Succeeded);
             self.tell(&Event::JobInterrupted {
                 id,
                 job: jobs[id].info.clone(),
                 elapsed,
             });
-            return vec![(id, true)];
+            return vec![JobEnded { id, ran: true }];
         }
-        let ok = !matches!(result, JobResult::Failed(_));
-        // A job that ran may have changed the kernel's modules, even one that failed (an
-        // unverified pair it uninstalled, a rebuild put back).
+        let how = match result {
+            JobResult::Failed(_) => Ended::Failed,
+            _ => Ended::Succeeded,
+        };
         let ran = !matches!(result, JobResult::Excluded { .. });
         self.finished += 1;
         self.tell(&Event::JobFinished {
@@ -277,11 +288,19 @@ impl<'p, 'e> State<'p, 'e> {
             finished: self.finished,
             total,
         });
-        let mut ended = vec![(id, ran)];
-        for (skipped, cause) in self.queue.finish(id, ok) {
+        let mut ended = vec![JobEnded { id, ran }];
+        for Skipped {
+            id: skipped,
+            needed,
+        } in self.queue.finish(id, how)
+        {
             self.finished += 1;
-            let c = &jobs[cause].info;
-            let what = if cause == id { "failed" } else { "was skipped" };
+            let c = &jobs[needed].info;
+            let what = if needed == id {
+                "failed"
+            } else {
+                "was skipped"
+            };
             self.tell(&Event::JobSkipped {
                 id: skipped,
                 job: jobs[skipped].info.clone(),
@@ -290,7 +309,10 @@ impl<'p, 'e> State<'p, 'e> {
                 total,
             });
             self.ended[skipped] = true;
-            ended.push((skipped, false));
+            ended.push(JobEnded {
+                id: skipped,
+                ran: false,
+            });
         }
         ended
     }
@@ -300,7 +322,7 @@ impl<'p, 'e> State<'p, 'e> {
     fn depmod_ended(
         &mut self,
         kernel: String,
-        result: Result<(), String>,
+        result: Result<(), DepmodError>,
         elapsed: Duration,
         stop: &Interrupt,
     ) {
@@ -319,9 +341,9 @@ impl<'p, 'e> State<'p, 'e> {
 
     /// The kernels whose last job is among `ended` and one of whose jobs ran: their depmod is
     /// due (none once a signal came: they get theirs after the cleanup).
-    fn kernels_done(&mut self, ended: &[(usize, bool)], stop: &Interrupt) -> Vec<String> {
+    fn kernels_done(&mut self, ended: &[JobEnded], stop: &Interrupt) -> Vec<String> {
         let mut due = Vec::new();
-        for &(id, ran) in ended {
+        for &JobEnded { id, ran } in ended {
             for k in &self.plan.jobs[id].touches {
                 let Some(n) = self.pending.get_mut(k.as_str()) else {
                     continue;
@@ -459,7 +481,7 @@ mod tests {
             }
         }
 
-        fn depmod(&self, kernel: &str) -> Result<(), String> {
+        fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
             self.calls.lock().unwrap().push(format!("depmod {kernel}"));
             Ok(())
         }
@@ -493,7 +515,7 @@ mod tests {
             })
         }
 
-        fn depmod(&self, kernel: &str) -> Result<(), String> {
+        fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
             self.fake.depmod(kernel)
         }
 

@@ -6,8 +6,21 @@ use crate::system::trees::Trees;
 use std::path::Path;
 use std::process::Command;
 
+/// depmod failed for a kernel: what it said (or why it could not run).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("depmod {kernel}: {said}")]
+pub struct DepmodError {
+    pub kernel: String,
+    /// depmod's last lines, or why it was not run.
+    pub said: String,
+}
+
 /// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
-pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
+pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), DepmodError> {
+    let failed = |said: String| DepmodError {
+        kernel: kernel.to_string(),
+        said,
+    };
     let mut c = Command::new("depmod");
     c.arg("-a");
     match trees.depmod_base() {
@@ -16,10 +29,10 @@ pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
         }
         Some(_) => {}
         None => {
-            return Err(format!(
-                "depmod {kernel}: the install tree {} does not end in lib/modules",
+            return Err(failed(format!(
+                "the install tree {} does not end in lib/modules",
                 trees.display(&trees.install)
-            ))
+            )))
         }
     }
     c.arg(kernel);
@@ -28,6 +41,6 @@ pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
         Ok(())
     } else {
         let said = dkms::tail(Printed::of(&out.output).lines(), 15).join("\n");
-        Err(format!("depmod {kernel}: {}", said.trim()))
+        Err(failed(said.trim().to_string()))
     }
 }

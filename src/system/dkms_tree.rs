@@ -10,6 +10,51 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// A module version, as dkms names it: `NAME/VERSION` (`dkms -m NAME -v VERSION`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModuleVersion {
+    pub name: String,
+    pub version: String,
+}
+
+impl ModuleVersion {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> ModuleVersion {
+        ModuleVersion {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ModuleVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.name, self.version)
+    }
+}
+
+/// One module version on one kernel: what dkms builds and installs as one (its "pair"). The
+/// key of the preflight's builds and of the rebuilds a stopped run left pending.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PairId {
+    pub name: String,
+    pub version: String,
+    pub kernel: String,
+}
+
+impl PairId {
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        kernel: impl Into<String>,
+    ) -> PairId {
+        PairId {
+            name: name.into(),
+            version: version.into(),
+            kernel: kernel.into(),
+        }
+    }
+}
+
 /// The whole dkms tree: module name -> what dkms knows of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DkmsTree {
@@ -64,7 +109,7 @@ impl DkmsTree {
     }
 
     /// Every (module, version) with anything for `kernel` (any arch): built files or an install link.
-    pub fn pairs_for_kernel(&self, kernel: &str) -> Vec<(String, String)> {
+    pub fn pairs_for_kernel(&self, kernel: &str) -> Vec<ModuleVersion> {
         let mut out = Vec::new();
         for (name, m) in &self.modules {
             for (ver, v) in &m.versions {
@@ -74,7 +119,7 @@ impl DkmsTree {
                     .iter()
                     .any(|((k, _), iv)| k == kernel && iv == ver);
                 if built || installed {
-                    out.push((name.clone(), ver.clone()));
+                    out.push(ModuleVersion::new(name, ver));
                 }
             }
         }
@@ -82,11 +127,11 @@ impl DkmsTree {
     }
 
     /// The registered version whose `source` link points at `dir`, if any.
-    pub fn version_for_source(&self, dir: &Path) -> Option<(String, String)> {
+    pub fn version_for_source(&self, dir: &Path) -> Option<ModuleVersion> {
         for (name, m) in &self.modules {
             for (ver, v) in &m.versions {
                 if v.source.as_deref() == Some(dir) {
-                    return Some((name.clone(), ver.clone()));
+                    return Some(ModuleVersion::new(name, ver));
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! dkms's `source` link of that version pointed there, and the queries on it. What to keep, and
 //! when a kept version goes, is decided in [`crate::keep`].
 
-use crate::system::dkms_tree::DkmsTree;
+use crate::system::dkms_tree::{DkmsTree, ModuleVersion};
 use crate::system::trees::Trees;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,14 +44,14 @@ pub fn installed_kept(trees: &Trees, m: &str, kernel: &str, arch: &str) -> Optio
 }
 
 /// Every kept (module, version), from dkms's tree.
-pub fn list(trees: &Trees) -> Vec<(String, String)> {
+pub fn list(trees: &Trees) -> Vec<ModuleVersion> {
     let tree = DkmsTree::read(&trees.dkms);
     let kept = dir(trees);
     let mut out = Vec::new();
     for (m, entry) in &tree.modules {
         for (v, ver) in &entry.versions {
             if ver.source.as_deref().is_some_and(|s| s.starts_with(&kept)) {
-                out.push((m.clone(), v.clone()));
+                out.push(ModuleVersion::new(m, v));
             }
         }
     }
