@@ -20,6 +20,7 @@ use crate::execute::work::Worker;
 use crate::plan::Action;
 use crate::plan::Job;
 use crate::run::events::{JobResult, Settled};
+use crate::system::dkms_tree;
 use std::fs;
 use std::time::Duration;
 
@@ -57,10 +58,9 @@ pub fn settle_pair(
     let kernel = job.info.kernel.as_deref().unwrap_or_default();
     let trees = &exec.dkms.trees;
     // A rebuild's previous build, still aside (the run died before it could put it back).
-    let dir = trees.dkms.join(m).join(v).join(kernel);
-    let previous = dir.join(format!(".dkms-hook-previous-{}", exec.arch));
+    let previous = dkms_tree::previous_build_dir(&trees.dkms, m, v, kernel, &exec.arch);
     if previous.is_dir() {
-        let built = dir.join(&exec.arch);
+        let built = dkms_tree::pair_dir(&trees.dkms, m, v, kernel, &exec.arch);
         let _ = fs::remove_dir_all(&built);
         fs::rename(&previous, &built).map_err(|e| format!("{}: {e}", trees.display(&built)))?;
     }
@@ -86,8 +86,10 @@ pub fn settle_pair(
         });
     }
     // A version `dkms add` left half-registered (no source link) and built for no kernel.
-    let version_dir = trees.dkms.join(m).join(v);
-    if version_dir.is_dir() && fs::symlink_metadata(version_dir.join("source")).is_err() {
+    let version_dir = dkms_tree::version_dir(&trees.dkms, m, v);
+    if version_dir.is_dir()
+        && fs::symlink_metadata(dkms_tree::source_link(&trees.dkms, m, v)).is_err()
+    {
         let built_somewhere = fs::read_dir(&version_dir)
             .into_iter()
             .flatten()
@@ -96,7 +98,7 @@ pub fn settle_pair(
         if !built_somewhere {
             fs::remove_dir_all(&version_dir)
                 .map_err(|e| format!("{}: {e}", trees.display(&version_dir)))?;
-            let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
+            let _ = fs::remove_dir(dkms_tree::module_dir(&trees.dkms, m)); // only when empty
             removed = true;
         }
     }

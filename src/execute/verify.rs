@@ -6,6 +6,7 @@
 //! for `uname -r` instead of `$kernelver` (dkms happily installs those, and the module then fails to
 //! load in the kernel the user reboots into).
 
+use crate::system::dkms_tree;
 use crate::system::trees::Trees;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,12 +22,9 @@ pub fn check_install(
     arch: &str,
     expect: &[String],
 ) -> Result<(), String> {
-    let link = trees
-        .dkms
-        .join(module)
-        .join(format!("kernel-{kernel}-{arch}"));
+    let link = dkms_tree::install_link(&trees.dkms, module, kernel, arch);
     match fs::read_link(&link) {
-        Ok(t) if t == Path::new(version).join(kernel).join(arch) => {}
+        Ok(t) if t == dkms_tree::install_target(version, kernel, arch) => {}
         _ => {
             return Err(format!(
                 "dkms reported success but {module}/{version} is not installed for {kernel} ({} is missing)",
@@ -34,14 +32,8 @@ pub fn check_install(
             ))
         }
     }
-    let built_dir = trees
-        .dkms
-        .join(module)
-        .join(version)
-        .join(kernel)
-        .join(arch)
-        .join("module");
-    let built = crate::system::dkms_tree::ko_files(&built_dir);
+    let built_dir = dkms_tree::built_dir(&trees.dkms, module, version, kernel, arch);
+    let built = dkms_tree::ko_files(&built_dir);
     if built.is_empty() {
         return Err(format!(
             "dkms reported success but no module was built in {}",
@@ -61,7 +53,7 @@ pub fn check_install(
             ));
         }
     }
-    let installed = crate::system::dkms_tree::installed_kos(&trees.kernel_dir(kernel));
+    let installed = dkms_tree::installed_kos(&trees.kernel_dir(kernel));
     for b in &built {
         let file = b.file_name().unwrap_or_default();
         let Some(inst) = installed.iter().find(|p| p.file_name() == Some(file)) else {

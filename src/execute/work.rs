@@ -16,7 +16,7 @@ use crate::os::process::Output;
 use crate::plan::{Action, Job};
 use crate::run::events::{Failure, JobResult};
 use crate::system::dkms::{self, Dkms, Printed};
-use crate::system::dkms_tree::{leftovers, prune_empty, remove_directly};
+use crate::system::dkms_tree::{self, leftovers, prune_empty, remove_directly};
 use crate::system::kept;
 use crate::system::trees::Trees;
 use std::fs;
@@ -130,7 +130,7 @@ impl Worker {
             return failed(format!("kernel {kernel} has no headers"), vec![], None, "");
         };
         // Register the version first when dkms does not know it (jobs of one version never overlap).
-        if fs::symlink_metadata(trees.dkms.join(m).join(v).join("source")).is_err() {
+        if fs::symlink_metadata(dkms_tree::source_link(&trees.dkms, m, v)).is_err() {
             let expected = trees.source.join(format!("{m}-{v}"));
             if let Some(src) = &job.source {
                 if *src != expected {
@@ -195,13 +195,7 @@ impl Worker {
     /// (dkms takes a pair as built when its `module/` directory is there). A build dkms already
     /// has there is replaced: the preflight's was made from what is installed now.
     fn place_prebuilt(&self, p: &Pair, from: &Path) -> Prebuilt {
-        let to = self
-            .trees()
-            .dkms
-            .join(p.m)
-            .join(p.v)
-            .join(p.kernel)
-            .join(&self.arch);
+        let to = dkms_tree::pair_dir(&self.trees().dkms, p.m, p.v, p.kernel, &self.arch);
         let place = || -> std::io::Result<()> {
             if let Some(parent) = to.parent() {
                 fs::create_dir_all(parent)?;
@@ -227,9 +221,8 @@ impl Worker {
     /// the rebuild fails, so the pair that was installed stays installed.
     fn rebuild(&self, job: &Job, p: &Pair) -> JobResult {
         let trees = self.trees();
-        let dir = trees.dkms.join(p.m).join(p.v).join(p.kernel);
-        let built = dir.join(&self.arch);
-        let kept = dir.join(format!(".dkms-hook-previous-{}", self.arch));
+        let built = dkms_tree::pair_dir(&trees.dkms, p.m, p.v, p.kernel, &self.arch);
+        let kept = dkms_tree::previous_build_dir(&trees.dkms, p.m, p.v, p.kernel, &self.arch);
         let _ = fs::remove_dir_all(&kept);
         let has_previous = built.is_dir();
         if has_previous {
@@ -333,12 +326,9 @@ impl Worker {
                 &out.output,
             )
         };
-        let link = trees
-            .dkms
-            .join(p.m)
-            .join(format!("kernel-{}-{}", p.kernel, self.arch));
-        let new_installed =
-            fs::read_link(&link).is_ok_and(|t| t == Path::new(p.v).join(p.kernel).join(&self.arch));
+        let link = dkms_tree::install_link(&trees.dkms, p.m, p.kernel, &self.arch);
+        let new_installed = fs::read_link(&link)
+            .is_ok_and(|t| t == dkms_tree::install_target(p.v, p.kernel, &self.arch));
         if new_installed {
             // The new version is in place: the kept one leaves this kernel.
             if !self.stopped() {
@@ -441,7 +431,7 @@ impl Worker {
 
     fn build_failed(&self, job: &Job, p: &Pair, output: &Printed, code: Option<i32>) -> JobResult {
         let trees = self.trees();
-        let make_log = trees.dkms.join(p.m).join(p.v).join("build/make.log");
+        let make_log = dkms_tree::make_log(&trees.dkms, p.m, p.v);
         let digest = fs::File::open(&make_log)
             .ok()
             .map(|f| crate::system::makelog::digest(f, 40, 15));
@@ -503,7 +493,7 @@ impl Worker {
         let (m, v) = (&job.info.module, &job.info.version);
         let trees = self.trees();
         let out = self.dkms.remove(m, v, None);
-        let version_dir = trees.dkms.join(m).join(v);
+        let version_dir = dkms_tree::version_dir(&trees.dkms, m, v);
         if out.ok() && fs::symlink_metadata(&version_dir).is_err() {
             return JobResult::Done { note: None };
         }
@@ -530,7 +520,7 @@ impl Worker {
                 &out.output,
             );
         }
-        let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
+        let _ = fs::remove_dir(dkms_tree::module_dir(&trees.dkms, m)); // only when empty
         JobResult::Done {
             note: Some(format!(
                 "dkms remove: {}; removed its files directly",

@@ -197,7 +197,8 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
             for (k, a) in kernels {
                 let _ = crate::system::dkms_tree::remove_directly(trees, m, v, &k, &a);
             }
-            let _ = std::fs::remove_dir_all(trees.dkms.join(m).join(v));
+            let _ =
+                std::fs::remove_dir_all(crate::system::dkms_tree::version_dir(&trees.dkms, m, v));
         }
     }
     for k in &req.kernels {
@@ -236,7 +237,7 @@ fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &DkmsExe
             dkms: &cfg.dkms.program,
             trees,
         };
-        let dir = trees.dkms.join(m).join(v).join(k).join(&cfg.arch);
+        let dir = crate::system::dkms_tree::pair_dir(&trees.dkms, m, v, k, &cfg.arch);
         if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs)) {
             // Not fatal: the install hook builds it again.
             println!("warning: preflight: keeping the build of {m}/{v} for {k}: {e}");

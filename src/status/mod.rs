@@ -37,6 +37,7 @@ use rayon::prelude::*;
 
 use crate::dkmsconf::eval::{run_units, Emitter, Record, Unit};
 use crate::dkmsconf::rules::{self, Dialect, Directives, DIRECTIVES};
+use crate::system::dkms_tree;
 use crate::system::kernel::KernelConfig;
 use crate::system::trees::Trees;
 
@@ -362,14 +363,14 @@ fn read_versions(
     let mut pairs: Vec<Pair> = Vec::new();
     let mut versions: Vec<Version> = Vec::new();
     for (m, v, _) in &mvs {
-        let dir = trees.dkms.join(m).join(v);
+        let dir = dkms_tree::version_dir(&trees.dkms, m, v);
         if !dir.is_dir() {
             continue;
         }
         if flavour.skips_kernel_links() && is_kernel_link_name(v) {
             continue;
         }
-        let source = dir.join("source");
+        let source = dkms_tree::source_link(&trees.dkms, m, v);
         let is_link = source.symlink_metadata().is_ok_and(|md| md.is_symlink());
         let is_dir = source.is_dir();
         if flavour.has_broken() {
@@ -400,7 +401,7 @@ fn read_versions(
         collator.sort(&mut kas, |e| &e.2);
         let mut idx = Vec::new();
         for (k, a, _) in kas {
-            if dir.join(&k).join(&a).join("module").is_dir() {
+            if dkms_tree::built_dir(&trees.dkms, m, v, &k, &a).is_dir() {
                 idx.push(pairs.len());
                 pairs.push(Pair {
                     module: m.clone(),
@@ -476,7 +477,7 @@ fn listing(
                 if let Some(s) = suffixes.get(trees, flavour, &p.kernel) {
                     sticky = s;
                 }
-                let moddir = pair_dir(trees, p).join("module");
+                let moddir = built_dir(trees, p);
                 if !conf
                     .modules
                     .iter()
@@ -517,16 +518,11 @@ fn extra(
         // read_conf dies inside the subshell: nothing is printed.
         return out;
     }
-    let original = trees
-        .dkms
-        .join(&p.module)
-        .join("original_module")
-        .join(&p.kernel)
-        .join(&p.arch);
+    let original = dkms_tree::original_module_dir(&trees.dkms, &p.module, &p.kernel, &p.arch);
     if original.is_dir() {
         out.push(flavour.original_warning());
     }
-    let moddir = pair_dir(trees, p).join("module");
+    let moddir = built_dir(trees, p);
     let kdir = trees.install.join(&p.kernel);
     for d in &conf.modules {
         if flavour.per_module_exclusive() && d.excluded {
@@ -565,23 +561,15 @@ fn extra(
     out
 }
 
-fn pair_dir(trees: &Trees, p: &Pair) -> PathBuf {
-    trees
-        .dkms
-        .join(&p.module)
-        .join(&p.version)
-        .join(&p.kernel)
-        .join(&p.arch)
+fn built_dir(trees: &Trees, p: &Pair) -> PathBuf {
+    dkms_tree::built_dir(&trees.dkms, &p.module, &p.version, &p.kernel, &p.arch)
 }
 
 /// `_is_module_installed`: `M/kernel-K-ARCH` is a link whose `readlink -f` is exactly the
 /// pair's directory as spelt from the dkms tree path (so a dkms tree reached through a symlink
 /// shows "built", as dkms shows it).
 fn is_installed(trees: &Trees, p: &Pair, dkms: &str) -> bool {
-    let link = trees
-        .dkms
-        .join(&p.module)
-        .join(format!("kernel-{}-{}", p.kernel, p.arch));
+    let link = dkms_tree::install_link(&trees.dkms, &p.module, &p.kernel, &p.arch);
     if !link.symlink_metadata().is_ok_and(|md| md.is_symlink()) {
         return false;
     }

@@ -1,14 +1,74 @@
-//! A read-only view of dkms's own tree (`/var/lib/dkms` by default).
+//! dkms's own tree (`/var/lib/dkms` by default): the one module that knows its on-disk layout.
 //!
-//! Layout (dkms 3.x): `M/V/source -> SOURCE_TREE/M-V` registers a version; `M/V/K/ARCH/module/*.ko*`
-//! are the built modules for kernel K; `M/kernel-K-ARCH -> V/K/ARCH` says that version is installed
-//! for K; `M/original_module/` keeps in-tree modules that dkms replaced. Reading it directly costs
-//! milliseconds where `dkms status` costs seconds.
+//! Layout (dkms 3.x): `M/V/source -> SOURCE_TREE/M-V` registers a version; `M/V/build/` is the one
+//! scratch directory of all its kernels (with `make.log`); `M/V/K/ARCH/module/*.ko*` are the built
+//! modules for kernel K; `M/kernel-K-ARCH -> V/K/ARCH` says that version is installed for K;
+//! `M/original_module/K/ARCH/` keeps the in-tree modules that dkms replaced. The path builders
+//! below spell it for everyone else; [`DkmsTree::read`] reads it whole (milliseconds, where
+//! `dkms status` costs seconds); [`leftovers`], [`remove_directly`] and [`prune_empty`] are the
+//! file operations dkms-hook does on it itself, when dkms cannot.
 
 use crate::system::trees::Trees;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// `M/`: everything dkms has of module `m`.
+pub fn module_dir(dkms: &Path, m: &str) -> PathBuf {
+    dkms.join(m)
+}
+
+/// `M/V/`: one registered version.
+pub fn version_dir(dkms: &Path, m: &str, v: &str) -> PathBuf {
+    dkms.join(m).join(v)
+}
+
+/// `M/V/source`: the link that registers the version (to its sources, or a kept copy).
+pub fn source_link(dkms: &Path, m: &str, v: &str) -> PathBuf {
+    version_dir(dkms, m, v).join("source")
+}
+
+/// `M/V/build/make.log`: the log of the version's last build, for whichever kernel.
+pub fn make_log(dkms: &Path, m: &str, v: &str) -> PathBuf {
+    version_dir(dkms, m, v).join("build/make.log")
+}
+
+/// `M/V/K/`: the version's builds for kernel `k`.
+pub fn kernel_dir(dkms: &Path, m: &str, v: &str, k: &str) -> PathBuf {
+    version_dir(dkms, m, v).join(k)
+}
+
+/// `M/V/K/ARCH/`: the version's build for kernel `k` (dkms takes a pair as built when its
+/// `module/` is there).
+pub fn pair_dir(dkms: &Path, m: &str, v: &str, k: &str, arch: &str) -> PathBuf {
+    kernel_dir(dkms, m, v, k).join(arch)
+}
+
+/// `M/V/K/ARCH/module/`: the built module files.
+pub fn built_dir(dkms: &Path, m: &str, v: &str, k: &str, arch: &str) -> PathBuf {
+    pair_dir(dkms, m, v, k, arch).join("module")
+}
+
+/// `M/V/K/.dkms-hook-previous-ARCH/`: where a `--force` rebuild keeps the previous build while
+/// it builds (dkms-hook's, inside dkms's tree, so that it moves in one rename).
+pub fn previous_build_dir(dkms: &Path, m: &str, v: &str, k: &str, arch: &str) -> PathBuf {
+    kernel_dir(dkms, m, v, k).join(format!(".dkms-hook-previous-{arch}"))
+}
+
+/// `M/kernel-K-ARCH`: the link that says which version of `m` is installed for `k`.
+pub fn install_link(dkms: &Path, m: &str, k: &str, arch: &str) -> PathBuf {
+    dkms.join(m).join(format!("kernel-{k}-{arch}"))
+}
+
+/// What [`install_link`] points at when version `v` is installed: `V/K/ARCH`.
+pub fn install_target(v: &str, k: &str, arch: &str) -> PathBuf {
+    Path::new(v).join(k).join(arch)
+}
+
+/// `M/original_module/K/ARCH/`: the in-tree modules dkms set aside for `m` on `k`.
+pub fn original_module_dir(dkms: &Path, m: &str, k: &str, arch: &str) -> PathBuf {
+    dkms.join(m).join("original_module").join(k).join(arch)
+}
 
 /// A module version, as dkms names it: `NAME/VERSION` (`dkms -m NAME -v VERSION`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -147,7 +207,7 @@ impl DkmsTree {
 /// file it is.
 pub fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
+    let link = install_link(&trees.dkms, m, kernel, arch);
     let installed = fs::read_link(&link).ok();
     let ours = installed
         .as_ref()
@@ -155,8 +215,8 @@ pub fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> V
     if ours {
         out.push(link);
     }
-    let dir = trees.dkms.join(m).join(v).join(kernel);
-    for ko in ko_files(&dir.join(arch).join("module")) {
+    let dir = kernel_dir(&trees.dkms, m, v, kernel);
+    for ko in ko_files(&built_dir(&trees.dkms, m, v, kernel, arch)) {
         let name = ko.file_name().unwrap_or_default().to_owned();
         out.extend(
             installed_kos(&trees.kernel_dir(kernel))

@@ -3,7 +3,7 @@
 //! dkms's `source` link of that version pointed there, and the queries on it. What to keep, and
 //! when a kept version goes, is decided in [`crate::keep`].
 
-use crate::system::dkms_tree::{DkmsTree, ModuleVersion};
+use crate::system::dkms_tree::{self, DkmsTree, ModuleVersion};
 use crate::system::trees::Trees;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,13 +26,13 @@ pub fn copy_of(trees: &Trees, m: &str, v: &str) -> PathBuf {
 
 /// Whether `m/v` is kept: dkms's `source` link points at its copy.
 pub fn is_kept(trees: &Trees, m: &str, v: &str) -> bool {
-    fs::read_link(trees.dkms.join(m).join(v).join("source"))
+    fs::read_link(dkms_tree::source_link(&trees.dkms, m, v))
         .is_ok_and(|t| t.starts_with(dir(trees)))
 }
 
 /// The kept version of `m` installed for `kernel`, if the version installed there is kept.
 pub fn installed_kept(trees: &Trees, m: &str, kernel: &str, arch: &str) -> Option<String> {
-    let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
+    let link = dkms_tree::install_link(&trees.dkms, m, kernel, arch);
     let target = fs::read_link(link).ok()?;
     let v = target
         .components()
@@ -111,13 +111,14 @@ fn sync(path: &Path) -> std::io::Result<()> {
 
 /// Points `m/v`'s `source` link at `to`, replacing it in one rename, synced.
 pub fn repoint(trees: &Trees, m: &str, v: &str, to: &Path) -> Result<(), String> {
-    let vdir = trees.dkms.join(m).join(v);
+    let vdir = dkms_tree::version_dir(&trees.dkms, m, v);
+    let link = dkms_tree::source_link(&trees.dkms, m, v);
     let tmp = vdir.join(".source.dkms-hook");
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(to, &tmp)
-        .and_then(|()| fs::rename(&tmp, vdir.join("source")))
+        .and_then(|()| fs::rename(&tmp, &link))
         .and_then(|()| sync(&vdir))
-        .map_err(|e| format!("{}: {e}", trees.display(&vdir.join("source"))))
+        .map_err(|e| format!("{}: {e}", trees.display(&link)))
 }
 
 #[cfg(test)]
