@@ -1,11 +1,9 @@
 //! Writes the shell completions (bash, zsh, fish) and the man page dkms-hook(8) from the command
 //! line's own definition (src/cli.rs, which the binary parses with), so they never drift from it.
 //!
-//! They land in OUT_DIR, where cargo wants a build script's output, and are copied to `share/`
-//! beside the binary (`target/PROFILE/share/`, laid out as under /usr/share), where the PKGBUILD
-//! finds them as it finds the binary: OUT_DIR's name holds a hash nobody can guess, and a
-//! directory beside the binary lives and is cleaned with it, so it is never stale when the
-//! binary is not.
+//! They land in `OUT_DIR/share/`, laid out as under /usr/share: a build script writes nowhere
+//! else (cargo's rule). OUT_DIR's name holds a hash nobody can guess, so the PKGBUILD asks cargo
+//! for it (the `build-script-executed` message of `--message-format=json`).
 
 use clap_complete::Shell;
 use roff::{bold, italic, roman, Roff};
@@ -38,10 +36,6 @@ fn main() -> std::io::Result<()> {
         write(&share.join(rel), &buf)?;
     }
     write(&share.join(MAN), &man_page(cmd)?)?;
-    // OUT_DIR is PROFILE/build/dkms-hook-HASH/out: three levels up is the binary's directory.
-    if let Some(profile) = out.ancestors().nth(3) {
-        copy_files(&share, &profile.join("share"))?;
-    }
     Ok(())
 }
 
@@ -204,11 +198,4 @@ fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
     fs::create_dir_all(path.parent().expect("a file under share/"))?;
     fs::File::create(path)?.write_all(contents)
-}
-
-fn copy_files(from: &Path, to: &Path) -> std::io::Result<()> {
-    for rel in [BASH, ZSH, FISH, MAN] {
-        write(&to.join(rel), &fs::read(from.join(rel))?)?;
-    }
-    Ok(())
 }

@@ -1,66 +1,41 @@
 //! dkms-hook: the engine behind pacman's DKMS hooks.
 //!
-//! The pipeline, one module per stage:
-//! targets (what pacman sent) -> inventory (kernels, module sources, the dkms tree)
-//! -> plan (pure: which jobs, in which order, what is skipped and why)
-//! -> queue + runner (parallel scheduling) -> execute (one `dkms` process per job, then verify)
-//! -> report (what the user sees, from runner events only).
+//! One folder per stage of the pipeline, declared here in the order imports flow: a module may
+//! use those declared before its own folder, never one declared after it (tests/it/layers.rs
+//! checks it, and that no module imports one that imports it back):
+//! `os` (processes, signals, the lock) -> `system` (the trees, kernels, dkms's tree, the dkms
+//! program) -> `dkmsconf` (what a dkms.conf says) -> `pacman` (pacman's files) -> `plan` (pure:
+//! from what pacman sent to the jobs, in order) -> `run` (the loop, its events) -> `execute` (one
+//! job on the real system) -> `keep` (an upgraded module's old version kept until the new one
+//! builds) -> `report` (what the user reads) -> `preflight`, `status`, `lint` (the other modes)
+//! -> `commands` (one file per mode of the command line; the binary's main.rs dispatches to them).
 
-pub mod arriving;
-pub mod config;
-pub mod cost;
-pub mod dkms;
-pub mod dkms_tree;
+// The stages, in the order imports flow (each line may use those above it).
+pub mod os;
+// What is on the machine.
+pub mod system;
+// What a dkms.conf says.
 pub mod dkmsconf;
-pub mod events;
-pub mod execute;
-pub mod interrupt;
-pub mod inventory;
-pub mod journal;
-pub mod json;
-pub mod kept;
-pub mod kernel;
-pub mod lint;
-pub mod lock;
-pub mod makelog;
-pub mod orphans;
+// pacman's files.
+pub mod pacman;
+// From what pacman sent to the jobs.
 pub mod plan;
-pub mod prebuilt;
-pub mod preflight;
-pub mod process;
-pub mod queue;
+// The loop that runs them.
+pub mod run;
+// One job on the real system.
+pub mod execute;
+// An upgraded module's old version, kept until the new one builds.
+pub mod keep;
+// What the user reads.
 pub mod report;
-pub mod runner;
-pub mod settle;
-pub mod signing;
+// The other modes: the trial before a transaction,
+pub mod preflight;
+// dkms status's lines, and what dkms left behind,
 pub mod status;
-pub mod targets;
-pub mod timings;
-pub mod trees;
-pub mod verify;
-pub mod version;
-pub mod watchdog;
-
-/// Sort key that orders kernel releases by version inside tuples.
-pub(crate) fn version_key(s: &str) -> VersionKey<'_> {
-    VersionKey(s)
-}
-
-/// A string ordered by [`version::cmp`].
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct VersionKey<'a>(&'a str);
-
-impl PartialOrd for VersionKey<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for VersionKey<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        version::cmp(self.0, other.0)
-    }
-}
+// a package's dkms.conf checked.
+pub mod lint;
+// One file per mode of the command line, at the top.
+pub mod commands;
 
 /// A small seeded generator (xorshift64) for the fuzz loops of the tests: the same inputs on
 /// every run, no crate needed.

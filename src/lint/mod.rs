@@ -10,7 +10,7 @@ pub mod package;
 pub mod rules;
 
 use crate::dkmsconf::{self, Context as EvalContext};
-use crate::trees::Trees;
+use crate::system::trees::Trees;
 use rules::{ConfFacts, Context, Finding, Severity};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,12 @@ pub fn lint(path: &Path) -> Result<Report, ReadError> {
         kernel: KERNEL.to_string(),
         kernel_source_dir: trees.kernel_dir(KERNEL).join("build"),
     }];
-    let evaluated = dkmsconf::evaluate(&confs, &contexts, &trees, &crate::kernel::host_arch());
+    let evaluated = dkmsconf::evaluate(
+        &confs,
+        &contexts,
+        &trees,
+        &crate::system::kernel::host_arch(),
+    );
     let conf_facts: Vec<ConfFacts> = read
         .confs
         .iter()
@@ -75,7 +80,7 @@ pub fn lint(path: &Path) -> Result<Report, ReadError> {
         .collect();
     let cx = Context {
         kernel: KERNEL.to_string(),
-        running_release: crate::kernel::running_release(),
+        running_release: crate::system::kernel::running_release(),
     };
     Ok(Report {
         pkgname: read.facts.name.clone(),
@@ -92,17 +97,6 @@ pub enum Outcome {
     Errors,
     /// At least one file is not a package (this wins over [`Outcome::Errors`]).
     NotAPackage,
-}
-
-impl Outcome {
-    /// The exit status: 0, 1, 2.
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Clean => 0,
-            Outcome::Errors => 1,
-            Outcome::NotAPackage => 2,
-        }
-    }
 }
 
 /// Lints every file: findings on `out`, files that are not packages on `err`.

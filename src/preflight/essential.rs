@@ -6,7 +6,7 @@
 //! `M/kernel-K-ARCH` link names the installed version, whose `M/V/K/ARCH/module/*.ko*` are the
 //! files. The result is dkms module names (PACKAGE_NAME), as `essential =` takes them.
 
-use crate::dkms_tree::DkmsTree;
+use crate::system::dkms_tree::DkmsTree;
 use std::collections::BTreeSet;
 use std::path::Path;
 

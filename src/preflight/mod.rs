@@ -13,27 +13,23 @@
 //!    private mount namespace, what leaves deleted there) and runs the usual pipeline
 //!    (inventory, plan, runner, reporter) on the system's own trees in it;
 //! 5. [`run`] turns its outcome into the last lines and the exit code, with [`essential`] and
-//!    [`crate::config`].
+//!    [`crate::system::config`].
 
-pub mod archive;
 pub mod essential;
-pub mod locate;
-pub mod pacman;
-pub mod pkgdb;
-pub mod transaction;
 pub mod trial;
 pub mod view;
 
-use crate::config::{Config, PreflightMode};
-use crate::dkms_tree::DkmsTree;
-use crate::prebuilt::Store;
-use crate::targets::Targets;
-use crate::trees::Trees;
-use locate::Source;
+use crate::pacman::locate::{self, Source};
+use crate::pacman::transaction::{Leaving, Transaction};
+use crate::pacman::{archive, caller as pacman};
+use crate::plan::targets::Targets;
+use crate::system::config::{Config, PreflightMode};
+use crate::system::dkms_tree::DkmsTree;
+use crate::system::prebuilt::Store;
+use crate::system::trees::Trees;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use transaction::{Leaving, Transaction};
 
 /// The scratch directory, relative to the root. Under /var/cache, not /tmp: the headers of a
 /// kernel are hundreds of megabytes unpacked (too much for a tmpfs /tmp), they are regenerable
@@ -127,7 +123,7 @@ pub struct Incoming {
 /// reports on `out` (the trial's own lines go to stdout, from the child), and returns the exit
 /// code. Never blocks for want of information: what cannot be checked is said in one line, and
 /// so is each target line that cannot be a path (the same reader as the hooks',
-/// [`crate::targets::read_lines`]).
+/// [`crate::plan::targets::read_lines`]).
 pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Write) -> u8 {
     let (config, errors) = Config::load(&trees.root, opts.env_preflight.as_deref());
     for e in &errors {
@@ -149,7 +145,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
         );
         return EXIT_GO_ON;
     }
-    let (lines, notes) = crate::targets::read_lines(targets_bytes);
+    let (lines, notes) = crate::plan::targets::read_lines(targets_bytes);
     for n in &notes {
         let _ = writeln!(out, "warning: preflight: {n}");
     }
@@ -377,10 +373,10 @@ fn look(
             }
         }
     }
-    let dkms = crate::dkms::Dkms::new(trees);
+    let dkms = crate::system::dkms::Dkms::new(trees);
     let headers: Vec<&Path> = headers.iter().map(PathBuf::as_path).collect();
-    match crate::signing::ensure_key(trees, &dkms, &headers) {
-        Ok(crate::signing::Key::Made(key)) => {
+    match crate::system::signing::ensure_key(trees, &dkms, &headers) {
+        Ok(crate::system::signing::Key::Made(key)) => {
             let _ = writeln!(
                 out,
                 "  preflight: made the module signing key {key}, as dkms would on its first \
@@ -388,7 +384,7 @@ fn look(
                  the same signature"
             );
         }
-        Ok(crate::signing::Key::Unchanged) => {}
+        Ok(crate::system::signing::Key::Unchanged) => {}
         Err(e) => {
             let _ = writeln!(out, "warning: preflight: {e}");
         }
@@ -408,7 +404,7 @@ fn look(
             upper: scratch.dir.join("upper"),
             mounts,
             leaving: tx.leaving.iter().cloned().collect(),
-            sign: crate::signing::signs_outside_a_chroot(trees),
+            sign: crate::system::signing::signs_outside_a_chroot(trees),
             parent_ns: view::current_ns().map_err(|e| format!("/proc/self/ns/mnt: {e}"))?,
         },
         kernels: incoming.kernels.iter().cloned().collect(),
@@ -437,7 +433,7 @@ fn look(
 
 /// Runs `program --root ROOT preflight-view REQUEST` in a mount namespace of its own (made
 /// between fork and exec, where the child is one thread), dying with this process, in a process
-/// group of its own that the signals dkms-hook gets are forwarded to ([`crate::interrupt`]).
+/// group of its own that the signals dkms-hook gets are forwarded to ([`crate::os::interrupt`]).
 fn spawn_in_namespace(
     program: &Path,
     root: &Path,
@@ -460,11 +456,11 @@ fn spawn_in_namespace(
             Ok(())
         });
     }
-    let stop = crate::interrupt::global();
+    let stop = crate::os::interrupt::global();
     if let Err(sig) = stop.may_start() {
         return Err(format!(
             "not started: dkms-hook got {}",
-            crate::interrupt::name(sig)
+            crate::os::interrupt::name(sig)
         ));
     }
     let mut child = cmd
@@ -473,7 +469,7 @@ fn spawn_in_namespace(
     let pid = child.id() as i32;
     stop.register(pid);
     // Killed with SIGKILL, this run's watchdog kills it (it dies with us anyway: SIGTERM).
-    crate::watchdog::track(pid);
+    crate::os::watchdog::track(pid);
     // Waited for without reaping first: while it is a zombie, its group id cannot be reused.
     // SAFETY: waitid writes only into `info`, which lives through the call.
     unsafe {
@@ -487,7 +483,7 @@ fn spawn_in_namespace(
             && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
         {}
     }
-    crate::watchdog::untrack(pid);
+    crate::os::watchdog::untrack(pid);
     stop.unregister(pid);
     child.wait().map_err(|e| e.to_string())
 }

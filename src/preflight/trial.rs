@@ -2,7 +2,7 @@
 //! process that `dkms-hook preflight` starts makes the view, then runs the usual pipeline
 //! (inventory, plan, runner, reporter) on the system's own trees there, as the install hook will
 //! run it after the transaction, and keeps the builds that succeed in the store
-//! ([`crate::prebuilt`]). It reports back through a file ([`Outcome`]); the preflight decides.
+//! ([`crate::system::prebuilt`]). It reports back through a file ([`Outcome`]); the preflight decides.
 //!
 //! Before planning, the dkms tree of the view is made what the hooks will have made of it by the
 //! time the install hook builds: the versions whose sources leave or are replaced in place (a
@@ -11,15 +11,16 @@
 //! kernel (a kernel reinstalled under the same release). All of it in the view only.
 
 use super::view::{self, Spec};
-use crate::dkms::Dkms;
-use crate::dkms_tree::DkmsTree;
-use crate::inventory::{Inventory, SourceSelection};
+use crate::execute::executor::DkmsExecutor;
+use crate::plan::inventory::{Inventory, SourceSelection};
+use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
-use crate::prebuilt::{self, Store};
-use crate::report::{Reporter, Style};
-use crate::runner::{self, RunConfig};
-use crate::targets::Targets;
-use crate::trees::Trees;
+use crate::report::reporter::{Reporter, Style};
+use crate::run::runner::{self, Limits};
+use crate::system::dkms::Dkms;
+use crate::system::dkms_tree::DkmsTree;
+use crate::system::prebuilt::{self, Store};
+use crate::system::trees::Trees;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -120,24 +121,27 @@ fn trial(req: &TrialRequest) -> Outcome {
             targets,
             kernels: vec![],
             force: false,
+            rebuild: crate::execute::journal::rebuild_pairs(&trees),
         },
         &inv,
     );
     let mut reporter = Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true))
         .trial()
         .under_root(&trees.root);
-    let cfg = RunConfig {
-        jobs: req.jobs,
-        cpus: req.cpus,
-        force: false,
-        arch: arch.clone(),
+    let exec = DkmsExecutor {
         dkms: Dkms::new(&trees),
+        arch: arch.clone(),
+        force: false,
         job_timeout: req.job_timeout_secs.map(std::time::Duration::from_secs),
     };
-    runner::run(&plan, &cfg, &mut |e| reporter.handle(e));
+    let limits = Limits {
+        jobs: req.jobs,
+        cpus: req.cpus,
+    };
+    runner::run(&plan, limits, &exec, &mut |e| reporter.handle(e));
     drop(reporter);
     let built = DkmsTree::read(&trees.dkms);
-    keep_builds(&plan, &built, &trees, &cfg);
+    keep_builds(&plan, &built, &trees, &exec);
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
@@ -191,21 +195,28 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
                 )
                 .collect();
             for (k, a) in kernels {
-                let _ = crate::execute::remove_directly(trees, m, v, &k, &a);
+                let _ = crate::system::dkms_tree::remove_directly(trees, m, v, &k, &a);
             }
-            let _ = std::fs::remove_dir_all(trees.dkms.join(m).join(v));
+            let _ =
+                std::fs::remove_dir_all(crate::system::dkms_tree::version_dir(&trees.dkms, m, v));
         }
     }
     for k in &req.kernels {
-        for (m, v) in tree.pairs_for_kernel(k) {
-            let _ = crate::execute::remove_directly(trees, &m, &v, k, &req.arch);
+        for mv in tree.pairs_for_kernel(k) {
+            let _ = crate::system::dkms_tree::remove_directly(
+                trees,
+                &mv.name,
+                &mv.version,
+                k,
+                &req.arch,
+            );
         }
     }
 }
 
 /// Keeps each trial build that installed in the view for the install hook after the
-/// transaction, stamped with what it was compiled from (see [`crate::prebuilt`]).
-fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConfig) {
+/// transaction, stamped with what it was compiled from (see [`crate::system::prebuilt`]).
+fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &DkmsExecutor) {
     let store = Store::at(&trees.root);
     for job in &plan.jobs {
         let (Some(k), Some(source), Some(headers)) = (&job.info.kernel, &job.source, &job.headers)
@@ -226,7 +237,7 @@ fn keep_builds(plan: &plan::Plan, built: &DkmsTree, trees: &Trees, cfg: &RunConf
             dkms: &cfg.dkms.program,
             trees,
         };
-        let dir = trees.dkms.join(m).join(v).join(k).join(&cfg.arch);
+        let dir = crate::system::dkms_tree::pair_dir(&trees.dkms, m, v, k, &cfg.arch);
         if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs)) {
             // Not fatal: the install hook builds it again.
             println!("warning: preflight: keeping the build of {m}/{v} for {k}: {e}");

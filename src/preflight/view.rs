@@ -6,7 +6,7 @@
 //! reads `/usr/lib/modules/K/...`, a new gcc or dkms in the same transaction are what they will be.
 //!
 //! How: the incoming packages are unpacked once, whole (but documentation and firmware), into a
-//! layer directory laid out as the root ([`super::archive::unpack`]). A child process, put in a
+//! layer directory laid out as the root ([`crate::pacman::archive::unpack`]). A child process, put in a
 //! mount namespace of its own (`unshare(CLONE_NEWNS)` before it execs, every mount made private
 //! so that nothing propagates back), mounts an overlay on each directory that matters (`usr`,
 //! `etc`, `var/lib`, the dkms trees wherever framework.conf puts them): the layer over the live
@@ -176,7 +176,7 @@ fn remove_leaving(spec: &Spec) -> Result<(), String> {
     let overlaid = |p: &Path| spec.mounts.iter().any(|m| p.starts_with(m) && p != m);
     let mut dirs = BTreeSet::new();
     for rel in &spec.leaving {
-        let p = crate::trees::join_under(&spec.root, rel);
+        let p = crate::system::trees::join_under(&spec.root, rel);
         if !overlaid(&p) {
             continue;
         }

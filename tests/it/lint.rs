@@ -439,7 +439,7 @@ fn a_shipped_patch_and_make_for_kernelver_are_fine() {
 fn make_with_uname_expanded_when_sourced_is_caught_too() {
     // In double quotes, $(uname -r) runs while dkms.conf is read: what is left is the running
     // kernel's release, which differs from the kernel lint evaluates for.
-    let running = dkms_hook::kernel::running_release();
+    let running = dkms_hook::system::kernel::running_release();
     assert_ne!(
         running,
         dkms_hook::lint::KERNEL,

@@ -71,27 +71,29 @@ fn the_package_ships_the_config_example_as_a_backup_file() {
     assert!(pkgbuild.contains("install -Dm644 src/dkms-hook.conf -t \"$pkgdir/etc/\""));
     // Every setting in the example is commented out, and names a real key.
     let example = read("src/dkms-hook.conf");
-    let (cfg, errors) = dkms_hook::config::Config::parse(&example, Path::new("src/dkms-hook.conf"));
+    let (cfg, errors) =
+        dkms_hook::system::config::Config::parse(&example, Path::new("src/dkms-hook.conf"));
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(cfg, dkms_hook::config::Config::default());
+    assert_eq!(cfg, dkms_hook::system::config::Config::default());
     let uncommented: String = example
         .lines()
         .filter_map(|l| l.trim().strip_prefix('#'))
         .filter(|l| !l.starts_with(' ') && !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    let (cfg, errors) = dkms_hook::config::Config::parse(&uncommented, Path::new("x"));
+    let (cfg, errors) = dkms_hook::system::config::Config::parse(&uncommented, Path::new("x"));
     assert!(errors.is_empty(), "{errors:?}");
-    assert_ne!(cfg, dkms_hook::config::Config::default());
+    assert_ne!(cfg, dkms_hook::system::config::Config::default());
 }
 
 // Finding and unpacking what arrives, on real package files and databases.
 
 use crate::common::{self, TestRoot};
-use dkms_hook::preflight::locate::{self, Found, Source};
-use dkms_hook::preflight::pacman::PacmanPaths;
-use dkms_hook::preflight::transaction::Transaction;
-use dkms_hook::preflight::{self, archive};
+use dkms_hook::pacman::archive;
+use dkms_hook::pacman::caller::PacmanPaths;
+use dkms_hook::pacman::locate::{self, Found, Source};
+use dkms_hook::pacman::transaction::Transaction;
+use dkms_hook::preflight;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::Command;
@@ -304,7 +306,7 @@ fn sync_upgrades_are_found_in_the_cache_with_what_they_take_away() {
 
     // The transaction of `pacman -Syu`: the upgrade of what is installed (the headers; broken is
     // installed at the version offered, so it stays out), not what is only offered (plain).
-    let request = |args: &str| dkms_hook::preflight::pacman::SyncRequest {
+    let request = |args: &str| dkms_hook::pacman::caller::SyncRequest {
         targets: args.split_whitespace().map(str::to_owned).collect(),
         sysupgrade: 1,
         ignore: vec![],

@@ -192,7 +192,7 @@ fn processes(argv: &[&str]) -> Vec<String> {
 /// Fault injection: a dkms that, like dkms 3.4's progress loop, leaves a background `sleep` holding
 /// its stdout when it exits (real dkms 3.0 does not). It logs each real dkms call's own time.
 fn leaky_dkms(dir: &Path, times: &Path) -> std::path::PathBuf {
-    let real = dkms_hook::dkms::find_program().expect("dkms");
+    let real = dkms_hook::system::dkms::find_program().expect("dkms");
     let script = dir.join("leaky-dkms");
     fs::write(
         &script,

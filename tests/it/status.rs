@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::TestRoot;
 use dkms_hook::status;
-use dkms_hook::trees::Trees;
+use dkms_hook::system::trees::Trees;
 
 /// Copies the `dkmshook-plain-1.0` fixture to `NAME-VERSION` with PACKAGE_NAME and
 /// PACKAGE_VERSION changed (the built module keeps its name, dkmshook_plain).

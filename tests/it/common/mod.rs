@@ -76,10 +76,10 @@ pub fn two_newest_kernels() -> (String, String) {
     (k1, k2)
 }
 
-/// Version order: dkms-hook's own (`dkms_hook::version`), so that the tests and the engine
+/// Version order: dkms-hook's own (`dkms_hook::system::version`), so that the tests and the engine
 /// never disagree on which kernel or module version is newer.
 pub fn version_cmp(a: &str, b: &str) -> Ordering {
-    dkms_hook::version::cmp(a, b)
+    dkms_hook::system::version::cmp(a, b)
 }
 
 /// What a finished process left: its exit code and output.

@@ -1,0 +1,152 @@
+//! Inventory: everything planning needs to know about one system, read once.
+//!
+//! Kernels (with or without headers), module sources (each dkms.conf evaluated per kernel) and the
+//! dkms tree. Reading happens here; the planner only looks at this value, so it can be tested on
+//! synthetic inventories and never touches the disk it describes.
+
+use crate::dkmsconf::{self, Context, Evaluated};
+use crate::system::dkms_tree::{DkmsTree, PairId};
+use crate::system::kernel::Kernel;
+use crate::system::trees::Trees;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One module source directory with its evaluated dkms.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// `source_tree/NAME-VERSION`.
+    pub dir: PathBuf,
+    pub conf: Evaluated,
+    /// A rough cost of one build (see [`crate::plan::cost::build`]), so long builds start first.
+    pub cost: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub trees: Trees,
+    pub arch: String,
+    /// Every kernel directory, sorted by version; those without headers too.
+    pub kernels: Vec<Kernel>,
+    pub sources: Vec<Source>,
+    pub tree: DkmsTree,
+    /// Pair -> a build the preflight made from the same inputs (see
+    /// [`crate::system::prebuilt`]), ready to install.
+    pub prebuilt: BTreeMap<PairId, PathBuf>,
+}
+
+/// Which module sources to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSelection {
+    /// Every `source_tree/*/dkms.conf`.
+    All,
+    /// Only these directories.
+    Only(BTreeSet<PathBuf>),
+}
+
+impl Inventory {
+    pub fn load(trees: &Trees, arch: &str, selection: &SourceSelection) -> Inventory {
+        let kernels = Kernel::scan(&trees.install);
+        let dirs: Vec<PathBuf> = match selection {
+            SourceSelection::All => source_dirs(&trees.source),
+            SourceSelection::Only(set) => set
+                .iter()
+                .filter(|d| d.join("dkms.conf").is_file())
+                .cloned()
+                .collect(),
+        };
+        let mut contexts: Vec<Context> = kernels
+            .iter()
+            .filter_map(|k| {
+                k.headers.as_ref().map(|h| Context {
+                    kernel: k.release.clone(),
+                    kernel_source_dir: h.clone(),
+                })
+            })
+            .collect();
+        if contexts.is_empty() {
+            // No kernel to build for: evaluate as dkms would without -k, for the module's identity.
+            let running = crate::system::kernel::running_release();
+            contexts.push(Context {
+                kernel_source_dir: trees.kernel_dir(&running).join("build"),
+                kernel: running,
+            });
+        }
+        let confs: Vec<PathBuf> = dirs.iter().map(|d| d.join("dkms.conf")).collect();
+        let evaluated = dkmsconf::evaluate(&confs, &contexts, trees, arch);
+        let sources: Vec<Source> = dirs
+            .into_iter()
+            .zip(evaluated)
+            .map(|(dir, conf)| Source {
+                cost: crate::plan::cost::build(&dir),
+                dir,
+                conf,
+            })
+            .collect();
+        let prebuilt = prebuilt(trees, arch, &kernels, &sources);
+        Inventory {
+            trees: trees.clone(),
+            arch: arch.to_string(),
+            kernels,
+            sources,
+            tree: DkmsTree::read(&trees.dkms),
+            prebuilt,
+        }
+    }
+
+    pub fn kernel(&self, release: &str) -> Option<&Kernel> {
+        self.kernels.iter().find(|k| k.release == release)
+    }
+}
+
+/// The preflight's builds that are still good for this system: for each module version and
+/// kernel with headers that has one kept, its stamp computed on the system as it is now.
+fn prebuilt(
+    trees: &Trees,
+    arch: &str,
+    kernels: &[Kernel],
+    sources: &[Source],
+) -> BTreeMap<PairId, PathBuf> {
+    let store = crate::system::prebuilt::Store::at(&trees.root);
+    let mut out = BTreeMap::new();
+    if store.is_empty() {
+        return out;
+    }
+    let dkms = crate::system::dkms::find_program().unwrap_or_else(|| PathBuf::from("dkms"));
+    for s in sources {
+        let Ok((m, v)) = s.conf.identity() else {
+            continue;
+        };
+        for k in kernels {
+            let Some(headers) = &k.headers else { continue };
+            let inputs = crate::system::prebuilt::Inputs {
+                module: m,
+                version: v,
+                kernel: &k.release,
+                arch,
+                source: &s.dir,
+                headers,
+                dkms: &dkms,
+                trees,
+            };
+            if let Some(dir) = store.usable(&inputs) {
+                out.insert(PairId::new(m, v, &k.release), dir);
+            }
+        }
+    }
+    out
+}
+
+/// `source_tree/*` directories that hold a dkms.conf, sorted.
+fn source_dirs(source_tree: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(source_tree)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("dkms.conf").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
