@@ -278,7 +278,10 @@ fn module_file(src: &Path, path: &[&str]) -> Option<PathBuf> {
 fn declares_mod(text: &str, name: &str) -> bool {
     text.lines().any(|l| {
         let l = l.trim_start();
-        let l = l.strip_prefix("pub ").unwrap_or(l);
+        let l = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .find_map(|p| l.strip_prefix(p))
+            .unwrap_or(l);
         l.strip_prefix("mod ")
             .is_some_and(|r| r.trim_end_matches([' ', '{', ';']) == name)
     })
