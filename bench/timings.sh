@@ -1,6 +1,6 @@
 #!/bin/bash
-# The picture in the README: a real run of dkms-hook with --timings, and a screenshot of the page
-# by headless Chromium.
+# The picture in the user guide (docs/user-guide.md) and in bench/README.md: a real run of
+# dkms-hook with --timings, and a screenshot of the page by headless Chromium.
 #
 # Three real Debian module sources (acpi-call, v4l2loopback, vpoll, extracted by tests/setup.sh)
 # and the fixture that fails to compile (dkmshook-broken), for the two newest kernels with

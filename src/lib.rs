@@ -7,20 +7,35 @@
 //! program) -> `dkmsconf` (what a dkms.conf says) -> `pacman` (pacman's files) -> `plan` (pure:
 //! from what pacman sent to the jobs, in order) -> `run` (the loop, its events) -> `execute` (one
 //! job on the real system) -> `keep` (an upgraded module's old version kept until the new one
-//! builds) -> `report` (what the user reads) -> `preflight`, `status`, `lint` (the other modes).
+//! builds) -> `report` (what the user reads) -> `preflight`, `status`, `lint` (the other modes)
+//! -> `commands` (one file per mode of the command line; the binary's main.rs dispatches to them).
 
-pub mod dkmsconf;
-pub mod execute;
-pub mod keep;
-pub mod lint;
+// The stages, in the order imports flow (each line may use those above it).
 pub mod os;
-pub mod pacman;
-pub mod plan;
-pub mod preflight;
-pub mod report;
-pub mod run;
-pub mod status;
+// What is on the machine.
 pub mod system;
+// What a dkms.conf says.
+pub mod dkmsconf;
+// pacman's files.
+pub mod pacman;
+// From what pacman sent to the jobs.
+pub mod plan;
+// The loop that runs them.
+pub mod run;
+// One job on the real system.
+pub mod execute;
+// An upgraded module's old version, kept until the new one builds.
+pub mod keep;
+// What the user reads.
+pub mod report;
+// The other modes: the trial before a transaction,
+pub mod preflight;
+// dkms status's lines, and what dkms left behind,
+pub mod status;
+// a package's dkms.conf checked.
+pub mod lint;
+// One file per mode of the command line, at the top.
+pub mod commands;
 
 /// A small seeded generator (xorshift64) for the fuzz loops of the tests: the same inputs on
 /// every run, no crate needed.

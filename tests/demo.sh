@@ -9,8 +9,9 @@
 #   sudo tests/demo.sh --broken   # the same with a module that fails to build
 #
 # Needs root and what tests/setup.sh installs (it is run first, and installs it the first time).
-# See the README for how long it takes. With --broken, the failed job's whole log is printed
-# (the sandbox's copy vanishes with it) and copied to a directory under /tmp it names.
+# See the README ("The two commands") for how long it takes. With --broken, the failed job's
+# whole log is printed (the sandbox's copy vanishes with it) and copied to a directory under /tmp
+# it names.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

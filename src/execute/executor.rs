@@ -1,28 +1,17 @@
-//! The execution of one job on the real system: dkms calls, direct removal, log keeping, verify.
-//!
-//! [`DkmsExecutor`] is the [`Executor`] the runner's loop drives in production; the loop itself
-//! knows nothing of dkms. A build registers the version when dkms does not know it, installs it
-//! (with `--force`: rebuilds from the sources as they are now, then installs, keeping the previous
-//! build installed when the rebuild fails), and verifies the result; a pair that fails verification
-//! is uninstalled, so it stays a failure on every run until it builds right. A removal asks dkms
-//! and finishes directly what dkms cannot (a kernel without headers).
-//!
-//! A failed job's log is kept by copying what dkms printed and its make.log, byte for byte,
-//! file to file; the failure block takes from them only the lines it shows, read in bounded
-//! memory ([`crate::system::makelog::digest`]), whatever their size or encoding.
+//! [`DkmsExecutor`]: the [`Executor`] the runner's loop drives in production (the loop itself
+//! knows nothing of dkms). Each job's work ([`crate::execute::work`]) is recorded in the
+//! [`journal`] while it runs and stopped at `--job-timeout`; a job cut short by its time limit or
+//! a signal is made whole ([`crate::execute::settle`]); depmod runs for a kernel once its jobs
+//! are done.
 
 use crate::execute::journal;
-use crate::execute::verify;
-use crate::keep as kept;
-use crate::os::process::Output;
+use crate::execute::settle;
+use crate::execute::work::{failed, Worker};
 use crate::plan::Job;
-use crate::run::events::{Action, Failure, JobResult};
+use crate::run::events::{Failure, JobResult, Settled};
 use crate::run::runner::Executor;
-use crate::system::dkms::{self, Dkms, Printed};
-use crate::system::trees::Trees;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use crate::system::depmod::{depmod, DepmodError};
+use crate::system::dkms::Dkms;
 
 /// Runs jobs with the real dkms.
 #[derive(Debug, Clone)]
@@ -31,7 +20,7 @@ pub struct DkmsExecutor {
     pub arch: String,
     /// Rebuild pairs that are built or installed already.
     pub force: bool,
-    /// A job still running after this long is stopped and failed (see [`crate::execute::settle`]).
+    /// A job still running after this long is stopped and failed, its pair settled.
     pub job_timeout: Option<std::time::Duration>,
 }
 
@@ -40,8 +29,8 @@ impl Executor for DkmsExecutor {
     /// its entry until the runner has settled it, one that a dead run left is settled by the
     /// next run.
     fn execute(&self, job: &Job, make_jobs: usize) -> JobResult {
-        let trees = self.trees();
-        if let Err(e) = journal::begin(trees, job, self.forced(job)) {
+        let trees = &self.dkms.trees;
+        if let Err(e) = journal::begin(trees, job, self.worker().forced(job)) {
             return failed(
                 format!("cannot record the job before it starts: {e}"),
                 vec![],
@@ -49,14 +38,14 @@ impl Executor for DkmsExecutor {
                 "",
             );
         }
-        let timed = DkmsExecutor {
+        let timed = Worker {
             dkms: self.dkms.until(self.job_timeout),
-            ..self.clone()
+            ..self.worker()
         };
-        let result = timed.run_job(job, make_jobs);
+        let result = timed.run(job, make_jobs);
         let result = match (timed.dkms.deadline, result) {
             (Some(d), JobResult::Failed(f)) if std::time::Instant::now() >= d => {
-                crate::execute::settle::timed_out(self, job, f)
+                self.timed_out(job, f)
             }
             (_, r) => r,
         };
@@ -67,754 +56,64 @@ impl Executor for DkmsExecutor {
         result
     }
 
-    fn depmod(&self, kernel: &str) -> Result<(), String> {
+    fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
         depmod(&self.dkms.trees, kernel)
     }
 
-    fn settle(&self, job: &Job) -> Result<crate::run::events::Settled, String> {
-        let r = crate::execute::settle::settle(self, job);
+    fn settle(&self, job: &Job) -> Result<Settled, String> {
+        let trees = &self.dkms.trees;
+        let r = settle::settle(&self.worker(), job);
         match &r {
-            Ok(crate::run::events::Settled::Rebuild) => journal::to_rebuild(self.trees(), job),
-            Ok(_) => journal::end(self.trees(), job),
+            Ok(Settled::Rebuild) => journal::to_rebuild(trees, job),
+            Ok(_) => journal::end(trees, job),
             Err(_) => {} // left for the next run
         }
         r
     }
 }
 
-/// One build job's names.
-struct Pair<'a> {
-    m: &'a str,
-    v: &'a str,
-    kernel: &'a str,
-    headers: &'a Path,
-    make_jobs: usize,
-}
-
 impl DkmsExecutor {
-    fn trees(&self) -> &Trees {
-        &self.dkms.trees
-    }
-
-    /// Whether `job` rebuilds its pair: `--force`, or a rebuild a stopped run left pending.
-    pub(crate) fn forced(&self, job: &Job) -> bool {
-        let i = &job.info;
-        i.action == Action::Build
-            && (self.force
-                || i.kernel.as_deref().is_some_and(|k| {
-                    journal::rebuild_pending(self.trees(), &i.module, &i.version, k)
-                }))
-    }
-
-    /// Whether this job's work is to stop: its time is up, or a stopping signal came. Whatever
-    /// it still has to put back is then put back by its settling ([`crate::execute::settle`]), whose
-    /// dkms calls are neither refused nor out of time.
-    fn stopped(&self) -> bool {
-        self.dkms
-            .deadline
-            .is_some_and(|d| std::time::Instant::now() >= d)
-            || crate::os::interrupt::global().signal().is_some()
-    }
-
-    /// Removes what is there of `m/v` for `kernel` (`dkms remove -k`, then directly what dkms
-    /// left); returns whether there was anything.
-    pub(crate) fn remove_leftovers(&self, m: &str, v: &str, kernel: &str) -> Result<bool, String> {
-        let trees = self.trees();
-        if leftovers(trees, m, v, kernel, &self.arch).is_empty() {
-            return Ok(false);
-        }
-        let out = self.dkms.remove(m, v, Some(kernel));
-        if !out.ok() || !leftovers(trees, m, v, kernel, &self.arch).is_empty() {
-            remove_directly(trees, m, v, kernel, &self.arch)?;
-        }
-        Ok(true)
-    }
-
-    /// Puts the kept `m/old` back on `kernel` (it was uninstalled for a swap that did not end
-    /// with the new version installed): installed from its build, then verified.
-    pub(crate) fn put_back(
-        &self,
-        m: &str,
-        old: &str,
-        kernel: &str,
-        headers: Option<&Path>,
-    ) -> Result<(), String> {
-        let trees = self.trees();
-        if verify::check_install(trees, m, old, kernel, &self.arch, &[]).is_ok() {
-            return Ok(());
-        }
-        let headers = headers
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| trees.kernel_dir(kernel).join("build"));
-        let out = self.dkms.install(m, old, kernel, &headers, 1);
-        if !out.ok() {
-            return Err(format!("dkms install: {}", dkms::exit_words(out.code)));
-        }
-        verify::check_install(trees, m, old, kernel, &self.arch, &[])
-    }
-
-    /// The job's work, without a time limit of its own (the dkms calls carry `dkms.deadline`).
-    pub(crate) fn run_job(&self, job: &Job, make_jobs: usize) -> JobResult {
-        match job.info.action {
-            Action::Build => self.build(job, make_jobs),
-            Action::RemoveFromKernel => self.remove_from_kernel(job),
-            Action::Unregister => self.unregister(job),
+    /// The work of a job, without a time limit of its own.
+    pub fn worker(&self) -> Worker {
+        Worker {
+            dkms: self.dkms.clone(),
+            arch: self.arch.clone(),
+            force: self.force,
         }
     }
 
-    fn build(&self, job: &Job, make_jobs: usize) -> JobResult {
-        let (m, v) = (&job.info.module, &job.info.version);
-        let kernel = job.info.kernel.as_deref().unwrap_or_default();
-        let trees = self.trees();
-        let Some(headers) = &job.headers else {
-            return failed(format!("kernel {kernel} has no headers"), vec![], None, "");
-        };
-        // Failed before with the same sources, headers, compiler and key: said again, not
-        // compiled again (the preflight of a transaction that a prebuild saw coming).
-        if let Some(f) = &job.remembered {
-            return JobResult::Failed(Failure {
-                what: format!(
-                    "{} (remembered: it failed so at {} UTC, built from what is the same now)",
-                    f.what, f.when
-                ),
-                errors: f.errors.clone(),
-                log: f.log.clone(),
-                output: f.output.clone(),
-            });
-        }
-        // Register the version first when dkms does not know it (jobs of one version never overlap).
-        if fs::symlink_metadata(trees.dkms.join(m).join(v).join("source")).is_err() {
-            let expected = trees.source.join(format!("{m}-{v}"));
-            if let Some(src) = &job.source {
-                if *src != expected {
-                    return failed(
-                        format!(
-                            "{} declares {m} {v}, but dkms only takes sources from {}: rename the directory",
-                            trees.display(&src.join("dkms.conf")),
-                            trees.display(&expected)
-                        ),
-                        vec![],
-                        None,
-                        "",
-                    );
-                }
-            }
-            let added = self.dkms.add(m, v);
-            if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
-                let log = keep_log(trees, job, &Printed::of(&added.output), None);
-                return failed(
-                    format!("dkms add: {}", dkms::exit_words(added.code)),
-                    vec![],
-                    log,
-                    &added.output,
-                );
-            }
-        }
-        let pair = Pair {
-            m,
-            v,
-            kernel,
-            headers,
-            make_jobs,
-        };
-        if self.forced(job) {
-            return self.rebuild(job, &pair);
-        }
-        // Who made it (the preflight, a prebuild), read before it moves: said once installed.
-        let made_by = job
-            .prebuilt
-            .as_deref()
-            .map(|d| crate::system::prebuilt::made_by(&crate::system::prebuilt::origin_of(d)));
-        let reused = match &job.prebuilt {
-            Some(from) => self.place_prebuilt(&pair, from),
-            None => Ok(false),
-        };
-        let before = match &reused {
-            Err(why) => Printed::from(&*format!(
-                "==> dkms-hook: the preflight's build not used: {why}\n"
-            )),
-            Ok(_) => Printed::default(),
-        };
-        if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
-            let prebuilt = made_by.filter(|_| reused == Ok(true));
-            return self.replace_kept(job, &pair, &old, prebuilt);
-        }
-        let out = self.dkms.install(m, v, kernel, headers, make_jobs);
-        match self.installed(job, &pair, out, before) {
-            JobResult::Done { note: None } if reused == Ok(true) => {
-                JobResult::Done { note: made_by }
-            }
-            r => r,
-        }
-    }
-
-    /// Puts the preflight's build of this pair where dkms keeps builds
-    /// (`MODULE/VERSION/KERNEL/ARCH`), so that `dkms install` installs it without compiling
-    /// (dkms takes a pair as built when its `module/` directory is there). A build dkms already
-    /// has there is replaced: the preflight's was made from what is installed now.
-    fn place_prebuilt(&self, p: &Pair, from: &Path) -> Result<bool, String> {
-        let to = self
-            .trees()
-            .dkms
-            .join(p.m)
-            .join(p.v)
-            .join(p.kernel)
-            .join(&self.arch);
-        let place = || -> std::io::Result<()> {
-            if let Some(parent) = to.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            match fs::remove_dir_all(&to) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            crate::system::prebuilt::move_dir(from, &to)
-        };
-        match place() {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                // Half moved: dkms must not take it for a build.
-                let _ = fs::remove_dir_all(&to);
-                Err(format!("{} -> {}: {e}", from.display(), to.display()))
-            }
-        }
-    }
-
-    /// `--force`: builds from the sources as they are now, then installs that build. The previous
-    /// build is moved aside first (so dkms builds afresh: dkms 3.0 and 3.2 alike) and put back when
-    /// the rebuild fails, so the pair that was installed stays installed.
-    fn rebuild(&self, job: &Job, p: &Pair) -> JobResult {
-        let trees = self.trees();
-        let dir = trees.dkms.join(p.m).join(p.v).join(p.kernel);
-        let built = dir.join(&self.arch);
-        let kept = dir.join(format!(".dkms-hook-previous-{}", self.arch));
-        let _ = fs::remove_dir_all(&kept);
-        let has_previous = built.is_dir();
-        if has_previous {
-            if let Err(e) = fs::rename(&built, &kept) {
-                return failed(format!("{}: {e}", trees.display(&built)), vec![], None, "");
-            }
-        }
-        let restore = || {
-            if has_previous {
-                let _ = fs::remove_dir_all(&built);
-                let _ = fs::rename(&kept, &built);
-            }
-        };
-        let out = self
-            .dkms
-            .rebuild(p.m, p.v, p.kernel, p.headers, p.make_jobs);
-        match out.code {
-            Some(dkms::exit::OK) => {
-                let _ = fs::remove_dir_all(&kept);
-            }
-            Some(dkms::exit::EXCLUDED) => {
-                restore();
-                return excluded();
-            }
-            _ => {
-                restore();
-                let mut r = self.build_failed(job, p, &Printed::of(&out.output), out.code);
-                if let (true, JobResult::Failed(f)) = (has_previous, &mut r) {
-                    f.what.push_str("; the previous build stays installed");
-                }
-                return r;
-            }
-        }
-        let out_install = self
-            .dkms
-            .reinstall(p.m, p.v, p.kernel, p.headers, p.make_jobs);
-        self.installed(job, p, out_install, Printed::of(&out.output))
-    }
-
-    /// A kept version (see [`crate::keep`]) is installed for the kernel: build the new one first,
-    /// and swap only when it built. Failing, the kept version stays installed, and the failure
-    /// says so; installed and verified, the kept version leaves that kernel (dkms's record and
-    /// its files). dkms cannot install a second version of one module for a kernel beside the
-    /// first (3.0 and 3.4 compare the modules' versions and may refuse), so the kept one is
-    /// uninstalled just before the new one is installed, and installed again from its build if
-    /// that fails.
-    /// `prebuilt`: the build is one kept in the store, put in place already; who made it.
-    fn replace_kept(&self, job: &Job, p: &Pair, old: &str, prebuilt: Option<String>) -> JobResult {
-        let trees = self.trees();
-        let kept_note = format!("kept {} {old} on {}", p.m, p.kernel);
-        let keep_saying = |mut r: JobResult| {
-            if let JobResult::Failed(f) = &mut r {
-                f.what.push_str("; ");
-                f.what.push_str(&kept_note);
-            }
-            r
-        };
-        // The preflight's build, put in place: built already.
-        let built = match prebuilt.is_some() {
-            true => dkms::Outcome {
-                code: Some(dkms::exit::OK),
-                output: Output::default(),
-            },
-            false => self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs),
-        };
-        match built.code {
-            Some(dkms::exit::OK) => {}
-            Some(dkms::exit::EXCLUDED) => return excluded(),
-            code => {
-                return keep_saying(self.build_failed(job, p, &Printed::of(&built.output), code))
-            }
-        }
-        // From here until the swap is over, the journal says which kept version is out: if the
-        // swap is cut short (a time limit, a signal, even SIGKILL), settling it puts that
-        // version back, and the kept version is never unregistered as replaced meanwhile.
-        let forced = self.forced(job);
-        if let Err(e) = journal::swapping(trees, job, forced, Some(old)) {
-            return failed(
-                format!("cannot record the swap: {e}; {kept_note}"),
-                vec![],
-                None,
-                "",
-            );
-        }
-        let out = self.dkms.uninstall(p.m, old, p.kernel);
-        let result = if out.ok() {
-            let out = self
-                .dkms
-                .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
-            self.installed(job, p, out, Printed::of(&built.output))
+    /// A job that ran past `--job-timeout`: its processes were stopped by then; its pair is
+    /// settled (unless a signal came too: the runner settles it after the other jobs) and the
+    /// failure says so.
+    fn timed_out(&self, job: &Job, mut failure: Failure) -> JobResult {
+        let secs = self.job_timeout.map_or(0, |t| t.as_secs());
+        let state = if crate::os::interrupt::global().signal().is_some() {
+            String::new()
         } else {
-            let printed = Printed::of(&built.output).and(&out.output);
-            let log = keep_log(trees, job, &printed, None);
-            failed(
+            let kept = |v: &str| {
                 format!(
-                    "dkms uninstall of the kept {} {old}: {}",
-                    p.m,
-                    dkms::exit_words(out.code)
-                ),
-                vec![],
-                log,
-                &out.output,
-            )
-        };
-        let link = trees
-            .dkms
-            .join(p.m)
-            .join(format!("kernel-{}-{}", p.kernel, self.arch));
-        let new_installed =
-            fs::read_link(&link).is_ok_and(|t| t == Path::new(p.v).join(p.kernel).join(&self.arch));
-        if new_installed {
-            // The new version is in place: the kept one leaves this kernel.
-            if !self.stopped() {
-                let _ = self.dkms.remove(p.m, old, Some(p.kernel));
-            }
-            let _ = journal::swapping(trees, job, forced, None);
-            return match result {
-                JobResult::Done { note: None } if prebuilt.is_some() => {
-                    JobResult::Done { note: prebuilt }
-                }
-                r => r,
+                    "kept {} {v} on {}",
+                    job.info.module,
+                    job.info.kernel.as_deref().unwrap_or_default()
+                )
             };
-        }
-        if self.stopped() {
-            // Cut short: its settling puts the kept version back (see crate::execute::settle).
-            return result;
-        }
-        // The new version did not stay installed: what it left goes, and the kept one goes
-        // back from its build.
-        let _ = self.remove_leftovers(p.m, p.v, p.kernel);
-        match self.put_back(p.m, old, p.kernel, Some(p.headers)) {
-            Ok(()) => {
-                let _ = journal::swapping(trees, job, forced, None);
-                keep_saying(result)
-            }
-            Err(e) => {
-                let mut r = result;
-                if let JobResult::Failed(f) = &mut r {
-                    f.what.push_str(&format!(
-                        "; the kept {} {old} could not be installed again: {e} (the next run \
-                         tries again)",
-                        p.m
-                    ));
+            match settle::settle(&self.worker(), job) {
+                Ok(Settled::Installed) => {
+                    "; it had got as far as installing, and is installed".into()
                 }
-                r
-            }
-        }
-    }
-
-    /// What follows a `dkms install`: verification, or the failure with its logs. `before` is
-    /// what the job printed earlier (an earlier dkms call), kept in its log.
-    fn installed(&self, job: &Job, p: &Pair, out: dkms::Outcome, before: Printed) -> JobResult {
-        let trees = self.trees();
-        let output = before.and(&out.output);
-        match out.code {
-            Some(dkms::exit::OK) => {
-                match verify::check_install(trees, p.m, p.v, p.kernel, &self.arch, &job.expect) {
-                    Ok(()) => self.signed(job, &output),
-                    Err(why) => self.uninstall_unverified(job, p, why, &output),
+                Ok(Settled::Rebuild) => "; the previous build stays installed".into(),
+                Ok(Settled::Kept { version }) => {
+                    format!("; what it had left was removed; {}", kept(&version))
                 }
+                Ok(Settled::Absent { removed: true }) => "; what it had left was removed".into(),
+                Ok(Settled::Absent { removed: false }) => String::new(),
+                Err(e) => format!("; what it had left could not be removed: {e}"),
             }
-            Some(dkms::exit::EXCLUDED) => excluded(),
-            code => self.build_failed(job, p, &output, code),
-        }
-    }
-
-    /// dkms exits 0 when signing fails, and installs the module unsigned: a failure, said in the
-    /// job's block with sign-file's own lines. The module stays installed (it loads where Secure
-    /// Boot does not enforce signatures; removing it would take it from those machines too).
-    fn signed(&self, job: &Job, output: &Printed) -> JobResult {
-        let lines = dkms::signing_failure(output.lines());
-        if lines.is_empty() {
-            return JobResult::Done { note: None };
-        }
-        let log = keep_log(self.trees(), job, output, None);
-        failed(
-            "module signing failed: installed unsigned, it will not load while Secure Boot \
-             enforces signatures"
-                .to_string(),
-            lines,
-            log,
-            output,
-        )
-    }
-
-    /// A pair dkms installed but that fails verification is uninstalled (dkms's record and its
-    /// files): left installed, the next run would take it as done and the wrong module would load.
-    fn uninstall_unverified(
-        &self,
-        job: &Job,
-        p: &Pair,
-        why: String,
-        output: &Printed,
-    ) -> JobResult {
-        let trees = self.trees();
-        let out = self.dkms.remove(p.m, p.v, Some(p.kernel));
-        let mut what = format!("{why}; uninstalled it");
-        if !out.ok() || !leftovers(trees, p.m, p.v, p.kernel, &self.arch).is_empty() {
-            if let Err(e) = remove_directly(trees, p.m, p.v, p.kernel, &self.arch) {
-                what = format!("{why}; could not uninstall it: {e}");
-            }
-        }
-        let text = output
-            .clone()
-            .and(Output::from("\n==> dkms remove\n".to_string()))
-            .and(&out.output);
-        let log = keep_log(trees, job, &text, None);
-        failed(what, vec![], log, "")
-    }
-
-    fn build_failed(&self, job: &Job, p: &Pair, output: &Printed, code: Option<i32>) -> JobResult {
-        let trees = self.trees();
-        let make_log = trees.dkms.join(p.m).join(p.v).join("build/make.log");
-        let digest = fs::File::open(&make_log)
-            .ok()
-            .map(|f| crate::system::makelog::digest(f, 40, 15));
-        // The compiler's own errors; failing that, the end of make.log says more than dkms.
-        let mut errors = match &digest {
-            Some(d) if d.errors.is_empty() => d.tail.clone(),
-            Some(d) => d.errors.clone(),
-            None => Vec::new(),
         };
-        let log = keep_log(trees, job, output, digest.is_some().then_some(&*make_log));
-        let mut what = dkms::exit_words(code);
-        let no_space = digest.and_then(|d| d.no_space);
-        match disk_full(trees, output, no_space) {
-            Some(DiskFull::Said(line)) => {
-                what.push_str("; the disk is full (No space left on device)");
-                if !errors.contains(&line) {
-                    errors.insert(0, line);
-                }
-            }
-            Some(DiskFull::Free(free)) => what.push_str(&format!(
-                "; the disk is full: {} has {} KiB free (No space left on device)",
-                trees.display(&trees.dkms),
-                free / 1024
-            )),
-            None => {}
-        }
-        failed(what, errors, log, output)
-    }
-
-    fn remove_from_kernel(&self, job: &Job) -> JobResult {
-        let (m, v) = (&job.info.module, &job.info.version);
-        let kernel = job.info.kernel.as_deref().unwrap_or_default();
-        let trees = self.trees();
-        let mut note = None;
-        if !job.direct {
-            let out = self.dkms.remove(m, v, Some(kernel));
-            if out.ok() && leftovers(trees, m, v, kernel, &self.arch).is_empty() {
-                prune_empty(&trees.kernel_dir(kernel));
-                return JobResult::Done { note: None };
-            }
-            note = Some(format!(
-                "dkms remove: {}; removed its files directly",
-                dkms::exit_words(out.code)
-            ));
-        }
-        match remove_directly(trees, m, v, kernel, &self.arch) {
-            Ok(()) => JobResult::Done {
-                note: note.or_else(|| {
-                    Some(format!(
-                        "kernel {kernel} has no headers: removed dkms's files for it directly"
-                    ))
-                }),
-            },
-            Err(e) => failed(e, vec![], None, ""),
-        }
-    }
-
-    fn unregister(&self, job: &Job) -> JobResult {
-        let (m, v) = (&job.info.module, &job.info.version);
-        let trees = self.trees();
-        let out = self.dkms.remove(m, v, None);
-        let version_dir = trees.dkms.join(m).join(v);
-        if out.ok() && fs::symlink_metadata(&version_dir).is_err() {
-            return JobResult::Done { note: None };
-        }
-        // dkms could not finish (e.g. a kernel's headers are gone): finish its work directly.
-        let kernels: Vec<String> = fs::read_dir(&version_dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| e.path().is_dir() && e.file_type().is_ok_and(|t| !t.is_symlink()))
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != "build" && n != "source")
-                    .collect()
-            })
-            .unwrap_or_default();
-        for k in &kernels {
-            if let Err(e) = remove_directly(trees, m, v, k, &self.arch) {
-                return failed(e, vec![], None, &out.output);
-            }
-        }
-        if let Err(e) = fs::remove_dir_all(&version_dir).or_else(ignore_missing) {
-            return failed(
-                format!("{}: {e}", trees.display(&version_dir)),
-                vec![],
-                None,
-                &out.output,
-            );
-        }
-        let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
-        JobResult::Done {
-            note: Some(format!(
-                "dkms remove: {}; removed its files directly",
-                dkms::exit_words(out.code)
-            )),
-        }
-    }
-}
-
-/// Below this many bytes free, a filesystem counts as full.
-const FULL_BELOW: u64 = 1 << 20;
-
-/// How a failed build shows that the disk filled.
-enum DiskFull {
-    /// The first line of dkms's output or make.log that says `No space left on device` (the
-    /// compiler, the assembler, cp or dkms itself).
-    Said(String),
-    /// Nothing could even be written to say so, but the dkms tree's filesystem has less than
-    /// [`FULL_BELOW`] bytes free: this many.
-    Free(u64),
-}
-
-/// `make_log` is make.log's first line that says so, if any.
-fn disk_full(trees: &Trees, output: &Printed, make_log: Option<String>) -> Option<DiskFull> {
-    let said = output
-        .lines()
-        .find(|l| l.contains("No space left on device"))
-        .map(|l| l.trim_end().to_string())
-        .or(make_log);
-    if let Some(line) = said {
-        return Some(DiskFull::Said(line));
-    }
-    let free = free_bytes(&trees.dkms)?;
-    (free < FULL_BELOW).then_some(DiskFull::Free(free))
-}
-
-/// Bytes free for an unprivileged writer on the filesystem of `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-fn excluded() -> JobResult {
-    JobResult::Excluded {
-        reason: "dkms: BUILD_EXCLUSIVE directive does not match this kernel".to_string(),
-    }
-}
-
-fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
-/// What dkms left of `m/v` for `kernel`: the install link, the build directory, the files that
-/// version installed. An installed file named like one of its modules is that version's only
-/// when dkms's `kernel-K-ARCH` link says `m/v` is installed there, or, with no version installed
-/// there (an install cut short before dkms made the link), when it is that version's built file
-/// or a copy of it cut short (its first bytes); never while the link names another version, whose
-/// file it is.
-pub(crate) fn leftovers(trees: &Trees, m: &str, v: &str, kernel: &str, arch: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let link = trees.dkms.join(m).join(format!("kernel-{kernel}-{arch}"));
-    let installed = fs::read_link(&link).ok();
-    let ours = installed
-        .as_ref()
-        .is_some_and(|t| t.components().next() == Some(std::path::Component::Normal(v.as_ref())));
-    if ours {
-        out.push(link);
-    }
-    let dir = trees.dkms.join(m).join(v).join(kernel);
-    for ko in verify::ko_files(&dir.join(arch).join("module")) {
-        let name = ko.file_name().unwrap_or_default().to_owned();
-        out.extend(
-            verify::installed_kos(&trees.kernel_dir(kernel))
-                .into_iter()
-                .filter(|p| p.file_name() == Some(&name))
-                .filter(|p| ours || (installed.is_none() && copied_from(p, &ko))),
+        failure.what = format!(
+            "timed out: still running after {secs} s (--job-timeout {secs}), its processes were \
+             killed{state}"
         );
-    }
-    if dir.exists() {
-        out.push(dir);
-    }
-    out
-}
-
-/// Whether `file` is `built`, or the start of it (a copy cut short).
-fn copied_from(file: &Path, built: &Path) -> bool {
-    match (fs::read(file), fs::read(built)) {
-        (Ok(f), Ok(b)) => b.starts_with(&f),
-        _ => false,
-    }
-}
-
-/// Removes dkms's artefacts of `m/v` for `kernel` without dkms: installed modules, the build
-/// results, the install link; then the empty directories dkms made under the kernel.
-pub(crate) fn remove_directly(
-    trees: &Trees,
-    m: &str,
-    v: &str,
-    kernel: &str,
-    arch: &str,
-) -> Result<(), String> {
-    for p in leftovers(trees, m, v, kernel, arch) {
-        let r = match fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => fs::remove_dir_all(&p),
-            Ok(_) => fs::remove_file(&p),
-            Err(_) => Ok(()),
-        };
-        r.map_err(|e| format!("{}: {e}", trees.display(&p)))?;
-    }
-    prune_empty(&trees.kernel_dir(kernel));
-    Ok(())
-}
-
-/// Removes the empty directories dkms creates under a kernel (`updates/dkms`, `updates`, `extra`).
-pub(crate) fn prune_empty(kernel_dir: &Path) {
-    for d in ["updates/dkms", "updates", "extra"] {
-        let _ = fs::remove_dir(kernel_dir.join(d));
-    }
-}
-
-/// Copies what dkms printed and the make.log where the next run will not delete them, byte for
-/// byte, file to file (a make.log of a gigabyte is never in memory).
-fn keep_log(
-    trees: &Trees,
-    job: &Job,
-    output: &Printed,
-    make_log: Option<&Path>,
-) -> Option<PathBuf> {
-    use std::io::Write;
-    let dir = trees.log_dir();
-    fs::create_dir_all(&dir).ok()?;
-    let kernel = job.info.kernel.as_deref().unwrap_or("all");
-    let path = dir.join(format!(
-        "{}-{}_{}.log",
-        job.info.module, job.info.version, kernel
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut to = std::io::BufWriter::new(fs::File::create(&path)?);
-        writeln!(to, "==> dkms output ({})", job.info.label())?;
-        output.copy_to(&mut to)?;
-        if let Some(l) = make_log {
-            to.write_all(b"\n==> make.log\n")?;
-            std::io::copy(&mut fs::File::open(l)?, &mut to)?;
-        }
-        to.flush()
-    };
-    write().ok()?;
-    Some(path)
-}
-
-fn failed(
-    what: String,
-    errors: Vec<String>,
-    log: Option<PathBuf>,
-    output: impl Into<Printed>,
-) -> JobResult {
-    let output: Printed = output.into();
-    JobResult::Failed(Failure {
-        what,
-        output: if errors.is_empty() {
-            dkms::tail(output.lines(), 15)
-        } else {
-            Vec::new()
-        },
-        errors,
-        log,
-    })
-}
-
-/// `depmod -a -b BASE KERNEL`, once a kernel's jobs are done.
-pub fn depmod(trees: &Trees, kernel: &str) -> Result<(), String> {
-    let mut c = Command::new("depmod");
-    c.arg("-a");
-    match trees.depmod_base() {
-        Some(base) if base != Path::new("/") => {
-            c.arg("-b").arg(base);
-        }
-        Some(_) => {}
-        None => {
-            return Err(format!(
-                "depmod {kernel}: the install tree {} does not end in lib/modules",
-                trees.display(&trees.install)
-            ))
-        }
-    }
-    c.arg(kernel);
-    let out = dkms::run(c);
-    if out.ok() {
-        Ok(())
-    } else {
-        let said = dkms::tail(Printed::of(&out.output).lines(), 15).join("\n");
-        Err(format!("depmod {kernel}: {}", said.trim()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_disk_is_found_in_what_was_printed_or_in_the_free_space() {
-        let dir = tempfile::tempdir().unwrap();
-        let trees = Trees::defaults(dir.path());
-        let line = "/var/lib/dkms/m/1/build/m.c:3:1: fatal error: closing dependency file \
-                    .m.o.d: No space left on device";
-        let printed = Printed::from;
-        let log =
-            crate::system::makelog::digest(format!("make -C ...\n{line}\n").as_bytes(), 40, 15);
-        match disk_full(&trees, &printed("Building module:\n"), log.no_space) {
-            Some(DiskFull::Said(l)) => assert_eq!(l, line),
-            _ => panic!("not found in make.log"),
-        }
-        // Nothing said, and the temporary directory's filesystem is not full (on this machine,
-        // more than 1 MiB free): not a full disk.
-        std::fs::create_dir_all(&trees.dkms).unwrap();
-        assert!(disk_full(&trees, &printed("make failed\n"), None).is_none());
+        JobResult::Failed(failure)
     }
 }

@@ -20,7 +20,8 @@
 //! it changes, whether it is forced, and the kept version its swap took out (`swap-from`).
 
 use crate::plan::Job;
-use crate::run::events::{Action, JobInfo};
+use crate::plan::{Action, JobInfo};
+use crate::system::dkms_tree::{ModuleVersion, PairId};
 use crate::system::trees::Trees;
 use std::collections::BTreeSet;
 use std::fs;
@@ -221,13 +222,13 @@ pub fn rebuilds(trees: &Trees) -> Vec<Entry> {
         .collect()
 }
 
-/// (module, version, kernel) of every pending rebuild.
-pub fn rebuild_pairs(trees: &Trees) -> BTreeSet<(String, String, String)> {
+/// The pair of every pending rebuild.
+pub fn rebuild_pairs(trees: &Trees) -> BTreeSet<PairId> {
     rebuilds(trees)
         .into_iter()
         .filter_map(|e| {
             let i = e.job.info;
-            Some((i.module, i.version, i.kernel?))
+            Some(PairId::new(i.module, i.version, i.kernel?))
         })
         .collect()
 }
@@ -241,11 +242,11 @@ pub fn rebuild_pending(trees: &Trees, m: &str, v: &str, kernel: &str) -> bool {
     })
 }
 
-/// (module, kept version) of every swap not over: those kept versions must stay registered.
-pub fn pending_swaps(trees: &Trees) -> Vec<(String, String)> {
+/// The kept version of every swap not over: those kept versions must stay registered.
+pub fn pending_swaps(trees: &Trees) -> Vec<ModuleVersion> {
     entries(trees)
         .into_iter()
-        .filter_map(|e| Some((e.job.info.module, e.swap_from?)))
+        .filter_map(|e| Some(ModuleVersion::new(e.job.info.module, e.swap_from?)))
         .collect()
 }
 
@@ -346,7 +347,7 @@ mod tests {
         assert_eq!(swap_of(&trees, &j), None);
         swapping(&trees, &j, false, Some("1.0")).unwrap();
         assert_eq!(swap_of(&trees, &j).as_deref(), Some("1.0"));
-        assert_eq!(pending_swaps(&trees), [("foo".into(), "1.0".into())]);
+        assert_eq!(pending_swaps(&trees), [ModuleVersion::new("foo", "1.0")]);
         let left = left(&trees);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].job.info, j.info);

@@ -10,3 +10,4 @@ pub mod executor;
 pub mod journal;
 pub mod settle;
 pub mod verify;
+pub mod work;

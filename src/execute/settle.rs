@@ -15,10 +15,12 @@
 //! settling serves the start of a run, for the pairs a run that died midway left
 //! ([`recover`], from [`crate::execute::journal`]).
 
-use crate::execute::executor::DkmsExecutor;
 use crate::execute::verify;
+use crate::execute::work::Worker;
+use crate::plan::Action;
 use crate::plan::Job;
-use crate::run::events::{Action, Failure, JobResult, Settled};
+use crate::run::events::{JobResult, Settled};
+use crate::system::dkms_tree;
 use std::fs;
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ pub const CLEANUP_LIMIT: Duration = Duration::from_secs(120);
 
 /// Makes `job`'s pair installed-and-verified or absent (a build), or absent (a removal); what
 /// this run's journal says of it (a swap under way) is taken into account.
-pub fn settle(exec: &DkmsExecutor, job: &Job) -> Result<Settled, String> {
+pub fn settle(exec: &Worker, job: &Job) -> Result<Settled, String> {
     let swap = crate::execute::journal::swap_of(&exec.dkms.trees, job);
     settle_pair(exec, job, swap.as_deref(), exec.forced(job))
 }
@@ -37,17 +39,17 @@ pub fn settle(exec: &DkmsExecutor, job: &Job) -> Result<Settled, String> {
 /// verified; a rebuild cut short keeps (or puts back) the previous build, and says the pair is
 /// still to rebuild.
 pub fn settle_pair(
-    exec: &DkmsExecutor,
+    exec: &Worker,
     job: &Job,
     swap_from: Option<&str>,
     forced: bool,
 ) -> Result<Settled, String> {
-    let exec = DkmsExecutor {
+    let exec = Worker {
         dkms: exec.dkms.until(Some(CLEANUP_LIMIT)),
         ..exec.clone()
     };
     if job.info.action != Action::Build {
-        return match exec.run_job(job, 1) {
+        return match exec.run(job, 1) {
             JobResult::Failed(f) => Err(f.what),
             _ => Ok(Settled::Absent { removed: true }),
         };
@@ -56,10 +58,9 @@ pub fn settle_pair(
     let kernel = job.info.kernel.as_deref().unwrap_or_default();
     let trees = &exec.dkms.trees;
     // A rebuild's previous build, still aside (the run died before it could put it back).
-    let dir = trees.dkms.join(m).join(v).join(kernel);
-    let previous = dir.join(format!(".dkms-hook-previous-{}", exec.arch));
+    let previous = dkms_tree::previous_build_dir(&trees.dkms, m, v, kernel, &exec.arch);
     if previous.is_dir() {
-        let built = dir.join(&exec.arch);
+        let built = dkms_tree::pair_dir(&trees.dkms, m, v, kernel, &exec.arch);
         let _ = fs::remove_dir_all(&built);
         fs::rename(&previous, &built).map_err(|e| format!("{}: {e}", trees.display(&built)))?;
     }
@@ -85,8 +86,10 @@ pub fn settle_pair(
         });
     }
     // A version `dkms add` left half-registered (no source link) and built for no kernel.
-    let version_dir = trees.dkms.join(m).join(v);
-    if version_dir.is_dir() && fs::symlink_metadata(version_dir.join("source")).is_err() {
+    let version_dir = dkms_tree::version_dir(&trees.dkms, m, v);
+    if version_dir.is_dir()
+        && fs::symlink_metadata(dkms_tree::source_link(&trees.dkms, m, v)).is_err()
+    {
         let built_somewhere = fs::read_dir(&version_dir)
             .into_iter()
             .flatten()
@@ -95,43 +98,11 @@ pub fn settle_pair(
         if !built_somewhere {
             fs::remove_dir_all(&version_dir)
                 .map_err(|e| format!("{}: {e}", trees.display(&version_dir)))?;
-            let _ = fs::remove_dir(trees.dkms.join(m)); // only when empty
+            let _ = fs::remove_dir(dkms_tree::module_dir(&trees.dkms, m)); // only when empty
             removed = true;
         }
     }
     Ok(Settled::Absent { removed })
-}
-
-/// A job that ran past `--job-timeout`: its processes were stopped by then; its pair is settled
-/// (unless a signal came too: the runner settles it after the other jobs) and the failure says so.
-pub fn timed_out(exec: &DkmsExecutor, job: &Job, mut failure: Failure) -> JobResult {
-    let secs = exec.job_timeout.map_or(0, |t| t.as_secs());
-    let state = if crate::os::interrupt::global().signal().is_some() {
-        String::new()
-    } else {
-        let kept = |v: &str| {
-            format!(
-                "kept {} {v} on {}",
-                job.info.module,
-                job.info.kernel.as_deref().unwrap_or_default()
-            )
-        };
-        match settle(exec, job) {
-            Ok(Settled::Installed) => "; it had got as far as installing, and is installed".into(),
-            Ok(Settled::Rebuild) => "; the previous build stays installed".into(),
-            Ok(Settled::Kept { version }) => {
-                format!("; what it had left was removed; {}", kept(&version))
-            }
-            Ok(Settled::Absent { removed: true }) => "; what it had left was removed".into(),
-            Ok(Settled::Absent { removed: false }) => String::new(),
-            Err(e) => format!("; what it had left could not be removed: {e}"),
-        }
-    };
-    failure.what = format!(
-        "timed out: still running after {secs} s (--job-timeout {secs}), its processes were \
-         killed{state}"
-    );
-    JobResult::Failed(failure)
 }
 
 /// What the start of a run did with the jobs a dead run left (see [`crate::execute::journal`]).
@@ -145,7 +116,7 @@ pub struct Recovery {
 /// Before a run plans (its lock held): settles every pair a run that died midway left, as
 /// after a signal (the kept version of a swap cut short put back), then runs depmod for the
 /// kernels that changed. A `--force` rebuild cut short stays pending for the planner.
-pub fn recover(exec: &DkmsExecutor) -> Recovery {
+pub fn recover(exec: &Worker) -> Recovery {
     let trees = &exec.dkms.trees;
     let mut r = Recovery::default();
     let mut kernels = std::collections::BTreeSet::new();
@@ -197,7 +168,7 @@ pub fn recover(exec: &DkmsExecutor) -> Recovery {
         if !trees.kernel_dir(&k).is_dir() {
             continue;
         }
-        if let Err(e) = crate::execute::executor::depmod(trees, &k) {
+        if let Err(e) = crate::system::depmod::depmod(trees, &k) {
             r.failed = true;
             r.lines.push(format!("error: {e}"));
         }

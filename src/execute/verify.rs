@@ -6,6 +6,7 @@
 //! for `uname -r` instead of `$kernelver` (dkms happily installs those, and the module then fails to
 //! load in the kernel the user reboots into).
 
+use crate::system::dkms_tree;
 use crate::system::trees::Trees;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,12 +22,9 @@ pub fn check_install(
     arch: &str,
     expect: &[String],
 ) -> Result<(), String> {
-    let link = trees
-        .dkms
-        .join(module)
-        .join(format!("kernel-{kernel}-{arch}"));
+    let link = dkms_tree::install_link(&trees.dkms, module, kernel, arch);
     match fs::read_link(&link) {
-        Ok(t) if t == Path::new(version).join(kernel).join(arch) => {}
+        Ok(t) if t == dkms_tree::install_target(version, kernel, arch) => {}
         _ => {
             return Err(format!(
                 "dkms reported success but {module}/{version} is not installed for {kernel} ({} is missing)",
@@ -34,14 +32,8 @@ pub fn check_install(
             ))
         }
     }
-    let built_dir = trees
-        .dkms
-        .join(module)
-        .join(version)
-        .join(kernel)
-        .join(arch)
-        .join("module");
-    let built = ko_files(&built_dir);
+    let built_dir = dkms_tree::built_dir(&trees.dkms, module, version, kernel, arch);
+    let built = dkms_tree::ko_files(&built_dir);
     if built.is_empty() {
         return Err(format!(
             "dkms reported success but no module was built in {}",
@@ -61,7 +53,7 @@ pub fn check_install(
             ));
         }
     }
-    let installed = installed_kos(&trees.kernel_dir(kernel));
+    let installed = dkms_tree::installed_kos(&trees.kernel_dir(kernel));
     for b in &built {
         let file = b.file_name().unwrap_or_default();
         let Some(inst) = installed.iter().find(|p| p.file_name() == Some(file)) else {
@@ -82,50 +74,6 @@ pub fn check_install(
         }
     }
     Ok(())
-}
-
-/// `.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz` files directly in `dir`.
-pub fn ko_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| is_ko(p))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-pub fn is_ko(p: &Path) -> bool {
-    let n = p.file_name().unwrap_or_default().to_string_lossy();
-    n.ends_with(".ko") || n.contains(".ko.")
-}
-
-/// Module files under a kernel's directory that dkms may have put there (not the kernel's own
-/// `kernel/` tree, not the headers).
-pub fn installed_kos(kernel_dir: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>, top: bool) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(t) = e.file_type() else { continue };
-            let name = e.file_name();
-            if top && (name == "build" || name == "source" || name == "kernel") {
-                continue;
-            }
-            if t.is_dir() {
-                walk(&p, out, false);
-            } else if is_ko(&p) {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(kernel_dir, &mut out, true);
-    out.sort();
-    out
 }
 
 /// A module's vermagic: read from the file when uncompressed, through `modinfo` otherwise.
@@ -168,26 +116,5 @@ mod tests {
         assert_eq!(vermagic(&p).unwrap(), "6.1.0-55-amd64 SMP mod_unload ");
         fs::write(&p, b"nothing").unwrap();
         assert!(vermagic(&p).unwrap_err().contains("no vermagic"));
-    }
-
-    #[test]
-    fn installed_kos_skip_the_kernels_own_tree_and_headers() {
-        let d = tempfile::tempdir().unwrap();
-        for f in [
-            "kernel/fs/a.ko.zst",
-            "build/b.ko",
-            "updates/dkms/c.ko",
-            "extra/d.ko.xz",
-            "modules.dep",
-        ] {
-            let p = d.path().join(f);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, "").unwrap();
-        }
-        let names: Vec<String> = installed_kos(d.path())
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["d.ko.xz", "c.ko"]);
     }
 }

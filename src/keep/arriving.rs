@@ -75,7 +75,7 @@ pub fn scan(files: &[PathBuf]) -> Arriving {
                 .extend(listing.paths.iter().filter_map(|p| source_dir(p))),
             Err(e) => out.notes.push(format!(
                 "cannot read package {}",
-                crate::plan::targets::printable(&e.to_string())
+                crate::os::text::printable(&e.to_string())
             )),
         }
     }

@@ -99,17 +99,6 @@ pub enum Outcome {
     NotAPackage,
 }
 
-impl Outcome {
-    /// The exit status: 0, 1, 2.
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Clean => 0,
-            Outcome::Errors => 1,
-            Outcome::NotAPackage => 2,
-        }
-    }
-}
-
 /// Lints every file: findings on `out`, files that are not packages on `err`.
 pub fn run(
     files: &[PathBuf],

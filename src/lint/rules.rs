@@ -6,7 +6,7 @@
 //! are packages the hooks cannot handle right, warnings are packages that work against them.
 
 use super::package::PackageFacts;
-use crate::dkmsconf::{ConfError, DkmsConf, Problem, Refusal};
+use crate::dkmsconf::rules::{ConfError, DkmsConf, Problem, Refusal};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

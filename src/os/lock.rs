@@ -16,12 +16,11 @@
 //! polls, so that a signal stops a waiting run too.
 
 use crate::os::interrupt;
-use crate::system::trees::Trees;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 /// The lock file, relative to the root.
@@ -54,14 +53,15 @@ impl Drop for RunLock {
     }
 }
 
-/// Takes the lock of `trees`' root, waiting while another run holds it; `waiting` is called once,
-/// with the holder's pid when known, before the wait.
+/// Takes the lock at `path` (a root's [`LOCK_FILE`]), `shown` so in messages, waiting while
+/// another run holds it; `waiting` is called once, with the holder's pid when known, before the
+/// wait.
 pub fn acquire(
-    trees: &Trees,
+    path: &Path,
+    shown: &str,
     waiting: &mut dyn FnMut(&str, Option<u32>),
 ) -> Result<RunLock, LockError> {
-    let path: PathBuf = trees.root.join(LOCK_FILE);
-    let shown = trees.display(&path).into_owned();
+    let shown = shown.to_string();
     let io_err = |source| LockError::Io {
         path: shown.clone(),
         source,
@@ -76,7 +76,7 @@ pub fn acquire(
         .truncate(false)
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
+        .open(path)
         .map_err(io_err)?;
     let mut told = false;
     loop {
@@ -129,13 +129,14 @@ mod tests {
     #[test]
     fn a_second_holder_waits_and_a_dropped_lock_frees_it() {
         let d = tempfile::tempdir().unwrap();
-        let trees = Trees::defaults(d.path());
-        let first = acquire(&trees, &mut |_, _| panic!("nobody holds it yet")).unwrap();
-        let trees2 = trees.clone();
+        let path = d.path().join(LOCK_FILE);
+        let shown = "/run/dkms-hook.lock";
+        let first = acquire(&path, shown, &mut |_, _| panic!("nobody holds it yet")).unwrap();
+        let path2 = path.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             let mut told = None;
-            let lock = acquire(&trees2, &mut |path, pid| {
+            let lock = acquire(&path2, shown, &mut |path, pid| {
                 told = Some((path.to_string(), pid));
                 tx.send(()).unwrap();
             });
@@ -156,10 +157,12 @@ mod tests {
     #[test]
     fn a_dead_runs_lock_file_does_not_block() {
         let d = tempfile::tempdir().unwrap();
-        let trees = Trees::defaults(d.path());
         fs::create_dir_all(d.path().join("run")).unwrap();
         fs::write(d.path().join(LOCK_FILE), "999999999\n").unwrap();
-        let lock = acquire(&trees, &mut |_, _| panic!("waited for a dead run"));
+        let path = d.path().join(LOCK_FILE);
+        let lock = acquire(&path, "/run/dkms-hook.lock", &mut |_, _| {
+            panic!("waited for a dead run")
+        });
         assert!(lock.is_ok());
         let pid = fs::read_to_string(d.path().join(LOCK_FILE)).unwrap();
         assert_eq!(pid, format!("{}\n", std::process::id()));

@@ -213,7 +213,7 @@ fn refused(path: &Path, entry: &Path, why: String) -> ArchiveError {
         path: path.to_path_buf(),
         message: format!(
             "{}: {why}",
-            crate::plan::targets::printable(&entry.to_string_lossy())
+            crate::os::text::printable(&entry.to_string_lossy())
         ),
     }
 }

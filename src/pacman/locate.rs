@@ -117,7 +117,7 @@ fn scan(files: &[PathBuf], left: &mut BTreeSet<String>, out: &mut Located) {
             }
             Err(e) => out.notes.push(format!(
                 "cannot read package {}",
-                crate::plan::targets::printable(&e.to_string())
+                crate::os::text::printable(&e.to_string())
             )),
         }
     }

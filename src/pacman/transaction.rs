@@ -152,7 +152,7 @@ impl Transaction {
             }),
             Err(e) => self.notes.push(format!(
                 "cannot read package {}",
-                crate::plan::targets::printable(&e.to_string())
+                crate::os::text::printable(&e.to_string())
             )),
         }
     }

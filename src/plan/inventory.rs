@@ -5,7 +5,7 @@
 //! synthetic inventories and never touches the disk it describes.
 
 use crate::dkmsconf::{self, Context, Evaluated};
-use crate::system::dkms_tree::DkmsTree;
+use crate::system::dkms_tree::{DkmsTree, PairId};
 use crate::system::kernel::Kernel;
 use crate::system::trees::Trees;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,16 +30,12 @@ pub struct Inventory {
     pub kernels: Vec<Kernel>,
     pub sources: Vec<Source>,
     pub tree: DkmsTree,
-    /// (module, version, kernel) -> a build the preflight made from the same inputs (see
+    /// Pair -> a build the preflight made from the same inputs (see
     /// [`crate::system::prebuilt`]), ready to install.
-    pub prebuilt: BTreeMap<(String, String, String), PathBuf>,
-    /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (see
-    /// [`crate::execute::journal`]): planned as if forced.
-    pub rebuild: BTreeSet<(String, String, String)>,
-    /// (module, version, kernel) -> the failure the store remembers for a build of the same
-    /// inputs; loaded only by a trial that says it again instead of compiling
-    /// ([`Inventory::load_remembered`]).
-    pub remembered: BTreeMap<(String, String, String), crate::system::prebuilt::Failure>,
+    pub prebuilt: BTreeMap<PairId, PathBuf>,
+    /// Pair -> the failure the store remembers for a build of the same inputs; loaded only by a
+    /// trial that says it again instead of compiling ([`Inventory::load_remembered`]).
+    pub remembered: BTreeMap<PairId, crate::system::prebuilt::Failure>,
 }
 
 /// Which module sources to read.
@@ -98,7 +94,6 @@ impl Inventory {
             sources,
             tree: DkmsTree::read(&trees.dkms),
             prebuilt,
-            rebuild: crate::execute::journal::rebuild_pairs(trees),
             remembered: BTreeMap::new(),
         }
     }
@@ -127,8 +122,7 @@ impl Inventory {
                     trees: &self.trees,
                 };
                 if let Some(f) = store.failure(&inputs) {
-                    self.remembered
-                        .insert((m.to_owned(), v.to_owned(), k.release.clone()), f);
+                    self.remembered.insert(PairId::new(m, v, &k.release), f);
                 }
             }
         }
@@ -146,7 +140,7 @@ fn prebuilt(
     arch: &str,
     kernels: &[Kernel],
     sources: &[Source],
-) -> BTreeMap<(String, String, String), PathBuf> {
+) -> BTreeMap<PairId, PathBuf> {
     let store = crate::system::prebuilt::Store::at(&trees.root);
     let mut out = BTreeMap::new();
     if store.is_empty() {
@@ -170,7 +164,7 @@ fn prebuilt(
                 trees,
             };
             if let Some(dir) = store.usable(&inputs) {
-                out.insert((m.to_owned(), v.to_owned(), k.release.clone()), dir);
+                out.insert(PairId::new(m, v, &k.release), dir);
             }
         }
     }

@@ -8,17 +8,78 @@
 
 pub mod cost;
 pub mod inventory;
+pub mod names;
 pub mod queue;
 pub mod targets;
 
-use crate::dkmsconf::{ConfError, DkmsConf};
+use crate::dkmsconf::rules::{ConfError, DkmsConf};
 use crate::plan::inventory::Inventory;
 use crate::plan::queue::Node;
 use crate::plan::targets::Targets;
-use crate::run::events::{Action, Decision, JobInfo};
+use crate::system::dkms_tree::{ModuleVersion, PairId};
 use crate::system::kernel::Kernel;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+
+/// What a job does to one module version (on one kernel, or on all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// `dkms install` for one kernel (adding the version to the dkms tree first if needed).
+    Build,
+    /// Remove the version from one kernel (`dkms remove -k`, or directly when dkms cannot).
+    RemoveFromKernel,
+    /// Remove the version from every kernel and unregister it (`dkms remove --all`).
+    Unregister,
+}
+
+impl Action {
+    /// The verb shown in status lines.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Build => "build",
+            Action::RemoveFromKernel | Action::Unregister => "remove",
+        }
+    }
+}
+
+/// A job as the reporter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub module: String,
+    pub version: String,
+    /// `None` for a job that covers every kernel (unregistering a module version).
+    pub kernel: Option<String>,
+    pub action: Action,
+}
+
+impl JobInfo {
+    /// `name/version` for kernel K, or `name/version` on every kernel.
+    pub fn label(&self) -> String {
+        match &self.kernel {
+            Some(k) => format!("{}/{} for {}", self.module, self.version, k),
+            None => format!("{}/{} on every kernel", self.module, self.version),
+        }
+    }
+}
+
+/// Something the planner decided without running anything: a skip or a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `name/version`, or the dkms.conf path when the module's identity is unknown.
+    pub subject: String,
+    pub kernel: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Decision {
+    /// `subject[ for kernel]: reason`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kernel {
+            Some(k) => write!(f, "{} for {k}: {}", self.subject, self.reason),
+            None => write!(f, "{}: {}", self.subject, self.reason),
+        }
+    }
+}
 
 /// What the user (or pacman) asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +100,9 @@ pub struct Request {
     /// `-k`: only these kernels (empty: all).
     pub kernels: Vec<String>,
     pub force: bool,
+    /// (module, version, kernel) whose `--force` rebuild a stopped run cut short (the journal's
+    /// pending rebuilds, [`crate::execute::journal::rebuild_pairs`]): planned as if forced.
+    pub rebuild: BTreeSet<PairId>,
 }
 
 /// One unit of work for the runner.
@@ -57,7 +121,7 @@ pub struct Job {
     /// Jobs that must succeed first.
     pub needs: Vec<usize>,
     /// Other module versions whose build directory this job may use (see the `From<&Job> for Node` impl).
-    pub shares: Vec<(String, String)>,
+    pub shares: Vec<ModuleVersion>,
     /// Kernels whose modules this job changes (for depmod after their last job).
     pub touches: Vec<String>,
     /// A build: the preflight's build of the same inputs, to install instead of compiling.
@@ -79,7 +143,7 @@ impl From<&Job> for Node {
         Node {
             needs: j.needs.clone(),
             groups: std::iter::once(own)
-                .chain(j.shares.iter().map(|(m, v)| (m, v)))
+                .chain(j.shares.iter().map(|s| (&s.name, &s.version)))
                 .map(|(m, v)| format!("{m}/{v}"))
                 .collect(),
             cost: j.cost,
@@ -376,11 +440,10 @@ impl<'a> Planner<'a> {
         let file = file.into_owned();
         // `--force`, or a rebuild a stopped run left to do.
         let forced = self.req.force
-            || self.inv.rebuild.contains(&(
-                conf.name.clone(),
-                conf.version.clone(),
-                k.release.clone(),
-            ));
+            || self
+                .req
+                .rebuild
+                .contains(&PairId::new(&conf.name, &conf.version, &k.release));
         let kept = !forced
             && self
                 .inv
@@ -396,7 +459,10 @@ impl<'a> Planner<'a> {
         }
         // Excluded there (a skip) or an exclusion that cannot be read (a failure): either way the
         // pair is not built, and its dependents learn why.
-        match excluded(&conf, k, &self.inv.arch) {
+        match conf
+            .exclusive
+            .excludes(&k.release, &self.inv.arch, &k.config)
+        {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 let why = format!("it is excluded there ({reason})");
@@ -545,7 +611,7 @@ impl<'a> Planner<'a> {
                 false => self
                     .inv
                     .prebuilt
-                    .get(&(conf.name.clone(), conf.version.clone(), k.release.clone()))
+                    .get(&PairId::new(&conf.name, &conf.version, &k.release))
                     .cloned(),
             };
             let remembered = match self.req.force {
@@ -553,7 +619,7 @@ impl<'a> Planner<'a> {
                 false => self
                     .inv
                     .remembered
-                    .get(&(conf.name.clone(), conf.version.clone(), k.release.clone()))
+                    .get(&PairId::new(&conf.name, &conf.version, &k.release))
                     .cloned(),
             };
             self.out.depmod.insert(k.release.clone());
@@ -583,8 +649,8 @@ impl<'a> Planner<'a> {
     }
 
     /// Module name -> the versions (of any module) whose dkms.conf BUILD_DEPENDS on it.
-    fn dependents(&self) -> BTreeMap<String, Vec<(String, String)>> {
-        let mut dependents: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    fn dependents(&self) -> BTreeMap<String, Vec<ModuleVersion>> {
+        let mut dependents: BTreeMap<String, Vec<ModuleVersion>> = BTreeMap::new();
         for s in &self.inv.sources {
             let mut seen = BTreeSet::new();
             for c in s.conf.per_kernel.values().flatten() {
@@ -593,7 +659,7 @@ impl<'a> Planner<'a> {
                         dependents
                             .entry(d.clone())
                             .or_default()
-                            .push((c.name.clone(), c.version.clone()));
+                            .push(ModuleVersion::new(&c.name, &c.version));
                     }
                 }
             }
@@ -603,23 +669,18 @@ impl<'a> Planner<'a> {
 
     fn remove(&mut self) {
         let mut jobs: Vec<Job> = Vec::new();
-        let mut unregistered: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut unregistered: BTreeSet<ModuleVersion> = BTreeSet::new();
         for rel in &self.req.targets.sources {
-            let Some((name, version)) = self.registered_identity(rel) else {
+            let Some(mv) = self.registered_identity(rel) else {
                 continue;
             };
             if self.req.kernels.is_empty() {
-                unregistered.insert((name.clone(), version.clone()));
-                jobs.push(self.unregister_job(rel, name, version));
+                unregistered.insert(mv.clone());
+                jobs.push(self.unregister_job(rel, mv));
             } else {
                 for k in &self.req.kernels {
-                    if self
-                        .inv
-                        .tree
-                        .pairs_for_kernel(k)
-                        .contains(&(name.clone(), version.clone()))
-                    {
-                        jobs.push(self.remove_job(&name, &version, k));
+                    if self.inv.tree.pairs_for_kernel(k).contains(&mv) {
+                        jobs.push(self.remove_job(&mv.name, &mv.version, k));
                     }
                 }
             }
@@ -662,7 +723,8 @@ impl<'a> Planner<'a> {
         }
         let dependents = self.dependents();
         for (m, k) in &removed {
-            for (d, dv) in dependents.get(m).into_iter().flatten() {
+            for dep in dependents.get(m).into_iter().flatten() {
+                let (d, dv) = (&dep.name, &dep.version);
                 if removed.contains(&(d.clone(), k.clone()))
                     || self.inv.tree.installed(d, k, arch) != Some(dv.as_str())
                 {
@@ -682,16 +744,16 @@ impl<'a> Planner<'a> {
     /// Which registered module version a leaving source directory is (from its dkms.conf, else
     /// from the dkms tree's `source` links); `None`, with a note or a failure, when there is
     /// nothing to remove or no telling what.
-    fn registered_identity(&mut self, rel: &std::path::Path) -> Option<(String, String)> {
+    fn registered_identity(&mut self, rel: &std::path::Path) -> Option<ModuleVersion> {
         let inv = self.inv;
         let dir = inv.trees.root.join(rel);
         let shown = inv.trees.display(&dir).into_owned();
-        let from_conf = inv.sources.iter().find(|s| s.dir == dir).map(|s| {
-            s.conf
-                .identity()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-        });
-        let (name, version) = match (from_conf, inv.tree.version_for_source(&dir)) {
+        let from_conf = inv
+            .sources
+            .iter()
+            .find(|s| s.dir == dir)
+            .map(|s| s.conf.identity().map(|(n, v)| ModuleVersion::new(n, v)));
+        let mv = match (from_conf, inv.tree.version_for_source(&dir)) {
             (Some(Ok(id)), _) => id,
             (_, Some(id)) => id,
             (Some(Err(e)), None) => {
@@ -706,13 +768,13 @@ impl<'a> Planner<'a> {
                 return None;
             }
         };
-        if inv.tree.version(&name, &version).is_none() {
+        if inv.tree.version(&mv.name, &mv.version).is_none() {
             self.out.notes.push(format!(
-                "{name}/{version} is not registered with dkms, nothing to remove"
+                "{mv} is not registered with dkms, nothing to remove"
             ));
             return None;
         }
-        Some((name, version))
+        Some(mv)
     }
 
     /// Whether a kernel's module index is to be updated after a removal: it stays (its package is
@@ -729,7 +791,8 @@ impl<'a> Planner<'a> {
     }
 
     /// `dkms remove --all`: the version leaves every kernel and the dkms tree.
-    fn unregister_job(&self, rel: &std::path::Path, name: String, version: String) -> Job {
+    fn unregister_job(&self, rel: &std::path::Path, mv: ModuleVersion) -> Job {
+        let ModuleVersion { name, version } = mv;
         let inv = self.inv;
         let built = inv
             .tree
@@ -768,11 +831,7 @@ impl<'a> Planner<'a> {
 
     /// Kernels that leave: every module version installed or built there, unless it is being
     /// unregistered anyway. Kernels whose headers alone leave keep their modules.
-    fn remove_from_kernels(
-        &mut self,
-        unregistered: &BTreeSet<(String, String)>,
-        jobs: &mut Vec<Job>,
-    ) {
+    fn remove_from_kernels(&mut self, unregistered: &BTreeSet<ModuleVersion>, jobs: &mut Vec<Job>) {
         for (k, target) in &self.req.targets.kernels {
             if !self.wanted_kernel(k) {
                 continue;
@@ -794,9 +853,9 @@ impl<'a> Planner<'a> {
                     .notes
                     .push(format!("kernel {k}: no DKMS modules to remove"));
             }
-            for (name, version) in pairs {
-                if !unregistered.contains(&(name.clone(), version.clone())) {
-                    jobs.push(self.remove_job(&name, &version, k));
+            for mv in pairs {
+                if !unregistered.contains(&mv) {
+                    jobs.push(self.remove_job(&mv.name, &mv.version, k));
                 }
             }
         }
@@ -830,60 +889,6 @@ impl<'a> Planner<'a> {
             remembered: None,
         }
     }
-}
-
-/// Whether BUILD_EXCLUSIVE_* keep `conf` off `kernel`: `Ok(Some(reason))` when they do, `Err` when a
-/// directive cannot be understood.
-pub fn excluded(conf: &DkmsConf, kernel: &Kernel, arch: &str) -> Result<Option<String>, String> {
-    let ex = &conf.exclusive;
-    let k = &kernel.release;
-    let re = |what: &str, pat: &str| {
-        regex::Regex::new(pat)
-            .map_err(|e| format!("{what}=\"{pat}\" is not a valid regular expression: {e}"))
-    };
-    if let Some(pat) = &ex.kernel {
-        if !re("BUILD_EXCLUSIVE_KERNEL", pat)?.is_match(k) {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_KERNEL=\"{pat}\" does not match {k}"
-            )));
-        }
-    }
-    if let Some(min) = &ex.kernel_min {
-        if crate::system::version::cmp(k, min).is_lt() {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_KERNEL_MIN=\"{min}\": {k} is older"
-            )));
-        }
-    }
-    if let Some(max) = &ex.kernel_max {
-        if crate::system::version::cmp(k, max).is_gt() {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_KERNEL_MAX=\"{max}\": {k} is newer"
-            )));
-        }
-    }
-    if let Some(pat) = &ex.arch {
-        if !re("BUILD_EXCLUSIVE_ARCH", pat)?.is_match(arch) {
-            return Ok(Some(format!(
-                "BUILD_EXCLUSIVE_ARCH=\"{pat}\" does not match {arch}"
-            )));
-        }
-    }
-    if kernel.config.known {
-        for opt in &ex.config {
-            let (negated, name) = match opt.strip_prefix('!') {
-                Some(n) => (true, n),
-                None => (false, opt.as_str()),
-            };
-            if kernel.config.enabled(name) == negated {
-                let state = if negated { "enabled" } else { "not enabled" };
-                return Ok(Some(format!(
-                    "BUILD_EXCLUSIVE_CONFIG: {name} is {state} in {k}"
-                )));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// Every dependency cycle among planned builds, per kernel, as `a -> b -> a`.
@@ -947,7 +952,9 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dkmsconf::{ConfError, Evaluated, Exclusive, Problem};
+    use crate::dkmsconf::exclusive::Exclusive;
+    use crate::dkmsconf::rules::{ConfError, Problem};
+    use crate::dkmsconf::Evaluated;
     use crate::plan::inventory::Source;
     use crate::system::dkms_tree::{DkmsTree, VersionEntry};
     use crate::system::kernel::KernelConfig;
@@ -994,7 +1001,6 @@ mod tests {
                     sources: vec![],
                     prebuilt: Default::default(),
                     remembered: Default::default(),
-                    rebuild: Default::default(),
                 },
             }
         }
@@ -1116,6 +1122,7 @@ mod tests {
                 ),
                 kernels: vec![],
                 force,
+                rebuild: Default::default(),
             };
             plan(&req, &self.inv)
         }
@@ -1135,9 +1142,7 @@ mod tests {
     }
 
     fn reasons(d: &[Decision]) -> Vec<String> {
-        d.iter()
-            .map(crate::report::reporter::decision_text)
-            .collect()
+        d.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -1312,7 +1317,7 @@ mod tests {
         // The dependency starts before unrelated work: its priority counts what waits on it.
         let spl2 = p.jobs.iter().find(|j| j.info.module == "spl").unwrap();
         // dkms 3.2+ may rebuild zfs itself when spl is installed: spl's job holds zfs's build dir.
-        assert_eq!(spl2.shares, [("zfs".to_string(), "2.2".to_string())]);
+        assert_eq!(spl2.shares, [ModuleVersion::new("zfs", "2.2")]);
         assert_eq!(Node::from(spl2).groups, ["spl/2.2", "zfs/2.2"]);
     }
 
@@ -1489,7 +1494,7 @@ mod tests {
     /// file, and skips its dependents; what it only warns about is a note, said once.
     #[test]
     fn a_dkms_conf_that_dkms_refuses_fails_before_any_build_and_names_the_file() {
-        use crate::dkmsconf::Refusal;
+        use crate::dkmsconf::rules::Refusal;
         let s = Sys::new(&[K1, K2])
             .source_with("dup-1", conf("dup", "1"), |_, c| {
                 c.refusals = vec![Refusal::DuplicateDest {
@@ -1563,6 +1568,7 @@ mod tests {
             ),
             kernels: vec![],
             force: false,
+            rebuild: Default::default(),
         };
         let p = plan(&req, &s.inv);
         assert_eq!(jobs(&p), [format!("build good/1 for {K1}")]);

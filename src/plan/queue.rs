@@ -1,8 +1,9 @@
 //! The dependency queue: which job may start now.
 //!
 //! Three calls, after cargo's `DependencyQueue`: [`Queue::take_ready`] takes a ready node,
-//! [`Queue::finish`] reports one finished and returns the nodes that will now never run (everything
-//! that needs a failed node), [`Queue::is_done`] says when nothing is left. The queue holds node ids,
+//! [`Queue::finish`] reports one finished ([`Ended`]) and returns the nodes that will now never run
+//! (everything that needs a failed node, each [`Skipped`] with the node it needed),
+//! [`Queue::is_done`] says when nothing is left. The queue holds node ids,
 //! their dependencies, groups and costs, and nothing else of a job. Two constraints decide
 //! readiness: a node's dependencies have all succeeded, and no other node of any of its groups is
 //! running (dkms builds every kernel of a module version in one shared directory). Among ready
@@ -31,6 +32,23 @@ impl Node {
             cost,
         }
     }
+}
+
+/// How a node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// What needs it may start.
+    Succeeded,
+    /// What needs it never runs.
+    Failed,
+}
+
+/// A node that will never run, because `needed`, a node it needs (directly or not), failed or
+/// was skipped itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    pub id: usize,
+    pub needed: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,9 +146,10 @@ impl Queue {
             .count()
     }
 
-    /// Marks `id` finished. On failure, returns every waiting node that needs it (transitively),
-    /// each with the id of the failed or skipped node it needed; those nodes will never start.
-    pub fn finish(&mut self, id: usize, ok: bool) -> Vec<(usize, usize)> {
+    /// Marks `id` finished. When it failed, returns every waiting node that needs it
+    /// (transitively); those nodes will never start.
+    pub fn finish(&mut self, id: usize, how: Ended) -> Vec<Skipped> {
+        let ok = how == Ended::Succeeded;
         self.state[id] = if ok { State::Succeeded } else { State::Failed };
         for g in &self.groups[id] {
             self.busy_groups.remove(g);
@@ -142,7 +161,7 @@ impl Queue {
                 for &d in &self.dependents[x] {
                     if self.state[d] == State::Waiting {
                         self.state[d] = State::Skipped;
-                        skipped.push((d, x));
+                        skipped.push(Skipped { id: d, needed: x });
                         stack.push(d);
                     }
                 }
@@ -181,7 +200,7 @@ where
     let mut q = Queue::new(items.iter().map(Into::into).collect());
     let mut out = Vec::new();
     while let Some(id) = q.take_ready() {
-        q.finish(id, true);
+        q.finish(id, Ended::Succeeded);
         out.push(id);
     }
     out
@@ -209,11 +228,11 @@ mod tests {
         ]);
         // spl: 1 + zfs's 9 waiting on it = 10 beats small's 2; zfs waits for spl.
         assert_eq!(take_all(&mut q), [0, 2]);
-        assert_eq!(q.finish(2, true), []);
+        assert_eq!(q.finish(2, Ended::Succeeded), []);
         assert_eq!(take_all(&mut q), [0usize; 0]);
-        assert_eq!(q.finish(0, true), []);
+        assert_eq!(q.finish(0, Ended::Succeeded), []);
         assert_eq!(take_all(&mut q), [1]);
-        assert_eq!(q.finish(1, true), []);
+        assert_eq!(q.finish(1, Ended::Succeeded), []);
         assert!(q.is_done());
     }
 
@@ -227,7 +246,7 @@ mod tests {
         assert_eq!(q.ready(), 2, "the two nvidia nodes count once");
         assert_eq!(take_all(&mut q), [0, 2]);
         assert_eq!(q.ready(), 0);
-        q.finish(0, true);
+        q.finish(0, Ended::Succeeded);
         assert_eq!(q.ready(), 1);
         assert_eq!(take_all(&mut q), [1]);
     }
@@ -242,7 +261,7 @@ mod tests {
             n(0, &[], &["other"]),
         ]);
         assert_eq!(take_all(&mut q), [0, 2]);
-        q.finish(0, true);
+        q.finish(0, Ended::Succeeded);
         assert_eq!(take_all(&mut q), [1]);
     }
 
@@ -257,8 +276,8 @@ mod tests {
             n(1, &[], &["small"]),
         ]);
         assert_eq!(take_all(&mut q), [1, 0, 3]);
-        q.finish(1, true);
-        q.finish(3, true);
+        q.finish(1, Ended::Succeeded);
+        q.finish(3, Ended::Succeeded);
         assert_eq!(take_all(&mut q), [2]);
     }
 
@@ -271,10 +290,13 @@ mod tests {
             n(1, &[], &["d"]),
         ]);
         assert_eq!(take_all(&mut q), [0, 3]);
-        assert_eq!(q.finish(0, false), [(1, 0), (2, 1)]);
+        assert_eq!(
+            q.finish(0, Ended::Failed),
+            [Skipped { id: 1, needed: 0 }, Skipped { id: 2, needed: 1 }]
+        );
         assert_eq!(q.running(), 1);
         assert!(!q.is_done());
-        q.finish(3, true);
+        q.finish(3, Ended::Succeeded);
         assert!(q.is_done());
         assert_eq!(q.take_ready(), None);
     }

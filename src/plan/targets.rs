@@ -10,21 +10,13 @@
 //! skipped with a note naming it, escaped, and every other line is still handled. Nothing on stdin
 //! can make the reader panic (see the fuzz loop in the tests).
 //!
-//! `dkms-hook install nvidia/550.78` and `dkms-hook remove nvidia/535.1` name module versions
-//! instead; [`Targets::to_install`] and [`Targets::to_remove`] turn them into the source
-//! directories pacman would have sent for them, so the planner sees one kind of request.
+//! Module names typed on the command line become the same targets: see [`crate::plan::names`].
 
-use crate::plan::inventory::Inventory;
-use crate::system::dkms_tree::DkmsTree;
-use crate::system::trees::Trees;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 /// Linux's PATH_MAX: no path the kernel accepts is longer, in bytes, terminating NUL included.
 pub const PATH_MAX: usize = 4096;
-
-/// How much of a skipped line its note shows, in characters of the escaped text.
-const SHOWN_MAX: usize = 120;
 
 /// Splits NeedsTargets bytes into the lines that may be acted on and one note for each line
 /// that may not. Empty lines (or lines of spaces) are dropped without a word.
@@ -47,7 +39,7 @@ pub fn read_lines(bytes: &[u8]) -> (Vec<&str>, Vec<String>) {
             Err(why) => notes.push(format!(
                 "target line {} skipped: \"{}\" {why}",
                 i + 1,
-                escaped(line)
+                crate::os::text::escaped(line)
             )),
         }
     }
@@ -75,36 +67,6 @@ fn check_line(line: &[u8]) -> Result<&str, String> {
         return Err("climbs with `..`".to_string());
     }
     Ok(s)
-}
-
-/// A line as a note shows it: UTF-8 text with its control characters escaped, other bytes as
-/// `\xNN`, cut after [`SHOWN_MAX`] characters.
-pub fn escaped(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            out.extend(c.escape_debug());
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-        if out.chars().count() > SHOWN_MAX {
-            let cut: String = out.chars().take(SHOWN_MAX).collect();
-            return format!("{cut}...");
-        }
-    }
-    out
-}
-
-/// `text` for one line of a terminal: control characters escaped (`\u{1b}`), the rest as it is.
-/// For messages that quote what a file held (a package that is not one).
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_debug().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
 }
 
 /// One kernel named by the targets, with what of it the paths touched.
@@ -171,231 +133,11 @@ impl Targets {
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty() && self.kernels.is_empty()
     }
-
-    /// The source directories of the module versions named, to build: `NAME/VERSION` is the
-    /// source whose dkms.conf says so (or, when that dkms.conf cannot be read, the directory
-    /// `NAME-VERSION`, so the planner fails it with its reason), `NAME` the newest version of that
-    /// name in the source tree.
-    pub fn to_install(specs: &[ModuleSpec], inv: &Inventory) -> Result<Targets, NameError> {
-        let trees = &inv.trees;
-        let known: Vec<(&str, &str, &Path)> = inv
-            .sources
-            .iter()
-            .filter_map(|s| {
-                let (n, v) = s.conf.identity().ok()?;
-                Some((n, v, s.dir.as_path()))
-            })
-            .collect();
-        let mut t = Targets::default();
-        for spec in specs {
-            let same_name: Vec<&(&str, &str, &Path)> =
-                known.iter().filter(|(n, _, _)| *n == spec.name).collect();
-            let dir = match &spec.version {
-                Some(v) => {
-                    let by_identity = same_name.iter().find(|(_, kv, _)| kv == v).map(|k| k.2);
-                    let dir_name = trees.source.join(format!("{}-{v}", spec.name));
-                    let unreadable = inv
-                        .sources
-                        .iter()
-                        .find(|s| s.dir == dir_name && s.conf.identity().is_err())
-                        .map(|s| s.dir.as_path());
-                    by_identity.or(unreadable)
-                }
-                None => same_name
-                    .iter()
-                    .max_by(|a, b| crate::system::version::cmp(a.1, b.1))
-                    .map(|k| k.2)
-                    .or_else(|| {
-                        // A dkms.conf that cannot be read names no module: its directory
-                        // (`NAME-VERSION`) does, and the planner then fails it naming the file.
-                        let prefix = format!("{}-", spec.name);
-                        let version = |s: &&crate::plan::inventory::Source| {
-                            let dir = s.dir.file_name()?.to_str()?;
-                            dir.strip_prefix(&prefix).map(str::to_owned)
-                        };
-                        inv.sources
-                            .iter()
-                            .filter(|s| s.conf.identity().is_err() && version(s).is_some())
-                            .max_by(|a, b| {
-                                crate::system::version::cmp(
-                                    &version(a).unwrap_or_default(),
-                                    &version(b).unwrap_or_default(),
-                                )
-                            })
-                            .map(|s| s.dir.as_path())
-                    }),
-            };
-            let Some(dir) = dir else {
-                let place = trees.display(&trees.source).into_owned();
-                return Err(if same_name.is_empty() {
-                    let names: BTreeSet<&str> = known.iter().map(|k| k.0).collect();
-                    NameError::UnknownModule {
-                        spec: spec.to_string(),
-                        place,
-                        there: listing(names),
-                    }
-                } else {
-                    NameError::UnknownVersion {
-                        spec: spec.to_string(),
-                        place,
-                        there: listing(sorted_versions(same_name.iter().map(|k| k.1))),
-                    }
-                });
-            };
-            t.sources.insert(relative(trees, dir));
-        }
-        Ok(t)
-    }
-
-    /// The source directories of the registered module versions named, to remove, as dkms's
-    /// `source` link names them (the directory may be gone already): `NAME/VERSION`, or `NAME`
-    /// when dkms has exactly one version of it.
-    pub fn to_remove(
-        specs: &[ModuleSpec],
-        tree: &DkmsTree,
-        trees: &Trees,
-    ) -> Result<Targets, NameError> {
-        let mut t = Targets::default();
-        for spec in specs {
-            let Some(m) = tree.modules.get(&spec.name) else {
-                return Err(NameError::ModuleNotRegistered {
-                    spec: spec.to_string(),
-                    there: listing(tree.modules.keys().map(String::as_str)),
-                });
-            };
-            let versions = sorted_versions(m.versions.keys().map(String::as_str));
-            let version = match &spec.version {
-                Some(v) if m.versions.contains_key(v) => v.clone(),
-                None if versions.len() == 1 => versions[0].to_string(),
-                None if !versions.is_empty() => {
-                    return Err(NameError::Ambiguous {
-                        name: spec.name.clone(),
-                        there: listing(versions),
-                    })
-                }
-                _ => {
-                    return Err(NameError::VersionNotRegistered {
-                        spec: spec.to_string(),
-                        there: listing(versions),
-                    })
-                }
-            };
-            let linked = m.versions[&version]
-                .source
-                .as_deref()
-                .filter(|d| d.starts_with(&trees.root));
-            let dir = match linked {
-                Some(d) => d.to_path_buf(),
-                None => trees.source.join(format!("{}-{version}", spec.name)),
-            };
-            t.sources.insert(relative(trees, &dir));
-        }
-        Ok(t)
-    }
-}
-
-/// A module named on the command line: `NAME` or `NAME/VERSION`, as dkms names them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleSpec {
-    pub name: String,
-    pub version: Option<String>,
-}
-
-impl std::str::FromStr for ModuleSpec {
-    type Err = NameError;
-
-    fn from_str(s: &str) -> Result<ModuleSpec, NameError> {
-        let (name, version) = match s.split_once('/') {
-            Some((n, v)) => (n, Some(v)),
-            None => (s, None),
-        };
-        let bad = |part: &str| {
-            part.is_empty()
-                || part.contains('/')
-                || part == "."
-                || part == ".."
-                || part.contains(char::is_whitespace)
-        };
-        if bad(name) || version.is_some_and(bad) {
-            return Err(NameError::Malformed(s.to_string()));
-        }
-        Ok(ModuleSpec {
-            name: name.to_string(),
-            version: version.map(str::to_string),
-        })
-    }
-}
-
-impl std::fmt::Display for ModuleSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.version {
-            Some(v) => write!(f, "{}/{v}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-/// A module named on the command line that names nothing to act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("{0}: not a module: name one as MODULE or MODULE/VERSION")]
-    Malformed(String),
-    #[error("{spec}: no such module in {place} (there: {there})")]
-    UnknownModule {
-        spec: String,
-        place: String,
-        there: String,
-    },
-    #[error("{spec}: no such version in {place} (there: {there})")]
-    UnknownVersion {
-        spec: String,
-        place: String,
-        there: String,
-    },
-    #[error("{spec}: not registered with dkms (modules registered: {there})")]
-    ModuleNotRegistered { spec: String, there: String },
-    #[error("{spec}: not registered with dkms (versions registered: {there})")]
-    VersionNotRegistered { spec: String, there: String },
-    #[error(
-        "{name}: several versions are registered with dkms ({there}): name one, as {name}/VERSION"
-    )]
-    Ambiguous { name: String, there: String },
-}
-
-/// `a, b, c`, or `none`.
-fn listing<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    let v: Vec<&str> = items.into_iter().collect();
-    if v.is_empty() {
-        "none".to_string()
-    } else {
-        v.join(", ")
-    }
-}
-
-/// Versions, oldest first, each once.
-fn sorted_versions<'a>(versions: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut v: Vec<&str> = versions.collect();
-    v.sort_by(|a, b| crate::system::version::cmp(a, b));
-    v.dedup();
-    v
-}
-
-/// A directory relative to the root, as pacman names paths.
-fn relative(trees: &Trees, dir: &Path) -> PathBuf {
-    dir.strip_prefix(&trees.root).unwrap_or(dir).to_path_buf()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn printable_escapes_control_characters_only() {
-        assert_eq!(
-            printable("bad field: \u{1b}[2J\u{0}\u{7}é\u{fffd}"),
-            "bad field: \\u{1b}[2J\\0\\u{7}é\u{fffd}"
-        );
-    }
 
     fn parse(s: &str) -> Targets {
         parse_bytes(s.as_bytes())
@@ -429,29 +171,6 @@ mod tests {
              usr/src/x/y/dkms.conf\n",
         );
         assert!(t.is_empty(), "{t:?}");
-    }
-
-    #[test]
-    fn module_specs_are_a_name_and_maybe_a_version() {
-        let spec = |s: &str| s.parse::<ModuleSpec>();
-        assert_eq!(
-            spec("nvidia/550.78"),
-            Ok(ModuleSpec {
-                name: "nvidia".into(),
-                version: Some("550.78".into())
-            })
-        );
-        assert_eq!(
-            spec("hid-xpadneo/v0.11-pre-64-g9aa168e")
-                .unwrap()
-                .version
-                .as_deref(),
-            Some("v0.11-pre-64-g9aa168e")
-        );
-        assert_eq!(spec("zfs").unwrap().version, None);
-        for bad in ["", "/1.0", "zfs/", "a/b/c", "../x", "x/..", "a b/1"] {
-            assert_eq!(spec(bad), Err(NameError::Malformed(bad.into())), "{bad:?}");
-        }
     }
 
     #[test]

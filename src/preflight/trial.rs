@@ -11,14 +11,15 @@
 //! kernel (a kernel reinstalled under the same release). All of it in the view only.
 
 use super::view::{self, Spec};
+use crate::execute::executor::DkmsExecutor;
 use crate::plan::inventory::{Inventory, SourceSelection};
 use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
 use crate::report::reporter::{Reporter, Style};
 use crate::run::events::{Event, Failure, JobResult};
-use crate::run::runner::{self, RunConfig};
+use crate::run::runner::{self, Limits};
 use crate::system::dkms::Dkms;
-use crate::system::dkms_tree::DkmsTree;
+use crate::system::dkms_tree::{DkmsTree, PairId};
 use crate::system::prebuilt::{self, Store};
 use crate::system::trees::Trees;
 use serde::{Deserialize, Serialize};
@@ -128,23 +129,26 @@ fn trial(req: &TrialRequest) -> Outcome {
             targets,
             kernels: vec![],
             force: false,
+            rebuild: crate::execute::journal::rebuild_pairs(&trees),
         },
         &inv,
     );
     let mut reporter = Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true))
         .trial()
         .under_root(&trees.root);
-    let cfg = RunConfig {
-        jobs: req.jobs,
-        cpus: req.cpus,
-        force: false,
-        arch: arch.clone(),
+    let exec = DkmsExecutor {
         dkms: Dkms::new(&trees),
+        arch: arch.clone(),
+        force: false,
         job_timeout: req.job_timeout_secs.map(std::time::Duration::from_secs),
     };
+    let limits = Limits {
+        jobs: req.jobs,
+        cpus: req.cpus,
+    };
     // The failures, to remember with the stamps of what they failed with.
-    let mut failures: BTreeMap<(String, String, String), Failure> = BTreeMap::new();
-    runner::run(&plan, &cfg, &mut |e| {
+    let mut failures: BTreeMap<PairId, Failure> = BTreeMap::new();
+    runner::run(&plan, limits, &exec, &mut |e| {
         if let Event::JobFinished {
             job,
             result: JobResult::Failed(f),
@@ -152,8 +156,7 @@ fn trial(req: &TrialRequest) -> Outcome {
         } = e
         {
             if let Some(k) = &job.kernel {
-                let key = (job.module.clone(), job.version.clone(), k.clone());
-                failures.insert(key, f.clone());
+                failures.insert(PairId::new(&job.module, &job.version, k), f.clone());
             }
         }
         reporter.handle(e)
@@ -165,7 +168,7 @@ fn trial(req: &TrialRequest) -> Outcome {
     } else {
         format!("prebuild {}", now_utc())
     };
-    keep_builds(&plan, &built, &trees, &cfg, &failures, &origin);
+    keep_builds(&plan, &built, &trees, &exec, &failures, &origin);
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
@@ -219,14 +222,21 @@ fn clear_for_trial(trees: &Trees, req: &TrialRequest) {
                 )
                 .collect();
             for (k, a) in kernels {
-                let _ = crate::execute::executor::remove_directly(trees, m, v, &k, &a);
+                let _ = crate::system::dkms_tree::remove_directly(trees, m, v, &k, &a);
             }
-            let _ = std::fs::remove_dir_all(trees.dkms.join(m).join(v));
+            let _ =
+                std::fs::remove_dir_all(crate::system::dkms_tree::version_dir(&trees.dkms, m, v));
         }
     }
     for k in &req.kernels {
-        for (m, v) in tree.pairs_for_kernel(k) {
-            let _ = crate::execute::executor::remove_directly(trees, &m, &v, k, &req.arch);
+        for mv in tree.pairs_for_kernel(k) {
+            let _ = crate::system::dkms_tree::remove_directly(
+                trees,
+                &mv.name,
+                &mv.version,
+                k,
+                &req.arch,
+            );
         }
     }
 }
@@ -238,8 +248,8 @@ fn keep_builds(
     plan: &plan::Plan,
     built: &DkmsTree,
     trees: &Trees,
-    cfg: &RunConfig,
-    failures: &BTreeMap<(String, String, String), Failure>,
+    cfg: &DkmsExecutor,
+    failures: &BTreeMap<PairId, Failure>,
     origin: &str,
 ) {
     let store = Store::at(&trees.root);
@@ -249,7 +259,7 @@ fn keep_builds(
             continue;
         };
         let (m, v) = (&job.info.module, &job.info.version);
-        let failure = failures.get(&(m.clone(), v.clone(), k.clone()));
+        let failure = failures.get(&PairId::new(m, v, k));
         if built.installed(m, k, &cfg.arch) != Some(v.as_str()) && failure.is_none() {
             continue;
         }
@@ -284,7 +294,7 @@ fn keep_builds(
             }
             continue;
         }
-        let dir = trees.dkms.join(m).join(v).join(k).join(&cfg.arch);
+        let dir = crate::system::dkms_tree::pair_dir(&trees.dkms, m, v, k, &cfg.arch);
         // A build taken from the store keeps who made it.
         let origin = match &job.prebuilt {
             Some(from) => prebuilt::origin_of(from),

@@ -1,5 +1,5 @@
-//! `--json`: the plan of `--dry-run` and the listing of `status` as one JSON document each, for
-//! jq and scripts.
+//! `--dry-run --json`: the plan as one JSON document, for jq and scripts (`status --json` is
+//! [`crate::status::json`], the listing's own items).
 //!
 //! A single document (not JSON lines): any JSON parser reads it whole, jq streams it with
 //! `.[]`, and a cut-off output does not parse, so a script cannot mistake half a plan for the
@@ -7,8 +7,7 @@
 //! disagree; the README documents them field by field.
 
 use crate::plan::Plan;
-use crate::run::events::{Action, Decision};
-use crate::status::Item;
+use crate::plan::{Action, Decision};
 use serde::Serialize;
 
 /// The `--dry-run --json` document.
@@ -123,11 +122,6 @@ pub fn plan(plan: &Plan, jobs_at_once: usize) -> String {
     to_string(&doc)
 }
 
-/// The `status --json` document: an array, one object per line `dkms status` would print.
-pub fn status(items: &[Item]) -> String {
-    to_string(&items)
-}
-
 fn to_string<T: Serialize>(value: &T) -> String {
     // Serializing plain structs of strings and numbers into a String cannot fail.
     serde_json::to_string_pretty(value).expect("plain data serializes")
@@ -137,8 +131,7 @@ fn to_string<T: Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use crate::plan::Job;
-    use crate::run::events::JobInfo;
-    use crate::status::State;
+    use crate::plan::JobInfo;
 
     fn job(id: usize, module: &str, needs: Vec<usize>) -> Job {
         Job {
@@ -183,23 +176,5 @@ mod tests {
         assert_eq!(v["edges"], serde_json::json!([{"from": 1, "to": 0}]));
         assert_eq!(v["skipped"][0]["reason"], "already installed");
         assert_eq!(v["failed"], serde_json::json!([]));
-    }
-
-    #[test]
-    fn status_items_have_null_kernel_when_only_added() {
-        let items = [Item {
-            module: "foo".into(),
-            version: "1".into(),
-            kernel: None,
-            arch: None,
-            state: State::Added,
-            warnings: vec![],
-        }];
-        let v: serde_json::Value = serde_json::from_str(&status(&items)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!([{"module": "foo", "version": "1", "kernel": null,
-                "arch": null, "state": "added", "warnings": []}])
-        );
     }
 }

@@ -10,12 +10,11 @@
 //! On a TTY the same lines are printed, coloured unless NO_COLOR is set, above one progress bar of
 //! the running jobs. The bar is drawn on stderr and cleared around each line written to `out`.
 
-use crate::plan::Plan;
-use crate::run::events::{Action, Decision, Event, Failure, JobInfo, JobResult, Settled};
+use crate::plan::{Action, Decision, JobInfo};
+use crate::run::events::{Event, Failure, JobResult, KeptGone, KeptSettled, Settled, Tally};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regex::Regex;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -79,14 +78,12 @@ pub struct Reporter {
     /// Where a progress bar would be drawn; hidden in tests.
     bar_target: fn() -> ProgressDrawTarget,
     bar: Option<ProgressBar>,
-    /// Labels of the jobs now running, in start order, for the bar's message.
-    running: Vec<String>,
+    /// The jobs now running (by their id), in start order, with their labels for the bar's
+    /// message.
+    running: Vec<(usize, String)>,
     /// Jobs of the run, from RunStarted (the counter's width).
     total: usize,
-    built: usize,
-    removed: usize,
-    /// Skip and exclusion reasons with their counts, in the order first seen.
-    skipped: Vec<(String, usize)>,
+    /// The failures as they came, listed again at the end (the summary counts the tally's).
     failures: Vec<Failed>,
     /// What a failure the planner reports stops: a build, or (in a removal run) a removal.
     planned: Stops,
@@ -107,9 +104,6 @@ impl Reporter {
             bar: None,
             running: Vec::new(),
             total: 0,
-            built: 0,
-            removed: 0,
-            skipped: Vec::new(),
             failures: Vec::new(),
             planned: Stops::Build,
             root: PathBuf::from("/"),
@@ -153,15 +147,16 @@ impl Reporter {
                 failed,
                 notes,
             } => self.run_started(*jobs, *concurrency, skipped, failed, notes),
-            Event::JobStarted { job } => {
+            Event::JobStarted { id, job } => {
                 // No counter: it counts finished jobs, and a start has none, so that `(2/4)`
                 // always means the same thing.
                 let line = self.status_line("START", Tone::Start, None, None, &job.label());
                 self.emit(line);
-                self.running.push(job.label());
+                self.running.push((*id, job.label()));
                 self.update_bar(None);
             }
             Event::JobFinished {
+                id,
                 job,
                 result,
                 elapsed,
@@ -169,9 +164,10 @@ impl Reporter {
                 total,
             } => {
                 self.job_finished(job, result, *elapsed, (*finished, *total));
-                self.stopped_running(job, *finished);
+                self.stopped_running(*id, Some(*finished));
             }
             Event::JobSkipped {
+                id,
                 job,
                 reason,
                 finished,
@@ -186,8 +182,7 @@ impl Reporter {
                     &text,
                 );
                 self.emit(line);
-                self.count_skip(reason);
-                self.stopped_running(job, *finished);
+                self.stopped_running(*id, Some(*finished));
             }
             Event::Depmod {
                 kernel,
@@ -198,12 +193,9 @@ impl Reporter {
                     let line = self.status_line("DEPMOD", Tone::Good, Some(*elapsed), None, kernel);
                     self.emit(line);
                 }
-                Err(message) => {
+                Err(e) => {
                     let label = format!("depmod {kernel}");
-                    // The message may already name what failed; say it once.
-                    let message = message
-                        .strip_prefix(&format!("{label}: "))
-                        .unwrap_or(message);
+                    let message = &e.said;
                     let mut lines =
                         vec![self.status_line("FAILED", Tone::Bad, Some(*elapsed), None, &label)];
                     lines.extend(self.failure_lines(&label, message, &[], &[], None));
@@ -231,15 +223,13 @@ impl Reporter {
                 let line = format!("{} {text}", self.paint(&pad("Stopping"), Tone::Skip, true));
                 self.emit(line);
             }
-            Event::JobInterrupted { job, elapsed } => {
+            Event::JobInterrupted { id, job, elapsed } => {
                 let line =
                     self.status_line("STOPPED", Tone::Skip, Some(*elapsed), None, &job.label());
                 self.emit(line);
-                let label = job.label();
-                self.running.retain(|l| *l != label);
-                self.update_bar(None);
+                self.stopped_running(*id, None);
             }
-            Event::Settled { job, result } => self.settled(job, result),
+            Event::Settled { job, result, .. } => self.settled(job, result),
             Event::LeftUndone { jobs } => {
                 if let Some((_, n)) = &mut self.interrupted {
                     *n = jobs.len();
@@ -253,18 +243,42 @@ impl Reporter {
                     self.emit_all(lines);
                 }
             }
-            Event::RunFinished { elapsed } => self.run_finished(*elapsed),
+            Event::RunFinished { elapsed, tally } => self.run_finished(*elapsed, tally),
+            Event::Kept(kept) => self.kept(kept),
         }
+    }
+
+    /// What the settling of the kept versions after the run did with one of them.
+    fn kept(&mut self, kept: &KeptSettled) {
+        let line = match kept {
+            KeptSettled::Removed {
+                module,
+                version,
+                why,
+            } => {
+                let why = match why {
+                    KeptGone::NoSources => "its module has no sources left",
+                    KeptGone::Replaced => "a newer version is installed wherever it was",
+                };
+                format!("  removed the kept {module}/{version}: {why}")
+            }
+            KeptSettled::NotRemoved {
+                module,
+                version,
+                dkms,
+            } => self.error_line(&format!(
+                "removing the kept {module}/{version}: dkms remove: {dkms}"
+            )),
+            KeptSettled::DepmodFailed(e) => self.error_line(&e.to_string()),
+        };
+        self.emit(line);
     }
 
     /// An interrupted job's pair, made whole.
     fn settled(&mut self, job: &JobInfo, result: &Result<Settled, String>) {
         let label = job.label();
         let text = match (result, job.action) {
-            (Ok(Settled::Installed), _) => {
-                self.built += 1;
-                format!("{label}: installed and verified")
-            }
+            (Ok(Settled::Installed), _) => format!("{label}: installed and verified"),
             (Ok(Settled::Rebuild), _) => format!(
                 "{label}: installed and verified as it was: its rebuild was cut short, and the \
                  next run does it"
@@ -275,7 +289,6 @@ impl Reporter {
                 job.kernel.as_deref().unwrap_or_default()
             ),
             (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
-                self.removed += 1;
                 format!("{label}: removed")
             }
             (Ok(Settled::Absent { removed: true }), _) => {
@@ -332,7 +345,7 @@ impl Reporter {
             self.emit(line);
         }
         for decision in failed {
-            let text = decision_text(decision);
+            let text = decision.to_string();
             let line = self.error_line(&text);
             self.emit(line);
             self.failures.push(Failed {
@@ -343,10 +356,9 @@ impl Reporter {
             });
         }
         for decision in skipped {
-            let text = decision_text(decision);
+            let text = decision.to_string();
             let line = self.status_line("SKIPPED", Tone::Skip, None, None, &text);
             self.emit(line);
-            self.count_skip(&decision.reason);
         }
         if self.style.progress && jobs > 0 {
             let bar = ProgressBar::with_draw_target(Some(jobs as u64), (self.bar_target)());
@@ -374,14 +386,8 @@ impl Reporter {
         match result {
             JobResult::Done { note } => {
                 let word = match job.action {
-                    Action::Build => {
-                        self.built += 1;
-                        "BUILT"
-                    }
-                    Action::RemoveFromKernel | Action::Unregister => {
-                        self.removed += 1;
-                        "REMOVED"
-                    }
+                    Action::Build => "BUILT",
+                    Action::RemoveFromKernel | Action::Unregister => "REMOVED",
                 };
                 let text = match note {
                     Some(note) => format!("{label}: {note}"),
@@ -395,7 +401,6 @@ impl Reporter {
                 let line =
                     self.status_line("EXCLUDED", Tone::Skip, Some(elapsed), Some(counter), &text);
                 self.emit(line);
-                self.count_skip(reason);
             }
             JobResult::Failed(failure) => {
                 let Failure {
@@ -455,7 +460,7 @@ impl Reporter {
         lines
     }
 
-    fn run_finished(&mut self, elapsed: Duration) {
+    fn run_finished(&mut self, elapsed: Duration, tally: &Tally) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -467,23 +472,25 @@ impl Reporter {
         self.emit_all(lines);
 
         let mut parts = Vec::new();
-        if self.built > 0 {
-            parts.push(format!("{} built", self.built));
+        if tally.built > 0 {
+            parts.push(format!("{} built", tally.built));
         }
-        if self.removed > 0 {
-            parts.push(format!("{} removed", self.removed));
+        if tally.removed > 0 {
+            parts.push(format!("{} removed", tally.removed));
         }
-        let skipped: usize = self.skipped.iter().map(|(_, n)| n).sum();
-        if skipped > 0 {
-            let reasons: Vec<String> = self
-                .skipped
+        if !tally.skipped.is_empty() {
+            let reasons: Vec<String> = skip_groups(&tally.skipped)
                 .iter()
                 .map(|(r, n)| format!("{n} {r}"))
                 .collect();
-            parts.push(format!("{skipped} skipped ({})", reasons.join(", ")));
+            parts.push(format!(
+                "{} skipped ({})",
+                tally.skipped.len(),
+                reasons.join(", ")
+            ));
         }
-        let failed = format!("{} failed", self.failures.len());
-        parts.push(if self.failures.is_empty() {
+        let failed = format!("{} failed", tally.failed);
+        parts.push(if tally.failed == 0 {
             failed
         } else {
             self.paint(&failed, Tone::Bad, true)
@@ -496,7 +503,7 @@ impl Reporter {
         );
         self.emit(summary);
 
-        if let Some(verdict) = self.verdict() {
+        if let Some(verdict) = self.verdict(tally.failed) {
             let head = if self.trial {
                 "==> preflight:"
             } else {
@@ -519,8 +526,8 @@ impl Reporter {
     /// The last line when anything failed: as many failures as the summary counts, then what is
     /// missing where: the modules not installed for each kernel, those not removed, the kernels
     /// whose module index was not updated.
-    fn verdict(&self) -> Option<String> {
-        if self.failures.is_empty() {
+    fn verdict(&self, failed: usize) -> Option<String> {
+        if failed == 0 {
             return None;
         }
         let mut parts = Vec::new();
@@ -572,19 +579,13 @@ impl Reporter {
                 join_words(&depmod, "and")
             ));
         }
-        Some(format!(
-            "{} failed: {}",
-            self.failures.len(),
-            parts.join("; ")
-        ))
+        Some(format!("{failed} failed: {}", parts.join("; ")))
     }
 
-    fn stopped_running(&mut self, job: &JobInfo, finished: usize) {
-        let label = job.label();
-        if let Some(i) = self.running.iter().position(|l| *l == label) {
-            self.running.remove(i);
-        }
-        self.update_bar(Some(finished));
+    /// Job `id` runs no more; `finished` jobs have.
+    fn stopped_running(&mut self, id: usize, finished: Option<usize>) {
+        self.running.retain(|(i, _)| *i != id);
+        self.update_bar(finished);
     }
 
     fn update_bar(&self, finished: Option<usize>) {
@@ -592,18 +593,8 @@ impl Reporter {
             if let Some(finished) = finished {
                 bar.set_position(finished as u64);
             }
-            bar.set_message(self.running.join(", "));
-        }
-    }
-
-    /// Counts a skip under its reason, or under the dkms directive that excluded it (reasons name a
-    /// pattern and a kernel: `BUILD_EXCLUSIVE_KERNEL="^5\." does not match 6.1.0-56-amd64`), so the
-    /// summary stays one short line.
-    fn count_skip(&mut self, reason: &str) {
-        let group = skip_group(reason);
-        match self.skipped.iter_mut().find(|(r, _)| *r == group) {
-            Some((_, n)) => *n += 1,
-            None => self.skipped.push((group.to_string(), 1)),
+            let labels: Vec<&str> = self.running.iter().map(|(_, l)| l.as_str()).collect();
+            bar.set_message(labels.join(", "));
         }
     }
 
@@ -677,6 +668,21 @@ impl Reporter {
     }
 }
 
+/// The skips counted under their reasons, or under the dkms directive that excluded them (reasons
+/// name a pattern and a kernel: `BUILD_EXCLUSIVE_KERNEL="^5\." does not match 6.1.0-56-amd64`), so
+/// the summary stays one short line; in the order first seen.
+fn skip_groups(reasons: &[String]) -> Vec<(&str, usize)> {
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for r in reasons {
+        let group = skip_group(r);
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((group, 1)),
+        }
+    }
+    groups
+}
+
 fn skip_group(reason: &str) -> &str {
     static DIRECTIVE: OnceLock<Regex> = OnceLock::new();
     let directive = DIRECTIVE.get_or_init(|| Regex::new(r"\bBUILD_EXCLUSIVE(_[A-Z]+)*\b").unwrap());
@@ -706,77 +712,12 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 {
         one
     } else {
         many
     }
-}
-
-/// `subject[ for kernel]: reason`.
-pub(crate) fn decision_text(decision: &Decision) -> String {
-    let Decision {
-        subject,
-        kernel,
-        reason,
-    } = decision;
-    match kernel {
-        Some(k) => format!("{subject} for {k}: {reason}"),
-        None => format!("{subject}: {reason}"),
-    }
-}
-
-/// The `--dry-run` text: jobs in the order they would start, then the kernels depmod would run
-/// for, then what is skipped and what fails.
-pub fn dry_run_text(plan: &Plan, jobs_at_once: usize) -> String {
-    let mut s = String::new();
-    let jobs = &plan.jobs;
-    let _ = writeln!(
-        s,
-        "dry run: {} {}, up to {jobs_at_once} at once; nothing is changed",
-        jobs.len(),
-        plural(jobs.len(), "job", "jobs"),
-    );
-    for n in &plan.notes {
-        let _ = writeln!(s, "note: {n}");
-    }
-    for (pos, &id) in crate::plan::queue::serial_order(jobs).iter().enumerate() {
-        let j = &jobs[id];
-        let how = if j.direct {
-            " (directly: no headers)"
-        } else if j.prebuilt.is_some() {
-            " (install the preflight's build)"
-        } else {
-            ""
-        };
-        let _ = write!(
-            s,
-            "{:>4}. {:<6} {}{how}",
-            pos + 1,
-            j.info.action.verb(),
-            j.info.label()
-        );
-        let after: Vec<String> = j
-            .needs
-            .iter()
-            .map(|&d| format!("{}/{}", jobs[d].info.module, jobs[d].info.version))
-            .collect();
-        if !after.is_empty() {
-            let _ = write!(s, "  (after {})", after.join(", "));
-        }
-        s.push('\n');
-    }
-    for k in &plan.depmod {
-        let _ = writeln!(s, "      depmod {k}");
-    }
-    for d in &plan.skipped {
-        let _ = writeln!(s, "  skip {}", decision_text(d));
-    }
-    for d in &plan.failed {
-        let _ = writeln!(s, "  fail {}", decision_text(d));
-    }
-    s
 }
 
 /// `a`, `a or b`, `a, b or c`.
@@ -791,6 +732,7 @@ fn join_words(words: &[&str], last: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::depmod::DepmodError;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
@@ -826,10 +768,25 @@ mod tests {
         if hidden_bar {
             reporter.bar_target = ProgressDrawTarget::hidden;
         }
-        for event in events {
+        for event in &tallied(events) {
             reporter.handle(event);
         }
         (buffer.text(), reporter.failed())
+    }
+
+    /// `events`, their RunFinished carrying what the runner counts of them.
+    fn tallied(events: &[Event]) -> Vec<Event> {
+        let tally = Tally::of(events);
+        events
+            .iter()
+            .map(|e| match e {
+                Event::RunFinished { elapsed, .. } => Event::RunFinished {
+                    elapsed: *elapsed,
+                    tally: tally.clone(),
+                },
+                e => e.clone(),
+            })
+            .collect()
     }
 
     fn render(events: &[Event]) -> (String, bool) {
@@ -882,12 +839,15 @@ mod tests {
                 notes: vec!["kernel 6.1.0-54-amd64 has no headers: nothing is built for it".into()],
             },
             Event::JobStarted {
+                id: 0,
                 job: vpoll.clone(),
             },
             Event::JobStarted {
+                id: 1,
                 job: broken.clone(),
             },
             Event::JobFinished {
+                id: 0,
                 job: vpoll,
                 result: JobResult::Done { note: None },
                 elapsed: secs(12.34),
@@ -895,9 +855,11 @@ mod tests {
                 total: 4,
             },
             Event::JobStarted {
+                id: 2,
                 job: tp.clone(),
             },
             Event::JobFinished {
+                id: 2,
                 job: tp,
                 result: JobResult::Excluded {
                     reason: "dkms: BUILD_EXCLUSIVE directive does not match this kernel".into(),
@@ -907,6 +869,7 @@ mod tests {
                 total: 4,
             },
             Event::JobFinished {
+                id: 1,
                 job: broken,
                 result: JobResult::Failed(Failure {
                     what: "make failed (dkms exit 10)".into(),
@@ -925,6 +888,7 @@ mod tests {
                 total: 4,
             },
             Event::JobSkipped {
+                id: 3,
                 job: needs,
                 reason: "needs broken/1.0, which failed".into(),
                 finished: 4,
@@ -935,7 +899,10 @@ mod tests {
                 result: Ok(()),
                 elapsed: secs(0.2),
             },
-            Event::RunFinished { elapsed: secs(33.0) },
+            Event::RunFinished {
+                elapsed: secs(33.0),
+                tally: Tally::default(),
+            },
         ]
     }
 
@@ -978,26 +945,36 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 failed: vec![],
                 notes: vec![],
             },
-            Event::JobStarted { job: a.clone() },
-            Event::JobStarted { job: b.clone() },
+            Event::JobStarted {
+                id: 0,
+                job: a.clone(),
+            },
+            Event::JobStarted {
+                id: 1,
+                job: b.clone(),
+            },
             Event::Interrupted {
                 signal: "SIGTERM".into(),
                 running: 2,
                 grace: Duration::from_secs(10),
             },
             Event::JobInterrupted {
+                id: 0,
                 job: a.clone(),
                 elapsed: secs(3.0),
             },
             Event::JobInterrupted {
+                id: 1,
                 job: b.clone(),
                 elapsed: secs(3.1),
             },
             Event::Settled {
+                id: 0,
                 job: a.clone(),
                 result: Ok(Settled::Installed),
             },
             Event::Settled {
+                id: 1,
                 job: b.clone(),
                 result: Ok(Settled::Absent { removed: true }),
             },
@@ -1007,7 +984,10 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 elapsed: secs(0.1),
             },
             Event::LeftUndone { jobs: vec![b, c] },
-            Event::RunFinished { elapsed: secs(3.5) },
+            Event::RunFinished {
+                elapsed: secs(3.5),
+                tally: Tally::default(),
+            },
         ];
         let (text, failed) = render(&events);
         let want = "  Starting 3 jobs, 2 at a time
@@ -1048,16 +1028,24 @@ note: left undone, for the next run:
                 failed: vec![],
                 notes: vec![],
             },
-            Event::JobStarted { job: a.clone() },
+            Event::JobStarted {
+                id: 0,
+                job: a.clone(),
+            },
             Event::JobFinished {
+                id: 0,
                 job: a,
                 result: JobResult::Done { note: None },
                 elapsed: secs(7.0),
                 finished: 1,
                 total: 2,
             },
-            Event::JobStarted { job: b.clone() },
+            Event::JobStarted {
+                id: 1,
+                job: b.clone(),
+            },
             Event::JobFinished {
+                id: 1,
                 job: b,
                 result: JobResult::Done { note: None },
                 elapsed: secs(6.96),
@@ -1076,6 +1064,7 @@ note: left undone, for the next run:
             },
             Event::RunFinished {
                 elapsed: secs(14.6),
+                tally: Tally::default(),
             },
         ];
         let (text, failed) = render(&events);
@@ -1113,9 +1102,11 @@ note: left undone, for the next run:
                 notes: vec![],
             },
             Event::JobStarted {
+                id: 0,
                 job: gone.clone(),
             },
             Event::JobFinished {
+                id: 0,
                 job: gone,
                 result: JobResult::Done {
                     note: Some("dkms could not remove it; removed its files directly".into()),
@@ -1125,6 +1116,7 @@ note: left undone, for the next run:
                 total: 12,
             },
             Event::JobFinished {
+                id: 1,
                 job: unreg,
                 result: JobResult::Failed(Failure {
                     what: "dkms remove failed (dkms exit 4)".into(),
@@ -1141,10 +1133,16 @@ note: left undone, for the next run:
             },
             Event::Depmod {
                 kernel: "6.1.0-55-amd64".into(),
-                result: Err("depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into()),
+                result: Err(DepmodError {
+                    kernel: "6.1.0-55-amd64".into(),
+                    said: "depmod: WARNING: could not open modules.order at /lib/modules/6.1.0-55-amd64\ndepmod: ERROR: could not open directory /lib/modules/6.1.0-55-amd64: No such file or directory".into(),
+                }),
                 elapsed: secs(0.05),
             },
-            Event::RunFinished { elapsed: secs(125.0) },
+            Event::RunFinished {
+                elapsed: secs(125.0),
+                tally: Tally::default(),
+            },
         ];
         let (text, failed) = render(&events);
         assert_eq!(
@@ -1186,6 +1184,7 @@ error: depmod 6.1.0-55-amd64: depmod: WARNING: could not open modules.order at /
             },
             Event::RunFinished {
                 elapsed: secs(0.01),
+                tally: Tally::default(),
             },
         ];
         let (text, failed) = render(&events);
@@ -1204,7 +1203,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
         // would not build.
         let buffer = Buffer::default();
         let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).trial();
-        for event in &events {
+        for event in &tallied(&events) {
             reporter.handle(event);
         }
         assert!(
@@ -1228,6 +1227,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
             },
             Event::RunFinished {
                 elapsed: secs(0.01),
+                tally: Tally::default(),
             },
         ];
         let (text, failed) = render(&events);
@@ -1346,6 +1346,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
             },
             Event::RunFinished {
                 elapsed: secs(0.01),
+                tally: Tally::default(),
             },
         ]
     }
@@ -1356,7 +1357,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
         let events = started_with_failures(vec![failed_decision("/usr/src/x-1.0", None)]);
         let buffer = Buffer::default();
         let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).removing();
-        for e in &events {
+        for e in &tallied(&events) {
             reporter.handle(e);
         }
         let text = buffer.text();
@@ -1394,6 +1395,7 @@ error: zfs/2.2.2 for 6.1.0-56-amd64: BUILD_DEPENDS names spl, which is not a dkm
     fn a_log_under_the_root_is_shown_as_on_the_system() {
         let j = job("x", "1", Some(K), Action::Build);
         let events = [Event::JobFinished {
+            id: 0,
             job: j,
             result: JobResult::Failed(Failure {
                 what: "make failed (dkms exit 10)".into(),

@@ -4,11 +4,14 @@
 //! Fed by the same events as the reporter ([`crate::run::events`]): a job's bar starts when its
 //! `JobStarted` arrives and lasts the `elapsed` its `JobFinished` carries; a depmod's bar ends
 //! when its event arrives and lasts its `elapsed`. Bars go to rows ("slots") by taking the lowest
-//! slot free at their start, so the number of rows is the run's real concurrency. The page needs
+//! slot free at their start, so the number of rows is the run's real concurrency. Jobs are
+//! followed by their id; the page's summary line is the run's tally (`RunFinished`'s), the
+//! numbers the reporter's summary says. The page needs
 //! no network: the styles are inline, the timeline is inline SVG, and the tooltips are SVG
 //! `<title>` elements (no script).
 
-use crate::run::events::{Action, Event, JobResult};
+use crate::plan::{Action, JobInfo};
+use crate::run::events::{Event, JobResult, Tally};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -76,13 +79,15 @@ pub struct Unrun {
 #[derive(Debug, Clone, Default)]
 pub struct Timings {
     started: Option<Instant>,
-    /// Jobs running: (label, start, order of start).
-    running: Vec<(String, Duration, usize)>,
+    /// Jobs running: (id, start, order of start).
+    running: Vec<(usize, Duration, usize)>,
     starts: usize,
     bars: Vec<Bar>,
     unrun: Vec<Unrun>,
     total: Duration,
     concurrency: usize,
+    /// The run's outcomes, counted by the runner.
+    tally: Tally,
 }
 
 impl Timings {
@@ -100,11 +105,12 @@ impl Timings {
     pub fn record_at(&mut self, event: &Event, at: Duration) {
         match event {
             Event::RunStarted { concurrency, .. } => self.concurrency = *concurrency,
-            Event::JobStarted { job } => {
-                self.running.push((job.label(), at, self.starts));
+            Event::JobStarted { id, .. } => {
+                self.running.push((*id, at, self.starts));
                 self.starts += 1;
             }
             Event::JobFinished {
+                id,
                 job,
                 result,
                 elapsed,
@@ -122,10 +128,11 @@ impl Timings {
                     JobResult::Excluded { reason } => (Outcome::Excluded, Some(reason.clone())),
                     JobResult::Failed(f) => (Outcome::Failed, Some(f.what.clone())),
                 };
-                self.finish(job, *elapsed, at, outcome, detail);
+                self.finish(*id, job, *elapsed, at, outcome, detail);
             }
             // Stopped by a signal: a failed bar, said so.
-            Event::JobInterrupted { job, elapsed } => self.finish(
+            Event::JobInterrupted { id, job, elapsed } => self.finish(
+                *id,
                 job,
                 *elapsed,
                 at,
@@ -151,25 +158,31 @@ impl Timings {
                 start: at.saturating_sub(*elapsed),
                 duration: *elapsed,
                 slot: 0,
-                detail: result.as_ref().err().cloned(),
+                detail: result.as_ref().err().map(ToString::to_string),
                 order: usize::MAX,
             }),
-            Event::RunFinished { elapsed } => self.total = *elapsed,
-            Event::Interrupted { .. } | Event::Settled { .. } | Event::LeftUndone { .. } => {}
+            Event::RunFinished { elapsed, tally } => {
+                self.total = *elapsed;
+                self.tally = tally.clone();
+            }
+            Event::Interrupted { .. }
+            | Event::Settled { .. }
+            | Event::LeftUndone { .. }
+            | Event::Kept(_) => {}
         }
     }
 
-    /// The bar of a job that ended `at`, `elapsed` after it started.
+    /// The bar of job `id` that ended `at`, `elapsed` after it started.
     fn finish(
         &mut self,
-        job: &crate::run::events::JobInfo,
+        id: usize,
+        job: &JobInfo,
         elapsed: Duration,
         at: Duration,
         outcome: Outcome,
         detail: Option<String>,
     ) {
-        let label = job.label();
-        let (start, order) = match self.running.iter().position(|(l, ..)| *l == label) {
+        let (start, order) = match self.running.iter().position(|(i, ..)| *i == id) {
             Some(i) => {
                 let (_, start, order) = self.running.remove(i);
                 (start, order)
@@ -212,7 +225,6 @@ impl Timings {
             .unwrap_or_default()
             .as_secs_f64()
             .max(0.001);
-        let count = |o: Outcome| bars.iter().filter(|b| b.outcome == o).count();
 
         let (left, width, row_h, top) = (110.0, 1000.0, 26.0, 24.0);
         let scale = width / end;
@@ -331,7 +343,7 @@ tr.skipped td, tr.excluded td {{ color: #777; }}
 </head>
 <body>
 <h1>dkms-hook timings</h1>
-<p class="summary">{total} in all, {jobs} jobs on up to {concurrency} slots: {built} built, {removed} removed, {failed} failed, {excluded} excluded, {skipped} skipped; {depmods} depmod.</p>
+<p class="summary">{total} in all, {jobs} jobs on up to {concurrency} slots: {built} built, {removed} removed, {skipped} skipped, {failed} failed; {depmods} depmod.</p>
 {svg}
 <table>
 <thead><tr><th>module</th><th>kernel</th><th>outcome</th><th>start</th><th>time</th><th>detail</th></tr></thead>
@@ -343,12 +355,11 @@ tr.skipped td, tr.excluded td {{ color: #777; }}
             total = secs(self.total.as_secs_f64()),
             jobs = bars.iter().filter(|b| b.name != "depmod").count() + self.unrun.len(),
             concurrency = self.concurrency,
-            built = count(Outcome::Built),
-            removed = count(Outcome::Removed),
-            failed = count(Outcome::Failed),
-            excluded = count(Outcome::Excluded),
-            skipped = self.unrun.len(),
-            depmods = count(Outcome::Depmod) + count(Outcome::DepmodFailed),
+            built = self.tally.built,
+            removed = self.tally.removed,
+            skipped = self.tally.skipped.len(),
+            failed = self.tally.failed,
+            depmods = self.tally.depmods,
         )
     }
 }
@@ -416,7 +427,7 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::events::{Failure, JobInfo};
+    use crate::run::events::Failure;
 
     fn job(m: &str, k: &str) -> JobInfo {
         JobInfo {
@@ -431,8 +442,9 @@ mod tests {
         Duration::from_secs_f64(x)
     }
 
-    fn finished(j: &JobInfo, result: JobResult, elapsed: f64) -> Event {
+    fn finished(id: usize, j: &JobInfo, result: JobResult, elapsed: f64) -> Event {
         Event::JobFinished {
+            id,
             job: j.clone(),
             result,
             elapsed: s(elapsed),
@@ -448,14 +460,38 @@ mod tests {
         let done = || JobResult::Done { note: None };
         let mut t = Timings::new();
         let script = [
-            (0.0, Event::JobStarted { job: a.clone() }),
-            (0.0, Event::JobStarted { job: b.clone() }),
-            (1.0, finished(&b, done(), 1.0)),
-            (1.0, Event::JobStarted { job: c.clone() }),
-            (2.0, finished(&c, done(), 1.0)),
-            (2.5, Event::JobStarted { job: d.clone() }),
-            (3.0, finished(&a, done(), 3.0)),
-            (4.0, finished(&d, done(), 1.5)),
+            (
+                0.0,
+                Event::JobStarted {
+                    id: 0,
+                    job: a.clone(),
+                },
+            ),
+            (
+                0.0,
+                Event::JobStarted {
+                    id: 1,
+                    job: b.clone(),
+                },
+            ),
+            (1.0, finished(1, &b, done(), 1.0)),
+            (
+                1.0,
+                Event::JobStarted {
+                    id: 2,
+                    job: c.clone(),
+                },
+            ),
+            (2.0, finished(2, &c, done(), 1.0)),
+            (
+                2.5,
+                Event::JobStarted {
+                    id: 3,
+                    job: d.clone(),
+                },
+            ),
+            (3.0, finished(0, &a, done(), 3.0)),
+            (4.0, finished(3, &d, done(), 1.5)),
         ];
         for (at, e) in &script {
             t.record_at(e, s(*at));
@@ -481,16 +517,31 @@ mod tests {
     fn page_has_one_bar_per_job_with_its_outcome_and_no_network() {
         let (a, b) = (job("a<x>", "k1"), job("b", "k2"));
         let mut t = Timings::new();
-        t.record_at(&Event::JobStarted { job: a.clone() }, s(0.0));
-        t.record_at(&Event::JobStarted { job: b.clone() }, s(0.0));
-        t.record_at(&finished(&a, JobResult::Done { note: None }, 2.0), s(2.0));
+        t.record_at(
+            &Event::JobStarted {
+                id: 0,
+                job: a.clone(),
+            },
+            s(0.0),
+        );
+        t.record_at(
+            &Event::JobStarted {
+                id: 1,
+                job: b.clone(),
+            },
+            s(0.0),
+        );
+        t.record_at(
+            &finished(0, &a, JobResult::Done { note: None }, 2.0),
+            s(2.0),
+        );
         let failure = Failure {
             what: "make failed (dkms exit 10)".into(),
             errors: vec![],
             log: None,
             output: vec![],
         };
-        t.record_at(&finished(&b, JobResult::Failed(failure), 3.0), s(3.0));
+        t.record_at(&finished(1, &b, JobResult::Failed(failure), 3.0), s(3.0));
         t.record_at(
             &Event::Depmod {
                 kernel: "k1".into(),
@@ -499,7 +550,13 @@ mod tests {
             },
             s(3.5),
         );
-        t.record_at(&Event::RunFinished { elapsed: s(3.6) }, s(3.6));
+        t.record_at(
+            &Event::RunFinished {
+                elapsed: s(3.6),
+                tally: Tally::default(),
+            },
+            s(3.6),
+        );
         let html = t.html();
         assert_eq!(html.matches(r#"<g class="bar "#).count(), 3);
         // Two job slots, and depmod on a row of its own although a slot was free.

@@ -1,51 +1,16 @@
 //! The one contract between the runner and the reporter.
 //!
 //! The runner knows nothing of display and the reporter nothing of processes: every event carries its
-//! own data (names, elapsed times, counters, captured output), so the reporter only formats.
+//! own data (names, elapsed times, counters, captured output), so the reporter only formats. The
+//! outcomes are counted once, by one rule ([`Tally::record`]): the runner counts as it tells and
+//! hands the [`Tally`] over in `RunFinished`; the reporter's summary line, the `--timings` page
+//! and the exit status all read that one tally. Every event about a job carries the job's id (its index in the
+//! plan), by which the reporter and the timings follow the jobs running.
 
+use crate::plan::{Action, Decision, JobInfo};
+use crate::system::depmod::DepmodError;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// What a job does to one module version (on one kernel, or on all of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    /// `dkms install` for one kernel (adding the version to the dkms tree first if needed).
-    Build,
-    /// Remove the version from one kernel (`dkms remove -k`, or directly when dkms cannot).
-    RemoveFromKernel,
-    /// Remove the version from every kernel and unregister it (`dkms remove --all`).
-    Unregister,
-}
-
-impl Action {
-    /// The verb shown in status lines.
-    pub fn verb(self) -> &'static str {
-        match self {
-            Action::Build => "build",
-            Action::RemoveFromKernel | Action::Unregister => "remove",
-        }
-    }
-}
-
-/// A job as the reporter sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobInfo {
-    pub module: String,
-    pub version: String,
-    /// `None` for a job that covers every kernel (unregistering a module version).
-    pub kernel: Option<String>,
-    pub action: Action,
-}
-
-impl JobInfo {
-    /// `name/version` for kernel K, or `name/version` on every kernel.
-    pub fn label(&self) -> String {
-        match &self.kernel {
-            Some(k) => format!("{}/{} for {}", self.module, self.version, k),
-            None => format!("{}/{} on every kernel", self.module, self.version),
-        }
-    }
-}
 
 /// Why a job failed, with what the user needs to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,15 +40,6 @@ pub enum JobResult {
     Failed(Failure),
 }
 
-/// Something the planner decided without running anything: a skip or a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// `name/version`, or the dkms.conf path when the module's identity is unknown.
-    pub subject: String,
-    pub kernel: Option<String>,
-    pub reason: String,
-}
-
 /// Everything the runner tells the reporter, in the order it happens.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -99,9 +55,11 @@ pub enum Event {
         notes: Vec<String>,
     },
     JobStarted {
+        id: usize,
         job: JobInfo,
     },
     JobFinished {
+        id: usize,
         job: JobInfo,
         result: JobResult,
         elapsed: Duration,
@@ -111,6 +69,7 @@ pub enum Event {
     },
     /// A job that never ran because something it needs failed.
     JobSkipped {
+        id: usize,
         job: JobInfo,
         reason: String,
         finished: usize,
@@ -119,7 +78,7 @@ pub enum Event {
     /// depmod for one kernel, after its last job.
     Depmod {
         kernel: String,
-        result: Result<(), String>,
+        result: Result<(), DepmodError>,
         elapsed: Duration,
     },
     /// A stopping signal came (SIGTERM, SIGINT, SIGHUP): no job starts any more, and the
@@ -132,12 +91,14 @@ pub enum Event {
     },
     /// A job that was running when the signal came and ended without finishing its work.
     JobInterrupted {
+        id: usize,
         job: JobInfo,
         elapsed: Duration,
     },
     /// After an interruption, an interrupted job's pair made whole: installed and verified, or
     /// absent.
     Settled {
+        id: usize,
         job: JobInfo,
         result: Result<Settled, String>,
     },
@@ -148,7 +109,12 @@ pub enum Event {
     },
     RunFinished {
         elapsed: Duration,
+        /// How the run's jobs ended, counted.
+        tally: Tally,
     },
+    /// After the run of the install hook: what the settling of the kept versions did with one
+    /// of them (`keep::after::settle`).
+    Kept(KeptSettled),
 }
 
 /// What an interrupted job's pair was left as.
@@ -160,8 +126,110 @@ pub enum Settled {
     /// build kept. The next run rebuilds it.
     Rebuild,
     /// The new version not installed, and the kept version its swap had taken out (see
-    /// [`crate::keep`]) back in its place, installed and verified.
+    /// `keep`) back in its place, installed and verified.
     Kept { version: String },
     /// Not there: what was half there (`removed: true`) was removed, or nothing was.
     Absent { removed: bool },
+}
+
+/// What the settling of the kept versions after a run did with one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptSettled {
+    /// Removed from dkms's tree (and its copy deleted), because `why`.
+    Removed {
+        module: String,
+        version: String,
+        why: KeptGone,
+    },
+    /// dkms could not remove it: its exit status, in words.
+    NotRemoved {
+        module: String,
+        version: String,
+        dkms: String,
+    },
+    /// depmod failed for a kernel it was installed on.
+    DepmodFailed(DepmodError),
+}
+
+/// Why a kept version went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptGone {
+    /// Its module has no sources left (its package went while it was kept).
+    NoSources,
+    /// A newer version is installed wherever it was.
+    Replaced,
+}
+
+/// The outcomes of a run, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Pairs built and installed (and verified), a settled interrupted build included.
+    pub built: usize,
+    /// Module versions removed (from one kernel, or unregistered).
+    pub removed: usize,
+    /// Why each pair not built or removed (and not failed) was skipped, in the order said: the
+    /// planner's skips, dkms's exclusions (BUILD_EXCLUSIVE at build time), the jobs whose
+    /// dependency failed.
+    pub skipped: Vec<String>,
+    /// Failures: the planner's, the jobs', depmod's, a pair that could not be made whole after
+    /// a signal, and after the run a kept version that could not be removed.
+    pub failed: usize,
+    /// depmod runs, whether they succeeded or not.
+    pub depmods: usize,
+    /// The stopping signal that ended the run early.
+    pub interrupted: Option<i32>,
+}
+
+impl Tally {
+    /// Counts what `event` says.
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted {
+                skipped, failed, ..
+            } => {
+                self.skipped
+                    .extend(skipped.iter().map(|d| d.reason.clone()));
+                self.failed += failed.len();
+            }
+            Event::JobFinished { job, result, .. } => match result {
+                JobResult::Done { .. } if job.action == Action::Build => self.built += 1,
+                JobResult::Done { .. } => self.removed += 1,
+                JobResult::Excluded { reason } => self.skipped.push(reason.clone()),
+                JobResult::Failed(_) => self.failed += 1,
+            },
+            Event::JobSkipped { reason, .. } => self.skipped.push(reason.clone()),
+            Event::Depmod { result, .. } => {
+                self.depmods += 1;
+                if result.is_err() {
+                    self.failed += 1;
+                }
+            }
+            Event::Settled { job, result, .. } => match (result, job.action) {
+                (Ok(Settled::Installed), Action::Build) => self.built += 1,
+                (Ok(Settled::Absent { .. }), Action::RemoveFromKernel | Action::Unregister) => {
+                    self.removed += 1
+                }
+                (Ok(_), _) => {}
+                (Err(_), _) => self.failed += 1,
+            },
+            Event::Kept(KeptSettled::Removed { .. }) => {}
+            Event::Kept(KeptSettled::NotRemoved { .. } | KeptSettled::DepmodFailed(_)) => {
+                self.failed += 1
+            }
+            Event::JobStarted { .. }
+            | Event::Interrupted { .. }
+            | Event::JobInterrupted { .. }
+            | Event::LeftUndone { .. }
+            | Event::RunFinished { .. } => {}
+        }
+    }
+
+    /// The tally of `events`.
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Tally {
+        let mut t = Tally::default();
+        for e in events {
+            t.record(e);
+        }
+        t
+    }
 }

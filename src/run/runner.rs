@@ -6,17 +6,18 @@
 //! never a hang. make's parallelism is shared: each job gets `-j` = CPUs divided by the jobs running
 //! or able to start at that moment, so a lone big module uses every core and twelve small ones do not
 //! oversubscribe the machine. depmod runs once per kernel, after that kernel's last job, when any of
-//! its jobs ran. What a job does is the [`Executor`]'s business ([`crate::execute::executor`] in production, a
-//! fake in the tests); the loop knows nothing of dkms nor of display: it only emits [`Event`]s.
+//! its jobs ran. What a job does is the [`Executor`]'s business: whoever runs a plan builds one
+//! and passes it (`execute::executor::DkmsExecutor` in production, a fake in the tests); the loop
+//! knows nothing of dkms nor of display: it only emits [`Event`]s.
 
-use crate::execute::executor::DkmsExecutor;
 use crate::os::interrupt::{self, Interrupt};
-use crate::plan::queue::Queue;
+use crate::plan::queue::{Ended, Queue, Skipped};
+use crate::plan::{Action, JobInfo};
 use crate::plan::{Job, Plan};
-use crate::run::events::{Event, Failure, JobInfo, JobResult, Settled};
-use crate::system::dkms::Dkms;
+use crate::run::events::{Event, Failure, JobResult, Settled, Tally};
+use crate::system::depmod::DepmodError;
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub trait Executor: Sync {
     /// Does `job`, with `make_jobs` for make's `-j`.
     fn execute(&self, job: &Job, make_jobs: usize) -> JobResult;
     /// Updates a kernel's module index once its jobs are done.
-    fn depmod(&self, kernel: &str) -> Result<(), String>;
+    fn depmod(&self, kernel: &str) -> Result<(), DepmodError>;
     /// After an interruption, makes the pair of a job that was stopped midway whole: installed
     /// and verified, or absent (nothing half-copied, nothing dkms counts as installed without
     /// its file). A removal is finished.
@@ -42,62 +43,33 @@ pub struct Limits {
     pub cpus: usize,
 }
 
-/// How to run a plan on the real system.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    /// Jobs at once.
-    pub jobs: usize,
-    /// CPUs to share among concurrent makes.
-    pub cpus: usize,
-    pub force: bool,
-    pub arch: String,
-    pub dkms: Dkms,
-    /// A job still running after this long is stopped and failed (`None`: no limit).
-    pub job_timeout: Option<Duration>,
+/// A job that ended (done, failed, stopped or skipped), and whether it ran: one that ran may
+/// have changed its kernels' modules, even one that failed (an unverified pair it uninstalled,
+/// a rebuild put back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JobEnded {
+    id: usize,
+    ran: bool,
 }
 
-/// The end of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RunSummary {
-    pub failed: usize,
-    pub done: usize,
-    pub skipped: usize,
-    /// The stopping signal that ended the run early.
-    pub interrupted: Option<i32>,
-}
-
-/// Runs `plan` with the real dkms (see [`run_with`]).
-pub fn run(plan: &Plan, cfg: &RunConfig, on_event: &mut dyn FnMut(&Event)) -> RunSummary {
-    let exec = DkmsExecutor {
-        dkms: cfg.dkms.clone(),
-        arch: cfg.arch.clone(),
-        force: cfg.force,
-        job_timeout: cfg.job_timeout,
-    };
-    let limits = Limits {
-        jobs: cfg.jobs,
-        cpus: cfg.cpus,
-    };
-    run_with(plan, limits, &exec, on_event)
-}
-
+/// What a job's thread or a depmod's sends the loop when it ends.
 enum Msg {
     Job(usize, JobResult, Duration),
-    Depmod(String, Result<(), String>, Duration),
+    Depmod(String, Result<(), DepmodError>, Duration),
 }
 
 /// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only;
 /// stopped by the signals of [`interrupt::global`].
-pub fn run_with(
+pub fn run(
     plan: &Plan,
     limits: Limits,
     exec: &dyn Executor,
     on_event: &mut dyn FnMut(&Event),
-) -> RunSummary {
+) -> Tally {
     run_interruptible(plan, limits, exec, interrupt::global(), on_event)
 }
 
-/// [`run_with`], stopped by `stop`: once it holds a signal, no job starts, the running ones are
+/// [`run`], stopped by `stop`: once it holds a signal, no job starts, the running ones are
 /// waited for (the signal reaches their processes through [`crate::os::process`]), the pairs of
 /// those that ended midway are settled ([`Executor::settle`]), depmod runs for the kernels that
 /// changed, and what was left undone is said.
@@ -107,55 +79,38 @@ pub fn run_interruptible(
     exec: &dyn Executor,
     stop: &Interrupt,
     on_event: &mut dyn FnMut(&Event),
-) -> RunSummary {
+) -> Tally {
     let start = Instant::now();
     let jobs_at_once = limits.jobs.max(1);
-    on_event(&Event::RunStarted {
+    let mut run = State::new(plan, on_event);
+    run.tell(&Event::RunStarted {
         jobs: plan.jobs.len(),
         concurrency: jobs_at_once.min(plan.jobs.len().max(1)),
         skipped: plan.skipped.clone(),
         failed: plan.failed.clone(),
         notes: plan.notes.clone(),
     });
-    let mut summary = RunSummary {
-        failed: plan.failed.len(),
-        ..Default::default()
-    };
-    let total = plan.jobs.len();
-    let mut queue = Queue::new(plan.jobs.iter().map(Into::into).collect());
-    // Jobs still to finish per kernel that needs depmod, and whether any of them ran.
-    let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
-    for j in &plan.jobs {
-        for k in &j.touches {
-            if plan.depmod.contains(k) {
-                *pending.entry(k.as_str()).or_default() += 1;
-            }
-        }
-    }
-    let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
-    let (mut finished, mut depmods) = (0, 0);
-    // After a signal: the jobs it stopped midway, the jobs that ended (done or not), the kernels
-    // whose depmod succeeded.
-    let mut stopped: Vec<usize> = Vec::new();
-    let mut ended_ids: Vec<bool> = vec![false; total];
-    let mut indexed: std::collections::BTreeSet<String> = Default::default();
-    let mut announced = false;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
             let signal = stop.signal();
-            announce(stop, &mut announced, queue.running(), on_event);
+            run.announce(stop);
             let mut batch = Vec::new();
-            while signal.is_none() && queue.running() < jobs_at_once {
-                let Some(id) = queue.take_ready() else { break };
+            while signal.is_none() && run.queue.running() < jobs_at_once {
+                let Some(id) = run.queue.take_ready() else {
+                    break;
+                };
                 batch.push(id);
             }
             // The CPUs go to the jobs running now and those that could start beside them.
-            let sharing = jobs_at_once.min(queue.running() + queue.ready()).max(1);
+            let sharing = jobs_at_once
+                .min(run.queue.running() + run.queue.ready())
+                .max(1);
             let make_jobs = (limits.cpus / sharing).max(1);
             for id in batch {
                 let job = &plan.jobs[id];
-                on_event(&Event::JobStarted {
+                run.tell(&Event::JobStarted {
+                    id,
                     job: job.info.clone(),
                 });
                 let tx = tx.clone();
@@ -177,7 +132,7 @@ pub fn run_interruptible(
                     let _ = tx.send(Msg::Job(id, result, t.elapsed()));
                 });
             }
-            if queue.running() == 0 && depmods == 0 {
+            if run.queue.running() == 0 && run.depmods == 0 {
                 break;
             }
             // A tick, to see a signal while jobs run.
@@ -187,141 +142,258 @@ pub fn run_interruptible(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             // Said before the first job it stopped.
-            announce(stop, &mut announced, queue.running(), on_event);
-            let mut ended: Vec<(usize, bool)> = Vec::new();
-            match msg {
-                Msg::Job(id, result, elapsed)
-                    if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) =>
-                {
-                    // Stopped by the signal (or failed as it came): settled after the others.
-                    ended_ids[id] = true;
-                    stopped.push(id);
-                    let _ = queue.finish(id, true);
-                    on_event(&Event::JobInterrupted {
-                        job: plan.jobs[id].info.clone(),
-                        elapsed,
-                    });
-                    ended.push((id, true));
-                }
-                Msg::Job(id, result, elapsed) => {
-                    ended_ids[id] = true;
-                    let ok = !matches!(result, JobResult::Failed(_));
-                    // A job that ran may have changed the kernel's modules, even one that failed
-                    // (an unverified pair it uninstalled, a rebuild put back).
-                    let ran = !matches!(result, JobResult::Excluded { .. });
-                    match &result {
-                        JobResult::Done { .. } => summary.done += 1,
-                        JobResult::Excluded { .. } => summary.skipped += 1,
-                        JobResult::Failed(_) => summary.failed += 1,
-                    }
-                    finished += 1;
-                    on_event(&Event::JobFinished {
-                        job: plan.jobs[id].info.clone(),
-                        result,
-                        elapsed,
-                        finished,
-                        total,
-                    });
-                    ended.push((id, ran));
-                    for (skipped, cause) in queue.finish(id, ok) {
-                        finished += 1;
-                        summary.skipped += 1;
-                        let c = &plan.jobs[cause].info;
-                        let what = if cause == id { "failed" } else { "was skipped" };
-                        on_event(&Event::JobSkipped {
-                            job: plan.jobs[skipped].info.clone(),
-                            reason: format!("needs {}/{}, which {what}", c.module, c.version),
-                            finished,
-                            total,
-                        });
-                        ended_ids[skipped] = true;
-                        ended.push((skipped, false));
-                    }
-                }
+            run.announce(stop);
+            let ended = match msg {
+                Msg::Job(id, result, elapsed) => run.job_ended(id, result, elapsed, stop),
                 Msg::Depmod(kernel, result, elapsed) => {
-                    depmods -= 1;
-                    if result.is_ok() {
-                        indexed.insert(kernel.clone());
-                    } else if stop.signal().is_some() {
-                        // Stopped by the signal: done again after the cleanup.
-                        continue;
-                    }
-                    if result.is_err() {
-                        summary.failed += 1;
-                    }
-                    on_event(&Event::Depmod {
-                        kernel,
-                        result,
-                        elapsed,
-                    });
+                    run.depmod_ended(kernel, result, elapsed, stop);
+                    Vec::new()
                 }
-            }
-            for (id, ran) in ended {
-                for k in &plan.jobs[id].touches {
-                    let Some(n) = pending.get_mut(k.as_str()) else {
-                        continue;
-                    };
-                    *changed.entry(k.as_str()).or_default() |= ran;
-                    *n -= 1;
-                    if *n == 0 && changed[k.as_str()] && stop.signal().is_none() {
-                        depmods += 1;
-                        let tx = tx.clone();
-                        let kernel = k.clone();
-                        scope.spawn(move || {
-                            let t = Instant::now();
-                            let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
-                                .unwrap_or_else(|p| {
-                                    Err(format!(
-                                        "depmod {kernel}: dkms-hook bug: panicked: {}",
-                                        panic_text(&*p)
-                                    ))
-                                });
-                            let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
+            };
+            // depmod for each kernel whose last job this was.
+            for kernel in run.kernels_done(&ended, stop) {
+                run.depmods += 1;
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let r = panic::catch_unwind(AssertUnwindSafe(|| exec.depmod(&kernel)))
+                        .unwrap_or_else(|p| {
+                            Err(DepmodError {
+                                kernel: kernel.clone(),
+                                said: format!("dkms-hook bug: panicked: {}", panic_text(&*p)),
+                            })
                         });
-                    }
-                }
+                    let _ = tx.send(Msg::Depmod(kernel, r, t.elapsed()));
+                });
             }
         }
     });
     if let Some(sig) = stop.signal() {
-        summary.interrupted = Some(sig);
+        run.tally.interrupted = Some(sig);
         stop.clean_up();
+        run.after_the_signal(exec);
+    }
+    let tally = run.tally.clone();
+    run.tell(&Event::RunFinished {
+        elapsed: start.elapsed(),
+        tally: tally.clone(),
+    });
+    tally
+}
+
+/// What the loop knows of a run while it goes: one method per message a job or a depmod sends.
+struct State<'p, 'e> {
+    plan: &'p Plan,
+    /// Where every event goes, once counted in `tally`.
+    on_event: &'e mut dyn FnMut(&Event),
+    queue: Queue,
+    tally: Tally,
+    /// Jobs finished (done, failed or skipped), for the events' counters.
+    finished: usize,
+    /// Per kernel that needs depmod: its jobs still to end.
+    pending: BTreeMap<&'p str, usize>,
+    /// Per kernel: whether any of its jobs that ended ran (and may have changed its modules).
+    changed: BTreeMap<&'p str, bool>,
+    /// depmods running.
+    depmods: usize,
+    /// The jobs a signal stopped midway, to settle after the others.
+    stopped: Vec<usize>,
+    /// Per job: whether it ended (done or not, skipped included).
+    ended: Vec<bool>,
+    /// The kernels whose depmod succeeded.
+    indexed: BTreeSet<String>,
+    /// Whether the signal was said.
+    announced: bool,
+}
+
+impl<'p, 'e> State<'p, 'e> {
+    fn new(plan: &'p Plan, on_event: &'e mut dyn FnMut(&Event)) -> State<'p, 'e> {
+        let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
+        for j in &plan.jobs {
+            for k in &j.touches {
+                if plan.depmod.contains(k) {
+                    *pending.entry(k.as_str()).or_default() += 1;
+                }
+            }
+        }
+        State {
+            plan,
+            on_event,
+            queue: Queue::new(plan.jobs.iter().map(Into::into).collect()),
+            tally: Tally::default(),
+            finished: 0,
+            pending,
+            changed: BTreeMap::new(),
+            depmods: 0,
+            stopped: Vec::new(),
+            ended: vec![false; plan.jobs.len()],
+            indexed: BTreeSet::new(),
+            announced: false,
+        }
+    }
+
+    /// Counts `event`, then tells it.
+    fn tell(&mut self, event: &Event) {
+        self.tally.record(event);
+        (self.on_event)(event);
+    }
+
+    /// Tells of the signal once, when there is one.
+    fn announce(&mut self, stop: &Interrupt) {
+        if let (Some(sig), false) = (stop.signal(), self.announced) {
+            self.announced = true;
+            let running = self.queue.running();
+            self.tell(&Event::Interrupted {
+                signal: interrupt::name(sig),
+                running,
+                grace: interrupt::GRACE,
+            });
+        }
+    }
+
+    /// Job `id` ended: counted and told, and what needs it skipped when it failed. Returns the
+    /// jobs that ended with it (it and those skipped), each with whether it ran.
+    fn job_ended(
+        &mut self,
+        id: usize,
+        result: JobResult,
+        elapsed: Duration,
+        stop: &Interrupt,
+    ) -> Vec<JobEnded> {
+        let jobs = &self.plan.jobs;
+        let total = jobs.len();
+        self.ended[id] = true;
+        if stop.signal().is_some() && matches!(result, JobResult::Failed(_)) {
+            // Stopped by the signal (or failed as it came): settled after the others.
+            self.stopped.push(id);
+            let _ = self.queue.finish(id, Ended::Succeeded);
+            self.tell(&Event::JobInterrupted {
+                id,
+                job: jobs[id].info.clone(),
+                elapsed,
+            });
+            return vec![JobEnded { id, ran: true }];
+        }
+        let how = match result {
+            JobResult::Failed(_) => Ended::Failed,
+            _ => Ended::Succeeded,
+        };
+        let ran = !matches!(result, JobResult::Excluded { .. });
+        self.finished += 1;
+        self.tell(&Event::JobFinished {
+            id,
+            job: jobs[id].info.clone(),
+            result,
+            elapsed,
+            finished: self.finished,
+            total,
+        });
+        let mut ended = vec![JobEnded { id, ran }];
+        for Skipped {
+            id: skipped,
+            needed,
+        } in self.queue.finish(id, how)
+        {
+            self.finished += 1;
+            let c = &jobs[needed].info;
+            let what = if needed == id {
+                "failed"
+            } else {
+                "was skipped"
+            };
+            self.tell(&Event::JobSkipped {
+                id: skipped,
+                job: jobs[skipped].info.clone(),
+                reason: format!("needs {}/{}, which {what}", c.module, c.version),
+                finished: self.finished,
+                total,
+            });
+            self.ended[skipped] = true;
+            ended.push(JobEnded {
+                id: skipped,
+                ran: false,
+            });
+        }
+        ended
+    }
+
+    /// A depmod ended: counted and told (one a signal stopped is done again after the
+    /// cleanup, and said then).
+    fn depmod_ended(
+        &mut self,
+        kernel: String,
+        result: Result<(), DepmodError>,
+        elapsed: Duration,
+        stop: &Interrupt,
+    ) {
+        self.depmods -= 1;
+        if result.is_ok() {
+            self.indexed.insert(kernel.clone());
+        } else if stop.signal().is_some() {
+            return;
+        }
+        self.tell(&Event::Depmod {
+            kernel,
+            result,
+            elapsed,
+        });
+    }
+
+    /// The kernels whose last job is among `ended` and one of whose jobs ran: their depmod is
+    /// due (none once a signal came: they get theirs after the cleanup).
+    fn kernels_done(&mut self, ended: &[JobEnded], stop: &Interrupt) -> Vec<String> {
+        let mut due = Vec::new();
+        for &JobEnded { id, ran } in ended {
+            for k in &self.plan.jobs[id].touches {
+                let Some(n) = self.pending.get_mut(k.as_str()) else {
+                    continue;
+                };
+                *self.changed.entry(k.as_str()).or_default() |= ran;
+                *n -= 1;
+                if *n == 0 && self.changed[k.as_str()] && stop.signal().is_none() {
+                    due.push(k.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// After a signal, once no job runs: the stopped jobs' pairs settled, depmod for every
+    /// kernel a job ran on whose index is not up to date yet, and what was left undone said.
+    fn after_the_signal(&mut self, exec: &dyn Executor) {
+        let plan = self.plan;
         let mut undone: Vec<JobInfo> = Vec::new();
-        for &id in &stopped {
+        for id in std::mem::take(&mut self.stopped) {
             let job = &plan.jobs[id];
             let result = panic::catch_unwind(AssertUnwindSafe(|| exec.settle(job)))
                 .unwrap_or_else(|p| Err(format!("dkms-hook bug: panicked: {}", panic_text(&*p))));
-            match &result {
-                Ok(Settled::Installed) if job.info.action == crate::run::events::Action::Build => {
-                    summary.done += 1
-                }
-                Ok(Settled::Absent { .. })
-                    if job.info.action != crate::run::events::Action::Build =>
-                {
-                    summary.done += 1
-                }
-                Ok(_) => undone.push(job.info.clone()),
-                Err(_) => {
-                    summary.failed += 1;
-                    undone.push(job.info.clone());
-                }
+            let done = matches!(
+                (&result, job.info.action),
+                (Ok(Settled::Installed), Action::Build)
+                    | (
+                        Ok(Settled::Absent { .. }),
+                        Action::RemoveFromKernel | Action::Unregister
+                    )
+            );
+            if !done {
+                undone.push(job.info.clone());
             }
-            on_event(&Event::Settled {
+            self.tell(&Event::Settled {
+                id,
                 job: job.info.clone(),
                 result,
             });
         }
-        // depmod for every kernel a job ran on whose index is not up to date yet.
-        for (k, ran) in &changed {
-            if !ran || indexed.contains(*k) {
-                continue;
-            }
+        let unindexed: Vec<&str> = self
+            .changed
+            .iter()
+            .filter(|(k, ran)| **ran && !self.indexed.contains(**k))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in unindexed {
             let t = Instant::now();
             let result = exec.depmod(k);
-            if result.is_err() {
-                summary.failed += 1;
-            }
-            on_event(&Event::Depmod {
+            self.tell(&Event::Depmod {
                 kernel: k.to_string(),
                 result,
                 elapsed: t.elapsed(),
@@ -331,31 +403,10 @@ pub fn run_interruptible(
             plan.jobs
                 .iter()
                 .enumerate()
-                .filter(|(id, _)| !ended_ids[*id])
+                .filter(|(id, _)| !self.ended[*id])
                 .map(|(_, j)| j.info.clone()),
         );
-        on_event(&Event::LeftUndone { jobs: undone });
-    }
-    on_event(&Event::RunFinished {
-        elapsed: start.elapsed(),
-    });
-    summary
-}
-
-/// Tells of the signal once, when there is one.
-fn announce(
-    stop: &Interrupt,
-    announced: &mut bool,
-    running: usize,
-    on_event: &mut dyn FnMut(&Event),
-) {
-    if let (Some(sig), false) = (stop.signal(), *announced) {
-        *announced = true;
-        on_event(&Event::Interrupted {
-            signal: interrupt::name(sig),
-            running,
-            grace: interrupt::GRACE,
-        });
+        self.tell(&Event::LeftUndone { jobs: undone });
     }
 }
 
@@ -369,7 +420,6 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::events::{Action, JobInfo};
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
@@ -432,7 +482,7 @@ mod tests {
             }
         }
 
-        fn depmod(&self, kernel: &str) -> Result<(), String> {
+        fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
             self.calls.lock().unwrap().push(format!("depmod {kernel}"));
             Ok(())
         }
@@ -466,7 +516,7 @@ mod tests {
             })
         }
 
-        fn depmod(&self, kernel: &str) -> Result<(), String> {
+        fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
             self.fake.depmod(kernel)
         }
 
@@ -492,7 +542,7 @@ mod tests {
             ["signal/1 for k1 -j4", "settle signal/1 for k1", "depmod k1"]
         );
         assert_eq!(s.interrupted, Some(libc::SIGTERM));
-        assert_eq!((s.done, s.failed, s.skipped), (0, 0, 0));
+        assert_eq!((s.built + s.removed, s.failed, s.skipped.len()), (0, 0, 0));
         let kinds: Vec<String> = events
             .iter()
             .map(|e| {
@@ -531,12 +581,12 @@ mod tests {
     }
 
     /// Runs `jobs` on a fake executor in another thread, failing the test if the run hangs.
-    fn run_fake(jobs: Vec<Job>, limits: Limits) -> (Vec<String>, Vec<Event>, RunSummary) {
+    fn run_fake(jobs: Vec<Job>, limits: Limits) -> (Vec<String>, Vec<Event>, Tally) {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let fake = Fake::default();
             let mut events = Vec::new();
-            let s = run_with(&plan(jobs), limits, &fake, &mut |e| events.push(e.clone()));
+            let s = run(&plan(jobs), limits, &fake, &mut |e| events.push(e.clone()));
             let _ = tx.send((fake.calls.into_inner().unwrap(), events, s));
         });
         rx.recv_timeout(Duration::from_secs(10))
@@ -609,13 +659,13 @@ mod tests {
         assert_eq!(depmods, BTreeSet::from(["depmod k1", "depmod k2"]));
         assert!(depmod_after_its_jobs(&calls, "k1") && depmod_after_its_jobs(&calls, "k2"));
         assert_eq!(
-            s,
-            RunSummary {
-                failed: 0,
-                done: 3,
-                skipped: 0,
-                ..Default::default()
-            }
+            (
+                s.built + s.removed,
+                s.failed,
+                s.skipped.len(),
+                s.interrupted
+            ),
+            (3, 0, 0, None)
         );
     }
 
@@ -648,13 +698,13 @@ mod tests {
             .collect();
         assert_eq!(skipped, ["needs fail/1, which failed"]);
         assert_eq!(
-            s,
-            RunSummary {
-                failed: 1,
-                done: 1,
-                skipped: 2,
-                ..Default::default()
-            }
+            (
+                s.built + s.removed,
+                s.failed,
+                s.skipped.len(),
+                s.interrupted
+            ),
+            (1, 1, 2, None)
         );
     }
 
@@ -667,13 +717,13 @@ mod tests {
         ];
         let (_, events, s) = run_fake(jobs, Limits { jobs: 2, cpus: 2 });
         assert_eq!(
-            s,
-            RunSummary {
-                failed: 1,
-                done: 1,
-                skipped: 1,
-                ..Default::default()
-            }
+            (
+                s.built + s.removed,
+                s.failed,
+                s.skipped.len(),
+                s.interrupted
+            ),
+            (1, 1, 1, None)
         );
         let failure = events.iter().find_map(|e| match e {
             Event::JobFinished {

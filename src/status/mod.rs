@@ -35,13 +35,23 @@ use std::process::{Command, Stdio};
 
 use rayon::prelude::*;
 
-use crate::dkmsconf::{run_units, Emitter, Record, Unit};
+use crate::dkmsconf::eval::{run_units, Emitter, Record, Unit};
+use crate::dkmsconf::rules::{self, Dialect, Directives, DIRECTIVES};
+use crate::system::dkms_tree;
+use crate::system::kernel::KernelConfig;
 use crate::system::trees::Trees;
 
 /// The status lines for `trees`, exactly as the installed `dkms status` would print them.
 /// ([`report`] also gives what dkms would print on stderr.)
 pub fn lines(trees: &Trees) -> Vec<String> {
     report(trees, &Flavour::detect()).lines
+}
+
+/// The `status --json` document: an array, one object per line `dkms status` would print, as
+/// one document (see [`crate::report::json`] for why not JSON lines).
+pub fn json(items: &[Item]) -> String {
+    // Plain structs of strings serialize into a String without fail.
+    serde_json::to_string_pretty(items).expect("plain data serializes")
 }
 
 /// What `dkms status` prints: its stdout lines, and what it would say on stderr.
@@ -353,14 +363,14 @@ fn read_versions(
     let mut pairs: Vec<Pair> = Vec::new();
     let mut versions: Vec<Version> = Vec::new();
     for (m, v, _) in &mvs {
-        let dir = trees.dkms.join(m).join(v);
+        let dir = dkms_tree::version_dir(&trees.dkms, m, v);
         if !dir.is_dir() {
             continue;
         }
         if flavour.skips_kernel_links() && is_kernel_link_name(v) {
             continue;
         }
-        let source = dir.join("source");
+        let source = dkms_tree::source_link(&trees.dkms, m, v);
         let is_link = source.symlink_metadata().is_ok_and(|md| md.is_symlink());
         let is_dir = source.is_dir();
         if flavour.has_broken() {
@@ -391,7 +401,7 @@ fn read_versions(
         collator.sort(&mut kas, |e| &e.2);
         let mut idx = Vec::new();
         for (k, a, _) in kas {
-            if dir.join(&k).join(&a).join("module").is_dir() {
+            if dkms_tree::built_dir(&trees.dkms, m, v, &k, &a).is_dir() {
                 idx.push(pairs.len());
                 pairs.push(Pair {
                     module: m.clone(),
@@ -467,7 +477,7 @@ fn listing(
                 if let Some(s) = suffixes.get(trees, flavour, &p.kernel) {
                     sticky = s;
                 }
-                let moddir = pair_dir(trees, p).join("module");
+                let moddir = built_dir(trees, p);
                 if !conf
                     .modules
                     .iter()
@@ -508,16 +518,11 @@ fn extra(
         // read_conf dies inside the subshell: nothing is printed.
         return out;
     }
-    let original = trees
-        .dkms
-        .join(&p.module)
-        .join("original_module")
-        .join(&p.kernel)
-        .join(&p.arch);
+    let original = dkms_tree::original_module_dir(&trees.dkms, &p.module, &p.kernel, &p.arch);
     if original.is_dir() {
         out.push(flavour.original_warning());
     }
-    let moddir = pair_dir(trees, p).join("module");
+    let moddir = built_dir(trees, p);
     let kdir = trees.install.join(&p.kernel);
     for d in &conf.modules {
         if flavour.per_module_exclusive() && d.excluded {
@@ -556,23 +561,15 @@ fn extra(
     out
 }
 
-fn pair_dir(trees: &Trees, p: &Pair) -> PathBuf {
-    trees
-        .dkms
-        .join(&p.module)
-        .join(&p.version)
-        .join(&p.kernel)
-        .join(&p.arch)
+fn built_dir(trees: &Trees, p: &Pair) -> PathBuf {
+    dkms_tree::built_dir(&trees.dkms, &p.module, &p.version, &p.kernel, &p.arch)
 }
 
 /// `_is_module_installed`: `M/kernel-K-ARCH` is a link whose `readlink -f` is exactly the
 /// pair's directory as spelt from the dkms tree path (so a dkms tree reached through a symlink
 /// shows "built", as dkms shows it).
 fn is_installed(trees: &Trees, p: &Pair, dkms: &str) -> bool {
-    let link = trees
-        .dkms
-        .join(&p.module)
-        .join(format!("kernel-{}-{}", p.kernel, p.arch));
+    let link = dkms_tree::install_link(&trees.dkms, &p.module, &p.kernel, &p.arch);
     if !link.symlink_metadata().is_ok_and(|md| md.is_symlink()) {
         return false;
     }
@@ -824,24 +821,11 @@ fn evaluate_confs(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf>
     chunks.into_iter().flatten().collect()
 }
 
-/// What `dkms status` derives from a dkms.conf: the emitter the shared evaluator
-/// ([`crate::dkmsconf`]) runs after sourcing a pair's dkms.conf and its `/etc/dkms` overrides.
+/// The emitter the shared evaluator ([`crate::dkmsconf::eval`]) runs after sourcing a pair's
+/// dkms.conf and its `/etc/dkms` overrides: the distribution, then the raw directives.
 const STATUS_EMITTER: &str = include_str!("status.sh");
 
-/// The variables dkms's read_conf unsets before sourcing.
-const READ_CONF_VARS: &str = "CLEAN PACKAGE_NAME PACKAGE_VERSION BUILT_MODULE_NAME \
-    BUILT_MODULE_LOCATION DEST_MODULE_NAME DEST_MODULE_LOCATION STRIP MAKE MAKE_MATCH \
-    BUILD_DEPENDS BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX \
-    BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG OBSOLETE_BY AUTOINSTALL";
-
 fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf> {
-    let mut flags = String::from("-");
-    if flavour.sparse_arrays() {
-        flags.push('S');
-    }
-    if flavour.per_module_exclusive() {
-        flags.push('P');
-    }
     let confs: Vec<PathBuf> = pairs
         .iter()
         .map(|p| {
@@ -877,17 +861,144 @@ fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf>
     let emitter = Emitter {
         prelude: STATUS_EMITTER,
         function: "_dh_emit_status",
-        unset: READ_CONF_VARS,
-        env: vec![
-            ("_dh_flags", flags.into()),
-            (
-                "_dh_os_release",
-                flavour.os_release.clone().into_os_string(),
-            ),
-        ],
+        unset: DIRECTIVES,
+        env: vec![(
+            "_dh_os_release",
+            flavour.os_release.clone().into_os_string(),
+        )],
     };
     let records = run_units(&emitter, trees, &units).unwrap_or_default();
-    parse_confs(&records, &readable)
+    let mut configs = KernelConfigs::default();
+    let mut confs: Vec<Conf> = readable
+        .iter()
+        .map(|&r| Conf {
+            readable: r,
+            valid: false,
+            modules: Vec::new(),
+        })
+        .collect();
+    for r in &records {
+        // A pair whose record is missing or cut short (its dkms.conf exited the subshell)
+        // counts as an invalid dkms.conf, as it would in dkms.
+        let Record::Source {
+            id,
+            fields,
+            done: true,
+            ..
+        } = r
+        else {
+            continue;
+        };
+        let (Some(conf), Some(p), Some(ksd)) = (confs.get_mut(*id), pairs.get(*id), ksds.get(*id))
+        else {
+            continue;
+        };
+        let Some((distro, directives)) = fields.split_first() else {
+            continue;
+        };
+        let config = configs.get(flavour, ksd);
+        *conf = read_conf(flavour, distro, directives, p, config);
+    }
+    confs
+}
+
+/// What dkms of `flavour` reads in a pair's dkms.conf, from the directives the evaluator wrote
+/// (after `distro`, the distribution it installs for), by the rules the planner reads dkms.conf
+/// with ([`rules`]): whether it is refused, and each module's installed name, the places dkms
+/// looks for its installed copy, and whether a per-module BUILD_EXCLUSIVE_* rules it out.
+fn read_conf(
+    flavour: &Flavour,
+    distro: &str,
+    directives: &[String],
+    p: &Pair,
+    config: &KernelConfig,
+) -> Conf {
+    let dialect = match flavour.sparse_arrays() {
+        true => Dialect::Sparse,
+        false => Dialect::Dense,
+    };
+    let d = Directives::read(directives, dialect);
+    let name = d.scalar("PACKAGE_NAME").unwrap_or_default();
+    let records = rules::module_records(&d, &name, dialect).records;
+    // A pattern bash cannot read is no match (`! $k =~ $bad` holds): the module is excluded.
+    let excludes = |ex: &crate::dkmsconf::exclusive::Exclusive| {
+        ex.excludes(&p.kernel, &p.arch, config) != Ok(None)
+    };
+    let whole = flavour.per_module_exclusive() && excludes(&d.exclusive(None));
+    let addon = std::env::var("ADDON_MODULES_DIR")
+        .ok()
+        .filter(|a| !a.is_empty());
+    let modules = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let l = r.dest_location.as_str();
+            // Where dkms installs on this distribution, whatever DEST_MODULE_LOCATION says.
+            let installs = match &addon {
+                Some(a) => format!("/{a}"),
+                None => match distro {
+                    d if ["fedora", "centos", "rhel", "ovm"]
+                        .iter()
+                        .any(|p| d.starts_with(p)) =>
+                    {
+                        "/extra".to_string()
+                    }
+                    d if ["sles", "suse", "opensuse"]
+                        .iter()
+                        .any(|p| d.starts_with(p)) =>
+                    {
+                        "/updates".to_string()
+                    }
+                    d if ["debian", "ubuntu", "arch"]
+                        .iter()
+                        .any(|p| d.starts_with(p)) =>
+                    {
+                        "/updates/dkms".to_string()
+                    }
+                    _ => l.to_string(),
+                },
+            };
+            let other = if l != installs { l } else { "" };
+            DestModule {
+                name: r.installed_name().to_string(),
+                locations: [installs.as_str(), other]
+                    .into_iter()
+                    .flat_map(str::split_whitespace)
+                    .map(str::to_string)
+                    .collect(),
+                excluded: flavour.per_module_exclusive()
+                    && (whole || excludes(&d.exclusive(Some(i)))),
+            }
+        })
+        .collect();
+    Conf {
+        readable: true,
+        valid: rules::reads(&d, dialect),
+        modules,
+    }
+}
+
+/// Each kernel's configuration as dkms 3.3+ reads it for BUILD_EXCLUSIVE_CONFIG
+/// (`include/config/auto.conf` when there is one, else `.config`; before 3.3, `.config`), read
+/// once per kernel source directory.
+#[derive(Default)]
+struct KernelConfigs {
+    read: HashMap<PathBuf, KernelConfig>,
+}
+
+impl KernelConfigs {
+    fn get(&mut self, flavour: &Flavour, ksd: &Path) -> &KernelConfig {
+        self.read.entry(ksd.to_path_buf()).or_insert_with(|| {
+            let auto = ksd.join("include/config/auto.conf");
+            let file = match flavour.per_module_exclusive() && auto.exists() {
+                true => auto,
+                false => ksd.join(".config"),
+            };
+            fs::read_to_string(file)
+                .map(|text| KernelConfig::parse(&text))
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// The files read_conf sources: the dkms.conf, then the `/etc/dkms` overrides for the module.
@@ -906,54 +1017,6 @@ fn override_files(flavour: &Flavour, p: &Pair, conf: &Path) -> Vec<PathBuf> {
         files.push(etc.join(format!("{m}--{k}-{a}.conf")));
     }
     files
-}
-
-/// Reads the evaluator's records; a pair whose record is missing or cut short (its dkms.conf
-/// exited the subshell) counts as an invalid dkms.conf, as it would in dkms.
-fn parse_confs(records: &[Record], readable: &[bool]) -> Vec<Conf> {
-    let mut confs: Vec<Conf> = readable
-        .iter()
-        .map(|&r| Conf {
-            readable: r,
-            valid: false,
-            modules: Vec::new(),
-        })
-        .collect();
-    for r in records {
-        let Record::Source {
-            id,
-            fields,
-            done: true,
-            ..
-        } = r
-        else {
-            continue;
-        };
-        let Some(conf) = confs.get_mut(*id) else {
-            continue;
-        };
-        let [valid, count, rest @ ..] = fields.as_slice() else {
-            continue;
-        };
-        let n: usize = count.parse().unwrap_or(0);
-        if rest.len() < 4 * n {
-            continue;
-        }
-        conf.modules = rest[..4 * n]
-            .chunks(4)
-            .map(|m| DestModule {
-                name: m[0].clone(),
-                locations: [&m[1], &m[2]]
-                    .into_iter()
-                    .flat_map(|l| l.split_whitespace())
-                    .map(str::to_string)
-                    .collect(),
-                excluded: m[3] == "1",
-            })
-            .collect();
-        conf.valid = valid == "1";
-    }
-    confs
 }
 
 #[cfg(test)]
@@ -1288,5 +1351,23 @@ mod tests {
         assert!(same_contents(&a, &b));
         assert!(!same_contents(&a, &c));
         assert!(!same_contents(&a, &dir.path().join("missing")));
+    }
+
+    #[test]
+    fn status_items_have_null_kernel_when_only_added() {
+        let items = [Item {
+            module: "foo".into(),
+            version: "1".into(),
+            kernel: None,
+            arch: None,
+            state: State::Added,
+            warnings: vec![],
+        }];
+        let v: serde_json::Value = serde_json::from_str(&json(&items)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([{"module": "foo", "version": "1", "kernel": null,
+                "arch": null, "state": "added", "warnings": []}])
+        );
     }
 }

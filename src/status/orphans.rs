@@ -245,9 +245,9 @@ pub fn remove(inv: &Inventory, orphans: &Orphans) -> Removal {
         }
     }
     for k in changed {
-        match crate::execute::executor::depmod(trees, &k) {
+        match crate::system::depmod::depmod(trees, &k) {
             Ok(()) => r.depmod.push(k),
-            Err(e) => r.errors.push(e),
+            Err(e) => r.errors.push(e.to_string()),
         }
     }
     r

@@ -9,8 +9,10 @@
 //! imports it.
 
 pub mod config;
+pub mod depmod;
 pub mod dkms;
 pub mod dkms_tree;
+pub mod kept;
 pub mod kernel;
 pub mod makelog;
 pub mod prebuilt;

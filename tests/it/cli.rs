@@ -328,9 +328,9 @@ fn each_commands_help_lists_the_options_that_apply_to_it() {
     }
 }
 
-/// The evaluator's bash (src/dkmsconf.sh, and src/status.sh, which runs in front of it) is
-/// shellcheck-clean, as the two run together; so are the hook scripts pacman runs (hooks/), as
-/// the sh scripts they are.
+/// The evaluator's bash (src/dkmsconf/dkmsconf.sh, and src/status/status.sh, which runs in
+/// front of it) is shellcheck-clean, as the two run together; so are the hook scripts pacman
+/// runs (hooks/), as the sh scripts they are.
 #[test]
 #[ignore = "needs shellcheck (tests/setup.sh installs it)"]
 fn the_evaluator_and_the_hook_scripts_are_shellcheck_clean() {
@@ -354,13 +354,13 @@ fn the_evaluator_and_the_hook_scripts_are_shellcheck_clean() {
     let src = crate::common::repo_dir().join("src");
     let joined = format!(
         "{}\n{}",
-        std::fs::read_to_string(src.join("status.sh")).unwrap(),
-        std::fs::read_to_string(src.join("dkmsconf.sh")).unwrap()
+        std::fs::read_to_string(src.join("status/status.sh")).unwrap(),
+        std::fs::read_to_string(src.join("dkmsconf/dkmsconf.sh")).unwrap()
     );
     for (what, input) in [
         (
             "dkmsconf.sh",
-            std::fs::read_to_string(src.join("dkmsconf.sh")).unwrap(),
+            std::fs::read_to_string(src.join("dkmsconf/dkmsconf.sh")).unwrap(),
         ),
         ("status.sh + dkmsconf.sh", joined),
     ] {
@@ -381,7 +381,7 @@ fn the_evaluator_and_the_hook_scripts_are_shellcheck_clean() {
 }
 
 /// The keys of a JSON object, to check a document's shape exactly (a key added or dropped
-/// must be a decision, and show up in the README).
+/// must be a decision, and show up in docs/user-guide.md).
 fn keys(v: &serde_json::Value) -> BTreeSet<&str> {
     v.as_object()
         .unwrap_or_else(|| panic!("not an object: {v}"))
@@ -881,9 +881,9 @@ fn install_and_remove_at_a_terminal_say_they_wait_for_the_targets() {
     }
 }
 
-/// A file build.rs generated beside the binary.
+/// A file build.rs generated (in its OUT_DIR's `share/`).
 fn generated(rel: &str) -> PathBuf {
-    Path::new(BIN).parent().unwrap().join("share").join(rel)
+    Path::new(env!("OUT_DIR")).join("share").join(rel)
 }
 
 /// bash, with the completion script build.rs wrote: `dkms-hook WORDS<TAB>`'s candidates, one

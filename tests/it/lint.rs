@@ -649,10 +649,10 @@ fn real_debian_dkms_packages_ported_to_arch() {
             out.dump()
         );
         assert_eq!(out.code, 0);
-        let readme = fs::read_to_string(crate::common::repo_dir().join("README.md")).unwrap();
+        let guide = packaging_guide();
         assert!(
-            readme.contains(&out.stdout),
-            "README.md's review does not show: {}",
+            guide.contains(&out.stdout),
+            "docs/packaging.md's review does not show: {}",
             out.stdout
         );
         // With the conflict a packager would add, the port is clean.
@@ -678,8 +678,14 @@ fn real_debian_dkms_packages_ported_to_arch() {
     assert_eq!(covered, sources);
 }
 
+/// The packager's guide (docs/packaging.md), whose examples are checked against real output.
+fn packaging_guide() -> String {
+    fs::read_to_string(crate::common::repo_dir().join("docs/packaging.md"))
+        .expect("docs/packaging.md")
+}
+
 #[test]
-fn the_readme_example_is_real_output() {
+fn the_packaging_guide_example_is_real_output() {
     let mut files = BTreeMap::new();
     let conf = "PACKAGE_NAME=\"example\"\nPACKAGE_VERSION=\"1.2\"\nBUILT_MODULE_NAME[0]=\"example\"\n\
                 BUILT_MODULE_NAME[1]=\"example_hw\"\nDEST_MODULE_NAME[1]=\"example\"\n\
@@ -706,12 +712,12 @@ fn the_readme_example_is_real_output() {
     let d = tempfile::tempdir().unwrap();
     let out = lint(&[&spec.build(d.path(), Compression::Zstd)]);
     assert_eq!(out.code, 1, "{}", out.dump());
-    let readme = fs::read_to_string(crate::common::repo_dir().join("README.md")).unwrap();
+    let guide = packaging_guide();
     assert_eq!(out.stdout.lines().count(), 10, "{}", out.dump());
     for line in out.stdout.lines() {
         assert!(
-            readme.contains(&format!("\n{line}\n")),
-            "README.md does not show this line of the example: {line}"
+            guide.contains(&format!("\n{line}\n")),
+            "docs/packaging.md does not show this line of the example: {line}"
         );
     }
 }

@@ -6,9 +6,11 @@
 mod cli;
 mod common;
 mod dkmsconf_rules;
+mod docs;
 mod engine;
 mod fixtures_smoke;
 mod keep;
+mod layers;
 mod lint;
 mod logs;
 mod newer_dkms;

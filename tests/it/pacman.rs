@@ -178,8 +178,9 @@ fn s13_a_kernel_reinstalled_then_removed_piece_by_piece() {
 }
 
 /// The package makepkg builds from this checkout holds the hook scripts, executable where the
-/// hook files Exec them, and the completions and man page that build.rs generated from this
-/// checkout's command line (the same text as beside the binary makepkg built, so not stale).
+/// hook files Exec them, the completions and man page that build.rs generated from this
+/// checkout's command line (the same text as beside the binary makepkg built, so not stale), and
+/// the README with the guides it links to.
 #[test]
 #[ignore = "needs makepkg and bsdtar (tests/setup.sh installs them): run tests/run"]
 fn the_package_holds_the_hook_scripts_completions_and_man_page() {
@@ -246,6 +247,19 @@ fn the_package_holds_the_hook_scripts_completions_and_man_page() {
         );
         let want = std::fs::read(built.join(generated)).unwrap();
         assert!(out.stdout == want, "{path}: not what build.rs generated");
+    }
+    // The README and the guides its links lead to, laid out as in the checkout.
+    for doc in [
+        "README.md",
+        "docs/user-guide.md",
+        "docs/packaging.md",
+        "docs/promises.md",
+    ] {
+        assert_eq!(
+            mode_of(&format!("usr/share/doc/dkms-hook/{doc}")),
+            "-rw-r--r--",
+            "{doc}"
+        );
     }
 }
 

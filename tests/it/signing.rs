@@ -3,9 +3,9 @@
 //! tests/setup.sh could not build it). The kernels'
 //! headers are Debian's, whose config has CONFIG_MODULE_SIG_HASH as Arch's does, so dkms signs what
 //! it builds when it has a key. dkms reads its signing settings from the running system's
-//! /etc/dkms only; dkms-hook hands the root's to it (see dkms_hook::system::trees), so each test names its
-//! own key in its root's framework.conf, made with openssl, and reads the signer back from the
-//! installed module with modinfo. dkms 3.4 signs nothing in a chroot unless
+//! /etc/dkms only; dkms-hook hands the root's to it (see dkms_hook::system::trees), so each test
+//! names its own key in its root's framework.conf, made with openssl, and reads the signer back
+//! from the installed module with modinfo. dkms 3.4 signs nothing in a chroot unless
 //! `try_sign_modules=true`, and tests/run's private mount namespace counts as one for it.
 
 use std::path::Path;
