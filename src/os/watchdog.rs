@@ -12,8 +12,10 @@
 //!   `-G` before the leader is reaped, so a group id is never reused while it is listed). When
 //!   the pipe closes without a word (dkms-hook is gone), it kills every group still listed. It
 //!   holds the run lock's file too, so the lock is free only once they are dead: the next run
-//!   never builds beside them. At a normal end the pipe closes with no group listed, and the
-//!   run waits for the watchdog to exit before its lock goes ([`stop`]).
+//!   never builds beside them. At a normal end the run says so (`.`) before the pipe closes, and
+//!   waits for the watchdog to exit before its lock goes ([`stop`]): an orderly end kills
+//!   nothing, even a group listed by another user of the library in the same process (the
+//!   lock's unit tests run beside tests whose children are listed).
 //!
 //! Only the watchdog gets the lock's descriptor: a child that outlives its group (a daemon a
 //! Makefile starts) must not hold the lock forever.
@@ -32,6 +34,7 @@ while read -r op group; do
     case $op in
         +) live[$group]=1 ;;
         -) unset "live[$group]" ;;
+        .) exit 0 ;;
     esac
 done
 for group in "${!live[@]}"; do
@@ -99,7 +102,12 @@ pub fn untrack(group: i32) {
 /// The run ends: the watchdog is told so (its input closes with no group listed) and waited for.
 pub fn stop() {
     let w = state().take();
-    if let Some(Watchdog { mut child, input }) = w {
+    if let Some(Watchdog {
+        mut child,
+        mut input,
+    }) = w
+    {
+        let _ = input.write_all(b".\n");
         drop(input);
         let _ = child.wait();
     }
