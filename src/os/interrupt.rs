@@ -86,6 +86,15 @@ impl Interrupt {
         first
     }
 
+    /// Forgets a stop the process asked of itself with [`Interrupt::raise`] once it is over (a
+    /// prebuild that gave way to pacman): the exit status is then the mode's own, and children
+    /// may start again.
+    pub fn withdraw(&self) {
+        let mut st = self.state();
+        self.signal.store(0, Ordering::SeqCst);
+        st.cleaning = false;
+    }
+
     /// Kills every group still running, unless the cleanup has begun.
     pub fn kill_remaining(&self) {
         let st = self.state();

@@ -16,6 +16,11 @@
 //!    in the view of the system after it, each build kept in the store with its stamp, each
 //!    failure remembered with its log. Nothing is installed or removed.
 //!
+//! A prebuild gives way to pacman: should a transaction start while it builds (pacman's
+//! `db.lck` appears), it stops its builds at once, as a SIGTERM would, and ends, so that the
+//! transaction's preflight, waiting for the run lock, gets it within seconds; the next prebuild
+//! goes on from what the store holds.
+//!
 //! What cannot be done (offline, a mirror that answers nothing, a signature that fails, a full
 //! disk) is one line, and nothing changes.
 
@@ -28,6 +33,11 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often a prebuild looks whether pacman has started a transaction.
+const PACMAN_POLL: Duration = Duration::from_millis(500);
 
 /// The private copy of the sync databases, relative to the root.
 pub const DB_DIR: &str = "var/cache/dkms-hook/prebuild/db";
@@ -129,7 +139,22 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
         .collect();
     let brought: BTreeSet<&String> = targets.iter().collect();
     let _ = out.flush();
-    match super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, out) {
+    let judged = giving_way_to_pacman(&lock, || {
+        super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, out)
+    });
+    let judged = match judged {
+        Some(j) => j,
+        None => {
+            let _ = writeln!(
+                out,
+                "prebuild: pacman started a transaction ({} appeared): stopped, to leave it the \
+                 machine and the run lock; the next prebuild goes on",
+                trees.display(&lock)
+            );
+            return EXIT_OK;
+        }
+    };
+    match judged {
         Judged::NotChecked => EXIT_OK,
         Judged::Done(j) => {
             for (k, n) in &j.ok {
@@ -151,6 +176,34 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
             }
         }
     }
+}
+
+/// Runs `work`, stopped as by a SIGTERM should pacman take its lock (`db_lock` appears)
+/// meanwhile: then None, and the stop is withdrawn (the prebuild ends as it chose to).
+fn giving_way_to_pacman<T>(db_lock: &Path, work: impl FnOnce() -> T) -> Option<T> {
+    let done = AtomicBool::new(false);
+    let gave_way = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if db_lock.exists() {
+                    if crate::os::interrupt::global().raise(libc::SIGTERM) {
+                        gave_way.store(true, Ordering::SeqCst);
+                    }
+                    return;
+                }
+                std::thread::sleep(PACMAN_POLL);
+            }
+        });
+        let r = work();
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    if gave_way.load(Ordering::SeqCst) {
+        crate::os::interrupt::global().withdraw();
+        return None;
+    }
+    Some(result)
 }
 
 /// Makes the private database directory: its `local` a link to pacman's, its `sync/` seeded

@@ -146,14 +146,19 @@ fn trial(req: &TrialRequest) -> Outcome {
         jobs: req.jobs,
         cpus: req.cpus,
     };
-    // The failures, to remember with the stamps of what they failed with.
+    // The failures, to remember with the stamps of what they failed with: only those that
+    // ended before any signal (a build a signal stopped says nothing of the module).
     let mut failures: BTreeMap<PairId, Failure> = BTreeMap::new();
+    let stop = crate::os::interrupt::global();
     runner::run(&plan, limits, &exec, &mut |e| {
-        if let Event::JobFinished {
-            job,
-            result: JobResult::Failed(f),
-            ..
-        } = e
+        if let (
+            Event::JobFinished {
+                job,
+                result: JobResult::Failed(f),
+                ..
+            },
+            None,
+        ) = (e, stop.signal())
         {
             if let Some(k) = &job.kernel {
                 failures.insert(PairId::new(&job.module, &job.version, k), f.clone());

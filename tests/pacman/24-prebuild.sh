@@ -6,7 +6,8 @@
 # in the view of the system after it: the module that fails on N+1 is remembered with its
 # failure, and `pacman -Syu` aborts on it without compiling, showing the compiler's own error.
 # Fixed and prebuilt again, the upgrade goes through without a compilation, each module
-# installed for N+1 from the prebuild's build. A source changed between the prebuild and the
+# installed for N+1 from the prebuild's build; a prebuild gives way to a transaction that starts
+# while it builds. A source changed between the prebuild and the
 # upgrade is compiled again, once. A mirror that answers nothing, or a full /var/cache/dkms-hook:
 # one line, nothing changed. The unit files pass systemd-analyze verify.
 # shellcheck source=tests/pacman/lib.sh
@@ -84,8 +85,36 @@ expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built ahead by the prebuild o
 (($(compiled) == 0)) || fail "the aborted -Syu compiled: $(cat "$tlog")"
 [[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "linux-test moved"
 
-# Fixed (1.0 builds everywhere) and prebuilt again: only what is new is compiled.
+# Fixed (1.0 builds everywhere): a prebuild that pacman interrupts gives way at once. A slow
+# compiler first in PATH (each call waits 60 s) holds the prebuild in its first compilation;
+# pacman's lock appears: the prebuild stops its builds, says so, exits 0 and frees the run lock
+# well before the compilation would have ended, and no process of its trial is left.
 pacman_run -U "$(pkg dkmshook-kver-dkms 1.0-1)"
+slow=/var/tmp/dkmshook-slow
+mkdir -p "$slow"
+for w in $(grep -l '^# dkmshook-toolchain' /usr/local/bin/*); do
+  printf '#!/bin/sh\necho "$$" >>%s/started\nsleep 60\nexec %s "$@"\n' "$slow" "$w" >"$slow/${w##*/}"
+  chmod +x "$slow/${w##*/}"
+done
+(PATH=$slow:$PATH dkms-hook prebuild >"$slow/out" 2>&1; echo $? >"$slow/rc") &
+for _ in $(seq 600); do [[ -s $slow/started ]] && break; sleep 0.1; done
+[[ -s $slow/started ]] || fail "the slow prebuild never compiled: $(cat "$slow/out")"
+touch /var/lib/pacman/db.lck
+t0=$SECONDS
+for _ in $(seq 400); do [[ -s $slow/rc ]] && break; sleep 0.1; done
+rm -f /var/lib/pacman/db.lck
+sed 's/^/    | /' "$slow/out"
+[[ -s $slow/rc ]] || fail "the prebuild did not give way to pacman within 40 s"
+(($(cat "$slow/rc") == 0)) || fail "the prebuild that gave way exited $(cat "$slow/rc")"
+grep -q '^prebuild: pacman started a transaction (/var/lib/pacman/db.lck appeared): stopped' "$slow/out" ||
+  fail "no word of giving way"
+echo "    gave way in $((SECONDS - t0)) s"
+sleep 1
+left=$(pgrep -f "$slow/" || true)
+[[ -z $left ]] || fail "processes of the interrupted prebuild are left: $(ps -o pid,args -p "${left//$'\n'/,}")"
+dkms-hook status >/dev/null || fail "dkms-hook status after the interrupted prebuild"
+
+# Prebuilt again: only what is new is compiled.
 : >"$tlog"
 prebuild
 ((PREBUILD_STATUS == 0)) || fail "prebuild exited $PREBUILD_STATUS"
