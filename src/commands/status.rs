@@ -40,5 +40,9 @@ pub fn run(cfg: &Config) -> Result<Exit> {
     for e in &report.errors {
         eprintln!("{e}");
     }
+    // What a run killed midway left for the next one (dkms's lines cannot show it).
+    for line in crate::execute::journal::left_by_dead_runs(&trees) {
+        eprintln!("dkms-hook: warning: {line}");
+    }
     Ok(Exit::Ok)
 }
