@@ -42,7 +42,7 @@ pub struct Entry {
     pub job: Job,
     /// A `--force` rebuild.
     pub force: bool,
-    /// The kept version its swap uninstalled (see `replace_kept` in [`crate::execute::executor`]).
+    /// The kept version its swap uninstalled (see `Worker::replace_kept` in [`crate::execute::work`]).
     pub swap_from: Option<String>,
     /// The pid of the run that wrote it.
     pub pid: Option<u32>,
