@@ -45,5 +45,9 @@ pub fn run(cfg: &Config) -> Result<Exit> {
     for line in store.ready_for_kernels_not_installed(&trees.install) {
         eprintln!("dkms-hook: {line}");
     }
+    // What a run killed midway left for the next one (dkms's lines cannot show it).
+    for line in crate::execute::journal::left_by_dead_runs(&trees) {
+        eprintln!("dkms-hook: warning: {line}");
+    }
     Ok(Exit::Ok)
 }

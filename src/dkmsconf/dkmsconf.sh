@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The one evaluator of dkms.conf files, for planning (src/dkmsconf.rs) and for status
-# (src/status.rs, which appends src/status.sh). dkms.conf is a bash script that dkms sources, so
+# The one evaluator of dkms.conf files, for planning (src/dkmsconf/) and for status
+# (src/status/mod.rs, which appends src/status/status.sh). dkms.conf is a bash script that dkms sources, so
 # it is sourced here too, per kernel, in a subshell, with the variables dkms sets.
 #
 # Arguments: EMIT UNSET DKMS_TREE SOURCE_TREE INSTALL_TREE, then units, each a word and its fields:

@@ -17,7 +17,7 @@ pub struct DkmsConf {
     pub build_depends: Vec<String>,
     pub exclusive: Exclusive,
     /// BUILT_MODULE_NAME entries: the .ko files (without suffix) a build produces, one per
-    /// module record as dkms 3.4.3 counts them (see [`records`]), PACKAGE_NAME where dkms
+    /// module record as dkms 3.4.3 counts them (see [`module_records`]), PACKAGE_NAME where dkms
     /// defaults to it, an empty string in a hole of a sparse array.
     pub built_modules: Vec<String>,
     /// DEST_MODULE_NAME entries (same order as `built_modules`; empty string when unset).

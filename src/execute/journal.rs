@@ -42,7 +42,7 @@ pub struct Entry {
     pub job: Job,
     /// A `--force` rebuild.
     pub force: bool,
-    /// The kept version its swap uninstalled (see `replace_kept` in [`crate::execute::executor`]).
+    /// The kept version its swap uninstalled (see `Worker::replace_kept` in [`crate::execute::work`]).
     pub swap_from: Option<String>,
     /// The pid of the run that wrote it.
     pub pid: Option<u32>,
@@ -247,6 +247,45 @@ pub fn pending_swaps(trees: &Trees) -> Vec<ModuleVersion> {
     entries(trees)
         .into_iter()
         .filter_map(|e| Some(ModuleVersion::new(e.job.info.module, e.swap_from?)))
+        .collect()
+}
+
+/// What each entry that a dead run left says to someone who looks (`dkms-hook status`), without
+/// the run lock: an entry whose run is alive is that run's business, and one of another dkms
+/// tree (a preflight's) is not the system's.
+pub fn left_by_dead_runs(trees: &Trees) -> Vec<String> {
+    let alive = |pid: u32| Path::new("/proc").join(pid.to_string()).exists();
+    entries(trees)
+        .into_iter()
+        .filter(|e| e.pid.is_some_and(|p| !alive(p)))
+        .filter(|e| e.dkms_tree.as_ref().is_none_or(|t| *t == trees.dkms))
+        .map(|e| {
+            let i = &e.job.info;
+            let (m, v) = (&i.module, &i.version);
+            let on = i.kernel.as_deref().map(|k| format!(" on {k}")).unwrap_or_default();
+            let pid = e.pid.unwrap_or_default();
+            if is_rebuild(&e.path) {
+                return format!(
+                    "a --force rebuild of {m}/{v}{on} was cut short (pid {pid}): the previous \
+                     build is installed; the next run as root rebuilds it"
+                );
+            }
+            match &e.swap_from {
+                Some(old) => format!(
+                    "a dkms-hook run (pid {pid}) was killed while it swapped {m} {old} for {v}{on}: \
+                     {old} is not installed there until dkms-hook runs again as root (it puts \
+                     it back first)"
+                ),
+                None => format!(
+                    "a dkms-hook run (pid {pid}) was killed in the middle of {} {m}/{v}{on}: run \
+                     dkms-hook as root to make it whole",
+                    match i.action {
+                        Action::Build => "building",
+                        _ => "removing",
+                    }
+                ),
+            }
+        })
         .collect()
 }
 

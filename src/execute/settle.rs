@@ -9,7 +9,7 @@
 //! there of it is removed (`dkms remove -k`, then dkms's files directly when dkms cannot), and
 //! the next run builds it from scratch. A stopped removal is finished.
 //!
-//! A swap cut short (see `replace_kept` in [`crate::execute::executor`]: the kept version uninstalled, the
+//! A swap cut short (see `Worker::replace_kept` in [`crate::execute::work`]: the kept version uninstalled, the
 //! new one not installed) is settled by putting the kept version back, installed and verified;
 //! a `--force` rebuild cut short keeps the previous build and is left to the next run. The same
 //! settling serves the start of a run, for the pairs a run that died midway left

@@ -13,7 +13,7 @@
 //! version whose source link dangles, "broken").
 //!
 //! After the transaction, a build of foo for kernel K that finds a kept version installed there
-//! builds first, and swaps only when the build succeeded (see `DkmsExecutor`'s `replace_kept`); when
+//! builds first, and swaps only when the build succeeded (see `Worker::replace_kept` in `execute/work.rs`); when
 //! it fails, the kept version stays installed and the failure says so; when the swap is cut short
 //! (a time limit, a signal, a run killed), the kept version is put back, installed and verified
 //! (see [`crate::execute::journal`] and [`crate::execute::settle`]). [`after::settle`] then unregisters

@@ -79,7 +79,7 @@ pub struct PacmanView {
     pub fs_root: PathBuf,
     /// Where pacman's working directory is reached from here: `/proc/PID/cwd`, or ours.
     pub cwd: PathBuf,
-    /// pacman's arguments, without argv[0].
+    /// pacman's arguments, without `argv[0]`.
     pub args: Vec<String>,
 }
 

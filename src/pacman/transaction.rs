@@ -1,5 +1,5 @@
 //! The packages of the transaction that the preflight runs before, and the paths that it takes
-//! away: what the view of the system after the transaction is made of ([`super::view`]).
+//! away: what the view of the system after the transaction is made of ([`crate::preflight::view`]).
 //!
 //! pacman hands a PreTransaction hook the paths that matched, not its transaction; the package
 //! files and pacman's databases say the rest, read without libalpm:

@@ -5,9 +5,11 @@
 //! install hook after the transaction installs those builds instead of compiling again.
 //!
 //! Steps, one module each:
-//! 1. [`pacman`]: the pacman that runs the hook, its command line and its DBPath/CacheDir;
-//! 2. [`transaction`]: the packages the transaction installs, upgrades and removes (read with
-//!    [`archive`] and [`pkgdb`]), and [`locate`] for a target those rules miss;
+//! 1. [`crate::pacman::caller`]: the pacman that runs the hook, its command line and its
+//!    DBPath/CacheDir;
+//! 2. [`crate::pacman::transaction`]: the packages the transaction installs, upgrades and
+//!    removes (read with [`crate::pacman::archive`] and [`crate::pacman::pkgdb`]), and
+//!    [`crate::pacman::locate`] for a target those rules miss;
 //! 3. [`Scratch`] + [`archive::unpack`]: every incoming package unpacked into a layer;
 //! 4. [`view`] + [`trial`]: a child process makes the view (the layer over the live root in a
 //!    private mount namespace, what leaves deleted there) and runs the usual pipeline

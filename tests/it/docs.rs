@@ -1,8 +1,9 @@
 //! The documentation's own honesty (issue 17): the README stays a front page that points to the
 //! rest, every test a document cites by name (`module::test_name` in backticks) exists where the
 //! name says, so the promises table cannot name a test that is gone, renamed or moved, the links
-//! between the documents reach their files and headings, and ARCHITECTURE.md names every folder
-//! of `src/`. Nothing here needs root: plain `cargo test` runs it.
+//! between the documents reach their files and headings, and ARCHITECTURE.md's code map has a
+//! section for every folder of `src/`, in src/lib.rs's order, naming every file of it and only
+//! files that are there. Nothing here needs root: plain `cargo test` runs it.
 
 use crate::common::repo_dir;
 use std::collections::BTreeSet;
@@ -160,20 +161,172 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
     out
 }
 
+/// Every folder of `src/` has its section in the code map, a `### \`name/\`` heading, and the
+/// sections come in src/lib.rs's order of the stages (the order imports flow); each file of a
+/// folder is named in its section (its mod.rs aside), so that no file goes unmapped.
 #[test]
 fn the_architecture_names_every_folder_of_src() {
     let map = read("ARCHITECTURE.md");
+    let sections = folder_sections(&map);
+    let headed: Vec<&str> = sections.iter().map(|(f, _)| f.as_str()).collect();
     let mut folders = Vec::new();
     collect_folders(&repo_dir().join("src"), "", &mut folders);
     assert!(!folders.is_empty(), "no folder under src/");
-    let unnamed: Vec<_> = folders
+    let unheaded: Vec<_> = folders
         .iter()
-        .filter(|f| !map.contains(&format!("`{f}/`")))
+        .filter(|f| !headed.contains(&f.as_str()))
         .collect();
     assert!(
-        unnamed.is_empty(),
-        "ARCHITECTURE.md does not name these folders of src/ (as `name/`): {unnamed:?}"
+        unheaded.is_empty(),
+        "ARCHITECTURE.md has no section (a heading ### `name/`) for these folders of src/: \
+         {unheaded:?}"
     );
+    let stages = crate::layers::declared(&read("src/lib.rs"));
+    let in_order: Vec<&str> = stages
+        .iter()
+        .map(String::as_str)
+        .filter(|s| headed.contains(s))
+        .collect();
+    let top: Vec<&str> = headed
+        .iter()
+        .copied()
+        .filter(|f| stages.iter().any(|s| s == f))
+        .collect();
+    assert_eq!(
+        top, in_order,
+        "ARCHITECTURE.md's folder sections are not in src/lib.rs's order of the stages"
+    );
+    let mut unnamed = Vec::new();
+    for (folder, text) in &sections {
+        let named = named_files(text);
+        let Ok(entries) = fs::read_dir(repo_dir().join("src").join(folder)) else {
+            continue; // a section for no folder: the test of the named files says it
+        };
+        let mut files: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| (n.ends_with(".rs") || n.ends_with(".sh")) && n != "mod.rs")
+            .collect();
+        files.sort();
+        for f in files {
+            let path = format!("{folder}/{f}");
+            if !named.iter().any(|n| *n == f || *n == path) {
+                unnamed.push(format!("src/{path}"));
+            }
+        }
+    }
+    assert!(
+        unnamed.is_empty(),
+        "ARCHITECTURE.md's section of their folder does not name these files: {unnamed:?}"
+    );
+}
+
+/// Every file the code map names (`name.rs`, `name.sh` in backticks) under a folder's heading
+/// exists: a bare name in that folder of `src/`, a name with a slash as a path relative to
+/// `src/` (or to the repository when it starts with `src/`).
+#[test]
+fn every_file_the_architecture_names_exists_in_its_folder() {
+    let map = read("ARCHITECTURE.md");
+    let sections = folder_sections(&map);
+    assert!(
+        sections.len() > 10,
+        "only {} folder sections in ARCHITECTURE.md",
+        sections.len()
+    );
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for (folder, text) in &sections {
+        for file in named_files(text) {
+            named += 1;
+            let path = named_path(folder, &file);
+            if !repo_dir().join(&path).is_file() {
+                missing.push(format!("### `{folder}/`: `{file}`: no {path}"));
+            }
+        }
+    }
+    assert!(named > 40, "the folder sections name only {named} files");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// A check of the checker: the sections are cut at every heading, fenced blocks are left out,
+/// and names are resolved against their own folder.
+#[test]
+fn the_code_map_check_reads_sections_and_names() {
+    let text = "## Code map\n\n### `a/`\n\n`x.rs` (the `Y` type), `b/z.sh`, `src/lib.rs`, \
+                `a b.rs`\n```\n`fenced.rs`\n```\n### `a/b/`\n\n`w.rs`\n## Testing\n`t.rs`\n";
+    let sections = folder_sections(text);
+    let names: Vec<(&str, Vec<String>)> = sections
+        .iter()
+        .map(|(f, t)| (f.as_str(), named_files(t)))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "a",
+                vec!["x.rs".into(), "b/z.sh".into(), "src/lib.rs".into()]
+            ),
+            ("a/b", vec!["w.rs".into()])
+        ]
+    );
+    assert_eq!(named_path("a", "x.rs"), "src/a/x.rs");
+    assert_eq!(named_path("a", "b/z.sh"), "src/b/z.sh");
+    assert_eq!(named_path("a", "src/lib.rs"), "src/lib.rs");
+}
+
+/// ARCHITECTURE.md's folder sections: each `### \`name/\`` heading and the text under it, up to
+/// the next heading of any level (fenced blocks left out).
+fn folder_sections(markdown: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut open = false;
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        if line.starts_with('#') {
+            let folder = line
+                .strip_prefix("### `")
+                .and_then(|l| l.trim_end().strip_suffix("/`"));
+            open = folder.is_some();
+            if let Some(f) = folder {
+                out.push((f.to_string(), String::new()));
+            }
+        } else if open {
+            let text = &mut out.last_mut().unwrap().1;
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+/// The file names in backticks in `text`: `name.rs`, `name.sh`, `folder/name.rs`.
+fn named_files(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.ends_with(".rs") || s.ends_with(".sh"))
+        .filter(|s| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where a file named in `folder`'s section is, relative to the repository.
+fn named_path(folder: &str, file: &str) -> String {
+    if file.starts_with("src/") {
+        file.to_string()
+    } else if file.contains('/') {
+        format!("src/{file}")
+    } else {
+        format!("src/{folder}/{file}")
+    }
 }
 
 fn read(doc: &str) -> String {

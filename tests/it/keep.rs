@@ -453,11 +453,27 @@ pub fn swap_cut_short_by_sigkill(root: &TestRoot) {
         Vec::<String>::new(),
         "alive 5 s after the run was killed"
     );
+    // Until a run puts it back, `status` says what the killed run left (issue 16's trial).
+    let status = root.run_merged(&["status"], "");
+    assert_eq!(status.code, 0, "{}", status.dump());
+    assert!(
+        status.combined.contains(&format!(
+            "was killed while it swapped {M} 1.0 for 1.1 on {k1}: 1.0 is not installed there"
+        )),
+        "status says nothing of the swap cut short: {}",
+        status.dump()
+    );
     fs::remove_file(&hold).unwrap();
     fs::write(root.join("refuse-install"), "").unwrap();
     let out = root.run_merged(&[], "");
     assert_eq!(out.code, 1, "{}", out.dump());
     assert_the_kept_version_is_back(root, &k1, &k2, &out);
+    let status = root.run_merged(&["status"], "");
+    assert!(
+        !status.combined.contains("was killed"),
+        "status still speaks of the settled swap: {}",
+        status.dump()
+    );
 }
 
 /// Issue 16, item 2: removing a version directly (its kernel's headers are gone, so dkms cannot)

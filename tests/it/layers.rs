@@ -19,7 +19,7 @@ struct Module {
 
 /// The modules `declared` in a file's text: `mod x;`, `pub mod x;`, `pub(crate) mod x;` (not
 /// inline `mod x { ... }` blocks), in order.
-fn declared(text: &str) -> Vec<String> {
+pub(crate) fn declared(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter_map(|l| {
