@@ -54,6 +54,9 @@ pub struct Outcome {
     pub failed: BTreeMap<String, BTreeSet<String>>,
     /// The planner's notes, as printed (the install hook does not say them again).
     pub notes: Vec<String>,
+    /// A build failed for want of room (`No space left on device`, or the view's writes'
+    /// filesystem full after it): where it showed, in words. Then no failure is the module's.
+    pub out_of_space: Option<String>,
 }
 
 /// The child's whole work: view, trial, outcome file. Its exit status is 0 unless the outcome
@@ -77,7 +80,12 @@ pub fn run_child(request_file: &Path) -> u8 {
             view_error: Some(e),
             ..Default::default()
         },
-        Ok(()) => trial(&req),
+        Ok(()) => {
+            let outcome = trial(&req);
+            // Its writes go first: they may fill the filesystem the outcome is written to.
+            view::leave(&req.view);
+            outcome
+        }
     };
     let text = serde_json::to_vec(&outcome).unwrap_or_default();
     match std::fs::write(&req.outcome, text) {
@@ -138,13 +146,23 @@ fn trial(req: &TrialRequest) -> Outcome {
         jobs: req.jobs,
         cpus: req.cpus,
     };
-    runner::run(&plan, limits, &exec, &mut |e| reporter.handle(e));
+    let mut out_of_space = None;
+    runner::run(&plan, limits, &exec, &mut |e| {
+        if out_of_space.is_none() {
+            out_of_space = no_space(e, &req.view.upper);
+            if out_of_space.is_some() {
+                reporter.trial_out_of_space();
+            }
+        }
+        reporter.handle(e)
+    });
     drop(reporter);
     let built = DkmsTree::read(&trees.dkms);
     keep_builds(&plan, &built, &trees, &exec);
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
+        out_of_space,
         ..Default::default()
     };
     for job in &plan.jobs {
@@ -164,6 +182,39 @@ fn trial(req: &TrialRequest) -> Outcome {
         out.failed.entry(module).or_default().insert(k);
     }
     out
+}
+
+/// Below this many bytes free, the filesystem of the view's writes counts as full.
+const FULL_BELOW: u64 = 1 << 20;
+
+/// Whether `e` is a job that failed for want of room: it says `No space left on device` (the
+/// executor finds it in dkms's output and make.log), or `upper`, where the view's writes go, is
+/// full right after it (when nothing could even be written to say so).
+fn no_space(e: &crate::run::events::Event, upper: &Path) -> Option<String> {
+    use crate::run::events::{Event, JobResult};
+    let Event::JobFinished {
+        job,
+        result: JobResult::Failed(f),
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let pair = format!(
+        "{}/{} for {}",
+        job.module,
+        job.version,
+        job.kernel.as_deref().unwrap_or("every kernel")
+    );
+    let said = std::iter::once(&f.what)
+        .chain(&f.errors)
+        .chain(&f.output)
+        .any(|l| l.contains("No space left on device"));
+    if said {
+        return Some(format!("the build of {pair}: No space left on device"));
+    }
+    let free = crate::execute::work::free_bytes(upper)?;
+    (free < FULL_BELOW).then(|| format!("the build of {pair} failed with its filesystem full"))
 }
 
 /// Makes the view's dkms tree what the hooks will have made of it when the install hook builds
