@@ -216,6 +216,23 @@ mod tests {
         );
     }
 
+    /// A message names a `-U` file as it was typed, not by the path it was found at.
+    #[test]
+    fn upgrade_files_keep_the_names_pacman_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = view(dir.path(), "-U ./a.pkg.tar.zst /srv/b.pkg.tar.zst");
+        let names = given_names(&v);
+        assert_eq!(
+            names.get(&dir.path().join("home/me/./a.pkg.tar.zst")),
+            Some(&"./a.pkg.tar.zst".to_string())
+        );
+        assert_eq!(
+            names.get(&dir.path().join("srv/b.pkg.tar.zst")),
+            Some(&"/srv/b.pkg.tar.zst".to_string())
+        );
+        assert!(given_names(&view(dir.path(), "-Syu")).is_empty());
+    }
+
     #[test]
     fn a_target_nothing_brings_is_missing_and_an_unreadable_file_a_note() {
         let dir = tempfile::tempdir().unwrap();
