@@ -318,7 +318,7 @@ pub enum Cmd {
     /// module would not build (see /etc/dkms-hook.conf)
     Preflight {
         /// The package files of the transaction (default: found from pacman's command line, or
-        /// its sync databases and cache)
+        /// its sync databases and cache); the paths they bring still come on stdin
         #[arg(long = "package", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
         packages: Vec<PathBuf>,
     },

@@ -20,7 +20,24 @@ pub struct Config {
     pub job_timeout: Option<Duration>,
 }
 
+/// Never fails for its own trouble or the system's (a framework.conf that does not evaluate, a
+/// lock it cannot take): pacman (AbortOnFail) would abort the transaction for it. Such trouble is
+/// one warning, and the install hook after the transaction says it again, as it builds.
 pub fn run(cfg: &Config) -> Result<Exit> {
+    match check(cfg) {
+        Ok(exit) => Ok(exit),
+        Err(e) => {
+            println!(
+                "warning: preflight: {} (not checked; the install hook builds after the \
+                 transaction as usual)",
+                format!("{e:#}").replace('\n', "; ")
+            );
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn check(cfg: &Config) -> Result<Exit> {
     let trees = load_trees(&cfg.root)?;
     let text = read_targets(None)?;
     trial(cfg, &trees, |trees, opts, out| {

@@ -575,7 +575,7 @@ fn disk_full(trees: &Trees, output: &Printed, make_log: Option<String>) -> Optio
 }
 
 /// Bytes free for an unprivileged writer on the filesystem of `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
+pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };

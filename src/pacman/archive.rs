@@ -23,6 +23,35 @@ pub enum ArchiveError {
     },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    /// Unpacking entry `entry` of package `path` failed where it was being written.
+    #[error("{path}: {}: {source}", entry.display())]
+    Write {
+        path: PathBuf,
+        entry: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ArchiveError {
+    /// What is wrong, without the archive's path (for a message that names it its own way).
+    pub fn reason(&self) -> String {
+        match self {
+            ArchiveError::Io { source, .. } => source.to_string(),
+            ArchiveError::Format { message, .. } => message.clone(),
+            ArchiveError::Write { entry, source, .. } => format!("{}: {source}", entry.display()),
+        }
+    }
+
+    /// Whether a write failed for want of room (ENOSPC).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            ArchiveError::Io { source, .. } | ArchiveError::Write { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC)
+            }
+            ArchiveError::Format { message, .. } => message.contains("No space left on device"),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
@@ -49,6 +78,19 @@ fn sniff(path: &Path) -> Result<DecompressionSettings, ArchiveError> {
     } else {
         DecompressionSettings::None
     })
+}
+
+/// Opens a package file: a (compressed) tar archive, refused when it is empty (a download or a
+/// copy cut short), which the tar reader would take for an archive with nothing in it.
+fn open_package(path: &Path) -> Result<tar::Archive<CompressionDecoder<'static>>, ArchiveError> {
+    let len = fs::metadata(path).map_err(io_err(path))?.len();
+    if len == 0 {
+        return Err(ArchiveError::Format {
+            path: path.to_path_buf(),
+            message: "an empty file (0 bytes), not a package".into(),
+        });
+    }
+    open(path)
 }
 
 /// Opens a (compressed) tar archive.
@@ -110,6 +152,8 @@ pub struct Listing {
     pub conflicts: Vec<String>,
     /// Relative, no trailing `/`; directories included.
     pub paths: Vec<String>,
+    /// `.PKGINFO`'s `size`: the bytes it installs (what pacman checks the disk for).
+    pub size: Option<u64>,
 }
 
 impl Listing {
@@ -127,6 +171,7 @@ impl Listing {
                 "provides" => self.provides.push(v),
                 "replaces" => self.replaces.push(v),
                 "conflict" => self.conflicts.push(v),
+                "size" => self.size = v.parse().ok(),
                 _ => {}
             }
         }
@@ -137,7 +182,7 @@ impl Listing {
 /// metadata entries at its start (makepkg puts it there), so that a large package is not
 /// decompressed whole; else from the archive's own entries.
 pub fn package_listing(path: &Path) -> Result<Listing, ArchiveError> {
-    let mut ar = open(path)?;
+    let mut ar = open_package(path)?;
     let mut out = Listing::default();
     let mut from_mtree = false;
     for entry in ar.entries().map_err(io_err(path))? {
@@ -169,6 +214,12 @@ pub fn package_listing(path: &Path) -> Result<Listing, ArchiveError> {
             }
             out.paths.push(name);
         }
+    }
+    if out.name.is_none() {
+        return Err(ArchiveError::Format {
+            path: path.to_path_buf(),
+            message: "no .PKGINFO with a pkgname: not a pacman package".into(),
+        });
     }
     Ok(out)
 }
@@ -235,7 +286,7 @@ pub fn unpack(
     skip: &dyn Fn(&Path) -> bool,
 ) -> Result<usize, ArchiveError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut ar = open(path)?;
+    let mut ar = open_package(path)?;
     fs::create_dir_all(dest).map_err(io_err(dest))?;
     let mut n = 0;
     // Directories known to be real directories of ours (no need to look again).
@@ -255,6 +306,11 @@ pub fn unpack(
             ensure_dirs(dest, parent, &mut dirs).map_err(|why| refused(path, &p, why))?;
         }
         let to = dest.join(&p);
+        let write_err = |source: io::Error| ArchiveError::Write {
+            path: path.to_path_buf(),
+            entry: p.clone(),
+            source,
+        };
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o644) & 0o1777;
         let existing = fs::symlink_metadata(&to).ok();
@@ -262,11 +318,11 @@ pub fn unpack(
         if kind.is_dir() {
             if !is_dir {
                 if existing.is_some() {
-                    fs::remove_file(&to).map_err(io_err(&to))?;
+                    fs::remove_file(&to).map_err(write_err)?;
                 }
-                fs::create_dir(&to).map_err(io_err(&to))?;
+                fs::create_dir(&to).map_err(write_err)?;
             }
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(io_err(&to))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(write_err)?;
             dirs.insert(p.clone());
             n += 1;
             continue;
@@ -278,13 +334,13 @@ pub fn unpack(
             return Err(refused(path, &p, "a directory is there already".into()));
         }
         if existing.is_some() {
-            fs::remove_file(&to).map_err(io_err(&to))?;
+            fs::remove_file(&to).map_err(write_err)?;
         }
         if kind.is_symlink() {
             let Some(target) = entry.link_name().ok().flatten().map(|t| t.into_owned()) else {
                 continue;
             };
-            std::os::unix::fs::symlink(&target, &to).map_err(io_err(&to))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(write_err)?;
         } else if kind.is_hard_link() {
             let Some(target) = entry
                 .link_name()
@@ -310,7 +366,7 @@ pub fn unpack(
                     ),
                 ));
             }
-            fs::hard_link(&from, &to).map_err(io_err(&to))?;
+            fs::hard_link(&from, &to).map_err(write_err)?;
         } else {
             let mut file = fs::OpenOptions::new()
                 .write(true)
@@ -318,15 +374,15 @@ pub fn unpack(
                 .mode(mode)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&to)
-                .map_err(io_err(&to))?;
-            io::copy(&mut entry, &mut file).map_err(io_err(&to))?;
+                .map_err(write_err)?;
+            io::copy(&mut entry, &mut file).map_err(write_err)?;
             // The mode as given (the umask took bits from create_new's), and the time as pacman
             // sets it: a build's stamp hashes the headers' sizes and times.
             file.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(io_err(&to))?;
+                .map_err(write_err)?;
             if let Ok(secs) = entry.header().mtime() {
                 let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-                file.set_modified(t).map_err(io_err(&to))?;
+                file.set_modified(t).map_err(write_err)?;
             }
         }
         n += 1;

@@ -10,7 +10,8 @@
 use super::archive;
 use super::caller::{Operation, PacmanPaths, PacmanView};
 use super::pkgdb;
-use std::collections::BTreeSet;
+use super::transaction::Unreadable;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A package file that brings some of the targets.
@@ -29,8 +30,10 @@ pub struct Located {
     pub packages: Vec<Found>,
     /// Targets no package file was found for.
     pub missing: Vec<String>,
-    /// Things that went wrong on the way (an unreadable database or package), one line each.
+    /// Things that went wrong on the way (an unreadable database), one line each.
     pub notes: Vec<String>,
+    /// The package files that could not be read.
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// Where to look: the package files of a `-U`, or pacman's databases and cache.
@@ -44,28 +47,44 @@ impl Source {
     /// Where to look, from what pacman was asked to do.
     pub fn from_pacman(view: &PacmanView) -> Source {
         match view.operation() {
-            Operation::Upgrade { files } => Source::Files(
-                files
-                    .iter()
-                    .map(|f| match f.rsplit_once("://") {
-                        // A URL: pacman downloaded it into the cache under its last component.
-                        Some((_, rest)) => {
-                            let name = rest.rsplit('/').next().unwrap_or(rest);
-                            let paths = view.paths();
-                            paths
-                                .cache_dirs
-                                .iter()
-                                .map(|c| c.join(name))
-                                .find(|p| p.is_file())
-                                .unwrap_or_else(|| paths.cache_dirs[0].join(name))
-                        }
-                        None => view.resolve(f),
-                    })
-                    .collect(),
-            ),
+            Operation::Upgrade { .. } => {
+                Source::Files(upgrade_files(view).into_iter().map(|(p, _)| p).collect())
+            }
             Operation::Sync | Operation::Unknown => Source::Repos(view.paths()),
         }
     }
+}
+
+/// For `pacman -U`: each package file, as found, with its name on pacman's command line (what
+/// a message names it by: the path found may run through `/proc/PID/fd/N`).
+pub fn given_names(view: &PacmanView) -> BTreeMap<PathBuf, String> {
+    upgrade_files(view).into_iter().collect()
+}
+
+fn upgrade_files(view: &PacmanView) -> Vec<(PathBuf, String)> {
+    let Operation::Upgrade { files } = view.operation() else {
+        return vec![];
+    };
+    files
+        .iter()
+        .map(|f| {
+            let found = match f.rsplit_once("://") {
+                // A URL: pacman downloaded it into the cache under its last component.
+                Some((_, rest)) => {
+                    let name = rest.rsplit('/').next().unwrap_or(rest);
+                    let paths = view.paths();
+                    paths
+                        .cache_dirs
+                        .iter()
+                        .map(|c| c.join(name))
+                        .find(|p| p.is_file())
+                        .unwrap_or_else(|| paths.cache_dirs[0].join(name))
+                }
+                None => view.resolve(f),
+            };
+            (found, f.clone())
+        })
+        .collect()
 }
 
 /// Finds the package files that bring `targets` (pacman's NeedsTargets lines).
@@ -115,10 +134,7 @@ fn scan(files: &[PathBuf], left: &mut BTreeSet<String>, out: &mut Located) {
                     });
                 }
             }
-            Err(e) => out.notes.push(format!(
-                "cannot read package {}",
-                crate::os::text::printable(&e.to_string())
-            )),
+            Err(e) => out.unreadable.push(Unreadable::new(file, &e)),
         }
     }
 }
@@ -200,6 +216,23 @@ mod tests {
         );
     }
 
+    /// A message names a `-U` file as it was typed, not by the path it was found at.
+    #[test]
+    fn upgrade_files_keep_the_names_pacman_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = view(dir.path(), "-U ./a.pkg.tar.zst /srv/b.pkg.tar.zst");
+        let names = given_names(&v);
+        assert_eq!(
+            names.get(&dir.path().join("home/me/./a.pkg.tar.zst")),
+            Some(&"./a.pkg.tar.zst".to_string())
+        );
+        assert_eq!(
+            names.get(&dir.path().join("srv/b.pkg.tar.zst")),
+            Some(&"/srv/b.pkg.tar.zst".to_string())
+        );
+        assert!(given_names(&view(dir.path(), "-Syu")).is_empty());
+    }
+
     #[test]
     fn a_target_nothing_brings_is_missing_and_an_unreadable_file_a_note() {
         let dir = tempfile::tempdir().unwrap();
@@ -211,7 +244,9 @@ mod tests {
         );
         assert!(got.packages.is_empty());
         assert_eq!(got.missing, ["usr/src/foo-1/dkms.conf"]);
-        assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
-        assert!(got.notes[0].starts_with(&format!("cannot read package {}", bad.display())));
+        assert!(got.notes.is_empty(), "{:?}", got.notes);
+        assert_eq!(got.unreadable.len(), 2, "{:?}", got.unreadable);
+        assert_eq!(got.unreadable[0].file, bad);
+        assert!(!got.unreadable[0].why.contains(&*bad.to_string_lossy()));
     }
 }

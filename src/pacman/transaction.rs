@@ -47,8 +47,27 @@ pub struct Transaction {
     /// The paths that go (relative to the root; a directory with a trailing `/`): installed
     /// files that no incoming package holds.
     pub leaving: BTreeSet<String>,
-    /// What could not be read on the way, one line each.
+    /// What could not be read on the way, one line each (but the package files).
     pub notes: Vec<String>,
+    /// The package files that could not be read, once each.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A package file that could not be read, and why (in words, without its path: the caller
+/// names the file as pacman was given it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub file: PathBuf,
+    pub why: String,
+}
+
+impl Unreadable {
+    pub fn new(file: &Path, e: &archive::ArchiveError) -> Unreadable {
+        Unreadable {
+            file: file.to_path_buf(),
+            why: crate::os::text::printable(&e.reason()),
+        }
+    }
 }
 
 impl Transaction {
@@ -150,10 +169,11 @@ impl Transaction {
                 file: file.to_path_buf(),
                 listing,
             }),
-            Err(e) => self.notes.push(format!(
-                "cannot read package {}",
-                crate::os::text::printable(&e.to_string())
-            )),
+            Err(e) => {
+                if !self.unreadable.iter().any(|u| u.file == file) {
+                    self.unreadable.push(Unreadable::new(file, &e));
+                }
+            }
         }
     }
 

@@ -10,12 +10,14 @@
 //! 2. [`crate::pacman::transaction`]: the packages the transaction installs, upgrades and
 //!    removes (read with [`crate::pacman::archive`] and [`crate::pacman::pkgdb`]), and
 //!    [`crate::pacman::locate`] for a target those rules miss;
-//! 3. [`Scratch`] + [`archive::unpack`]: every incoming package unpacked into a layer;
+//! 3. [`Scratch`] + [`archive::unpack`]: every incoming package unpacked into a layer, once the
+//!    scratch's filesystem has room for them and the builds ([`SCRATCH_MARGIN`]);
 //! 4. [`view`] + [`trial`]: a child process makes the view (the layer over the live root in a
 //!    private mount namespace, what leaves deleted there) and runs the usual pipeline
 //!    (inventory, plan, runner, reporter) on the system's own trees in it;
 //! 5. [`run`] turns its outcome into the last lines and the exit code, with [`essential`] and
-//!    [`crate::system::config`].
+//!    [`crate::system::config`]. A trial that ran out of space in the scratch says nothing of
+//!    the modules: its failures are "not checked", never a reason to abort.
 
 pub mod essential;
 pub mod prebuild;
@@ -41,6 +43,11 @@ use std::path::{Path, PathBuf};
 /// dkms and `status` would take a directory there for a module. One fixed place, emptied at the
 /// start and removed at the end of each run, so scratch files never pile up.
 pub const SCRATCH_DIR: &str = "var/cache/dkms-hook/preflight";
+
+/// The room the trial needs in the scratch's filesystem beyond the packages unpacked (their
+/// installed size): what dkms's build directories and the modules installed in the view take.
+/// Less free than both together, and the preflight does not start (see [`run`]).
+pub const SCRATCH_MARGIN: u64 = 64 << 20;
 
 /// Exit codes of `dkms-hook preflight`.
 pub const EXIT_GO_ON: u8 = 0;
@@ -152,11 +159,31 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
         .filter(|t| !t.is_empty())
         .collect();
     if wanted.is_empty() {
+        let _ = writeln!(
+            out,
+            "  preflight: nothing to check: no targets on stdin (the paths that arrive, one a \
+             line, as pacman's hook sends them; --package only names the package files that \
+             bring them)"
+        );
         return EXIT_GO_ON;
     }
     let view =
         pacman::PacmanView::parent().unwrap_or_else(|| pacman::PacmanView::at(&trees.root, vec![]));
     let local = view.paths().db_path.join("local");
+    // A package file is named as pacman was given it (or `--package`), else as on the system.
+    let given = if opts.packages.is_empty() {
+        locate::given_names(&view)
+    } else {
+        BTreeMap::new()
+    };
+    let shown = |file: &Path| -> String {
+        let name = match given.get(file) {
+            Some(g) => g.clone(),
+            None if !opts.packages.is_empty() => file.display().to_string(),
+            None => trees.display(file).into_owned(),
+        };
+        crate::os::text::printable(&name)
+    };
     let (source, mut tx) = if opts.packages.is_empty() {
         let source = Source::from_pacman(&view);
         let tx = match &source {
@@ -183,10 +210,23 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
             tx.add(&found.file, &local);
         }
         tx.notes.extend(located.notes);
+        for u in located.unreadable {
+            if !tx.unreadable.iter().any(|t| t.file == u.file) {
+                tx.unreadable.push(u);
+            }
+        }
         missing = located.missing;
     }
     for n in &tx.notes {
         let _ = writeln!(out, "warning: preflight: {n}");
+    }
+    for u in &tx.unreadable {
+        let _ = writeln!(
+            out,
+            "warning: preflight: cannot read package {}: {}",
+            shown(&u.file),
+            u.why
+        );
     }
     if !missing.is_empty() {
         let _ = writeln!(
@@ -199,7 +239,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
     if brought.is_empty() {
         return EXIT_GO_ON;
     }
-    match judge(trees, opts, &tx, &brought, Purpose::Preflight, out) {
+    match judge(trees, opts, &tx, &brought, Purpose::Preflight, &shown, out) {
         Judged::NotChecked => EXIT_GO_ON,
         Judged::Done(j) => {
             // The notes were said: the install hook does not say them again.
@@ -250,6 +290,7 @@ pub fn judge(
     tx: &Transaction,
     brought: &BTreeSet<&String>,
     purpose: Purpose,
+    shown: &dyn Fn(&Path) -> String,
     out: &mut dyn Write,
 ) -> Judged {
     let scratch = match Scratch::create(&trees.root) {
@@ -263,10 +304,35 @@ pub fn judge(
             return Judged::NotChecked;
         }
     };
+    // Room for the packages unpacked and the builds, or no trial: one that runs out of space
+    // fails its builds for want of room, not for the modules.
+    let scratch_shown = trees.display(&scratch.dir).into_owned();
+    let room = Room {
+        unpacked: tx.packages.iter().filter_map(|p| p.listing.size).sum(),
+        free: crate::execute::work::free_bytes(&scratch.dir),
+    };
+    if let Some(free) = room.free {
+        if free < room.need() {
+            let _ = writeln!(
+                out,
+                "warning: preflight: {scratch_shown}: {} MiB free on its filesystem, the trial \
+                 needs about {}: not checked (the install hook builds after the transaction as \
+                 usual)",
+                free >> 20,
+                room.describe()
+            );
+            return Judged::NotChecked;
+        }
+    }
     let layer = scratch.dir.join("layer");
     for p in &tx.packages {
         if let Err(e) = archive::unpack(&p.file, &layer, &not_for_builds) {
-            let _ = writeln!(out, "warning: preflight: cannot unpack {e} (not checked)");
+            let what = format!("cannot unpack {}: {}", shown(&p.file), e.reason());
+            if e.is_no_space() {
+                let _ = writeln!(out, "{}", room.ran_out(&scratch_shown, &what));
+            } else {
+                let _ = writeln!(out, "warning: preflight: {what} (not checked)");
+            }
             return Judged::NotChecked;
         }
     }
@@ -293,12 +359,23 @@ pub fn judge(
     match result {
         Ok(outcome) => {
             let mut failed = failed;
-            for (m, ks) in outcome.failed {
-                failed.entry(m).or_default().extend(ks);
-            }
+            let ok = match &outcome.out_of_space {
+                Some(what) => {
+                    // What failed may have failed for want of room: none of it is the module's
+                    // verdict (what built stays kept).
+                    let _ = writeln!(out, "{}", room.ran_out(&scratch_shown, what));
+                    BTreeMap::new()
+                }
+                None => {
+                    for (m, ks) in outcome.failed {
+                        failed.entry(m).or_default().extend(ks);
+                    }
+                    outcome.ok
+                }
+            };
             Judged::Done(Judgement {
                 failed,
-                ok: outcome.ok,
+                ok,
                 notes: outcome.notes,
             })
         }
@@ -310,6 +387,44 @@ pub fn judge(
             );
             Judged::NotChecked
         }
+    }
+}
+
+/// The room a trial takes in the scratch's filesystem.
+struct Room {
+    /// The packages' installed size (`.PKGINFO`'s `size`), what the layer takes at most.
+    unpacked: u64,
+    /// The bytes free there before it started.
+    free: Option<u64>,
+}
+
+impl Room {
+    fn need(&self) -> u64 {
+        self.unpacked + SCRATCH_MARGIN
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} MiB (the packages unpacked, {} MiB, and {} MiB to build in)",
+            self.need().div_ceil(1 << 20),
+            self.unpacked.div_ceil(1 << 20),
+            SCRATCH_MARGIN >> 20
+        )
+    }
+
+    /// The warning of a trial that ran out of space in the scratch (shown as `shown`): `what`
+    /// says where it showed.
+    fn ran_out(&self, shown: &str, what: &str) -> String {
+        let free = self
+            .free
+            .map(|f| format!("{} MiB were free there when it started; ", f >> 20))
+            .unwrap_or_default();
+        format!(
+            "warning: preflight: the trial ran out of space in {shown} ({what}): {free}it needs \
+             more (the packages unpacked, {} MiB, and what the builds write): not checked (the \
+             install hook builds after the transaction as usual)",
+            self.unpacked.div_ceil(1 << 20)
+        )
     }
 }
 

@@ -140,7 +140,8 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
     let brought: BTreeSet<&String> = targets.iter().collect();
     let _ = out.flush();
     let judged = giving_way_to_pacman(&lock, || {
-        super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, out)
+        let shown = |f: &Path| trees.display(f).into_owned();
+        super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, &shown, out)
     });
     let judged = match judged {
         Some(j) => j,

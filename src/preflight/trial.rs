@@ -59,6 +59,9 @@ pub struct Outcome {
     pub failed: BTreeMap<String, BTreeSet<String>>,
     /// The planner's notes, as printed (the install hook does not say them again).
     pub notes: Vec<String>,
+    /// A build failed for want of room (`No space left on device`, or the view's writes'
+    /// filesystem full after it): where it showed, in words. Then no failure is the module's.
+    pub out_of_space: Option<String>,
 }
 
 /// The child's whole work: view, trial, outcome file. Its exit status is 0 unless the outcome
@@ -82,7 +85,12 @@ pub fn run_child(request_file: &Path) -> u8 {
             view_error: Some(e),
             ..Default::default()
         },
-        Ok(()) => trial(&req),
+        Ok(()) => {
+            let outcome = trial(&req);
+            // Its writes go first: they may fill the filesystem the outcome is written to.
+            view::leave(&req.view);
+            outcome
+        }
     };
     let text = serde_json::to_vec(&outcome).unwrap_or_default();
     match std::fs::write(&req.outcome, text) {
@@ -147,10 +155,18 @@ fn trial(req: &TrialRequest) -> Outcome {
         cpus: req.cpus,
     };
     // The failures, to remember with the stamps of what they failed with: only those that
-    // ended before any signal (a build a signal stopped says nothing of the module).
+    // ended before any signal (a build a signal stopped says nothing of the module), and none
+    // of a trial that ran out of space.
     let mut failures: BTreeMap<PairId, Failure> = BTreeMap::new();
     let stop = crate::os::interrupt::global();
+    let mut out_of_space = None;
     runner::run(&plan, limits, &exec, &mut |e| {
+        if out_of_space.is_none() {
+            out_of_space = no_space(e, &req.view.upper);
+            if out_of_space.is_some() {
+                reporter.trial_out_of_space();
+            }
+        }
         if let (
             Event::JobFinished {
                 job,
@@ -166,6 +182,9 @@ fn trial(req: &TrialRequest) -> Outcome {
         }
         reporter.handle(e)
     });
+    if out_of_space.is_some() {
+        failures.clear();
+    }
     drop(reporter);
     let built = DkmsTree::read(&trees.dkms);
     let origin = if req.remembered {
@@ -177,6 +196,7 @@ fn trial(req: &TrialRequest) -> Outcome {
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
+        out_of_space,
         ..Default::default()
     };
     for job in &plan.jobs {
@@ -196,6 +216,39 @@ fn trial(req: &TrialRequest) -> Outcome {
         out.failed.entry(module).or_default().insert(k);
     }
     out
+}
+
+/// Below this many bytes free, the filesystem of the view's writes counts as full.
+const FULL_BELOW: u64 = 1 << 20;
+
+/// Whether `e` is a job that failed for want of room: it says `No space left on device` (the
+/// executor finds it in dkms's output and make.log), or `upper`, where the view's writes go, is
+/// full right after it (when nothing could even be written to say so).
+fn no_space(e: &crate::run::events::Event, upper: &Path) -> Option<String> {
+    use crate::run::events::{Event, JobResult};
+    let Event::JobFinished {
+        job,
+        result: JobResult::Failed(f),
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let pair = format!(
+        "{}/{} for {}",
+        job.module,
+        job.version,
+        job.kernel.as_deref().unwrap_or("every kernel")
+    );
+    let said = std::iter::once(&f.what)
+        .chain(&f.errors)
+        .chain(&f.output)
+        .any(|l| l.contains("No space left on device"));
+    if said {
+        return Some(format!("the build of {pair}: No space left on device"));
+    }
+    let free = crate::execute::work::free_bytes(upper)?;
+    (free < FULL_BELOW).then(|| format!("the build of {pair} failed with its filesystem full"))
 }
 
 /// Makes the view's dkms tree what the hooks will have made of it when the install hook builds

@@ -15,12 +15,16 @@
 //! what leaves, in the overlays only. Every write in the view (dkms's tree, the modules it
 //! installs) lands in the upper directories and goes with them; only what is not overlaid reaches
 //! the live system: the build store and the failure logs, which the preflight means to keep.
+//! Once the trial is over, the child takes the view down and deletes those writes ([`leave`])
+//! before it writes its outcome beside them.
 //!
 //! Invariant: nothing here mounts or deletes unless it runs in a mount namespace other than the
 //! one it was started from ([`Spec::parent_ns`]), and a path that leaves is deleted only below a
 //! directory this view overlaid.
 
-use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+use rustix::mount::{
+    mount, mount_change, unmount, MountFlags, MountPropagationFlags, UnmountFlags,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs;
@@ -122,6 +126,21 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
         write().map_err(|e| format!("{}: {e}", drop_in.display()))?;
     }
     Ok(())
+}
+
+/// Takes the view down, in the child once the trial is over: the overlays unmounted (lazily:
+/// a straggler of dkms may still be in one) and their writes deleted, so that they no longer
+/// take room where the child writes its outcome. Nothing, in the namespace it was asked from.
+pub fn leave(spec: &Spec) {
+    if current_ns().map_or(true, |ns| ns == spec.parent_ns) {
+        return;
+    }
+    for dir in spec.mounts.iter().rev() {
+        let _ = unmount(dir, UnmountFlags::DETACH);
+    }
+    // The tmpfs of its writes, where there is one.
+    let _ = unmount(&spec.upper, UnmountFlags::DETACH);
+    let _ = fs::remove_dir_all(&spec.upper);
 }
 
 /// One overlay per mount point, the layer's part (if any) over the live directory.
@@ -244,5 +263,8 @@ mod tests {
             Err("not in a mount namespace of its own".into())
         );
         assert!(victim.exists());
+        fs::create_dir_all(spec.upper.join("0/upper")).unwrap();
+        leave(&spec);
+        assert!(spec.upper.join("0/upper").is_dir());
     }
 }

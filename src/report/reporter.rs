@@ -91,6 +91,8 @@ pub struct Reporter {
     root: PathBuf,
     /// The preflight's trial builds: nothing is installed on the system either way.
     trial: bool,
+    /// The trial ran out of room for its own writes: its failures say nothing of the modules.
+    out_of_space: bool,
     /// The signal that stopped the run, and how many jobs it left undone.
     interrupted: Option<(String, usize)>,
 }
@@ -108,6 +110,7 @@ impl Reporter {
             planned: Stops::Build,
             root: PathBuf::from("/"),
             trial: false,
+            out_of_space: false,
             interrupted: None,
         }
     }
@@ -124,6 +127,12 @@ impl Reporter {
     pub fn trial(mut self) -> Reporter {
         self.trial = true;
         self
+    }
+
+    /// The trial's writes ran out of room: the last line says its failures were not checked,
+    /// not that the modules would not build.
+    pub fn trial_out_of_space(&mut self) {
+        self.out_of_space = true;
     }
 
     /// Paths under `root` are shown as on the system itself (`/var/log/...`), like every path
@@ -531,9 +540,13 @@ impl Reporter {
             return None;
         }
         let mut parts = Vec::new();
-        let build = match self.trial {
-            true => ("would not build", "would not build for"),
-            false => ("not built", "not installed for"),
+        let build = match (self.trial, self.out_of_space) {
+            (true, true) => (
+                "not checked (out of space)",
+                "not checked (out of space) for",
+            ),
+            (true, false) => ("would not build", "would not build for"),
+            (false, _) => ("not built", "not installed for"),
         };
         for (stops, none, some) in [
             (Stops::Build, build.0, build.1),

@@ -1,8 +1,10 @@
 //! dkms-hook's own settings: `/etc/dkms-hook.conf` under `--root`, read for the preflight.
 //!
 //! The file is `key = value` lines with `#` comments. Two keys: `essential = NAME...` (module
-//! names as in dkms.conf's PACKAGE_NAME, or `all`) and `preflight = abort|warn|off`. The
-//! environment variable `DKMS_HOOK_PREFLIGHT` overrides `preflight` for one command.
+//! names as in dkms.conf's PACKAGE_NAME, separated by spaces or commas, or `all`) and
+//! `preflight = abort|warn|off`. A value may be quoted as in a shell (`"nvidia zfs"`), and so
+//! may each name: users write it so. The environment variable `DKMS_HOOK_PREFLIGHT` overrides
+//! `preflight` for one command.
 //!
 //! A bad file must never block pacman: an unreadable file or a malformed line is an error that
 //! names the file and line, and the defaults stand in for what could not be read.
@@ -141,16 +143,24 @@ impl Config {
                 errors.push(bad(format!("`{line}`: not `key = value`")));
                 continue;
             };
-            let (key, value) = (key.trim(), value.trim());
+            let (key, value) = (key.trim(), unquote(value.trim()));
             match key {
                 "essential" => {
-                    for word in value.split_whitespace() {
+                    let words = value
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|w| !w.is_empty())
+                        .map(unquote);
+                    for word in words {
                         if word == "all" {
                             all = true;
                         } else if valid_module_name(word) {
                             names.insert(word.to_owned());
                         } else {
-                            errors.push(bad(format!("`{word}`: not a module name")));
+                            errors.push(bad(format!(
+                                "`{word}`: not a module name (expected: module names as in \
+                                 dkms.conf's PACKAGE_NAME, separated by spaces or commas, or \
+                                 `all`)"
+                            )));
                         }
                     }
                 }
@@ -176,9 +186,23 @@ impl Config {
     }
 }
 
-/// dkms's module names are directory names: no `/`, no whitespace, not `.` or `..`.
+/// dkms's module names are directory names: no `/`, no whitespace, not `.` or `..`; and none
+/// holds what a shell would read as quoting or expansion (`essential = "nvidia` lost its closing
+/// quote; `$GPU` is not expanded here).
 fn valid_module_name(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains('/')
+    const SHELLISH: &[char] = &['"', '\'', '`', '$', '\\', ';', '=', '(', ')'];
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains(SHELLISH)
+}
+
+/// A value as written in shell style: `"x"` or `'x'` is `x`.
+fn unquote(s: &str) -> &str {
+    for q in ['"', '\''] {
+        match s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            Some(inner) if !inner.contains(q) => return inner.trim(),
+            _ => {}
+        }
+    }
+    s
 }
 
 /// The file as the admin knows it (`/etc/dkms-hook.conf`), under a root that is not `/`.
@@ -255,7 +279,51 @@ mod tests {
                 "/etc/dkms-hook.conf: line 2: `this is not a setting`: not `key = value` (ignored)",
                 "/etc/dkms-hook.conf: line 3: preflight = `sometimes`: not abort, warn or off (ignored)",
                 "/etc/dkms-hook.conf: line 4: unknown key `colour` (known: essential, preflight) (ignored)",
-                "/etc/dkms-hook.conf: line 5: `a/b`: not a module name (ignored)",
+                "/etc/dkms-hook.conf: line 5: `a/b`: not a module name (expected: module names as in \
+                 dkms.conf's PACKAGE_NAME, separated by spaces or commas, or `all`) (ignored)",
+            ]
+        );
+    }
+
+    /// Defect (a new user's trial): `essential = "nvidia"` and `essential = a, b` were taken as
+    /// the names `"nvidia"`, `a,` and `b`, which no module has: silently nothing was essential.
+    /// Quotes and commas are read as a user means them; what still cannot be a name is named.
+    #[test]
+    fn quoted_values_and_comma_lists_are_read_as_meant() {
+        for text in [
+            "essential = \"nvidia\"\n",
+            "essential = 'nvidia'\n",
+            "essential = nvidia,\n",
+        ] {
+            let (cfg, errs) = parse(text);
+            assert!(errs.is_empty(), "{text}: {errs:?}");
+            assert_eq!(cfg.essential, names(&["nvidia"]), "{text}");
+        }
+        for text in [
+            "essential = nvidia, zfs\n",
+            "essential = nvidia,zfs\n",
+            "essential = \"nvidia zfs\"\n",
+            "essential = \"nvidia\", \"zfs\"\n",
+        ] {
+            let (cfg, errs) = parse(text);
+            assert!(errs.is_empty(), "{text}: {errs:?}");
+            assert_eq!(cfg.essential, names(&["nvidia", "zfs"]), "{text}");
+        }
+        let (cfg, errs) = parse("preflight = \"warn\"\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(cfg.preflight, PreflightMode::Warn);
+        let (cfg, errs) = parse("essential = \"nvidia\nessential = $GPU zfs\n");
+        assert_eq!(cfg.essential, names(&["zfs"]));
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "/etc/dkms-hook.conf: line 1: `\"nvidia`: not a module name (expected: module \
+                 names as in dkms.conf's PACKAGE_NAME, separated by spaces or commas, or `all`) \
+                 (ignored)",
+                "/etc/dkms-hook.conf: line 2: `$GPU`: not a module name (expected: module \
+                 names as in dkms.conf's PACKAGE_NAME, separated by spaces or commas, or `all`) \
+                 (ignored)",
             ]
         );
     }

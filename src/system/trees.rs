@@ -96,7 +96,9 @@ impl Trees {
 
     /// The layout under `root`, honouring `source_tree`, `dkms_tree` and `install_tree` from
     /// `ROOT/etc/dkms/framework.conf` and `ROOT/etc/dkms/framework.conf.d/*.conf`, which dkms sources
-    /// as bash (so we evaluate them with bash too).
+    /// as bash (so we evaluate them with bash too). As dkms, the status a file ends with is
+    /// ignored (`[ -r KEY ] && mok_signing_key=KEY` ends with 1 when KEY is absent); a file that
+    /// does not parse (`bash -n`) is an error naming it, in bash's words.
     pub fn load(root: &Path) -> Result<Trees, TreesError> {
         let mut trees = Trees::defaults(root);
         let conf_dir = trees.root.join("etc/dkms");
@@ -110,7 +112,11 @@ impl Trees {
         let script = r#"
             for f in "$1"/framework.conf "$1"/framework.conf.d/*.conf; do
                 [[ -e $f ]] || continue
-                . "$f" >/dev/null || { echo "$f: evaluation failed" >&2; exit 1; }
+                if ! err=$("$BASH" -n "$f" 2>&1); then
+                    printf '%s\0%s' "$f" "$err" >&2
+                    exit 3
+                fi
+                . "$f" >/dev/null
             done
             printf '%s\0' "${source_tree-}" "${dkms_tree-}" "${install_tree-}" \
                 "${mok_signing_key-}" "${mok_certificate-}" "${sign_file-}" "${try_sign_modules-}"
@@ -133,9 +139,23 @@ impl Trees {
                 source,
             })?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let (path, message) = match stderr.split_once('\0') {
+                Some((file, message)) if out.status.code() == Some(3) => {
+                    (PathBuf::from(file), message)
+                }
+                _ => (main, &*stderr),
+            };
+            // bash names the file first on each line: it is named once, in front.
+            let prefix = format!("{}: ", path.display());
+            let message: Vec<&str> = message
+                .lines()
+                .map(|l| l.trim().trim_start_matches(prefix.as_str()))
+                .filter(|l| !l.is_empty())
+                .collect();
             return Err(TreesError::Framework {
-                path: main,
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                path,
+                message: message.join("; "),
             });
         }
         let text = String::from_utf8_lossy(&out.stdout);
@@ -348,6 +368,38 @@ mod tests {
         assert_eq!(t.source, dir.path().join("opt/src"));
         assert_eq!(t.dkms, dir.path().join("srv/dkms"));
         assert_eq!(t.install, dir.path().join("usr/lib/modules"));
+    }
+
+    /// dkms ignores the status a sourced file ends with: a last line `[ -r F ] && x=F` with F
+    /// absent is no error, and what the file set before it holds. A syntax error names its file.
+    #[test]
+    fn a_files_exit_status_is_ignored_and_a_syntax_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("etc/dkms/framework.conf.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("10-key.conf"),
+            "dkms_tree=/srv/dkms
+[ -r /nonexistent/x ] && mok_signing_key=/nonexistent/x
+",
+        )
+        .unwrap();
+        let t = Trees::load(dir.path()).unwrap();
+        assert_eq!(t.dkms, dir.path().join("srv/dkms"));
+        assert_eq!(
+            t.signing.key,
+            format!("{}/var/lib/dkms/mok.key", dir.path().display())
+        );
+        std::fs::write(d.join("20-bad.conf"), "install_tree=(\n").unwrap();
+        let e = Trees::load(dir.path()).unwrap_err().to_string();
+        let name = d.join("20-bad.conf");
+        assert!(
+            e.starts_with(&format!(
+                "{}: cannot evaluate dkms framework configuration: line ",
+                name.display()
+            )) && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

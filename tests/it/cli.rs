@@ -1020,3 +1020,74 @@ fn the_man_page_renders_with_hooks_exit_status_environment_files_and_examples() 
     }
     assert!(!text.contains("REMOVE"), "{text}");
 }
+
+/// Defect (a new user's trial): a framework.conf.d snippet whose last command fails
+/// (`[ -r /etc/x ] && mok_signing_key=/etc/x`, /etc/x absent) made reading the trees fail, so
+/// every command failed and the preflight blocked every transaction. dkms sources these files
+/// and ignores their status: so does dkms-hook, and the install builds, on every dkms.
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn a_framework_snippet_whose_last_test_fails_is_read_as_dkms_reads_it() {
+    let programs =
+        std::iter::once(None).chain(crate::common::newer_dkms_programs().into_iter().map(Some));
+    for dkms in programs {
+        let root = dkms.clone().map_or_else(TestRoot::new, TestRoot::with_dkms);
+        let (_, kernel) = crate::common::two_newest_kernels();
+        root.add_kernel(&kernel);
+        root.add_fixture("dkmshook-plain-1.0");
+        root.write_file(
+            "etc/dkms/framework.conf.d/10-key.conf",
+            "[ -r /etc/x ] && mok_signing_key=/etc/x\n",
+        );
+        let out = root.run(&["install"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+        assert_eq!(out.code, 0, "{dkms:?}: {}", out.dump());
+        assert_eq!(
+            root.dkms_status(),
+            [crate::common::status_line(
+                "dkmshook-plain/1.0",
+                &kernel,
+                "installed"
+            )],
+            "{dkms:?}: {}",
+            out.dump()
+        );
+    }
+}
+
+/// A snippet with a real syntax error is named (the file itself, not framework.conf), in bash's
+/// words: a usage error for a command, and for the preflight a warning that never blocks.
+#[test]
+#[ignore = "needs root: run tests/run"]
+fn a_framework_snippet_with_a_syntax_error_is_named_and_never_blocks_the_preflight() {
+    let root = fixture_root();
+    root.write_file("etc/dkms/framework.conf", "# nothing\n");
+    root.write_file("etc/dkms/framework.conf.d/20-bad.conf", "source_tree=(\n");
+    let name = "/etc/dkms/framework.conf.d/20-bad.conf";
+    for args in [&["status"][..], &["install"]] {
+        let out = root.run(args, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        assert!(
+            out.stderr
+                .starts_with(&format!("dkms-hook: error: {name}: cannot evaluate")),
+            "{args:?}: {}",
+            out.dump()
+        );
+        // In bash's words, once.
+        assert!(
+            out.stderr.contains(": line 1: unexpected EOF")
+                && out.stderr.matches("20-bad.conf").count() == 1,
+            "{}",
+            out.dump()
+        );
+        assert_no_root_path(&root, &out.combined);
+    }
+    let out = root.run_merged(&["preflight"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined.lines().any(|l| l
+            .starts_with(&format!("warning: preflight: {name}: cannot evaluate"))
+            && l.contains("not checked")),
+        "{}",
+        out.dump()
+    );
+}
