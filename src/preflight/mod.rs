@@ -167,8 +167,10 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
         );
         return EXIT_GO_ON;
     }
-    let view =
-        pacman::PacmanView::parent().unwrap_or_else(|| pacman::PacmanView::at(&trees.root, vec![]));
+    let parent = pacman::PacmanView::parent();
+    // How to run this transaction again, going on knowingly: pacman's own command line.
+    let again = proceed_knowingly(parent.as_ref().map(|v| v.args.as_slice()));
+    let view = parent.unwrap_or_else(|| pacman::PacmanView::at(&trees.root, vec![]));
     let local = view.paths().db_path.join("local");
     // A package file is named as pacman was given it (or `--package`), else as on the system.
     let given = if opts.packages.is_empty() {
@@ -250,7 +252,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
                     trees.display(&store.dir)
                 );
             }
-            decide(trees, &j.failed, &j.ok, &config, opts, out)
+            decide(trees, &j.failed, &j.ok, &config, opts, out, &again)
         }
     }
 }
@@ -661,6 +663,17 @@ fn spawn_in_namespace(
 }
 
 /// Turns the failures into the last lines and the exit code.
+/// The command that runs the transaction again with the preflight warning instead of aborting:
+/// pacman's own arguments when pacman runs the hook (`pacman -U ./foo.pkg.tar.zst` gets its own
+/// line back, quoted for the shell), else the usual upgrade.
+fn proceed_knowingly(pacman_args: Option<&[String]>) -> String {
+    let line = pacman_args
+        .filter(|a| !a.is_empty())
+        .and_then(|a| shlex::try_join(a.iter().map(String::as_str)).ok())
+        .unwrap_or_else(|| "-Syu".to_owned());
+    format!("DKMS_HOOK_PREFLIGHT=warn pacman {line}")
+}
+
 fn decide(
     trees: &Trees,
     failed: &BTreeMap<String, BTreeSet<String>>,
@@ -668,6 +681,7 @@ fn decide(
     config: &Config,
     opts: &Options,
     out: &mut dyn Write,
+    again: &str,
 ) -> u8 {
     if failed.is_empty() {
         for (k, n) in ok {
@@ -703,10 +717,36 @@ fn decide(
         let _ = writeln!(
             out,
             "==> ERROR: the transaction is stopped before any file changed. Ways on: fix or upgrade \
-             the module; remove it; or proceed knowingly with `DKMS_HOOK_PREFLIGHT=warn pacman -Syu`"
+             the module; remove it; or proceed knowingly with `{again}`"
         );
         EXIT_ABORT
     } else {
         EXIT_GO_ON
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proceed_knowingly;
+
+    /// The advice gives pacman's own command line back, quoted for the shell; by hand, the
+    /// usual upgrade.
+    #[test]
+    fn the_way_on_is_the_transaction_that_was_stopped() {
+        let args: Vec<String> = ["-U", "./my pkg.pkg.tar.zst", "--noconfirm"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            proceed_knowingly(Some(&args)),
+            "DKMS_HOOK_PREFLIGHT=warn pacman -U './my pkg.pkg.tar.zst' --noconfirm"
+        );
+        assert_eq!(
+            proceed_knowingly(None),
+            "DKMS_HOOK_PREFLIGHT=warn pacman -Syu"
+        );
+        assert_eq!(
+            proceed_knowingly(Some(&[])),
+            "DKMS_HOOK_PREFLIGHT=warn pacman -Syu"
+        );
     }
 }

@@ -48,7 +48,7 @@ pacman_run --may-fail -Syu dkmshook-broken-dkms
 ((PACMAN_STATUS != 0)) || fail "pacman went on although an essential module does not build"
 expect_output "error: .dkmshook_no_such_symbol. undeclared"
 expect_output "error: preflight: dkmshook-broken would not build for $K2 \\(essential\\)"
-expect_output 'DKMS_HOOK_PREFLIGHT=warn pacman -Syu'
+expect_output 'proceed knowingly with .DKMS_HOOK_PREFLIGHT=warn pacman --noconfirm -Syu dkmshook-broken-dkms.'
 expect_no_output 'upgrading linux-test'
 expect_no_output 'no package file found'
 [[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "linux-test: $(pacman -Q linux-test)"
