@@ -329,7 +329,8 @@ pub fn signing_failure<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Vec
 /// At most this many lines of a failed signing step are shown.
 const MAX_SIGNING_LINES: usize = 40;
 
-/// dkms's exit code in words.
+/// dkms's exit code in words, as dkms 3.0 to 3.4 use them (`die N` and `report_build_problem N`
+/// in its script; 5 and 6 cover the patch steps too, 12 is not signing).
 pub fn exit_words(code: Option<i32>) -> String {
     let words = match code {
         None => return "killed, or could not start (no exit status)".to_string(),
@@ -338,14 +339,14 @@ pub fn exit_words(code: Option<i32>) -> String {
         Some(2) => "invalid arguments",
         Some(3) => "already added or built",
         Some(4) => "module broken (in the dkms tree)",
-        Some(5) => "missing or bad module source",
-        Some(6) => "install failed",
+        Some(5) => "missing or bad module source, or a patch that climbs or is missing",
+        Some(6) => "install failed, or a patch did not apply",
         Some(7) => "built module missing after make",
         Some(8) => "bad dkms.conf",
-        Some(9) => "missing kernel config or headers",
+        Some(9) => "cannot make or load a dkms archive",
         Some(10) => "make failed",
         Some(11) => "autoinstall failed",
-        Some(12) => "module signing failed",
+        Some(12) => "could not determine the architecture",
         Some(13) => "missing BUILD_DEPENDS",
         Some(21) => "kernel headers missing",
         Some(77) => "excluded by BUILD_EXCLUSIVE",
