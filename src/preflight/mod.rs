@@ -415,12 +415,13 @@ fn look(
         arch: opts.arch.clone(),
         job_timeout_secs: opts.job_timeout.map(|d| d.as_secs()),
         outcome: scratch.dir.join("outcome.json"),
+        lock_fd: crate::os::watchdog::lock_fd(),
     };
     let file = scratch.dir.join("request.json");
     let text = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     std::fs::write(&file, text).map_err(|e| format!("{}: {e}", trees.display(&file)))?;
     let _ = out.flush();
-    let status = spawn_in_namespace(&opts.program, &trees.root, &file)?;
+    let status = spawn_in_namespace(&opts.program, &trees.root, &file, request.lock_fd)?;
     let outcome: trial::Outcome = std::fs::read(&request.outcome)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -432,12 +433,17 @@ fn look(
 }
 
 /// Runs `program --root ROOT preflight-view REQUEST` in a mount namespace of its own (made
-/// between fork and exec, where the child is one thread), dying with this process, in a process
-/// group of its own that the signals dkms-hook gets are forwarded to ([`crate::os::interrupt`]).
+/// between fork and exec, where the child is one thread), in a process group of its own that
+/// the signals dkms-hook gets are forwarded to ([`crate::os::interrupt`]). It dies with this
+/// process (SIGKILL: `PR_SET_PDEATHSIG` follows the forking thread, this run's main thread,
+/// which lives as long as the run), and this run's watchdog kills its group too; it inherits
+/// the run lock's descriptor `lock_fd` for a watchdog of its own, which kills the dkms groups
+/// it started (see [`crate::os::watchdog`]).
 fn spawn_in_namespace(
     program: &Path,
     root: &Path,
     request: &Path,
+    lock_fd: Option<i32>,
 ) -> Result<std::process::ExitStatus, String> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(program);
@@ -447,12 +453,22 @@ fn spawn_in_namespace(
         .arg(request)
         .stdin(std::process::Stdio::null())
         .process_group(0);
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: between fork and exec only async-signal-safe system calls are made (no
-    // allocation, no lock): unshare(2) and prctl(2).
+    // allocation, no lock): unshare(2), prctl(2), getppid(2), kill(2), fcntl(2).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            if libc::getppid() != parent {
+                // dkms-hook died before the line above.
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            if let Some(fd) = lock_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -468,7 +484,7 @@ fn spawn_in_namespace(
         .map_err(|e| format!("a private mount namespace (unshare): {e}"))?;
     let pid = child.id() as i32;
     stop.register(pid);
-    // Killed with SIGKILL, this run's watchdog kills it (it dies with us anyway: SIGTERM).
+    // Killed with SIGKILL, this run's watchdog kills its group (it dies with us anyway).
     crate::os::watchdog::track(pid);
     // Waited for without reaping first: while it is a zombie, its group id cannot be reused.
     // SAFETY: waitid writes only into `info`, which lives through the call.

@@ -41,6 +41,10 @@ pub struct TrialRequest {
     pub job_timeout_secs: Option<u64>,
     /// Where the child writes its [`Outcome`].
     pub outcome: PathBuf,
+    /// The run lock's descriptor, inherited: the child's own watchdog holds it
+    /// ([`crate::os::watchdog`]).
+    #[serde(default)]
+    pub lock_fd: Option<i32>,
 }
 
 /// What the child found.
@@ -72,12 +76,26 @@ pub fn run_child(request_file: &Path) -> u8 {
             return 2;
         }
     };
+    // Its dkms groups die with it, however it dies, and the lock is free only once they are
+    // gone: its own watchdog holds the lock's descriptor, which its children do not inherit.
+    if let Some(fd) = req.lock_fd {
+        // SAFETY: fcntl on a descriptor number; a wrong one only fails.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0 {
+            crate::os::watchdog::start(fd);
+        }
+    }
+    let code = run_trial(&req);
+    crate::os::watchdog::stop();
+    code
+}
+
+fn run_trial(req: &TrialRequest) -> u8 {
     let outcome = match view::enter(&req.view) {
         Err(e) => Outcome {
             view_error: Some(e),
             ..Default::default()
         },
-        Ok(()) => trial(&req),
+        Ok(()) => trial(req),
     };
     let text = serde_json::to_vec(&outcome).unwrap_or_default();
     match std::fs::write(&req.outcome, text) {

@@ -1,0 +1,142 @@
+//! The preflight stopped mid-trial, and what its trial may touch: killed with SIGKILL, no
+//! process of the trial outlives the lock (the view's child and the dkms, make and compiler
+//! groups it started die first); told to stop (SIGINT), the builds it did not finish are
+//! reported as not checked, not as failures; and what a build writes outside the trees it
+//! is meant to write (a PRE_BUILD's files in /tmp and /boot, dkms's `post_transaction`) stays in
+//! the view. On real dkms, real headers, our fixtures.
+
+use crate::common::TestRoot;
+use crate::preflight::{scratch, trial_root};
+use crate::stopping::{marked, start_with_input, wait_for_process, wait_until_none};
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Waits up to `limit` for the run lock of `root` to be free, and takes it (released when the
+/// returned file is dropped).
+fn take_lock(root: &TestRoot, limit: Duration) -> fs::File {
+    let file = fs::File::open(root.join("run/dkms-hook.lock")).expect("the run lock file");
+    let end = Instant::now() + limit;
+    loop {
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return file;
+        }
+        assert!(
+            Instant::now() < end,
+            "the lock is still held {limit:?} after the preflight died: {:?}",
+            fs::read_to_string(root.join("run/dkms-hook.lock"))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`crate::stopping::hold_pre_build`], the held PRE_BUILD deaf to the stopping signals (as
+/// a build step that takes its time to stop): only SIGKILL ends it, so nothing but the run's
+/// own killing can make the test pass.
+fn hold_pre_build_deaf(root: &TestRoot, dir: &str) -> std::path::PathBuf {
+    let hold = crate::stopping::hold_pre_build(root, dir);
+    root.write_file(
+        format!("usr/src/{dir}/hold.sh"),
+        format!(
+            "#!/bin/sh\n# Test hook: waits while {} exists, deaf to SIGTERM, SIGINT, SIGHUP.\n\
+             trap '' TERM INT HUP\n[ -e '{}' ] && exec sleep 1000.5\nexit 0\n",
+            hold.display(),
+            hold.display()
+        ),
+    );
+    hold
+}
+
+/// The preflight's arguments for the headers package `headers`.
+fn args(headers: &Path) -> Vec<String> {
+    vec![
+        "preflight".into(),
+        "--package".into(),
+        headers.display().to_string(),
+    ]
+}
+
+/// Issue: `kill -9` of the preflight while its view's child builds left the child's dkms and
+/// make running, and the lock free, so a new run could start beside them. The trial's build of
+/// the staying module for the new kernel is held in its PRE_BUILD (real dkms); the preflight is
+/// killed; once the lock is free, no process of the run is left.
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn sigkill_of_the_preflight_mid_trial_leaves_no_build_once_the_lock_is_free() {
+    let (_tmp, work, pkgs) = scratch();
+    let (root, _old, new, headers, _broken) = trial_root(&work, &pkgs);
+    let _hold = hold_pre_build_deaf(&root, "dkmshook-plain-1.0");
+    let mark = format!("preflight-sigkill-{}", std::process::id());
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let args = args(&headers);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = start_with_input(&root, &args, &mark, Some(&targets));
+    wait_for_process(&mark, "sleep 1000.5", Duration::from_secs(300));
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGKILL) };
+    let out = run.finish();
+    assert_eq!(out.code, -1, "killed: {}", out.dump());
+    let _lock = take_lock(&root, Duration::from_secs(5));
+    let left = marked(&mark);
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "running once the lock was free\n{}",
+        out.dump()
+    );
+}
+
+/// Issue: SIGINT to the preflight alone, mid-trial, printed "would not build" for the module it
+/// interrupted and the install hook's "run dkms-hook again" advice. The build it did not finish
+/// is not checked; the run ends as an interrupted run does (128 + the signal), promptly, with
+/// nothing left running and nothing kept for the install hook.
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn sigint_mid_trial_reports_the_unfinished_build_as_not_checked() {
+    let (_tmp, work, pkgs) = scratch();
+    let (root, _old, new, headers, _broken) = trial_root(&work, &pkgs);
+    let _hold = crate::stopping::hold_pre_build(&root, "dkmshook-plain-1.0");
+    let mark = format!("preflight-sigint-{}", std::process::id());
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let args = args(&headers);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = start_with_input(&root, &args, &mark, Some(&targets));
+    wait_for_process(&mark, "sleep 1000.5", Duration::from_secs(300));
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    let t = Instant::now();
+    let out = run.finish();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}\n{}",
+        t.elapsed(),
+        out.dump()
+    );
+    assert_eq!(out.code, 130, "{}", out.dump());
+    let text = &out.combined;
+    assert!(!text.contains("would not build"), "{}", out.dump());
+    assert!(!text.contains("run dkms-hook again"), "{}", out.dump());
+    assert!(!text.contains("for the next run"), "{}", out.dump());
+    assert!(
+        text.contains(&format!(
+            "warning: preflight: dkmshook-plain not checked for {new} (interrupted by SIGINT)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        text.contains("==> ERROR: preflight: interrupted by SIGINT"),
+        "{}",
+        out.dump()
+    );
+    let left = wait_until_none(&mark, Duration::from_secs(2));
+    assert_eq!(left, Vec::<String>::new(), "{}", out.dump());
+    let store = root.join("var/cache/dkms-hook/prebuilt");
+    let kept: Vec<_> = fs::read_dir(&store)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != ".notes")
+        .collect();
+    assert!(kept.is_empty(), "kept: {kept:?}\n{}", out.dump());
+}
