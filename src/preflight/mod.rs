@@ -216,6 +216,9 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
     let layer = scratch.dir.join("layer");
     for p in &tx.packages {
         if let Err(e) = archive::unpack(&p.file, &layer, &not_for_builds) {
+            if let archive::ArchiveError::Interrupted { signal, .. } = e {
+                return interrupted(trees, signal, &Checked::default(), &config, opts, out);
+            }
             let _ = writeln!(out, "warning: preflight: cannot unpack {e} (not checked)");
             return EXIT_GO_ON;
         }
@@ -227,6 +230,33 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
         return decide(trees, &failed, &BTreeMap::new(), &config, opts, out);
     }
     match look(trees, &scratch, &tx, &incoming, &leaving, opts, out) {
+        Ok(outcome)
+            if outcome
+                .interrupted
+                .or(crate::os::interrupt::global().signal())
+                .is_some() =>
+        {
+            let _ = store.clear();
+            let signal = outcome
+                .interrupted
+                .or(crate::os::interrupt::global().signal())
+                .unwrap_or(libc::SIGTERM);
+            let mut checked = Checked {
+                failed,
+                unchecked: outcome.unchecked,
+            };
+            for (m, ks) in outcome.failed {
+                checked.failed.entry(m).or_default().extend(ks);
+            }
+            interrupted(trees, signal, &checked, &config, opts, out)
+        }
+        Err(_) if crate::os::interrupt::global().signal().is_some() => {
+            let _ = store.clear();
+            let signal = crate::os::interrupt::global()
+                .signal()
+                .unwrap_or(libc::SIGTERM);
+            interrupted(trees, signal, &Checked::default(), &config, opts, out)
+        }
         Ok(outcome) => {
             // The notes were said: the install hook does not say them again.
             if let Err(e) = store.remember_notes(&outcome.notes) {
@@ -502,6 +532,48 @@ fn spawn_in_namespace(
     crate::os::watchdog::untrack(pid);
     stop.unregister(pid);
     child.wait().map_err(|e| e.to_string())
+}
+
+/// What an interrupted preflight found: the builds that failed before the signal, and those it
+/// did not finish. Module name -> kernels, each.
+#[derive(Debug, Default)]
+struct Checked {
+    failed: BTreeMap<String, BTreeSet<String>>,
+    unchecked: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The last lines of a preflight a stopping signal ended early: what failed before it (as
+/// usual), what was not checked, and that the run was interrupted; the run ends as an
+/// interrupted run does (128 + the signal, [`crate::os::interrupt::exit_code`]): under pacman,
+/// the transaction stops before any file changed. Nothing is kept for the install hook.
+fn interrupted(
+    trees: &Trees,
+    signal: i32,
+    checked: &Checked,
+    config: &Config,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> u8 {
+    let name = crate::os::interrupt::name(signal);
+    if !checked.failed.is_empty() {
+        decide(trees, &checked.failed, &BTreeMap::new(), config, opts, out);
+    }
+    for (m, ks) in &checked.unchecked {
+        let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "warning: preflight: {m} not checked for {} (interrupted by {name})",
+            ks.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "==> ERROR: preflight: interrupted by {name} before it checked every module: the \
+         transaction is stopped before any file changed"
+    );
+    // A signal only the trial got (sent to its process alone) ends this run as interrupted too.
+    crate::os::interrupt::global().raise(signal);
+    EXIT_ABORT
 }
 
 /// Turns the failures into the last lines and the exit code.

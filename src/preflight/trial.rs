@@ -16,6 +16,7 @@ use crate::plan::inventory::{Inventory, SourceSelection};
 use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
 use crate::report::reporter::{Reporter, Style};
+use crate::run::events::Event;
 use crate::run::runner::{self, Limits};
 use crate::system::dkms::Dkms;
 use crate::system::dkms_tree::DkmsTree;
@@ -58,6 +59,13 @@ pub struct Outcome {
     pub failed: BTreeMap<String, BTreeSet<String>>,
     /// The planner's notes, as printed (the install hook does not say them again).
     pub notes: Vec<String>,
+    /// A stopping signal ended the trial early: its number.
+    #[serde(default)]
+    pub interrupted: Option<i32>,
+    /// Module name -> the kernels whose trial build it did not finish (interrupted): not
+    /// checked, and not in `failed`.
+    #[serde(default)]
+    pub unchecked: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The child's whole work: view, trial, outcome file. Its exit status is 0 unless the outcome
@@ -156,19 +164,39 @@ fn trial(req: &TrialRequest) -> Outcome {
         jobs: req.jobs,
         cpus: req.cpus,
     };
-    runner::run(&plan, limits, &exec, &mut |e| reporter.handle(e));
+    // The pairs an interruption left undone: not checked, not failed.
+    let mut undone: BTreeSet<(String, String)> = BTreeSet::new();
+    runner::run(&plan, limits, &exec, &mut |e| {
+        if let Event::LeftUndone { jobs } = e {
+            for j in jobs {
+                if let Some(k) = &j.kernel {
+                    undone.insert((j.module.clone(), k.clone()));
+                }
+            }
+        }
+        reporter.handle(e)
+    });
     drop(reporter);
+    let interrupted = crate::os::interrupt::global().signal();
     let built = DkmsTree::read(&trees.dkms);
-    keep_builds(&plan, &built, &trees, &exec);
+    if interrupted.is_none() {
+        keep_builds(&plan, &built, &trees, &exec);
+    }
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
+        interrupted,
         ..Default::default()
     };
     for job in &plan.jobs {
         let Some(k) = &job.info.kernel else { continue };
         if built.installed(&job.info.module, k, arch) == Some(job.info.version.as_str()) {
             *out.ok.entry(k.clone()).or_default() += 1;
+        } else if undone.contains(&(job.info.module.clone(), k.clone())) {
+            out.unchecked
+                .entry(job.info.module.clone())
+                .or_default()
+                .insert(k.clone());
         } else {
             out.failed
                 .entry(job.info.module.clone())
