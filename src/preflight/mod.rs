@@ -435,6 +435,7 @@ fn look(
             mounts,
             leaving: tx.leaving.iter().cloned().collect(),
             sign: crate::system::signing::signs_outside_a_chroot(trees),
+            writable: vec![trees.root.join("var/cache/dkms-hook"), trees.log_dir()],
             parent_ns: view::current_ns().map_err(|e| format!("/proc/self/ns/mnt: {e}"))?,
         },
         kernels: incoming.kernels.iter().cloned().collect(),

@@ -98,7 +98,7 @@ use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -434,7 +434,7 @@ pub(crate) fn trial_root(work: &Path, pkgs: &Path) -> (TestRoot, String, String,
 }
 
 /// [`trial_root`] driving `dkms` (default: the machine's).
-fn trial_root_with(
+pub(crate) fn trial_root_with(
     work: &Path,
     pkgs: &Path,
     dkms: Option<PathBuf>,

@@ -140,3 +140,87 @@ fn sigint_mid_trial_reports_the_unfinished_build_as_not_checked() {
         .collect();
     assert!(kept.is_empty(), "kept: {kept:?}\n{}", out.dump());
 }
+
+/// Issue: the view was not sealed: a build's writes outside the overlaid directories reached the
+/// live system, and dkms's `post_transaction` (framework.conf, dkms 3.2+, run after each install)
+/// ran in the trial. Here a PRE_BUILD writes into the root's `/tmp` and `/boot`, and a
+/// framework.conf.d snippet of the system dkms reads sets a `post_transaction` that writes there
+/// too (dkms 3.4.3; under `--root` dkms reads the running system's /etc/dkms, so the preflight
+/// runs in a mount namespace of the test's own where /etc/dkms is a copy with the snippet). The
+/// trial builds, and none of the markers is on the system afterwards.
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn the_trial_writes_nothing_outside_its_view() {
+    let Some(dkms) = crate::common::dkms_343() else {
+        return;
+    };
+    let (tmp, work, pkgs) = scratch();
+    let (root, _old, new, headers, _broken) =
+        crate::preflight::trial_root_with(&work, &pkgs, Some(dkms.clone()));
+    let (tmp_dir, boot) = (root.mkdir("tmp"), root.mkdir("boot"));
+    let markers = [
+        tmp_dir.join("pre-build"),
+        boot.join("pre-build"),
+        tmp_dir.join("post-transaction"),
+        boot.join("post-transaction"),
+    ];
+    let dir = "dkmshook-plain-1.0";
+    let script = root.write_file(
+        format!("usr/src/{dir}/mark.sh"),
+        format!(
+            "#!/bin/sh\n# Test hook: writes outside the trees.\ntouch '{}' '{}' 2>/dev/null\nexit 0\n",
+            markers[0].display(),
+            markers[1].display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = root.join(format!("usr/src/{dir}/dkms.conf"));
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text.push_str("PRE_BUILD=\"mark.sh\"\n");
+    fs::write(&conf, text).unwrap();
+    // The system's dkms configuration, with a post_transaction.
+    let etc_dkms = tmp.path().join("etc-dkms");
+    fs::create_dir_all(etc_dkms.join("framework.conf.d")).unwrap();
+    if Path::new("/etc/dkms").is_dir() {
+        crate::preflight::run(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg("/etc/dkms/.")
+                .arg(&etc_dkms),
+        );
+    }
+    fs::write(
+        etc_dkms.join("framework.conf.d/50-test-post-transaction.conf"),
+        format!(
+            "post_transaction=\"touch {} {}\"\n",
+            markers[2].display(),
+            markers[3].display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/dkms && exec \"$1\" --root \"$2\" preflight --package \"$3\" 2>&1")
+        .arg(&etc_dkms)
+        .arg(crate::common::BIN)
+        .arg(root.path())
+        .arg(&headers)
+        .env("DKMS_HOOK_DKMS", &dkms);
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let out = crate::common::run_command(cmd, &targets);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined
+            .contains(&format!("preflight: 1 DKMS module builds for {new}\n")),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.combined.contains("not read-only"), "{}", out.dump());
+    let reached: Vec<_> = markers.iter().filter(|m| m.exists()).collect();
+    assert!(
+        reached.is_empty(),
+        "written on the system from the trial: {reached:?}\n{}",
+        out.dump()
+    );
+}
