@@ -158,6 +158,7 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
     if !top && host_conf.is_dir() {
         overlay(host_conf, None, &spec.upper.join("host-dkms-conf"))?;
     }
+    let mut tmps: Vec<PathBuf> = Vec::new();
     for d in PRIVATE_TMP {
         let dir = spec.root.join(d);
         if dir.is_dir() && !open.iter().any(|m| dir.starts_with(m)) {
@@ -170,7 +171,14 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
                 Some(mode),
             )
             .map_err(|e| format!("a tmpfs on {}: {e}", dir.display()))?;
-            open.push(dir);
+            tmps.push(dir);
+        }
+    }
+    // A TMPDIR there (pam_tmpdir's /tmp/user/0) is made again in the tmpfs: dkms's mktemp
+    // needs it.
+    if let Some(tmpdir) = std::env::var_os("TMPDIR").map(PathBuf::from) {
+        if tmpdir.is_absolute() && tmps.iter().any(|d| tmpdir.starts_with(d)) {
+            fs::create_dir_all(&tmpdir).map_err(|e| format!("{}: {e}", tmpdir.display()))?;
         }
     }
     remove_leaving(spec)?;
@@ -188,6 +196,7 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
         text.push_str("# Sign as the install hook will, outside it.\ntry_sign_modules=true\n");
     }
     write_drop_in(&spec.root.join(DROP_IN), &text)?;
+    open.extend(tmps);
     open.extend(spec.writable.iter().cloned());
     open.push(spec.upper.clone());
     open.extend(NOT_SEALED.iter().map(|d| spec.root.join(d)));

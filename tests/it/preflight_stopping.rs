@@ -147,7 +147,8 @@ fn sigint_mid_trial_reports_the_unfinished_build_as_not_checked() {
 /// framework.conf.d snippet of the system dkms reads sets a `post_transaction` that writes there
 /// too (dkms 3.4.3; under `--root` dkms reads the running system's /etc/dkms, so the preflight
 /// runs in a mount namespace of the test's own where /etc/dkms is a copy with the snippet). The
-/// trial builds, and none of the markers is on the system afterwards.
+/// trial builds (with a TMPDIR in the root's /tmp, which the view's private /tmp still has), and
+/// none of the markers is on the system afterwards.
 #[test]
 #[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
 fn the_trial_writes_nothing_outside_its_view() {
@@ -206,7 +207,9 @@ fn the_trial_writes_nothing_outside_its_view() {
         .arg(crate::common::BIN)
         .arg(root.path())
         .arg(&headers)
-        .env("DKMS_HOOK_DKMS", &dkms);
+        .env("DKMS_HOOK_DKMS", &dkms)
+        // A TMPDIR in the root's /tmp (as pam_tmpdir's /tmp/user/0): there in the view too.
+        .env("TMPDIR", root.mkdir("tmp/user/0"));
     let targets = format!("usr/lib/modules/{new}/build/include/\n");
     let out = crate::common::run_command(cmd, &targets);
     assert_eq!(out.code, 0, "{}", out.dump());
