@@ -232,7 +232,7 @@ fn bind(dir: &Path, recursive: bool) -> Result<(), String> {
 
 /// Makes every mount at or below `root` read-only in the view, but those at or below `open`.
 /// The mounts are this namespace's copies: the live system's stay as they are. A kernel without
-/// `mount_setattr` (before 5.12) leaves them writable.
+/// `mount_setattr` (before 5.12) leaves them writable: an error, which the view says and goes on.
 fn seal(root: &Path, open: &[PathBuf]) -> Result<(), String> {
     let info = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
@@ -246,7 +246,9 @@ fn seal(root: &Path, open: &[PathBuf]) -> Result<(), String> {
     for p in points {
         match read_only(&p) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return Err("this kernel has no mount_setattr (5.12+)".into())
+            }
             // Not a mount's root from here: one mounted over it hides it.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(format!("{}: {e}", p.display())),
