@@ -18,7 +18,12 @@
 //!   lock's unit tests run beside tests whose children are listed).
 //!
 //! Only the watchdog gets the lock's descriptor: a child that outlives its group (a daemon a
-//! Makefile starts) must not hold the lock forever.
+//! Makefile starts) must not hold the lock forever. The one exception is dkms-hook's own child
+//! that starts children of its own, the preflight's view ([`lock_fd`]): it inherits the
+//! descriptor, closes it on exec for its own children, and hands it to a watchdog of its own, so
+//! that when dkms-hook is killed (its watchdog kills the view's group), the view's watchdog kills
+//! the view's dkms groups, and the lock is free only once they are gone. Each watchdog waits (a
+//! bounded time) for the groups it killed to be gone before it exits.
 
 use std::io::Write;
 use std::os::fd::RawFd;
@@ -40,11 +45,20 @@ done
 for group in "${!live[@]}"; do
     kill -KILL -- "-$group" 2>/dev/null
 done
+# The lock goes with this process: not before the groups are gone (5 s at most each).
+for group in "${!live[@]}"; do
+    for _ in {1..100}; do
+        kill -0 -- "-$group" 2>/dev/null || break
+        sleep 0.05
+    done
+done
 "#;
 
 struct Watchdog {
     child: Child,
     input: ChildStdin,
+    /// The run lock's descriptor it holds.
+    lock_fd: RawFd,
 }
 
 static WATCHDOG: Mutex<Option<Watchdog>> = Mutex::new(None);
@@ -78,9 +92,20 @@ pub fn start(lock_fd: RawFd) {
     }
     if let Ok(mut child) = cmd.spawn() {
         if let Some(input) = child.stdin.take() {
-            *st = Some(Watchdog { child, input });
+            *st = Some(Watchdog {
+                child,
+                input,
+                lock_fd,
+            });
         }
     }
+}
+
+/// The run lock's descriptor the watchdog holds, when there is one: a child of dkms-hook's own
+/// that starts children of its own (the preflight's view) inherits it and starts its own
+/// watchdog with it, so that the lock stays held until that child's groups are gone too.
+pub fn lock_fd() -> Option<RawFd> {
+    state().as_ref().map(|w| w.lock_fd)
 }
 
 fn say(line: String) {
@@ -105,6 +130,7 @@ pub fn stop() {
     if let Some(Watchdog {
         mut child,
         mut input,
+        ..
     }) = w
     {
         let _ = input.write_all(b".\n");

@@ -31,6 +31,9 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    /// A stopping signal came while unpacking (its number).
+    #[error("{path}: interrupted by {}", crate::os::interrupt::name(*.signal))]
+    Interrupted { path: PathBuf, signal: i32 },
 }
 
 impl ArchiveError {
@@ -40,6 +43,9 @@ impl ArchiveError {
             ArchiveError::Io { source, .. } => source.to_string(),
             ArchiveError::Format { message, .. } => message.clone(),
             ArchiveError::Write { entry, source, .. } => format!("{}: {source}", entry.display()),
+            ArchiveError::Interrupted { signal, .. } => {
+                format!("interrupted by {}", crate::os::interrupt::name(*signal))
+            }
         }
     }
 
@@ -50,6 +56,7 @@ impl ArchiveError {
                 source.raw_os_error() == Some(libc::ENOSPC)
             }
             ArchiveError::Format { message, .. } => message.contains("No space left on device"),
+            ArchiveError::Interrupted { .. } => false,
         }
     }
 }
@@ -285,6 +292,19 @@ pub fn unpack(
     dest: &Path,
     skip: &dyn Fn(&Path) -> bool,
 ) -> Result<usize, ArchiveError> {
+    unpack_until(path, dest, skip, &|| {
+        crate::os::interrupt::global().signal()
+    })
+}
+
+/// [`unpack`], stopping at the entry before which `stop` gives a signal (a kernel's headers are
+/// tens of thousands of entries: a run told to stop does not go through them all).
+fn unpack_until(
+    path: &Path,
+    dest: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+    stop: &dyn Fn() -> Option<i32>,
+) -> Result<usize, ArchiveError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut ar = open_package(path)?;
     fs::create_dir_all(dest).map_err(io_err(dest))?;
@@ -292,6 +312,12 @@ pub fn unpack(
     // Directories known to be real directories of ours (no need to look again).
     let mut dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for entry in ar.entries().map_err(io_err(path))? {
+        if let Some(signal) = stop() {
+            return Err(ArchiveError::Interrupted {
+                path: path.to_path_buf(),
+                signal,
+            });
+        }
         let mut entry = entry.map_err(io_err(path))?;
         let Some(p) = entry.path().ok().and_then(|p| entry_path(&p)) else {
             continue;
@@ -446,6 +472,36 @@ mod tests {
                 "usr/src/foo-1.0/with space.c"
             ]
         );
+    }
+
+    /// A signal while unpacking stops it at the next entry.
+    #[test]
+    fn unpacking_stops_at_the_entry_after_a_signal() {
+        let t = tempfile::tempdir().unwrap();
+        let pkg = t.path().join("p.pkg.tar");
+        let mut b = tar::Builder::new(File::create(&pkg).unwrap());
+        for name in ["usr/a", "usr/b", "usr/c", "usr/d"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        b.finish().unwrap();
+        drop(b);
+        let asked = std::cell::Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            (asked.get() > 2).then_some(libc::SIGINT)
+        };
+        let dest = t.path().join("layer");
+        let r = unpack_until(&pkg, &dest, &|_| false, &stop);
+        assert!(
+            matches!(r, Err(ArchiveError::Interrupted { signal, .. }) if signal == libc::SIGINT),
+            "{r:?}"
+        );
+        assert!(dest.join("usr/b").is_file());
+        assert!(!dest.join("usr/c").exists());
     }
 
     #[test]

@@ -243,6 +243,9 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
     }
     match judge(trees, opts, &tx, &brought, Purpose::Preflight, &shown, out) {
         Judged::NotChecked => EXIT_GO_ON,
+        Judged::Interrupted { signal, checked } => {
+            interrupted(trees, signal, &checked, &config, opts, out, &again)
+        }
         Judged::Done(j) => {
             // The notes were said: the install hook does not say them again.
             if let Err(e) = store.remember_notes(&j.notes) {
@@ -281,6 +284,11 @@ pub enum Judged {
     /// It could not look (said on `out`): nothing is known.
     NotChecked,
     Done(Judgement),
+    /// A stopping signal ended the trial early: what failed before it, what it did not check.
+    Interrupted {
+        signal: i32,
+        checked: Checked,
+    },
 }
 
 /// Unpacks the transaction `tx`, makes the view of the system after it, trial-builds there what
@@ -329,6 +337,12 @@ pub fn judge(
     let layer = scratch.dir.join("layer");
     for p in &tx.packages {
         if let Err(e) = archive::unpack(&p.file, &layer, &not_for_builds) {
+            if let archive::ArchiveError::Interrupted { signal, .. } = e {
+                return Judged::Interrupted {
+                    signal,
+                    checked: Checked::default(),
+                };
+            }
             let what = format!("cannot unpack {}: {}", shown(&p.file), e.reason());
             if e.is_no_space() {
                 let _ = writeln!(out, "{}", room.ran_out(&scratch_shown, &what));
@@ -359,6 +373,31 @@ pub fn judge(
     };
     store.prune(&wanted, crate::system::prebuilt::MAX_BYTES);
     match result {
+        Ok(outcome)
+            if outcome
+                .interrupted
+                .or(crate::os::interrupt::global().signal())
+                .is_some() =>
+        {
+            let signal = outcome
+                .interrupted
+                .or(crate::os::interrupt::global().signal())
+                .unwrap_or(libc::SIGTERM);
+            let mut checked = Checked {
+                failed,
+                unchecked: outcome.unchecked,
+            };
+            for (m, ks) in outcome.failed {
+                checked.failed.entry(m).or_default().extend(ks);
+            }
+            Judged::Interrupted { signal, checked }
+        }
+        Err(_) if crate::os::interrupt::global().signal().is_some() => Judged::Interrupted {
+            signal: crate::os::interrupt::global()
+                .signal()
+                .unwrap_or(libc::SIGTERM),
+            checked: Checked::default(),
+        },
         Ok(outcome) => {
             let mut failed = failed;
             let ok = match &outcome.out_of_space {
@@ -578,6 +617,7 @@ fn look(
             mounts,
             leaving: tx.leaving.iter().cloned().collect(),
             sign: crate::system::signing::signs_outside_a_chroot(trees),
+            writable: vec![trees.root.join("var/cache/dkms-hook"), trees.log_dir()],
             parent_ns: view::current_ns().map_err(|e| format!("/proc/self/ns/mnt: {e}"))?,
         },
         kernels: incoming.kernels.iter().cloned().collect(),
@@ -589,12 +629,13 @@ fn look(
         job_timeout_secs: opts.job_timeout.map(|d| d.as_secs()),
         remembered: purpose == Purpose::Preflight,
         outcome: scratch.dir.join("outcome.json"),
+        lock_fd: crate::os::watchdog::lock_fd(),
     };
     let file = scratch.dir.join("request.json");
     let text = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     std::fs::write(&file, text).map_err(|e| format!("{}: {e}", trees.display(&file)))?;
     let _ = out.flush();
-    let status = spawn_in_namespace(&opts.program, &trees.root, &file)?;
+    let status = spawn_in_namespace(&opts.program, &trees.root, &file, request.lock_fd)?;
     let outcome: trial::Outcome = std::fs::read(&request.outcome)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -606,12 +647,17 @@ fn look(
 }
 
 /// Runs `program --root ROOT preflight-view REQUEST` in a mount namespace of its own (made
-/// between fork and exec, where the child is one thread), dying with this process, in a process
-/// group of its own that the signals dkms-hook gets are forwarded to ([`crate::os::interrupt`]).
+/// between fork and exec, where the child is one thread), in a process group of its own that
+/// the signals dkms-hook gets are forwarded to ([`crate::os::interrupt`]). It dies with this
+/// process (SIGKILL: `PR_SET_PDEATHSIG` follows the forking thread, this run's main thread,
+/// which lives as long as the run), and this run's watchdog kills its group too; it inherits
+/// the run lock's descriptor `lock_fd` for a watchdog of its own, which kills the dkms groups
+/// it started (see [`crate::os::watchdog`]).
 fn spawn_in_namespace(
     program: &Path,
     root: &Path,
     request: &Path,
+    lock_fd: Option<i32>,
 ) -> Result<std::process::ExitStatus, String> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(program);
@@ -621,12 +667,22 @@ fn spawn_in_namespace(
         .arg(request)
         .stdin(std::process::Stdio::null())
         .process_group(0);
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: between fork and exec only async-signal-safe system calls are made (no
-    // allocation, no lock): unshare(2) and prctl(2).
+    // allocation, no lock): unshare(2), prctl(2), getppid(2), kill(2), fcntl(2).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            if libc::getppid() != parent {
+                // dkms-hook died before the line above.
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            if let Some(fd) = lock_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -642,7 +698,7 @@ fn spawn_in_namespace(
         .map_err(|e| format!("a private mount namespace (unshare): {e}"))?;
     let pid = child.id() as i32;
     stop.register(pid);
-    // Killed with SIGKILL, this run's watchdog kills it (it dies with us anyway: SIGTERM).
+    // Killed with SIGKILL, this run's watchdog kills its group (it dies with us anyway).
     crate::os::watchdog::track(pid);
     // Waited for without reaping first: while it is a zombie, its group id cannot be reused.
     // SAFETY: waitid writes only into `info`, which lives through the call.
@@ -662,7 +718,60 @@ fn spawn_in_namespace(
     child.wait().map_err(|e| e.to_string())
 }
 
-/// Turns the failures into the last lines and the exit code.
+/// What an interrupted preflight found: the builds that failed before the signal, and those it
+/// did not finish. Module name -> kernels, each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Module name -> the kernels it failed for before the signal.
+    pub failed: BTreeMap<String, BTreeSet<String>>,
+    /// Module name -> the kernels whose trial build the signal cut short: not checked.
+    pub unchecked: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The last lines of a preflight a stopping signal ended early: what failed before it (as
+/// usual), what was not checked, and that the run was interrupted; the run ends as an
+/// interrupted run does (128 + the signal, [`crate::os::interrupt::exit_code`]): under pacman,
+/// the transaction stops before any file changed. What built before the signal is kept (whole
+/// and stamped); no failure after it is remembered.
+fn interrupted(
+    trees: &Trees,
+    signal: i32,
+    checked: &Checked,
+    config: &Config,
+    opts: &Options,
+    out: &mut dyn Write,
+    again: &str,
+) -> u8 {
+    let name = crate::os::interrupt::name(signal);
+    if !checked.failed.is_empty() {
+        decide(
+            trees,
+            &checked.failed,
+            &BTreeMap::new(),
+            config,
+            opts,
+            out,
+            again,
+        );
+    }
+    for (m, ks) in &checked.unchecked {
+        let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "warning: preflight: {m} not checked for {} (interrupted by {name})",
+            ks.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "==> ERROR: preflight: interrupted by {name} before it checked every module: the \
+         transaction is stopped before any file changed"
+    );
+    // A signal only the trial got (sent to its process alone) ends this run as interrupted too.
+    crate::os::interrupt::global().raise(signal);
+    EXIT_ABORT
+}
+
 /// The command that runs the transaction again with the preflight warning instead of aborting:
 /// pacman's own arguments when pacman runs the hook (`pacman -U ./foo.pkg.tar.zst` gets its own
 /// line back, quoted for the shell), else the usual upgrade.
@@ -674,6 +783,7 @@ fn proceed_knowingly(pacman_args: Option<&[String]>) -> String {
     format!("DKMS_HOOK_PREFLIGHT=warn pacman {line}")
 }
 
+/// Turns the failures into the last lines and the exit code.
 fn decide(
     trees: &Trees,
     failed: &BTreeMap<String, BTreeSet<String>>,

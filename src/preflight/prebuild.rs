@@ -157,6 +157,16 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
     };
     match judged {
         Judged::NotChecked => EXIT_OK,
+        Judged::Interrupted { signal, checked } => {
+            let _ = writeln!(
+                out,
+                "prebuild: interrupted by {}: {} module(s) not checked; what built is kept, the \
+                 next prebuild goes on",
+                crate::os::interrupt::name(signal),
+                checked.unchecked.len()
+            );
+            EXIT_OK
+        }
         Judged::Done(j) => {
             for (k, n) in &j.ok {
                 let _ = writeln!(out, "prebuild: {n} DKMS modules built ahead for {k}");

@@ -46,6 +46,10 @@ pub struct TrialRequest {
     pub remembered: bool,
     /// Where the child writes its [`Outcome`].
     pub outcome: PathBuf,
+    /// The run lock's descriptor, inherited: the child's own watchdog holds it
+    /// ([`crate::os::watchdog`]).
+    #[serde(default)]
+    pub lock_fd: Option<i32>,
 }
 
 /// What the child found.
@@ -62,6 +66,13 @@ pub struct Outcome {
     /// A build failed for want of room (`No space left on device`, or the view's writes'
     /// filesystem full after it): where it showed, in words. Then no failure is the module's.
     pub out_of_space: Option<String>,
+    /// A stopping signal ended the trial early: its number.
+    #[serde(default)]
+    pub interrupted: Option<i32>,
+    /// Module name -> the kernels whose trial build it did not finish (interrupted): not
+    /// checked, and not in `failed`.
+    #[serde(default)]
+    pub unchecked: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The child's whole work: view, trial, outcome file. Its exit status is 0 unless the outcome
@@ -80,13 +91,27 @@ pub fn run_child(request_file: &Path) -> u8 {
             return 2;
         }
     };
+    // Its dkms groups die with it, however it dies, and the lock is free only once they are
+    // gone: its own watchdog holds the lock's descriptor, which its children do not inherit.
+    if let Some(fd) = req.lock_fd {
+        // SAFETY: fcntl on a descriptor number; a wrong one only fails.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0 {
+            crate::os::watchdog::start(fd);
+        }
+    }
+    let code = run_trial(&req);
+    crate::os::watchdog::stop();
+    code
+}
+
+fn run_trial(req: &TrialRequest) -> u8 {
     let outcome = match view::enter(&req.view) {
         Err(e) => Outcome {
             view_error: Some(e),
             ..Default::default()
         },
         Ok(()) => {
-            let outcome = trial(&req);
+            let outcome = trial(req);
             // Its writes go first: they may fill the filesystem the outcome is written to.
             view::leave(&req.view);
             outcome
@@ -156,8 +181,10 @@ fn trial(req: &TrialRequest) -> Outcome {
     };
     // The failures, to remember with the stamps of what they failed with: only those that
     // ended before any signal (a build a signal stopped says nothing of the module), and none
-    // of a trial that ran out of space.
+    // of a trial that ran out of space. The pairs an interruption left undone: not checked,
+    // not failed.
     let mut failures: BTreeMap<PairId, Failure> = BTreeMap::new();
+    let mut undone: BTreeSet<(String, String)> = BTreeSet::new();
     let stop = crate::os::interrupt::global();
     let mut out_of_space = None;
     runner::run(&plan, limits, &exec, &mut |e| {
@@ -165,6 +192,13 @@ fn trial(req: &TrialRequest) -> Outcome {
             out_of_space = no_space(e, &req.view.upper);
             if out_of_space.is_some() {
                 reporter.trial_out_of_space();
+            }
+        }
+        if let Event::LeftUndone { jobs } = e {
+            for j in jobs {
+                if let Some(k) = &j.kernel {
+                    undone.insert((j.module.clone(), k.clone()));
+                }
             }
         }
         if let (
@@ -186,23 +220,31 @@ fn trial(req: &TrialRequest) -> Outcome {
         failures.clear();
     }
     drop(reporter);
+    let interrupted = crate::os::interrupt::global().signal();
     let built = DkmsTree::read(&trees.dkms);
     let origin = if req.remembered {
         "preflight".to_owned()
     } else {
         format!("prebuild {}", now_utc())
     };
+    // What built and installed before a signal is whole (verified): kept too, under its stamp.
     keep_builds(&plan, &built, &trees, &exec, &failures, &origin);
     let mut out = Outcome {
         ok: req.kernels.iter().map(|k| (k.clone(), 0)).collect(),
         notes: plan.notes.clone(),
         out_of_space,
+        interrupted,
         ..Default::default()
     };
     for job in &plan.jobs {
         let Some(k) = &job.info.kernel else { continue };
         if built.installed(&job.info.module, k, arch) == Some(job.info.version.as_str()) {
             *out.ok.entry(k.clone()).or_default() += 1;
+        } else if undone.contains(&(job.info.module.clone(), k.clone())) {
+            out.unchecked
+                .entry(job.info.module.clone())
+                .or_default()
+                .insert(k.clone());
         } else {
             out.failed
                 .entry(job.info.module.clone())

@@ -13,8 +13,14 @@
 //! directory, writes going to an upper directory on disk beside the layer (or, where that
 //! filesystem cannot be an overlay's upper layer, to a tmpfs of the namespace). It then deletes
 //! what leaves, in the overlays only. Every write in the view (dkms's tree, the modules it
-//! installs) lands in the upper directories and goes with them; only what is not overlaid reaches
-//! the live system: the build store and the failure logs, which the preflight means to keep.
+//! installs) lands in the upper directories and goes with them.
+//!
+//! The seal: `/tmp` and `/var/tmp` get a tmpfs of the view's own, root's home is overlaid, and
+//! every other mount at or below the root (but `/proc`, `/sys`, `/dev`) is made read-only in the
+//! namespace ([`seal`]), so that a build's stray writes and dkms's `post_transaction` (emptied by
+//! the view's drop-in, [`DROP_IN`]) cannot reach the live system. Only the directories the
+//! preflight means to keep ([`Spec::writable`]: the scratch, the build store, the failure logs),
+//! bound onto themselves before the seal, are written through.
 //! Once the trial is over, the child takes the view down and deletes those writes ([`leave`])
 //! before it writes its outcome beside them.
 //!
@@ -38,9 +44,25 @@ use std::path::{Path, PathBuf};
 const OVERLAID: &[&str] = &["usr", "etc", "var/lib"];
 const OVERLAID_IF_BROUGHT: &[&str] = &["opt", "srv"];
 
-/// The drop-in that makes dkms 3.4 sign in the view as it will sign outside it (it takes any
-/// private mount namespace for a chroot, and its default `not_in_chroot` would sign nothing).
-pub const SIGN_DROP_IN: &str = "etc/dkms/framework.conf.d/zz-dkms-hook-preflight.conf";
+/// Directories of the root overlaid when they are there: root's home, where a build run as
+/// root may keep a cache (`~/.cache`, ccache): it writes, and the writes vanish.
+const OVERLAID_IF_THERE: &[&str] = &["root"];
+
+/// Directories of the root that get a tmpfs of the view's own: the temporary files of dkms
+/// (`mktemp` in `/tmp`), make and the compiler, and whatever a script leaves there.
+const PRIVATE_TMP: &[&str] = &["tmp", "var/tmp"];
+
+/// Directories of the root left as they are by the seal: the kernel's own filesystems.
+const NOT_SEALED: &[&str] = &["proc", "sys", "dev"];
+
+/// The view's dkms drop-in: `post_transaction` emptied (dkms 3.2+ runs it after each install;
+/// it is for the system after the transaction, not for a trial), and, when the install hook's
+/// dkms would sign, `try_sign_modules=true` (dkms 3.4 takes any private mount namespace for a
+/// chroot, and its default `not_in_chroot` would sign nothing). Named to be read last.
+pub const DROP_IN: &str = "etc/dkms/framework.conf.d/zz-dkms-hook-preflight.conf";
+
+/// Where dkms reads its configuration under `--root DIR` (it does not look under DIR).
+const HOST_DKMS_CONF: &str = "/etc/dkms";
 
 /// What the child needs to make the view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,8 +78,13 @@ pub struct Spec {
     /// The paths that leave, relative to the root (a directory with a trailing `/`, deleted
     /// when empty).
     pub leaving: Vec<String>,
-    /// Write [`SIGN_DROP_IN`]: the install hook's dkms would sign.
+    /// Write `try_sign_modules=true` in [`DROP_IN`]: the install hook's dkms would sign.
     pub sign: bool,
+    /// The directories below the root whose writes reach the live system (the scratch with the
+    /// outcome, the build store, the failure logs); all else outside the overlays and the
+    /// private tmpfs is read-only in the view.
+    #[serde(default)]
+    pub writable: Vec<PathBuf>,
     /// The mount namespace (inode of `/proc/self/ns/mnt`) of the process that asked.
     pub parent_ns: u64,
 }
@@ -77,6 +104,12 @@ pub fn mount_points(root: &Path, layer: &Path, trees: &[&Path]) -> Vec<PathBuf> 
             .filter(|d| layer.join(d).is_dir())
             .map(|d| root.join(d)),
     );
+    let there: Vec<PathBuf> = OVERLAID_IF_THERE
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.is_dir() && !out.contains(d))
+        .collect();
+    out.extend(there);
     for t in trees {
         if !out.iter().any(|m| t.starts_with(m)) {
             out.retain(|m| !m.starts_with(t));
@@ -99,6 +132,16 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(|e| format!("making the mounts private: {e}"))?;
+    let top = spec.root == Path::new("/");
+    if !top {
+        // A root below `/` gets a mount of its own, for the seal to make read-only.
+        bind(&spec.root, true)?;
+    }
+    // Bound onto themselves before anything is made read-only: they stay writable.
+    for w in &spec.writable {
+        fs::create_dir_all(w).map_err(|e| format!("{}: {e}", w.display()))?;
+        bind(w, false)?;
+    }
     if let Err(first) = mount_all(spec) {
         // The upper directory's filesystem may not take it (an overlay, ZFS before 2.2): a tmpfs
         // of this namespace holds the writes instead.
@@ -112,18 +155,58 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
         .map_err(|e| format!("{first}; a tmpfs for its writes: {e}"))?;
         mount_all(spec).map_err(|e| format!("{first}; with a tmpfs for its writes: {e}"))?;
     }
-    remove_leaving(spec)?;
-    if spec.sign {
-        let drop_in = spec.root.join(SIGN_DROP_IN);
-        let write = || -> io::Result<()> {
-            fs::create_dir_all(drop_in.parent().unwrap_or(&spec.root))?;
-            fs::write(
-                &drop_in,
-                "# dkms-hook's preflight view: sign as the install hook will, outside it.\n\
-                 try_sign_modules=true\n",
+    let mut open: Vec<PathBuf> = spec.mounts.clone();
+    // Under `--root DIR`, dkms reads the running system's /etc/dkms: the drop-in goes there too,
+    // in an overlay of the view.
+    let host_conf = Path::new(HOST_DKMS_CONF);
+    if !top && host_conf.is_dir() {
+        overlay(host_conf, None, &spec.upper.join("host-dkms-conf"))?;
+    }
+    let mut tmps: Vec<PathBuf> = Vec::new();
+    for d in PRIVATE_TMP {
+        let dir = spec.root.join(d);
+        if dir.is_dir() && !open.iter().any(|m| dir.starts_with(m)) {
+            let mode = c"mode=1777";
+            mount(
+                "dkms-hook-view",
+                &dir,
+                "tmpfs",
+                MountFlags::empty(),
+                Some(mode),
             )
-        };
-        write().map_err(|e| format!("{}: {e}", drop_in.display()))?;
+            .map_err(|e| format!("a tmpfs on {}: {e}", dir.display()))?;
+            tmps.push(dir);
+        }
+    }
+    // A TMPDIR there (pam_tmpdir's /tmp/user/0) is made again in the tmpfs: dkms's mktemp
+    // needs it.
+    if let Some(tmpdir) = std::env::var_os("TMPDIR").map(PathBuf::from) {
+        if tmpdir.is_absolute() && tmps.iter().any(|d| tmpdir.starts_with(d)) {
+            fs::create_dir_all(&tmpdir).map_err(|e| format!("{}: {e}", tmpdir.display()))?;
+        }
+    }
+    remove_leaving(spec)?;
+    let mut text = String::from(
+        "# dkms-hook's preflight view: post_transaction is for the system after the \
+         transaction, not for a trial.\npost_transaction=\"\"\n",
+    );
+    if !top && host_conf.is_dir() {
+        write_drop_in(
+            &host_conf.join("framework.conf.d").join(file_name(DROP_IN)),
+            &text,
+        )?;
+    }
+    if spec.sign {
+        text.push_str("# Sign as the install hook will, outside it.\ntry_sign_modules=true\n");
+    }
+    write_drop_in(&spec.root.join(DROP_IN), &text)?;
+    open.extend(tmps);
+    open.extend(spec.writable.iter().cloned());
+    open.push(spec.upper.clone());
+    open.extend(NOT_SEALED.iter().map(|d| spec.root.join(d)));
+    if let Err(e) = seal(&spec.root, &open) {
+        // A view that is not sealed still answers: said, not fatal.
+        println!("warning: preflight: the view is not read-only outside its overlays: {e}");
     }
     Ok(())
 }
@@ -138,43 +221,169 @@ pub fn leave(spec: &Spec) {
     for dir in spec.mounts.iter().rev() {
         let _ = unmount(dir, UnmountFlags::DETACH);
     }
+    // The overlay of the running system's dkms configuration, under `--root`.
+    if spec.root != Path::new("/") {
+        let _ = unmount(Path::new(HOST_DKMS_CONF), UnmountFlags::DETACH);
+    }
     // The tmpfs of its writes, where there is one.
     let _ = unmount(&spec.upper, UnmountFlags::DETACH);
     let _ = fs::remove_dir_all(&spec.upper);
 }
 
+fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+fn write_drop_in(path: &Path, text: &str) -> Result<(), String> {
+    let write = || -> io::Result<()> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(path, text)
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Binds `dir` onto itself (with the mounts below it when `recursive`).
+fn bind(dir: &Path, recursive: bool) -> Result<(), String> {
+    let flags = match recursive {
+        true => MountFlags::BIND | MountFlags::REC,
+        false => MountFlags::BIND,
+    };
+    mount(dir, dir, "", flags, None).map_err(|e| format!("binding {}: {e}", dir.display()))
+}
+
+/// Makes every mount at or below `root` read-only in the view, but those at or below `open`.
+/// The mounts are this namespace's copies: the live system's stay as they are. A kernel without
+/// `mount_setattr` (before 5.12) leaves them writable: an error, which the view says and goes on.
+fn seal(root: &Path, open: &[PathBuf]) -> Result<(), String> {
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(root) && !open.iter().any(|o| p.starts_with(o)))
+        .collect();
+    points.dedup();
+    for p in points {
+        match read_only(&p) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return Err("this kernel has no mount_setattr (5.12+)".into())
+            }
+            // Not a mount's root from here: one mounted over it hides it.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    Ok(())
+}
+
+/// `mount_setattr(2)`'s `struct mount_attr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Sets the read-only flag of the mount at `dir`, and only that flag.
+fn read_only(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path and the struct live through the call, which only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A mount point as /proc/self/mountinfo writes it: space, tab, newline and backslash as octal
+/// escapes (`\040`).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// One overlay per mount point, the layer's part (if any) over the live directory.
 fn mount_all(spec: &Spec) -> Result<(), String> {
     for (i, dir) in spec.mounts.iter().enumerate() {
-        let upper = spec.upper.join(format!("{i}/upper"));
-        let work = spec.upper.join(format!("{i}/work"));
-        for d in [&upper, &work] {
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-        let rel = dir.strip_prefix(&spec.root).unwrap_or(dir);
-        let brought = spec.layer.join(rel);
-        let mut lower = String::new();
-        if brought.is_dir() {
-            lower.push_str(&escape(&brought));
-            lower.push(':');
-        }
-        lower.push_str(&escape(dir));
-        let data = format!(
-            "lowerdir={lower},upperdir={},workdir={}",
-            escape(&upper),
-            escape(&work)
-        );
-        let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
-        mount(
-            "dkms-hook-view",
-            dir,
-            "overlay",
-            MountFlags::empty(),
-            Some(data.as_c_str()),
-        )
-        .map_err(|e| format!("an overlay on {}: {e}", dir.display()))?;
+        let brought = dir
+            .strip_prefix(&spec.root)
+            .map(|rel| spec.layer.join(rel))
+            .ok()
+            .filter(|b| b.is_dir());
+        overlay(dir, brought.as_deref(), &spec.upper.join(i.to_string()))?;
     }
     Ok(())
+}
+
+/// An overlay on `dir`: `brought` (if any) over it, its writes in `scratch/upper`.
+fn overlay(dir: &Path, brought: Option<&Path>, scratch: &Path) -> Result<(), String> {
+    let upper = scratch.join("upper");
+    let work = scratch.join("work");
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let mut lower = String::new();
+    if let Some(b) = brought {
+        lower.push_str(&escape(b));
+        lower.push(':');
+    }
+    lower.push_str(&escape(dir));
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        escape(&upper),
+        escape(&work)
+    );
+    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    mount(
+        "dkms-hook-view",
+        dir,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| format!("an overlay on {}: {e}", dir.display()))
 }
 
 /// overlayfs's option syntax: `,` and `:` (and `\`) escaped with a backslash.
@@ -239,6 +448,14 @@ mod tests {
     }
 
     #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(
+            unescape_mountinfo("/mnt/a\\040b\\134c\\01"),
+            Path::new("/mnt/a b\\c\\01")
+        );
+    }
+
+    #[test]
     fn option_paths_are_escaped() {
         assert_eq!(escape(Path::new("/a,b:c\\d")), "/a\\,b\\:c\\\\d");
     }
@@ -256,6 +473,7 @@ mod tests {
             mounts: vec![t.path().join("usr")],
             leaving: vec!["usr/x".into()],
             sign: false,
+            writable: vec![],
             parent_ns: current_ns().unwrap(),
         };
         assert_eq!(

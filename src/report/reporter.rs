@@ -244,10 +244,13 @@ impl Reporter {
                     *n = jobs.len();
                 }
                 if !jobs.is_empty() {
-                    let mut lines = vec![format!(
-                        "{} left undone, for the next run:",
-                        self.paint("note:", Tone::Start, true)
-                    )];
+                    // A trial's are not for a next run: they were not checked.
+                    let what = match self.trial {
+                        true => "not checked (interrupted):",
+                        false => "left undone, for the next run:",
+                    };
+                    let mut lines =
+                        vec![format!("{} {what}", self.paint("note:", Tone::Start, true))];
                     lines.extend(jobs.iter().map(|j| indent(&j.label())));
                     self.emit_all(lines);
                 }
@@ -521,7 +524,14 @@ impl Reporter {
             let line = format!("{} {verdict}", self.paint(head, Tone::Bad, true));
             self.emit(line);
         }
-        if let Some((signal, undone)) = &self.interrupted {
+        if let (Some((signal, undone)), true) = (&self.interrupted, self.trial) {
+            let text = format!(
+                "interrupted by {signal}: {undone} trial {} not checked",
+                plural(*undone, "build", "builds")
+            );
+            let line = format!("{} {text}", self.paint("==> preflight:", Tone::Bad, true));
+            self.emit(line);
+        } else if let Some((signal, undone)) = &self.interrupted {
             let text = format!(
                 "interrupted by {signal}: {undone} {} left undone; every pair is either installed \
                  or absent: run dkms-hook again to finish",
@@ -945,12 +955,13 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
 ==> ERROR: 2 failed: not built: /usr/src/foo-1.0/dkms.conf; not installed for 6.1.0-56-amd64: broken/1.0
 ";
 
-    #[test]
-    fn an_interrupted_run_renders_exactly() {
+    /// Three jobs, two running when SIGTERM comes: one ends installed, the other absent, and the
+    /// third never starts.
+    fn interrupted_run() -> Vec<Event> {
         let a = job("acpi-call", "1.2.2", Some(K), Action::Build);
         let b = job("vpoll", "0.1", Some(K), Action::Build);
         let c = job("vpoll", "0.1", Some("6.1.0-57-amd64"), Action::Build);
-        let events = vec![
+        vec![
             Event::RunStarted {
                 jobs: 3,
                 concurrency: 2,
@@ -1001,8 +1012,12 @@ error: broken/1.0 for 6.1.0-56-amd64: make failed (dkms exit 10)
                 elapsed: secs(3.5),
                 tally: Tally::default(),
             },
-        ];
-        let (text, failed) = render(&events);
+        ]
+    }
+
+    #[test]
+    fn an_interrupted_run_renders_exactly() {
+        let (text, failed) = render(&interrupted_run());
         let want = "  Starting 3 jobs, 2 at a time
      START [       ]       acpi-call/1.2.2 for 6.1.0-56-amd64
      START [       ]       vpoll/0.1 for 6.1.0-56-amd64
@@ -1020,6 +1035,30 @@ note: left undone, for the next run:
 ";
         assert_eq!(text, want, "\n{text}");
         assert!(!failed, "an interruption is not a failure of a module");
+    }
+
+    /// The preflight's trial interrupted: what it did not finish is not checked, and there is no
+    /// next run to finish it (the preflight says what follows).
+    #[test]
+    fn an_interrupted_trial_says_what_it_did_not_check() {
+        let buffer = Buffer::default();
+        let mut reporter = Reporter::new(Box::new(buffer.clone()), PLAIN).trial();
+        for event in &tallied(&interrupted_run()) {
+            reporter.handle(event);
+        }
+        let text = buffer.text();
+        let tail = text.split("DEPMOD").nth(1).unwrap_or_default();
+        assert_eq!(
+            tail,
+            " [   0.1s]       6.1.0-56-amd64
+note: not checked (interrupted):
+    vpoll/0.1 for 6.1.0-56-amd64
+    vpoll/0.1 for 6.1.0-57-amd64
+   Summary [   3.5s] 1 built, 0 failed
+==> preflight: interrupted by SIGTERM: 2 trial builds not checked
+",
+            "\n{text}"
+        );
     }
 
     #[test]

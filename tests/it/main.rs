@@ -17,6 +17,7 @@ mod newer_dkms;
 mod orphans;
 mod pacman;
 mod preflight;
+mod preflight_stopping;
 mod runner;
 mod scenarios;
 mod signing;

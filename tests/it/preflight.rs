@@ -98,7 +98,7 @@ use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -454,7 +454,7 @@ fn packages_unpack_whole_at_their_real_paths_and_never_write_through_their_links
 }
 
 /// A temporary directory with `work/` (package trees) and `pkgs/` (package files) in it.
-fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+pub(crate) fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (work, pkgs) = (tmp.path().join("work"), tmp.path().join("pkgs"));
     std::fs::create_dir_all(&work).unwrap();
@@ -465,12 +465,12 @@ fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
 /// A root with kernel `old` (headers linked) and dkmshook-plain 1.0 as a source that stays, the
 /// host's kbuild tree seen under it, and, in `pkgs`, the headers package of `new` and a
 /// dkmshook-broken-dkms 1.0 package (a module that does not compile).
-fn trial_root(work: &Path, pkgs: &Path) -> (TestRoot, String, String, PathBuf, PathBuf) {
+pub(crate) fn trial_root(work: &Path, pkgs: &Path) -> (TestRoot, String, String, PathBuf, PathBuf) {
     trial_root_with(work, pkgs, None)
 }
 
 /// [`trial_root`] driving `dkms` (default: the machine's).
-fn trial_root_with(
+pub(crate) fn trial_root_with(
     work: &Path,
     pkgs: &Path,
     dkms: Option<PathBuf>,

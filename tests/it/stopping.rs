@@ -98,6 +98,17 @@ pub(crate) struct Started {
 }
 
 pub(crate) fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
+    start_with_input(root, args, mark, None)
+}
+
+/// [`start`], with `input` written to its standard input (then closed), as pacman writes a
+/// hook's targets.
+pub(crate) fn start_with_input(
+    root: &TestRoot,
+    args: &[&str],
+    mark: &str,
+    input: Option<&str>,
+) -> Started {
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
@@ -108,13 +119,23 @@ pub(crate) fn start(root: &TestRoot, args: &[&str], mark: &str) -> Started {
     .arg(root.path())
     .args(args)
     .env(MARK, mark)
-    .stdin(Stdio::null())
+    .stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
     .stdout(Stdio::piped());
     match root.dkms_program() {
         p if p == std::path::Path::new("dkms") => cmd.env_remove("DKMS_HOOK_DKMS"),
         p => cmd.env("DKMS_HOOK_DKMS", p),
     };
     let mut child = cmd.spawn().expect("starting dkms-hook");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        stdin
+            .write_all(text.as_bytes())
+            .expect("writing the targets");
+    }
     let out = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

@@ -30,14 +30,15 @@ CONF
 echo 'essential = dkmshook-broken' >/etc/dkms-hook.conf
 
 # A compiler wrapper first in PATH (pacman hands its environment to the hooks) counts each
-# compilation of the module that builds.
+# compilation of the module that builds. It counts in dkms-hook's log directory: the
+# preflight's view is sealed, and that is one of the few it writes through.
 cc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\([^ ]*\) .*/\1/p' "/usr/src/linux-headers-$K2/.config")
 tools=(gcc)
 [[ $cc && $cc != gcc ]] && tools+=("$cc")
 for tool in "${tools[@]}"; do
   real=$(command -v "$tool")
   # shellcheck disable=SC2016 # the wrapper's own "$@" and $a
-  printf '#!/bin/sh\nfor a in "$@"; do case $a in */dkmshook_plain.c) echo "$a" >>/var/tmp/compiled;; esac; done\nexec %s "$@"\n' \
+  printf '#!/bin/sh\nfor a in "$@"; do case $a in */dkmshook_plain.c) mkdir -p /var/log/dkms-hook; echo "$a" >>/var/log/dkms-hook/test-compiled;; esac; done\nexec %s "$@"\n' \
     "$real" >"/usr/local/bin/$tool"
   chmod 755 "/usr/local/bin/$tool"
 done
@@ -64,7 +65,7 @@ export DKMS_HOOK_PREFLIGHT=warn
 pacman_run -Syu dkmshook-broken-dkms
 unset DKMS_HOOK_PREFLIGHT
 for tool in "${tools[@]}"; do rm "/usr/local/bin/$tool"; done
-compiled=$(wc -l </var/tmp/compiled)
+compiled=$(wc -l </var/log/dkms-hook/test-compiled)
 ((compiled == 1)) || fail "dkmshook-plain was compiled $compiled times in the two tries"
 expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built in the preflight"
 expect_output "dkmshook-broken/1.0 for $K2: .*remembered: it failed so at"

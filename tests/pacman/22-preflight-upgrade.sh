@@ -14,7 +14,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The stand-in toolchain's wrappers live in /usr/local/bin: first in PATH, for pacman's hooks too.
 export PATH=/usr/local/bin:$PATH
-tlog=/var/tmp/toolchain.log
+# The toolchain's log: in dkms-hook's log directory, which the preflight's sealed view writes through.
+tlog=/var/log/dkms-hook/test-toolchain.log
 install_base
 pacman_run -U "$(pkg linux-test "${K1//-/_}-1")" "$(pkg linux-test-headers "${K1//-/_}-1")" \
   "$(pkg dkmshook-toolchain 1-1)"
@@ -58,6 +59,7 @@ expect_no_output 'upgrading linux-test'
 cp "$tlog" /var/tmp/toolchain-aborted.log
 pacman_run -U "$(pkg dkmshook-kver-dkms 1.0-1)"
 expect_installed dkmshook-kver 1.0 "$K1"
+mkdir -p "${tlog%/*}"
 : >"$tlog"
 cat /var/tmp/toolchain-aborted.log >>"$tlog"
 pacman_run -Syu

@@ -15,7 +15,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The compiler wrappers of the stand-in toolchain count the compilations (first in PATH).
 export PATH=/usr/local/bin:$PATH
-tlog=/var/tmp/toolchain.log
+# The toolchain's log: in dkms-hook's log directory, which the preflight's sealed view writes through.
+tlog=/var/log/dkms-hook/test-toolchain.log
+mkdir -p "${tlog%/*}"
 # The C files compiled since the log was emptied (FILE: that one), but kbuild's generated .mod.c.
 compiled() { grep " ${1:-}" "$tlog" 2>/dev/null | grep -vc '\.mod\.c$' || true; }
 install_base
@@ -58,7 +60,7 @@ prebuild() {
 }
 
 # The offered kernel: built ahead; dkmshook-kver 2.0 fails on it, and is remembered.
-: >"$tlog"
+mkdir -p "${tlog%/*}" && : >"$tlog"
 prebuild
 ((PREBUILD_STATUS == 1)) || fail "prebuild exited $PREBUILD_STATUS, not 1 (a module would not build)"
 grep -q "prebuild: dkmshook-kver would not build for $K2" <<<"$PREBUILD_OUT" || fail "no word of the failure"
@@ -75,7 +77,7 @@ grep -q "built ahead for kernel $K2 (not installed yet): .*dkmshook-plain/1.0.*;
 dkms-hook --dry-run | grep -q "note: built ahead for kernel $K2" || fail "--dry-run does not say what is ready"
 
 # pacman -Syu: the remembered failure aborts it, with the compiler's words; nothing compiled.
-: >"$tlog"
+mkdir -p "${tlog%/*}" && : >"$tlog"
 pacman_run --may-fail -Syu
 ((PACMAN_STATUS != 0)) || fail "pacman went on although an essential module does not build"
 expect_output 'error: #error "dkmshook-kver does not build for this kernel'
@@ -90,15 +92,17 @@ expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built ahead by the prebuild o
 # pacman's lock appears: the prebuild stops its builds, says so, exits 0 and frees the run lock
 # well before the compilation would have ended, and no process of its trial is left.
 pacman_run -U "$(pkg dkmshook-kver-dkms 1.0-1)"
-slow=/var/tmp/dkmshook-slow
-mkdir -p "$slow"
+# The wrappers are in /usr (the view shows it), their mark in the log directory (written through).
+slow=/var/tmp/dkmshook-slow slow_bin=/usr/local/dkmshook-slow-bin
+started=/var/log/dkms-hook/test-slow-started
+mkdir -p "$slow" "$slow_bin"
 for w in $(grep -l '^# dkmshook-toolchain' /usr/local/bin/*); do
-  printf '#!/bin/sh\necho "$$" >>%s/started\nsleep 60\nexec %s "$@"\n' "$slow" "$w" >"$slow/${w##*/}"
-  chmod +x "$slow/${w##*/}"
+  printf '#!/bin/sh\necho "$$" >>%s\nsleep 60\nexec %s "$@"\n' "$started" "$w" >"$slow_bin/${w##*/}"
+  chmod +x "$slow_bin/${w##*/}"
 done
-(PATH=$slow:$PATH dkms-hook prebuild >"$slow/out" 2>&1; echo $? >"$slow/rc") &
-for _ in $(seq 600); do [[ -s $slow/started ]] && break; sleep 0.1; done
-[[ -s $slow/started ]] || fail "the slow prebuild never compiled: $(cat "$slow/out")"
+(PATH=$slow_bin:$PATH dkms-hook prebuild >"$slow/out" 2>&1; echo $? >"$slow/rc") &
+for _ in $(seq 600); do [[ -s $started ]] && break; sleep 0.1; done
+[[ -s $started ]] || fail "the slow prebuild never compiled: $(cat "$slow/out")"
 touch /var/lib/pacman/db.lck
 t0=$SECONDS
 for _ in $(seq 400); do [[ -s $slow/rc ]] && break; sleep 0.1; done
@@ -110,12 +114,12 @@ grep -q '^prebuild: pacman started a transaction (/var/lib/pacman/db.lck appeare
   fail "no word of giving way"
 echo "    gave way in $((SECONDS - t0)) s"
 sleep 1
-left=$(pgrep -f "$slow/" || true)
+left=$(pgrep -f "$slow_bin/" || true)
 [[ -z $left ]] || fail "processes of the interrupted prebuild are left: $(ps -o pid,args -p "${left//$'\n'/,}")"
 dkms-hook status >/dev/null || fail "dkms-hook status after the interrupted prebuild"
 
 # Prebuilt again: only what is new is compiled.
-: >"$tlog"
+mkdir -p "${tlog%/*}" && : >"$tlog"
 prebuild
 ((PREBUILD_STATUS == 0)) || fail "prebuild exited $PREBUILD_STATUS"
 (($(compiled dkmshook_kver.c) == 1)) || fail "dkmshook-kver was compiled $(compiled dkmshook_kver.c) times"
@@ -123,7 +127,7 @@ prebuild
 
 # A source edited since the prebuild: compiled again, once; everything else installed as built.
 printf '\n/* edited after the prebuild */\n' >>/usr/src/dkmshook-plain-1.0/dkmshook_plain.c
-: >"$tlog"
+mkdir -p "${tlog%/*}" && : >"$tlog"
 pacman_run -Syu
 expect_no_output 'would not build'
 (($(compiled dkmshook_plain.c) == 1)) || fail "dkmshook-plain was compiled $(compiled dkmshook_plain.c) times"
