@@ -414,6 +414,18 @@ pub fn judge(
                     outcome.ok
                 }
             };
+            // A build that wrote where the view lets nothing write: the view's limit, not the
+            // module's verdict (it may build after the transaction).
+            for (m, ks) in &outcome.sealed {
+                for (k, line) in ks {
+                    let _ = writeln!(
+                        out,
+                        "warning: preflight: {m} not checked for {k}: its build writes outside \
+                         what the trial's view lets it write ({line}); the install hook builds it \
+                         after the transaction as usual"
+                    );
+                }
+            }
             Judged::Done(Judgement {
                 failed,
                 ok,

@@ -73,6 +73,10 @@ pub struct Outcome {
     /// checked, and not in `failed`.
     #[serde(default)]
     pub unchecked: BTreeMap<String, BTreeSet<String>>,
+    /// Module name -> kernel -> the line of a build that wrote where the sealed view lets
+    /// nothing write (`Read-only file system`): not checked, and not in `failed`.
+    #[serde(default)]
+    pub sealed: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The child's whole work: view, trial, outcome file. Its exit status is 0 unless the outcome
@@ -185,6 +189,7 @@ fn trial(req: &TrialRequest) -> Outcome {
     // not failed.
     let mut failures: BTreeMap<PairId, Failure> = BTreeMap::new();
     let mut undone: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut sealed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let stop = crate::os::interrupt::global();
     let mut out_of_space = None;
     runner::run(&plan, limits, &exec, &mut |e| {
@@ -192,6 +197,15 @@ fn trial(req: &TrialRequest) -> Outcome {
             out_of_space = no_space(e, &req.view.upper);
             if out_of_space.is_some() {
                 reporter.trial_out_of_space();
+            }
+        }
+        if let Some((job, line)) = refused_by_the_seal(e) {
+            if let Some(k) = &job.kernel {
+                reporter.trial_refused(&format!("{}/{}", job.module, job.version), k);
+                sealed
+                    .entry(job.module.clone())
+                    .or_default()
+                    .insert(k.clone(), line);
             }
         }
         if let Event::LeftUndone { jobs } = e {
@@ -219,6 +233,11 @@ fn trial(req: &TrialRequest) -> Outcome {
     if out_of_space.is_some() {
         failures.clear();
     }
+    failures.retain(|p, _| {
+        !sealed
+            .get(&p.name)
+            .is_some_and(|ks| ks.contains_key(&p.kernel))
+    });
     drop(reporter);
     let interrupted = crate::os::interrupt::global().signal();
     let built = DkmsTree::read(&trees.dkms);
@@ -240,6 +259,11 @@ fn trial(req: &TrialRequest) -> Outcome {
         let Some(k) = &job.info.kernel else { continue };
         if built.installed(&job.info.module, k, arch) == Some(job.info.version.as_str()) {
             *out.ok.entry(k.clone()).or_default() += 1;
+        } else if sealed
+            .get(&job.info.module)
+            .is_some_and(|ks| ks.contains_key(k))
+        {
+            // Said in `sealed`, not a verdict.
         } else if undone.contains(&(job.info.module.clone(), k.clone())) {
             out.unchecked
                 .entry(job.info.module.clone())
@@ -252,12 +276,31 @@ fn trial(req: &TrialRequest) -> Outcome {
                 .insert(k.clone());
         }
     }
+    out.sealed = sealed;
     for d in &plan.failed {
         let module = d.subject.split('/').next().unwrap_or(&d.subject).to_owned();
         let k = d.kernel.clone().unwrap_or_else(|| "every kernel".into());
         out.failed.entry(module).or_default().insert(k);
     }
     out
+}
+
+/// A job that failed because it wrote where the sealed view lets nothing write (see
+/// [`super::view`]'s seal): the job, and the first line that says so.
+fn refused_by_the_seal(e: &Event) -> Option<(&crate::plan::JobInfo, String)> {
+    let Event::JobFinished {
+        job,
+        result: JobResult::Failed(f),
+        ..
+    } = e
+    else {
+        return None;
+    };
+    std::iter::once(&f.what)
+        .chain(&f.errors)
+        .chain(&f.output)
+        .find(|l| l.contains("Read-only file system"))
+        .map(|l| (job, l.trim().to_owned()))
 }
 
 /// Below this many bytes free, the filesystem of the view's writes counts as full.

@@ -44,9 +44,10 @@ use std::path::{Path, PathBuf};
 const OVERLAID: &[&str] = &["usr", "etc", "var/lib"];
 const OVERLAID_IF_BROUGHT: &[&str] = &["opt", "srv"];
 
-/// Directories of the root overlaid when they are there: root's home, where a build run as
-/// root may keep a cache (`~/.cache`, ccache): it writes, and the writes vanish.
-const OVERLAID_IF_THERE: &[&str] = &["root"];
+/// Directories of the root overlaid when they are there: the homes, where a build may keep a
+/// cache (`~/.cache`, ccache, with HOME as sudo or a login set it): it writes, and the writes
+/// vanish.
+const OVERLAID_IF_THERE: &[&str] = &["root", "home"];
 
 /// Directories of the root that get a tmpfs of the view's own: the temporary files of dkms
 /// (`mktemp` in `/tmp`), make and the compiler, and whatever a script leaves there.

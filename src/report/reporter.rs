@@ -93,6 +93,9 @@ pub struct Reporter {
     trial: bool,
     /// The trial ran out of room for its own writes: its failures say nothing of the modules.
     out_of_space: bool,
+    /// The trial's failures that wrote where its view lets nothing write (module, kernel): not
+    /// checked, not "would not build".
+    refused: Vec<(String, String)>,
     /// The signal that stopped the run, and how many jobs it left undone.
     interrupted: Option<(String, usize)>,
 }
@@ -111,6 +114,7 @@ impl Reporter {
             root: PathBuf::from("/"),
             trial: false,
             out_of_space: false,
+            refused: Vec::new(),
             interrupted: None,
         }
     }
@@ -133,6 +137,12 @@ impl Reporter {
     /// not that the modules would not build.
     pub fn trial_out_of_space(&mut self) {
         self.out_of_space = true;
+    }
+
+    /// The trial build of `module` (`M/V`, as failures name it) for `kernel` failed writing where the view lets nothing
+    /// write: the last line says it was not checked.
+    pub fn trial_refused(&mut self, module: &str, kernel: &str) {
+        self.refused.push((module.to_owned(), kernel.to_owned()));
     }
 
     /// Paths under `root` are shown as on the system itself (`/var/log/...`), like every path
@@ -568,7 +578,16 @@ impl Reporter {
         ] {
             // module -> its kernels, then the modules of each set of kernels.
             let mut kernels: BTreeMap<&str, Vec<Option<&str>>> = BTreeMap::new();
-            for f in self.failures.iter().filter(|f| f.stops == stops) {
+            let refused = |f: &&Failed| {
+                f.kernel
+                    .as_ref()
+                    .is_some_and(|k| self.refused.iter().any(|(m, rk)| *m == f.module && rk == k))
+            };
+            for f in self
+                .failures
+                .iter()
+                .filter(|f| f.stops == stops && !refused(f))
+            {
                 let ks = kernels.entry(&f.module).or_default();
                 if !ks.contains(&f.kernel.as_deref()) {
                     ks.push(f.kernel.as_deref());
@@ -589,6 +608,11 @@ impl Reporter {
                     parts.push(format!("{some} {}: {modules}", join_words(&named, "and")));
                 }
             }
+        }
+        for (m, k) in &self.refused {
+            parts.push(format!(
+                "not checked (it writes outside the trial's view) for {k}: {m}"
+            ));
         }
         let depmod: Vec<&str> = self
             .failures

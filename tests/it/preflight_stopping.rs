@@ -227,3 +227,42 @@ fn the_trial_writes_nothing_outside_its_view() {
         out.dump()
     );
 }
+
+/// A build that writes outside what the sealed view lets it write (here its MAKE touches the
+/// root's /boot first) fails in the trial with `Read-only file system`: that says nothing of the
+/// module, which may well build after the transaction, so the pair is not checked, with one
+/// warning naming it, and never a reason to stop the transaction, even for an essential module.
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn a_build_the_seal_refuses_is_not_checked_never_would_not_build() {
+    let (_tmp, work, pkgs) = scratch();
+    let (root, _old, new, headers, _broken) = crate::preflight::trial_root_with(&work, &pkgs, None);
+    let boot = root.mkdir("boot");
+    let conf = root.join("usr/src/dkmshook-plain-1.0/dkms.conf");
+    let text = fs::read_to_string(&conf).unwrap().replace(
+        "MAKE[0]=\"make ",
+        &format!("MAKE[0]=\"touch {}/stamp && make ", boot.display()),
+    );
+    assert!(text.contains("touch "), "{text}");
+    fs::write(&conf, text).unwrap();
+    root.write_file("etc/dkms-hook.conf", "essential = dkmshook-plain\n");
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let out = root.run_merged(
+        &["preflight", "--package", headers.to_str().unwrap()],
+        &targets,
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(!out.combined.contains("would not build"), "{}", out.dump());
+    assert!(
+        out.combined.contains(&format!(
+            "warning: preflight: dkmshook-plain not checked for {new}: its build writes outside \
+             what the trial's view lets it write"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        !boot.join("stamp").exists(),
+        "the trial wrote the system's /boot"
+    );
+}
