@@ -606,22 +606,11 @@ impl<'a> Planner<'a> {
                 .map(|(b, d)| if d.is_empty() { b.clone() } else { d.clone() })
                 .collect();
             let shares = dependents.get(&conf.name).cloned().unwrap_or_default();
-            let prebuilt = match self.req.force {
-                true => None,
-                false => self
-                    .inv
-                    .prebuilt
-                    .get(&PairId::new(&conf.name, &conf.version, &k.release))
-                    .cloned(),
-            };
-            let remembered = match self.req.force {
-                true => None,
-                false => self
-                    .inv
-                    .remembered
-                    .get(&PairId::new(&conf.name, &conf.version, &k.release))
-                    .cloned(),
-            };
+            // What the store holds for the pair (a build to install, a failure to say again),
+            // but under --force, which builds afresh.
+            let pair = PairId::new(&conf.name, &conf.version, &k.release);
+            let prebuilt = stored(&self.inv.prebuilt, &pair, self.req.force);
+            let remembered = stored(&self.inv.remembered, &pair, self.req.force);
             self.out.depmod.insert(k.release.clone());
             self.out.jobs.push(Job {
                 id: ids[key],
@@ -946,6 +935,14 @@ impl Plan {
     /// Whether the planner alone already failed something.
     pub fn has_failures(&self) -> bool {
         !self.failed.is_empty()
+    }
+}
+
+/// What `held` has for `pair`, unless `force` (which builds afresh).
+fn stored<T: Clone>(held: &BTreeMap<PairId, T>, pair: &PairId, force: bool) -> Option<T> {
+    match force {
+        true => None,
+        false => held.get(pair).cloned(),
     }
 }
 

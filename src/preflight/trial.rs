@@ -288,19 +288,27 @@ fn trial(req: &TrialRequest) -> Outcome {
 /// A job that failed because it wrote where the sealed view lets nothing write (see
 /// [`super::view`]'s seal): the job, and the first line that says so.
 fn refused_by_the_seal(e: &Event) -> Option<(&crate::plan::JobInfo, String)> {
-    let Event::JobFinished {
-        job,
-        result: JobResult::Failed(f),
-        ..
-    } = e
-    else {
-        return None;
-    };
-    std::iter::once(&f.what)
-        .chain(&f.errors)
-        .chain(&f.output)
+    let (job, f) = failed_job(e)?;
+    said(f)
         .find(|l| l.contains("Read-only file system"))
         .map(|l| (job, l.trim().to_owned()))
+}
+
+/// The job and its failure, when `e` is a job that failed.
+fn failed_job(e: &Event) -> Option<(&crate::plan::JobInfo, &Failure)> {
+    match e {
+        Event::JobFinished {
+            job,
+            result: JobResult::Failed(f),
+            ..
+        } => Some((job, f)),
+        _ => None,
+    }
+}
+
+/// Every line a failure says: what failed, the compiler's errors, what dkms printed.
+fn said(f: &Failure) -> impl Iterator<Item = &String> {
+    std::iter::once(&f.what).chain(&f.errors).chain(&f.output)
 }
 
 /// Below this many bytes free, the filesystem of the view's writes counts as full.
@@ -309,27 +317,15 @@ const FULL_BELOW: u64 = 1 << 20;
 /// Whether `e` is a job that failed for want of room: it says `No space left on device` (the
 /// executor finds it in dkms's output and make.log), or `upper`, where the view's writes go, is
 /// full right after it (when nothing could even be written to say so).
-fn no_space(e: &crate::run::events::Event, upper: &Path) -> Option<String> {
-    use crate::run::events::{Event, JobResult};
-    let Event::JobFinished {
-        job,
-        result: JobResult::Failed(f),
-        ..
-    } = e
-    else {
-        return None;
-    };
+fn no_space(e: &Event, upper: &Path) -> Option<String> {
+    let (job, f) = failed_job(e)?;
     let pair = format!(
         "{}/{} for {}",
         job.module,
         job.version,
         job.kernel.as_deref().unwrap_or("every kernel")
     );
-    let said = std::iter::once(&f.what)
-        .chain(&f.errors)
-        .chain(&f.output)
-        .any(|l| l.contains("No space left on device"));
-    if said {
+    if said(f).any(|l| l.contains("No space left on device")) {
         return Some(format!("the build of {pair}: No space left on device"));
     }
     let free = crate::execute::work::free_bytes(upper)?;
