@@ -39,6 +39,24 @@ pub fn command(cli: Cli) -> Result<Command> {
     if cli.timings.is_some() && (cli.dry_run || !runs) {
         bail!("--timings: only for a run (bare, install or remove), not a dry run or a report");
     }
+    if matches!(cli.command, Some(Cmd::Preflight { .. } | Cmd::Prebuild)) {
+        let mode = match cli.command {
+            Some(Cmd::Prebuild) => "prebuild",
+            _ => "preflight",
+        };
+        if cli.dry_run {
+            bail!(
+                "--dry-run: not with `{mode}`, which is itself a trial: it builds in a private view \
+                 of the system and installs nothing (`dkms-hook --dry-run` shows a run's plan)"
+            );
+        }
+        if !cli.kernels.is_empty() {
+            bail!(
+                "-k: not with `{mode}`: it judges the kernels the transaction brings, and every \
+                 kernel that stays"
+            );
+        }
+    }
     let root = match &cli.command {
         Some(Cmd::PreflightView { request }) => return Ok(Command::PreflightView(request.clone())),
         Some(Cmd::Lint { files }) => {

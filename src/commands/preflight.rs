@@ -40,7 +40,7 @@ pub fn run(cfg: &Config) -> Result<Exit> {
 fn check(cfg: &Config) -> Result<Exit> {
     let trees = load_trees(&cfg.root)?;
     let text = read_targets(None)?;
-    trial(cfg, &trees, |trees, opts, out| {
+    trial(cfg, &trees, true, |trees, opts, out| {
         crate::preflight::run(trees, opts, &text, out)
     })
 }
@@ -50,15 +50,17 @@ fn check(cfg: &Config) -> Result<Exit> {
 pub fn prebuild(cfg: &Config) -> Result<Exit> {
     let trees = load_trees(&cfg.root)?;
     let pacman = crate::preflight::prebuild::pacman_program();
-    trial(cfg, &trees, |trees, opts, out| {
+    // It takes the run lock itself, only to build (its downloads keep no hook waiting).
+    trial(cfg, &trees, false, |trees, opts, out| {
         crate::preflight::prebuild::run(trees, opts, &pacman, out)
     })
 }
 
-/// Runs a trial (`go`) under the lock, with the options of `cfg`.
+/// Runs a trial (`go`), under the run lock when `locked`, with the options of `cfg`.
 fn trial(
     cfg: &Config,
     trees: &crate::system::trees::Trees,
+    locked: bool,
     go: impl FnOnce(
         &crate::system::trees::Trees,
         &crate::preflight::Options,
@@ -71,7 +73,10 @@ fn trial(
         );
     }
     // Its scratch directory is one fixed place that each run empties: one at a time too.
-    let _lock = lock(trees)?;
+    let _lock = match locked {
+        true => Some(lock(trees)?),
+        false => None,
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let opts = crate::preflight::Options {
         packages: cfg.packages.clone(),

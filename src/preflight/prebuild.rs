@@ -66,11 +66,75 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
     if lock.exists() {
         let _ = writeln!(
             out,
-            "prebuild: pacman is running ({} exists): nothing done, the next run will look",
+            "prebuild: pacman is running, or was stopped and left its lock ({} exists): nothing \
+             done, the next run will look",
             trees.display(&lock)
         );
         return EXIT_OK;
     }
+    // One prebuild at a time (its private databases and cache); it takes the run lock only to
+    // build, so that a transaction's hooks never wait for its downloads.
+    let own = trees.root.join(LOCK);
+    let _own = match take_own_lock(&own) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            let _ = writeln!(out, "prebuild: another prebuild is running: nothing done");
+            return EXIT_OK;
+        }
+        Err(e) => {
+            let _ = writeln!(out, "prebuild: {}: {e}: nothing done", trees.display(&own));
+            return EXIT_OK;
+        }
+    };
+    let code = giving_way_to_pacman(&lock, || ahead(trees, opts, pacman, &view, out));
+    code.unwrap_or_else(|| {
+        let _ = writeln!(
+            out,
+            "prebuild: pacman started a transaction ({} appeared): stopped, to leave it the \
+             machine and the run lock; the next prebuild goes on",
+            trees.display(&lock)
+        );
+        EXIT_OK
+    })
+}
+
+/// Where one prebuild at a time holds its own lock (an flock).
+const LOCK: &str = "var/cache/dkms-hook/prebuild/lock";
+
+/// Where the prebuild downloads, before each complete package moves into pacman's CacheDir.
+pub const PKG_DIR: &str = "var/cache/dkms-hook/prebuild/pkg";
+
+/// The prebuild's own lock, taken without waiting: None when another prebuild holds it.
+fn take_own_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(f));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// The prebuild's steps, once it holds its own lock: refresh, download, judge.
+fn ahead(
+    trees: &Trees,
+    opts: &Options,
+    pacman: &Path,
+    view: &PacmanView,
+    out: &mut dyn Write,
+) -> u8 {
+    let paths = view.paths();
     let private = trees.root.join(DB_DIR);
     if let Err(e) = prepare_private_db(&private, &paths.db_path) {
         let _ = writeln!(
@@ -80,6 +144,10 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
         );
         return EXIT_OK;
     }
+    // Only a prebuild uses these databases, and it holds its own lock: a pacman lock there is
+    // one a stopped prebuild's pacman left.
+    let _ = std::fs::remove_file(private.join("db.lck"));
+    let private_pkg = trees.root.join(PKG_DIR);
     let conf = view.resolve("/etc/pacman.conf");
     let pacman_in = |args: &[&str]| {
         let mut c = Command::new(pacman);
@@ -88,6 +156,14 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
             .arg(&private)
             .arg("--config")
             .arg(&conf);
+        // Downloads go to the private cache (the first writable one), so that a `pacman -Syu`
+        // started meanwhile never reads a file half written; what pacman's CacheDir has
+        // already is found there and not fetched again. Given on the command line, the cache
+        // directories are the ones under `--root` too, where the preflight looks.
+        c.arg("--cachedir").arg(&private_pkg);
+        for d in &paths.cache_dirs {
+            c.arg("--cachedir").arg(d);
+        }
         if trees.root != Path::new("/") {
             c.arg("--root").arg(&trees.root);
         }
@@ -114,6 +190,14 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
         "prebuild: the repositories offer {}: downloading the upgrades",
         offered.iter().cloned().collect::<Vec<_>>().join(", ")
     );
+    if let Err(e) = std::fs::create_dir_all(&private_pkg) {
+        let _ = writeln!(
+            out,
+            "prebuild: {}: {e}: nothing done",
+            trees.display(&private_pkg)
+        );
+        return EXIT_OK;
+    }
     if let Err(why) = run_pacman(pacman_in(&["-Swu"])) {
         let _ = writeln!(
             out,
@@ -121,12 +205,19 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
         );
         return EXIT_OK;
     }
+    if let Some(e) = move_into_cache(&private_pkg, &paths.cache_dirs) {
+        // Not fatal: the preflight finds them in the private cache too, and pacman downloads
+        // them again.
+        let _ = writeln!(out, "warning: prebuild: {e}");
+    }
     let req = SyncRequest {
         targets: vec![],
         sysupgrade: 1,
         ignore: view.sync_request().ignore,
     };
-    let tx = Transaction::from_repos(&private, &paths.cache_dirs, &req);
+    let mut caches = paths.cache_dirs.clone();
+    caches.push(private_pkg.clone());
+    let tx = Transaction::from_repos(&private, &caches, &req);
     for n in &tx.notes {
         let _ = writeln!(out, "warning: prebuild: {n}");
     }
@@ -138,23 +229,25 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
         .map(|p| p.trim_end_matches('/').to_owned())
         .collect();
     let brought: BTreeSet<&String> = targets.iter().collect();
-    let _ = out.flush();
-    let judged = giving_way_to_pacman(&lock, || {
-        let shown = |f: &Path| trees.display(f).into_owned();
-        super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, &shown, out)
+    // The run lock, to build: one trial at a time, never beside a run of the hooks.
+    let run_lock = trees.root.join(crate::os::lock::LOCK_FILE);
+    let shown_lock = trees.display(&run_lock).into_owned();
+    let waited = crate::os::lock::acquire(&run_lock, &shown_lock, &mut |path, pid| {
+        let who = pid.map_or("a dkms-hook run".to_string(), |p| {
+            format!("a dkms-hook run (pid {p})")
+        });
+        eprintln!("dkms-hook: prebuild: waiting for {who} to finish: it holds {path}");
     });
-    let judged = match judged {
-        Some(j) => j,
-        None => {
-            let _ = writeln!(
-                out,
-                "prebuild: pacman started a transaction ({} appeared): stopped, to leave it the \
-                 machine and the run lock; the next prebuild goes on",
-                trees.display(&lock)
-            );
+    let _run_lock = match waited {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(out, "prebuild: {e}: nothing built");
             return EXIT_OK;
         }
     };
+    let _ = out.flush();
+    let shown = |f: &Path| trees.display(f).into_owned();
+    let judged = super::judge(trees, opts, &tx, &brought, Purpose::Prebuild, &shown, out);
     match judged {
         Judged::NotChecked => EXIT_OK,
         Judged::Interrupted { signal, checked } => {
@@ -187,6 +280,58 @@ pub fn run(trees: &Trees, opts: &Options, pacman: &Path, out: &mut dyn Write) ->
             }
         }
     }
+}
+
+/// Moves each complete download from `private` into the first of pacman's cache directories
+/// that takes it, in one rename (a copy to a hidden name first, across filesystems), so that a
+/// pacman reading the cache meanwhile sees a whole package or none. A file the cache has
+/// already stays where it is. What could not move is said (the packages stay in `private`).
+fn move_into_cache(private: &Path, caches: &[PathBuf]) -> Option<String> {
+    let entries = std::fs::read_dir(private).ok()?;
+    let mut failed = Vec::new();
+    for e in entries.flatten() {
+        let from = e.path();
+        let name = e.file_name();
+        if !from.is_file() || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if caches.iter().any(|c| c.join(&name).exists()) {
+            let _ = std::fs::remove_file(&from);
+            continue;
+        }
+        let moved = caches.iter().any(|c| {
+            let to = c.join(&name);
+            if std::fs::rename(&from, &to).is_ok() {
+                return true;
+            }
+            let part = c.join(format!(".{}.dkms-hook.part", name.to_string_lossy()));
+            let copied = std::fs::copy(&from, &part).and_then(|_| std::fs::rename(&part, &to));
+            match copied {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&from);
+                    true
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(&part);
+                    false
+                }
+            }
+        });
+        if !moved {
+            failed.push(name.to_string_lossy().into_owned());
+        }
+    }
+    (!failed.is_empty()).then(|| {
+        format!(
+            "{} could not move into pacman's cache ({}): pacman -Syu downloads them again",
+            failed.join(", "),
+            caches
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// Runs `work`, stopped as by a SIGTERM should pacman take its lock (`db_lock` appears)

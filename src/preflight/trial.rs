@@ -429,7 +429,10 @@ fn keep_builds(
                 remembered,
                 f.log.as_deref(),
             ) {
-                println!("warning: preflight: remembering the failure of {m}/{v} for {k}: {e}");
+                println!(
+                    "warning: preflight: remembering the failure of {m}/{v} for {k} in {}: {e}",
+                    trees.display(&store.dir)
+                );
             }
             continue;
         }
@@ -441,7 +444,11 @@ fn keep_builds(
         };
         if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs), &origin) {
             // Not fatal: the install hook builds it again.
-            println!("warning: preflight: keeping the build of {m}/{v} for {k}: {e}");
+            println!(
+                "warning: preflight: keeping the build of {m}/{v} for {k} in {}: {e} (the \
+                 install hook compiles it again)",
+                trees.display(&store.dir)
+            );
         }
     }
 }

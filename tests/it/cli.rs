@@ -1091,3 +1091,30 @@ fn a_framework_snippet_with_a_syntax_error_is_named_and_never_blocks_the_preflig
         out.dump()
     );
 }
+
+/// The trials are not runs: `--dry-run` (they install nothing anyway, and a prebuild that took
+/// it for "download nothing" would still download and compile) and `-k` (they judge what the
+/// transaction brings) are usage errors that say so, before anything is read.
+#[test]
+fn the_trials_refuse_the_flags_of_a_run() {
+    let root = fixture_root();
+    for (args, says) in [
+        (
+            &["prebuild", "--dry-run"][..],
+            "--dry-run: not with `prebuild`",
+        ),
+        (
+            &["--dry-run", "preflight"],
+            "--dry-run: not with `preflight`",
+        ),
+        (&["-k", "9.9.9-nope", "prebuild"], "-k: not with `prebuild`"),
+        (
+            &["preflight", "-k", "9.9.9-nope"],
+            "-k: not with `preflight`",
+        ),
+    ] {
+        let out = root.run(args, "");
+        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.dump());
+    }
+}
