@@ -69,6 +69,9 @@ grep -q 'error: #error "dkmshook-kver does not build' <<<"$PREBUILD_OUT" || fail
 for f in "$repo"/linux-test*-"${K2//-/_}"-1-any.pkg.tar.zst; do
   [[ -f /var/cache/pacman/pkg/${f##*/} ]] || fail "${f##*/}: not downloaded into pacman's cache"
 done
+# Downloaded into its own cache first, then moved whole: nothing is left there.
+[[ -z $(find /var/cache/dkms-hook/prebuild/pkg -type f) ]] ||
+  fail "left in the prebuild's cache: $(find /var/cache/dkms-hook/prebuild/pkg -type f)"
 [[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "the prebuild upgraded the kernel"
 [[ ! -e /usr/lib/modules/$K2 ]] || fail "the prebuild made /usr/lib/modules/$K2"
 status_err=$(dkms-hook status 2>&1 >/dev/null)
@@ -118,7 +121,13 @@ left=$(pgrep -f "$slow_bin/" || true)
 [[ -z $left ]] || fail "processes of the interrupted prebuild are left: $(ps -o pid,args -p "${left//$'\n'/,}")"
 dkms-hook status >/dev/null || fail "dkms-hook status after the interrupted prebuild"
 
-# Prebuilt again: only what is new is compiled.
+# One prebuild at a time: a second says so and does nothing.
+out=$(flock /var/cache/dkms-hook/prebuild/lock dkms-hook prebuild 2>&1) || fail "a second prebuild failed: $out"
+[[ $out == 'prebuild: another prebuild is running: nothing done' ]] || fail "a second prebuild: $out"
+
+# Prebuilt again: only what is new is compiled. A pacman lock the stopped prebuild's pacman may
+# have left in its private databases does not stop it.
+touch /var/cache/dkms-hook/prebuild/db/db.lck
 mkdir -p "${tlog%/*}" && : >"$tlog"
 prebuild
 ((PREBUILD_STATUS == 0)) || fail "prebuild exited $PREBUILD_STATUS"
