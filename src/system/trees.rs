@@ -172,7 +172,12 @@ impl Trees {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            // `*.conf` matches no name that starts with a dot.
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "conf")
+                    && p.file_name()
+                        .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
+            })
             .collect();
         drop_ins.sort();
         files.extend(drop_ins);
@@ -511,6 +516,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.join("30-after.conf"), "install_tree=/opt/modules\n").unwrap();
+        // Not matched by dkms's `*.conf`.
+        std::fs::write(d.join(".hidden.conf"), "if then\n").unwrap();
         let loaded = Trees::read(dir.path(), FRAMEWORK_LIMIT).unwrap();
         assert_eq!(loaded.trees.dkms, dir.path().join("srv/dkms"));
         assert_eq!(loaded.trees.source, dir.path().join("usr/src"));
