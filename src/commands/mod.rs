@@ -15,10 +15,10 @@ pub mod run;
 pub mod status;
 
 use crate::os::lock::{self, RunLock};
-use crate::system::trees::{display_under, Trees, TreesError};
+use crate::system::trees::{Trees, FRAMEWORK_LIMIT};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How a mode ended (main.rs gives each its exit status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,20 +32,24 @@ pub enum Exit {
     Usage,
 }
 
-/// The trees under `root`; a framework.conf that does not evaluate is named as on the system
-/// under `root` (as every path dkms-hook shows), in bash's words too.
+/// The trees under `root`; what reading framework.conf said (a file that does not parse, that
+/// exits, that hangs) is a warning on stderr, see [`load_trees_saying`].
 pub fn load_trees(root: &Path) -> Result<Trees> {
-    Trees::load(root).map_err(|e| match e {
-        TreesError::Framework { path, message } if root != Path::new("/") => {
-            let message = message.replace(&format!("{}/", root.display()), "/");
-            TreesError::Framework {
-                path: PathBuf::from(display_under(root, &path).into_owned()),
-                message,
-            }
-            .into()
+    load_trees_saying(root, |w| eprintln!("dkms-hook: warning: {w}"))
+}
+
+/// The trees under `root`, each warning of their framework files handed to `say` once, the file
+/// named as on the system under `root` (as every path dkms-hook shows), in bash's words too.
+pub fn load_trees_saying(root: &Path, mut say: impl FnMut(&str)) -> Result<Trees> {
+    let loaded = Trees::read(root, FRAMEWORK_LIMIT)?;
+    for w in &loaded.warnings {
+        let mut text = w.to_string();
+        if root != Path::new("/") {
+            text = text.replace(&format!("{}/", root.display()), "/");
         }
-        e => e.into(),
-    })
+        say(&text);
+    }
+    Ok(loaded.trees)
 }
 
 /// An error when a stopping signal came (the children it reached have cut their work short).

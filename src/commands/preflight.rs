@@ -2,7 +2,7 @@
 //! preflight's own child that runs it in a view of the system after the transaction
 //! ([`view`]).
 
-use crate::commands::{load_trees, lock, read_targets, Exit};
+use crate::commands::{load_trees_saying, lock, read_targets, Exit};
 use crate::system::kernel;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -20,8 +20,8 @@ pub struct Config {
     pub job_timeout: Option<Duration>,
 }
 
-/// Never fails for its own trouble or the system's (a framework.conf that does not evaluate, a
-/// lock it cannot take): pacman (AbortOnFail) would abort the transaction for it. Such trouble is
+/// Never fails for its own trouble or the system's (bash that does not run, a lock it cannot
+/// take): pacman (AbortOnFail) would abort the transaction for it. Such trouble is
 /// one warning, and the install hook after the transaction says it again, as it builds.
 pub fn run(cfg: &Config) -> Result<Exit> {
     match check(cfg) {
@@ -38,7 +38,7 @@ pub fn run(cfg: &Config) -> Result<Exit> {
 }
 
 fn check(cfg: &Config) -> Result<Exit> {
-    let trees = load_trees(&cfg.root)?;
+    let trees = load_trees_saying(&cfg.root, |w| println!("warning: preflight: {w}"))?;
     let text = read_targets(None)?;
     trial(cfg, &trees, true, |trees, opts, out| {
         crate::preflight::run(trees, opts, &text, out)
@@ -48,7 +48,7 @@ fn check(cfg: &Config) -> Result<Exit> {
 /// `dkms-hook prebuild`: the trial of the upgrades the sync databases offer, ahead of the
 /// transaction that installs them ([`crate::preflight::prebuild`]).
 pub fn prebuild(cfg: &Config) -> Result<Exit> {
-    let trees = load_trees(&cfg.root)?;
+    let trees = load_trees_saying(&cfg.root, |w| println!("warning: prebuild: {w}"))?;
     let pacman = crate::preflight::prebuild::pacman_program();
     // It takes the run lock itself, only to build (its downloads keep no hook waiting).
     trial(cfg, &trees, false, |trees, opts, out| {

@@ -11,9 +11,18 @@
 //! the root's settings are handed to dkms in its environment instead ([`Trees::dkms_env`]), paths
 //! joined under the root: dkms takes a variable from its environment unless the running system's
 //! framework.conf sets it.
+//!
+//! framework.conf and its drop-ins are read as dkms 3.x reads them (its `safe_source`): each file
+//! sourced on its own in a subshell, over what the files before it set, its variables printed
+//! after it. A file that stops at a syntax error still sets what came before the error; one that
+//! `exit`s sets nothing; the status a file ends with is ignored. What bash says about a file, an
+//! early `exit` and a file still running after [`FRAMEWORK_LIMIT`] (stopped) are warnings naming
+//! it ([`FrameworkWarning`]), never an error: dkms goes on, so every command goes on.
 
+use crate::os::process::{Running, Watch};
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The dkms trees of one system, every path already joined under the root and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +62,10 @@ const SIGNING_VARIABLES: [&str; 4] = [
     "try_sign_modules",
 ];
 
-/// Failure to work out where the trees are.
+/// Failure to work out where the trees are: only bash that cannot run at all (dkms would not
+/// run either). A framework file that does not read well is a [`FrameworkWarning`].
 #[derive(Debug, thiserror::Error)]
 pub enum TreesError {
-    #[error("{path}: cannot evaluate dkms framework configuration: {message}")]
-    Framework { path: PathBuf, message: String },
     #[error("running bash to read {path}: {source}")]
     Bash {
         path: PathBuf,
@@ -65,6 +73,55 @@ pub enum TreesError {
         source: std::io::Error,
     },
 }
+
+/// How long one framework file may take to source: a file that waits for something (a `sleep`,
+/// a network call) must not hold a hook. Then it is stopped and its settings are ignored.
+pub const FRAMEWORK_LIMIT: Duration = Duration::from_secs(5);
+
+/// One framework file that did not read to its end, or that bash said something about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct FrameworkWarning {
+    /// The file, under the root.
+    pub path: PathBuf,
+    /// What happened, in bash's words where bash said something (the file's name taken off).
+    pub message: String,
+}
+
+/// The trees, with what reading the framework files said.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub trees: Trees,
+    /// In the order dkms reads the files.
+    pub warnings: Vec<FrameworkWarning>,
+}
+
+/// The variables dkms-hook takes from the framework files, in the order [`FRAMEWORK_SCRIPT`]
+/// prints them: the three trees, then [`SIGNING_VARIABLES`].
+const FRAMEWORK_VARIABLES: [&str; 7] = [
+    "source_tree",
+    "dkms_tree",
+    "install_tree",
+    "mok_signing_key",
+    "mok_certificate",
+    "sign_file",
+    "try_sign_modules",
+];
+
+/// Sources one file (`$1`) over the values the files before it set (`NAME=VALUE` arguments), as
+/// dkms's `safe_source` does (stdout to /dev/null, a trailing CR dropped), then prints `done` and
+/// the variables, NUL-separated. Without `done` the file `exit`ed: dkms then takes nothing of it.
+const FRAMEWORK_SCRIPT: &str = r#"
+    f=$1; shift
+    for kv; do printf -v "${kv%%=*}" '%s' "${kv#*=}"; done
+    . "$f" >/dev/null
+    printf '%s\0' done
+    for v in source_tree dkms_tree install_tree mok_signing_key mok_certificate sign_file \
+        try_sign_modules; do
+        val=${!v-}
+        printf '%s\0' "${val%$'\r'}"
+    done
+"#;
 
 impl Trees {
     /// The default layout under `root`, ignoring any framework.conf.
@@ -95,87 +152,63 @@ impl Trees {
     }
 
     /// The layout under `root`, honouring `source_tree`, `dkms_tree` and `install_tree` from
-    /// `ROOT/etc/dkms/framework.conf` and `ROOT/etc/dkms/framework.conf.d/*.conf`, which dkms sources
-    /// as bash (so we evaluate them with bash too). As dkms, the status a file ends with is
-    /// ignored (`[ -r KEY ] && mok_signing_key=KEY` ends with 1 when KEY is absent); a file that
-    /// does not parse (`bash -n`) is an error naming it, in bash's words.
+    /// `ROOT/etc/dkms/framework.conf` and `ROOT/etc/dkms/framework.conf.d/*.conf`, which dkms
+    /// sources as bash (so we evaluate them with bash too), each file within [`FRAMEWORK_LIMIT`].
+    /// What reading them said is dropped: see [`Trees::read`].
     pub fn load(root: &Path) -> Result<Trees, TreesError> {
+        Ok(Trees::read(root, FRAMEWORK_LIMIT)?.trees)
+    }
+
+    /// [`Trees::load`] with what reading the framework files said, each file stopped after
+    /// `limit` (see the module's comment).
+    pub fn read(root: &Path, limit: Duration) -> Result<Loaded, TreesError> {
         let mut trees = Trees::defaults(root);
+        let mut warnings = Vec::new();
         let conf_dir = trees.root.join("etc/dkms");
-        let main = conf_dir.join("framework.conf");
-        let has_drop_ins = std::fs::read_dir(conf_dir.join("framework.conf.d"))
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if !main.exists() && !has_drop_ins {
-            return Ok(trees);
-        }
-        let script = r#"
-            for f in "$1"/framework.conf "$1"/framework.conf.d/*.conf; do
-                [[ -e $f ]] || continue
-                if ! err=$("$BASH" -n "$f" 2>&1); then
-                    printf '%s\0%s' "$f" "$err" >&2
-                    exit 3
-                fi
-                . "$f" >/dev/null
-            done
-            printf '%s\0' "${source_tree-}" "${dkms_tree-}" "${install_tree-}" \
-                "${mok_signing_key-}" "${mok_certificate-}" "${sign_file-}" "${try_sign_modules-}"
-        "#;
-        let mut bash = Command::new("bash");
-        for name in SIGNING_VARIABLES {
-            bash.env_remove(name);
-        }
-        let out = bash
-            .arg("-c")
-            .arg(script)
-            .arg("bash")
-            .arg(&conf_dir)
-            .env_remove("source_tree")
-            .env_remove("dkms_tree")
-            .env_remove("install_tree")
-            .output()
-            .map_err(|source| TreesError::Bash {
-                path: main.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let (path, message) = match stderr.split_once('\0') {
-                Some((file, message)) if out.status.code() == Some(3) => {
-                    (PathBuf::from(file), message)
+        let mut files = vec![conf_dir.join("framework.conf")];
+        // dkms's glob: sorted as bash sorts it (the C locale's byte order for these names).
+        let mut drop_ins: Vec<PathBuf> = std::fs::read_dir(conf_dir.join("framework.conf.d"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            // `*.conf` matches no name that starts with a dot.
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "conf")
+                    && p.file_name()
+                        .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"."))
+            })
+            .collect();
+        drop_ins.sort();
+        files.extend(drop_ins);
+        let mut values = Values::default();
+        for file in files.iter().filter(|f| f.exists()) {
+            match source_one(file, &values, limit)? {
+                (Some(read), warning) => {
+                    values = read;
+                    warnings.extend(warning);
                 }
-                _ => (main, &*stderr),
-            };
-            // bash names the file first on each line: it is named once, in front.
-            let prefix = format!("{}: ", path.display());
-            let message: Vec<&str> = message
-                .lines()
-                .map(|l| l.trim().trim_start_matches(prefix.as_str()))
-                .filter(|l| !l.is_empty())
-                .collect();
-            return Err(TreesError::Framework {
-                path,
-                message: message.join("; "),
-            });
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut fields = text.split('\0');
-        let mut take = |slot: &mut PathBuf| {
-            if let Some(v) = fields.next().filter(|v| !v.is_empty()) {
-                *slot = join_under(&trees.root, v);
+                (None, warning) => warnings.extend(warning),
             }
-        };
-        take(&mut trees.source);
-        take(&mut trees.dkms);
-        take(&mut trees.install);
-        for (i, name) in SIGNING_VARIABLES.into_iter().enumerate() {
-            let Some(value) = fields.next().filter(|v| !v.is_empty()) else {
+        }
+        let [source, dkms, install, signing @ ..] = values;
+        for (slot, value) in [
+            (&mut trees.source, source),
+            (&mut trees.dkms, dkms),
+            (&mut trees.install, install),
+        ] {
+            if let Some(v) = value {
+                *slot = join_under(&trees.root, &v);
+            }
+        }
+        for (i, (name, value)) in SIGNING_VARIABLES.into_iter().zip(signing).enumerate() {
+            let Some(value) = value else {
                 continue;
             };
             let value = if i < 3 && !value.starts_with("pkcs11:") {
-                path_under(&trees.root, value)
+                path_under(&trees.root, &value)
             } else {
-                value.to_string()
+                value
             };
             match name {
                 "mok_signing_key" => trees.signing.key = value.clone(),
@@ -188,7 +221,7 @@ impl Trees {
                 trees.dkms_env.push((name.to_string(), value));
             }
         }
-        Ok(trees)
+        Ok(Loaded { trees, warnings })
     }
 
     /// A kernel's module directory, `install/KVER`.
@@ -217,6 +250,83 @@ impl Trees {
     pub fn display<'a>(&self, path: &'a Path) -> std::borrow::Cow<'a, str> {
         display_under(&self.root, path)
     }
+}
+
+/// The values of [`FRAMEWORK_VARIABLES`]; `None`: unset or empty.
+type Values = [Option<String>; 7];
+
+/// Sources one framework file over `before` (the values the files before it set), as dkms does.
+/// The values after it (`None` when it `exit`ed or was stopped: dkms takes nothing of it), and a
+/// warning when it did not read cleanly.
+fn source_one(
+    file: &Path,
+    before: &Values,
+    limit: Duration,
+) -> Result<(Option<Values>, Option<FrameworkWarning>), TreesError> {
+    let mut bash = Command::new("bash");
+    bash.arg("-c")
+        .arg(FRAMEWORK_SCRIPT)
+        .arg("bash")
+        .arg(file)
+        .stdin(Stdio::null());
+    for (name, value) in FRAMEWORK_VARIABLES.iter().zip(before) {
+        // Only what the files set counts, never dkms-hook's own environment.
+        bash.env_remove(name);
+        if let Some(v) = value {
+            bash.arg(format!("{name}={v}"));
+        }
+    }
+    let bash_error = |source| TreesError::Bash {
+        path: file.to_path_buf(),
+        source,
+    };
+    let out = Running::spawn_split(bash)
+        .map_err(bash_error)?
+        .wait_with(Watch {
+            deadline: Some(Instant::now() + limit),
+            stall: None,
+        })
+        .map_err(bash_error)?;
+    let stdout = out.output.bytes().map_err(bash_error)?;
+    let text = String::from_utf8_lossy(&stdout);
+    let mut fields = text.split('\0');
+    let finished = out.stopped.is_none() && fields.next() == Some("done");
+    let values = finished.then(|| {
+        let mut values = Values::default();
+        for (slot, field) in values.iter_mut().zip(fields) {
+            *slot = Some(field.to_string()).filter(|v| !v.is_empty());
+        }
+        values
+    });
+    // bash names the file first on each line: it is named once, in front.
+    let prefix = format!("{}: ", file.display());
+    let said = out.errors.text_up_to(4096);
+    let mut words: Vec<&str> = said
+        .lines()
+        .map(|l| l.trim().trim_start_matches(prefix.as_str()))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let ended;
+    if out.stopped.is_some() {
+        ended = format!(
+            "still running after {} s, stopped: dkms-hook ignores what it sets",
+            limit.as_secs_f64()
+        );
+        words.push(&ended);
+    } else if !finished {
+        ended = match out.status.code() {
+            Some(code) => {
+                format!("exits (status {code}) before its end: dkms ignores what it sets")
+            }
+            None => "killed before its end: dkms-hook ignores what it sets".to_string(),
+        };
+        words.push(&ended);
+    }
+    let warning = (!words.is_empty()).then(|| FrameworkWarning {
+        path: file.to_path_buf(),
+        message: words.join("; "),
+    });
+    Ok((values, warning))
 }
 
 /// The one rule for every path dkms-hook shows: as the admin sees it on the system under `root`
@@ -371,34 +481,109 @@ mod tests {
     }
 
     /// dkms ignores the status a sourced file ends with: a last line `[ -r F ] && x=F` with F
-    /// absent is no error, and what the file set before it holds. A syntax error names its file.
+    /// absent is no error, and what the file set before it holds.
     #[test]
-    fn a_files_exit_status_is_ignored_and_a_syntax_error_names_the_file() {
+    fn a_files_exit_status_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("etc/dkms/framework.conf.d");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(
             d.join("10-key.conf"),
-            "dkms_tree=/srv/dkms
-[ -r /nonexistent/x ] && mok_signing_key=/nonexistent/x
-",
+            "dkms_tree=/srv/dkms\n[ -r /nonexistent/x ] && mok_signing_key=/nonexistent/x\n",
         )
         .unwrap();
-        let t = Trees::load(dir.path()).unwrap();
+        let loaded = Trees::read(dir.path(), FRAMEWORK_LIMIT).unwrap();
+        assert_eq!(loaded.warnings, []);
+        let t = loaded.trees;
         assert_eq!(t.dkms, dir.path().join("srv/dkms"));
         assert_eq!(
             t.signing.key,
             format!("{}/var/lib/dkms/mok.key", dir.path().display())
         );
-        std::fs::write(d.join("20-bad.conf"), "install_tree=(\n").unwrap();
-        let e = Trees::load(dir.path()).unwrap_err().to_string();
-        let name = d.join("20-bad.conf");
+    }
+
+    /// Defect (a new user's trial): a syntax error in a snippet was an error that stopped every
+    /// hook. dkms sources each file on its own: what the file set before the error holds, the
+    /// files after it are read, and bash's words are a warning naming the file, once.
+    #[test]
+    fn a_syntax_error_is_a_warning_naming_the_file_and_what_came_before_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("etc/dkms/framework.conf.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("20-bad.conf"),
+            "dkms_tree=/srv/dkms\nif then\nsource_tree=/x\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("30-after.conf"), "install_tree=/opt/modules\n").unwrap();
+        // Not matched by dkms's `*.conf`.
+        std::fs::write(d.join(".hidden.conf"), "if then\n").unwrap();
+        let loaded = Trees::read(dir.path(), FRAMEWORK_LIMIT).unwrap();
+        assert_eq!(loaded.trees.dkms, dir.path().join("srv/dkms"));
+        assert_eq!(loaded.trees.source, dir.path().join("usr/src"));
+        assert_eq!(loaded.trees.install, dir.path().join("opt/modules"));
+        let [w] = &loaded.warnings[..] else {
+            panic!("{:?}", loaded.warnings)
+        };
+        assert_eq!(w.path, d.join("20-bad.conf"));
+        let text = w.to_string();
         assert!(
-            e.starts_with(&format!(
-                "{}: cannot evaluate dkms framework configuration: line ",
-                name.display()
-            )) && !e.contains('\n'),
-            "{e}"
+            text.starts_with(&format!(
+                "{}: line 2: syntax error near unexpected token `then'",
+                w.path.display()
+            )) && text.matches("20-bad.conf").count() == 1
+                && !text.contains('\n'),
+            "{text}"
+        );
+    }
+
+    /// Defect (a new user's trial): `exit 3` in a snippet was said as "framework.conf: cannot
+    /// evaluate ...: " (the wrong file, no reason). dkms takes nothing of a file that exits (its
+    /// subshell ends before it prints the variables), and reads the others.
+    #[test]
+    fn a_file_that_exits_is_a_warning_naming_it_and_sets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("etc/dkms/framework.conf.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            dir.path().join("etc/dkms/framework.conf"),
+            "dkms_tree=/srv/dkms\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("zz-exit.conf"), "source_tree=/x\nexit 3\n").unwrap();
+        let loaded = Trees::read(dir.path(), FRAMEWORK_LIMIT).unwrap();
+        assert_eq!(loaded.trees.dkms, dir.path().join("srv/dkms"));
+        assert_eq!(loaded.trees.source, dir.path().join("usr/src"));
+        assert_eq!(
+            loaded.warnings,
+            [FrameworkWarning {
+                path: d.join("zz-exit.conf"),
+                message: "exits (status 3) before its end: dkms ignores what it sets".into(),
+            }]
+        );
+    }
+
+    /// Defect (a new user's trial): a snippet that ran `sleep 100` held dkms-hook that long (and
+    /// twice in a preflight). It is stopped after the limit, named, and the others are read.
+    #[test]
+    fn a_file_that_hangs_is_stopped_after_the_limit_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("etc/dkms/framework.conf.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("10-slow.conf"), "source_tree=/x\nsleep 100\n").unwrap();
+        std::fs::write(d.join("20-after.conf"), "dkms_tree=/srv/dkms\n").unwrap();
+        let t = Instant::now();
+        let loaded = Trees::read(dir.path(), Duration::from_millis(300)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert_eq!(loaded.trees.source, dir.path().join("usr/src"));
+        assert_eq!(loaded.trees.dkms, dir.path().join("srv/dkms"));
+        let [w] = &loaded.warnings[..] else {
+            panic!("{:?}", loaded.warnings)
+        };
+        assert_eq!(w.path, d.join("10-slow.conf"));
+        assert!(
+            w.message.starts_with("still running after 0.3 s, stopped"),
+            "{w}"
         );
     }
 

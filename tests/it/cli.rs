@@ -243,17 +243,19 @@ fn a_closed_pipe_ends_status_quietly() {
 }
 
 /// Defect (issue 16, item 8): a framework.conf that does not evaluate was named with the whole
-/// `--root` directory in front, where every other path is shown as on the system.
+/// `--root` directory in front, where every other path is shown as on the system. (It is a
+/// warning now, as dkms goes on: see `a_framework_snippet_with_a_syntax_error_...`.)
 #[test]
 fn a_framework_conf_that_does_not_evaluate_is_named_as_on_the_system() {
     let root = fixture_root();
     root.write_file("etc/dkms/framework.conf", "source_tree=(\n");
     for args in [&["status"][..], &["--dry-run"]] {
         let out = root.run(args, "");
-        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
+        // No usage error (the dry run's plan holds the fixtures' own failures: exit 1).
+        assert_ne!(out.code, 2, "{args:?}: {}", out.dump());
         assert!(
             out.stderr
-                .starts_with("dkms-hook: error: /etc/dkms/framework.conf: cannot evaluate"),
+                .starts_with("dkms-hook: warning: /etc/dkms/framework.conf: line 1: "),
             "{args:?}: {}",
             out.dump()
         );
@@ -1041,6 +1043,12 @@ fn a_framework_snippet_whose_last_test_fails_is_read_as_dkms_reads_it() {
         );
         let out = root.run(&["install"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
         assert_eq!(out.code, 0, "{dkms:?}: {}", out.dump());
+        // Nothing to warn of: dkms says nothing either.
+        assert!(
+            !out.stderr.contains("10-key.conf"),
+            "{dkms:?}: {}",
+            out.dump()
+        );
         assert_eq!(
             root.dkms_status(),
             [crate::common::status_line(
@@ -1054,42 +1062,73 @@ fn a_framework_snippet_whose_last_test_fails_is_read_as_dkms_reads_it() {
     }
 }
 
-/// A snippet with a real syntax error is named (the file itself, not framework.conf), in bash's
-/// words: a usage error for a command, and for the preflight a warning that never blocks.
+/// Defect (a new user's trial): a snippet with a syntax error (`if then`) made every command a
+/// usage error (exit 2, "cannot evaluate"), so the install hook after an upgrade to a new kernel
+/// built nothing, while pacman exited 0. dkms reads each file on its own and goes on: the error
+/// is a warning naming the file, in bash's words, said once where the user sees it, and the
+/// install builds; `status` and the preflight go on too.
 #[test]
-#[ignore = "needs root: run tests/run"]
-fn a_framework_snippet_with_a_syntax_error_is_named_and_never_blocks_the_preflight() {
-    let root = fixture_root();
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn a_framework_snippet_with_a_syntax_error_is_named_and_never_blocks_a_hook() {
+    let root = TestRoot::new();
+    let (_, kernel) = crate::common::two_newest_kernels();
+    root.add_kernel(&kernel);
+    root.add_fixture("dkmshook-plain-1.0");
     root.write_file("etc/dkms/framework.conf", "# nothing\n");
-    root.write_file("etc/dkms/framework.conf.d/20-bad.conf", "source_tree=(\n");
-    let name = "/etc/dkms/framework.conf.d/20-bad.conf";
-    for args in [&["status"][..], &["install"]] {
-        let out = root.run(args, "usr/src/dkmshook-plain-1.0/dkms.conf\n");
-        assert_eq!(out.code, 2, "{args:?}: {}", out.dump());
-        assert!(
-            out.stderr
-                .starts_with(&format!("dkms-hook: error: {name}: cannot evaluate")),
-            "{args:?}: {}",
-            out.dump()
-        );
-        // In bash's words, once.
-        assert!(
-            out.stderr.contains(": line 1: unexpected EOF")
-                && out.stderr.matches("20-bad.conf").count() == 1,
-            "{}",
-            out.dump()
-        );
-        assert_no_root_path(&root, &out.combined);
-    }
-    let out = root.run_merged(&["preflight"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    root.write_file("etc/dkms/framework.conf.d/zz-syntax.conf", "if then\n");
+    let name = "/etc/dkms/framework.conf.d/zz-syntax.conf";
+    let said = |text: &str, prefix: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{prefix}{name}: "))
+                    && l.contains("syntax error near unexpected token")
+            })
+            .count()
+    };
+    let out = root.run(&["install"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert!(
-        out.combined.lines().any(|l| l
-            .starts_with(&format!("warning: preflight: {name}: cannot evaluate"))
-            && l.contains("not checked")),
+    assert_eq!(
+        root.dkms_status(),
+        [crate::common::status_line(
+            "dkmshook-plain/1.0",
+            &kernel,
+            "installed"
+        )],
         "{}",
         out.dump()
     );
+    // In bash's words, the file named once, on the line of the warning.
+    assert_eq!(
+        said(&out.stderr, "dkms-hook: warning: "),
+        1,
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        out.combined.matches("zz-syntax.conf").count(),
+        1,
+        "{}",
+        out.dump()
+    );
+    assert_no_root_path(&root, &out.combined);
+    let out = root.run(&["status"], "");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        said(&out.stderr, "dkms-hook: warning: "),
+        1,
+        "{}",
+        out.dump()
+    );
+    assert!(out.stdout.contains("installed"), "{}", out.dump());
+    let out = root.run_merged(&["preflight"], "usr/src/dkmshook-plain-1.0/dkms.conf\n");
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        said(&out.combined, "warning: preflight: "),
+        1,
+        "{}",
+        out.dump()
+    );
+    assert!(!out.combined.contains("cannot evaluate"), "{}", out.dump());
 }
 
 /// The trials are not runs: `--dry-run` (they install nothing anyway, and a prebuild that took
