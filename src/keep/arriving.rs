@@ -100,7 +100,7 @@ fn source_dir(path: &str) -> Option<PathBuf> {
 fn incoming_dkms_packages(paths: &PacmanPaths) -> Vec<PathBuf> {
     let local_dir = paths.db_path.join("local");
     let local = installed_packages(&local_dir);
-    let (sync, _) = pkgdb::read_sync_dbs(&paths.db_path.join("sync"));
+    let (sync, _) = pkgdb::read_sync_dbs(&paths.db_path.join("sync"), &paths.repos);
     let owns_sources = |p: &Installed| {
         std::fs::read_to_string(p.dir.join("files"))
             .is_ok_and(|t| t.lines().any(|l| source_dir(l.trim()).is_some()))
@@ -221,6 +221,7 @@ mod tests {
         PacmanPaths {
             db_path,
             cache_dirs: vec![cache],
+            repos: vec!["test".into()],
         }
     }
 

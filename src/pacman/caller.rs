@@ -1,5 +1,6 @@
 //! pacman as the preflight finds it: the process that runs the hook, its command line, and the
-//! parts of its configuration that say where package files are (DBPath, CacheDir).
+//! parts of its configuration that say where package files are (DBPath, CacheDir) and which
+//! repositories it reads (pacman.conf's sections but `[options]`, in their order).
 //!
 //! pacman is the hook's parent process (libalpm forks, chroots the child into pacman's root and
 //! execs the hook's `Exec` directly). Its paths are pacman's, not the hook's: `pacman -U
@@ -90,6 +91,10 @@ pub struct PacmanPaths {
     pub db_path: PathBuf,
     /// CacheDir (several allowed; pacman downloads into the first writable one).
     pub cache_dirs: Vec<PathBuf>,
+    /// The repositories pacman.conf configures, in its order (the first that has a package
+    /// is the one pacman takes it from): their databases are `db_path/sync/REPO.db`. A
+    /// `REPO.db` there of a repository no longer configured is not one of them.
+    pub repos: Vec<String>,
 }
 
 impl PacmanView {
@@ -318,7 +323,8 @@ impl PacmanView {
 
     /// DBPath and CacheDir: the command line's `--dbpath`/`--cachedir` first, then the `[options]`
     /// of pacman.conf (`--config`, else /etc/pacman.conf), then pacman's defaults (a `--root`
-    /// without `--dbpath` puts the databases under that root, as pacman does).
+    /// without `--dbpath` puts the databases under that root, as pacman does). The repositories
+    /// are that pacman.conf's sections (none when it cannot be read: pacman would not run).
     pub fn paths(&self) -> PacmanPaths {
         let conf = self.conf();
         let root = self.option("--root", Some('r')).pop();
@@ -340,17 +346,20 @@ impl PacmanView {
         PacmanPaths {
             db_path: self.resolve(&db_path),
             cache_dirs: cache.iter().map(|c| self.resolve(c)).collect(),
+            repos: conf.repos,
         }
     }
 }
 
-/// DBPath and CacheDir from pacman.conf's `[options]` section (repositories, and `Include`d
-/// files, which hold repository servers, are not needed: the sync databases are DBPath/sync/*.db).
+/// DBPath, CacheDir and IgnorePkg from pacman.conf's `[options]` section, and the names of its
+/// other sections, the repositories, in order (`Include`d files, which hold repository servers,
+/// are not needed: a repository's database is DBPath/sync/REPO.db).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ConfOptions {
     db_path: Option<String>,
     cache_dirs: Vec<String>,
     ignore: Vec<String>,
+    repos: Vec<String>,
 }
 
 fn parse_conf_options(text: &str) -> ConfOptions {
@@ -360,6 +369,9 @@ fn parse_conf_options(text: &str) -> ConfOptions {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             in_options = section == "options";
+            if !in_options && !section.is_empty() && !out.repos.iter().any(|r| r == section) {
+                out.repos.push(section.to_owned());
+            }
             continue;
         }
         if !in_options {
@@ -505,11 +517,14 @@ mod tests {
         std::fs::write(
             &conf,
             "[options]\nDBPath = /db/ # here\nCacheDir = /c1/ /c2/\nCacheDir=/c3\n#CacheDir = /no\n\
-             [core]\nCacheDir = /not-options\nInclude = /etc/pacman.d/mirrorlist\n",
+             [core]\nCacheDir = /not-options\nInclude = /etc/pacman.d/mirrorlist\n\
+             [options]\n[local-repo] # mine\nServer = file:///srv/repo\n[extra]\n#[stale]\n",
         )
         .unwrap();
         let p = v("-Syu").paths();
         assert_eq!(p.db_path, dir.path().join("db"));
+        // The repositories: the sections but [options], in pacman.conf's order.
+        assert_eq!(p.repos, ["core", "local-repo", "extra"]);
         assert_eq!(
             p.cache_dirs,
             [
@@ -526,5 +541,6 @@ mod tests {
             v("--config=/other.conf -Syu").paths().db_path,
             dir.path().join("odb")
         );
+        assert!(v("--config=/other.conf -Syu").paths().repos.is_empty());
     }
 }

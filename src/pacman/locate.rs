@@ -142,7 +142,7 @@ fn scan(files: &[PathBuf], left: &mut BTreeSet<String>, out: &mut Located) {
 /// The cached package files of the sync databases' packages: (not installed at that version,
 /// installed at that version).
 fn repo_candidates(paths: &PacmanPaths, notes: &mut Vec<String>) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let (sync, errors) = pkgdb::read_sync_dbs(&paths.db_path.join("sync"));
+    let (sync, errors) = pkgdb::read_sync_dbs(&paths.db_path.join("sync"), &paths.repos);
     notes.extend(
         errors
             .iter()
@@ -212,6 +212,7 @@ mod tests {
             Source::Repos(PacmanPaths {
                 db_path: dir.path().join("var/lib/pacman"),
                 cache_dirs: vec![cache.clone()],
+                repos: vec![],
             })
         );
     }

@@ -1,4 +1,4 @@
-//! pacman's package databases, read without libalpm: the sync databases (`DBPath/sync/*.db`,
+//! pacman's package databases, read without libalpm: the sync databases (`DBPath/sync/REPO.db`,
 //! tar archives of `NAME-VERSION/desc` entries) say which version of each package the
 //! repositories offer and its package file's name (`%FILENAME%`); the local database
 //! (`DBPath/local/NAME-VERSION/desc`) says which version is installed. Versions are compared as
@@ -14,7 +14,7 @@
 use super::archive::{self, ArchiveError};
 use alpm_types::FullVersion;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 /// One package as a database describes it.
@@ -93,18 +93,16 @@ pub fn vercmp(a: &str, b: &str) -> i8 {
     }
 }
 
-/// Every package of every sync database in `sync_dir` (`*.db`), by repository file name order;
-/// a database that cannot be read is an error beside the others' packages.
-pub fn read_sync_dbs(sync_dir: &Path) -> (Vec<Desc>, Vec<ArchiveError>) {
-    let mut dbs: Vec<PathBuf> = std::fs::read_dir(sync_dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "db"))
-                .collect()
-        })
-        .unwrap_or_default();
-    dbs.sort();
+/// Every package of the sync databases of the repositories `repos` (`sync_dir/REPO.db`, in that
+/// order: pacman.conf's, where the first repository that has a package is the one pacman takes
+/// it from); a repository without its database is skipped, a database that cannot be read is an
+/// error beside the others' packages. A `*.db` in `sync_dir` of a repository pacman.conf no
+/// longer configures is left there by pacman and is not read, as pacman does not.
+pub fn read_sync_dbs(sync_dir: &Path, repos: &[String]) -> (Vec<Desc>, Vec<ArchiveError>) {
+    let dbs = repos
+        .iter()
+        .map(|r| sync_dir.join(format!("{r}.db")))
+        .filter(|p| p.exists());
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for db in dbs {
@@ -211,5 +209,48 @@ mod tests {
         assert!(vercmp("1.0-2", "1.0-1") > 0);
         assert!(same_version("1.0-1", "1.0-1"));
         assert!(!same_version("1.0-1", "1.0-2"));
+    }
+
+    /// A sync database `dir/REPO.db` offering `packages` (name, version).
+    fn sync_db(dir: &Path, repo: &str, packages: &[(&str, &str)]) {
+        let db = std::fs::File::create(dir.join(format!("{repo}.db"))).unwrap();
+        let gz = flate2::write::GzEncoder::new(db, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for (name, version) in packages {
+            let desc = format!(
+                "%FILENAME%\n{name}-{version}-any.pkg.tar.zst\n\n%NAME%\n{name}\n\n\
+                 %VERSION%\n{version}\n\n"
+            );
+            let mut h = tar::Header::new_gnu();
+            h.set_size(desc.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("{name}-{version}/desc"), desc.as_bytes())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    /// Only the configured repositories are read, in pacman.conf's order: a `stale.db` pacman
+    /// left behind when its section was removed offers nothing, and `zeta` before `alpha` in
+    /// the list comes first although it sorts after.
+    #[test]
+    fn only_the_configured_repositories_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        sync_db(dir.path(), "alpha", &[("linux", "6.9-1"), ("foo", "1-1")]);
+        sync_db(dir.path(), "zeta", &[("linux", "6.8-1")]);
+        sync_db(dir.path(), "stale", &[("linux", "7.0-1"), ("bar", "1-1")]);
+        let repos = ["zeta", "alpha", "missing"].map(String::from);
+        let (descs, errors) = read_sync_dbs(dir.path(), &repos);
+        assert!(errors.is_empty(), "{errors:?}");
+        let got: Vec<(&str, &str)> = descs
+            .iter()
+            .map(|d| (d.name.as_str(), d.version.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("linux", "6.8-1"), ("linux", "6.9-1"), ("foo", "1-1")]
+        );
+        assert!(read_sync_dbs(dir.path(), &[]).0.is_empty());
     }
 }

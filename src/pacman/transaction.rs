@@ -19,7 +19,7 @@
 //! ([`Transaction::add`]).
 
 use super::archive::{self, Listing};
-use super::caller::SyncRequest;
+use super::caller::{PacmanPaths, SyncRequest};
 use super::pkgdb::{self, Desc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -81,11 +81,12 @@ impl Transaction {
         t
     }
 
-    /// `pacman -S`: what `req` asks of the sync databases in `db_path/sync`, from the package
-    /// files in `cache_dirs`.
-    pub fn from_repos(db_path: &Path, cache_dirs: &[PathBuf], req: &SyncRequest) -> Transaction {
+    /// `pacman -S`: what `req` asks of the sync databases of the configured repositories in
+    /// `paths.db_path/sync`, from the package files in `paths.cache_dirs`.
+    pub fn from_repos(paths: &PacmanPaths, req: &SyncRequest) -> Transaction {
+        let (db_path, cache_dirs) = (&paths.db_path, &paths.cache_dirs);
         let mut t = Transaction::default();
-        let (descs, errors) = pkgdb::read_sync_dbs(&db_path.join("sync"));
+        let (descs, errors) = pkgdb::read_sync_dbs(&db_path.join("sync"), &paths.repos);
         t.notes.extend(
             errors
                 .iter()

@@ -190,9 +190,7 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
         let source = Source::from_pacman(&view);
         let tx = match &source {
             Source::Files(files) => Transaction::from_files(files, &local),
-            Source::Repos(paths) => {
-                Transaction::from_repos(&paths.db_path, &paths.cache_dirs, &view.sync_request())
-            }
+            Source::Repos(paths) => Transaction::from_repos(paths, &view.sync_request()),
         };
         (source, tx)
     } else {

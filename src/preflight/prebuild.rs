@@ -25,7 +25,7 @@
 //! disk) is one line, and nothing changes.
 
 use super::{Judged, Options, Purpose};
-use crate::pacman::caller::{PacmanView, SyncRequest};
+use crate::pacman::caller::{PacmanPaths, PacmanView, SyncRequest};
 use crate::pacman::pkgdb;
 use crate::pacman::transaction::Transaction;
 use crate::system::trees::Trees;
@@ -136,7 +136,7 @@ fn ahead(
 ) -> u8 {
     let paths = view.paths();
     let private = trees.root.join(DB_DIR);
-    if let Err(e) = prepare_private_db(&private, &paths.db_path) {
+    if let Err(e) = prepare_private_db(&private, &paths) {
         let _ = writeln!(
             out,
             "prebuild: {}: {e}: nothing done",
@@ -177,7 +177,7 @@ fn ahead(
         );
         return EXIT_OK;
     }
-    let offered = dkms_upgrades(&private);
+    let offered = dkms_upgrades(&private, &paths.repos);
     if offered.is_empty() {
         let _ = writeln!(
             out,
@@ -215,9 +215,14 @@ fn ahead(
         sysupgrade: 1,
         ignore: view.sync_request().ignore,
     };
-    let mut caches = paths.cache_dirs.clone();
-    caches.push(private_pkg.clone());
-    let tx = Transaction::from_repos(&private, &caches, &req);
+    let mut cache_dirs = paths.cache_dirs.clone();
+    cache_dirs.push(private_pkg.clone());
+    let private_paths = PacmanPaths {
+        db_path: private.clone(),
+        cache_dirs,
+        ..paths.clone()
+    };
+    let tx = Transaction::from_repos(&private_paths, &req);
     for n in &tx.notes {
         let _ = writeln!(out, "warning: prebuild: {n}");
     }
@@ -363,9 +368,11 @@ fn giving_way_to_pacman<T>(db_lock: &Path, work: impl FnOnce() -> T) -> Option<T
 }
 
 /// Makes the private database directory: its `local` a link to pacman's, its `sync/` seeded
-/// with pacman's sync databases when it has none (so that the first refresh downloads only
-/// what changed).
-fn prepare_private_db(private: &Path, db_path: &Path) -> std::io::Result<()> {
+/// with pacman's sync databases of the configured repositories when it has none (so that the
+/// first refresh downloads only what changed; a database pacman left behind of a repository
+/// no longer configured is not copied).
+fn prepare_private_db(private: &Path, paths: &PacmanPaths) -> std::io::Result<()> {
+    let db_path = &paths.db_path;
     std::fs::create_dir_all(private.join("sync"))?;
     let local = private.join("local");
     let target = std::fs::canonicalize(db_path.join("local"))?;
@@ -375,22 +382,20 @@ fn prepare_private_db(private: &Path, db_path: &Path) -> std::io::Result<()> {
     }
     let seeded = std::fs::read_dir(private.join("sync"))?.next().is_some();
     if !seeded {
-        for e in std::fs::read_dir(db_path.join("sync"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "db") {
-                let to = private.join("sync").join(e.file_name());
-                std::fs::copy(&p, &to)?;
-                // The time too: pacman asks the mirror for what is newer than its copy.
-                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                    let _ = std::fs::File::options()
-                        .write(true)
-                        .open(&to)
-                        .and_then(|f| f.set_modified(t));
-                }
+        for repo in &paths.repos {
+            let name = format!("{repo}.db");
+            let p = db_path.join("sync").join(&name);
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            let to = private.join("sync").join(&name);
+            std::fs::copy(&p, &to)?;
+            // The time too: pacman asks the mirror for what is newer than its copy.
+            if let Ok(t) = meta.modified() {
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&to)
+                    .and_then(|f| f.set_modified(t));
             }
         }
     }
@@ -412,11 +417,11 @@ fn run_pacman(cmd: Command) -> Result<(), String> {
     }
 }
 
-/// The installed packages that the refreshed databases in `private` offer in a newer version
-/// and whose installed version owns what DKMS builds from (a kernel's image or headers, a
-/// module's dkms.conf): `NAME OLD -> NEW`.
-fn dkms_upgrades(private: &Path) -> BTreeSet<String> {
-    let (sync, _) = pkgdb::read_sync_dbs(&private.join("sync"));
+/// The installed packages that the refreshed databases in `private` of the configured
+/// repositories `repos` offer in a newer version and whose installed version owns what DKMS
+/// builds from (a kernel's image or headers, a module's dkms.conf): `NAME OLD -> NEW`.
+fn dkms_upgrades(private: &Path, repos: &[String]) -> BTreeSet<String> {
+    let (sync, _) = pkgdb::read_sync_dbs(&private.join("sync"), repos);
     let local_dir = private.join("local");
     let local = pkgdb::read_local_descs(&local_dir);
     let mut seen = BTreeSet::new();

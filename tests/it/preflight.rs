@@ -292,6 +292,7 @@ fn sync_upgrades_are_found_in_the_cache_with_what_they_take_away() {
     let paths = PacmanPaths {
         db_path: db.clone(),
         cache_dirs: vec![tmp.path().join("no-such-cache"), cache.clone()],
+        repos: vec!["test".into()],
     };
     let targets: Vec<String> = [
         format!("usr/lib/modules/{kernel}/build/include/"),
@@ -347,7 +348,7 @@ fn sync_upgrades_are_found_in_the_cache_with_what_they_take_away() {
         sysupgrade: 1,
         ignore: vec![],
     };
-    let tx = Transaction::from_repos(&db, &paths.cache_dirs, &request(""));
+    let tx = Transaction::from_repos(&paths, &request(""));
     assert!(tx.notes.is_empty(), "{:?}", tx.notes);
     let names: Vec<&str> = tx.packages.iter().map(|p| p.name()).collect();
     assert_eq!(names, [format!("linux-test-headers-{kernel}")]);
@@ -365,7 +366,7 @@ fn sync_upgrades_are_found_in_the_cache_with_what_they_take_away() {
     // included; IgnorePkg keeps the headers out. A reinstall takes nothing away.
     let mut req = request("dkmshook-plain-dkms test/dkmshook-broken-dkms");
     req.ignore = vec!["linux-test-headers-*".into()];
-    let tx = Transaction::from_repos(&db, &paths.cache_dirs, &req);
+    let tx = Transaction::from_repos(&paths, &req);
     let mut names: Vec<&str> = tx.packages.iter().map(|p| p.name()).collect();
     names.sort();
     assert_eq!(names, ["dkmshook-broken-dkms", "dkmshook-plain-dkms"]);

@@ -9,7 +9,10 @@
 # installed for N+1 from the prebuild's build; a prebuild gives way to a transaction that starts
 # while it builds. A source changed between the prebuild and the
 # upgrade is compiled again, once. A mirror that answers nothing, or a full /var/cache/dkms-hook:
-# one line, nothing changed. The unit files pass systemd-analyze verify.
+# one line, nothing changed. The unit files pass systemd-analyze verify. Throughout, a stale.db
+# that pacman left in its sync directory (its repository is no longer in pacman.conf) offers
+# dkmshook-plain-dkms 1.1-2, its package file still in the cache: pacman does not read it, and
+# neither the prebuild nor the preflight judges what it offers.
 # shellcheck source=tests/pacman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -47,6 +50,12 @@ cat >>/etc/pacman.conf <<CONF
 Server = file://$repo
 CONF
 pacman_run -Sy
+stale=/var/tmp/dkmshook-stale-repo
+mkdir -p "$stale"
+cp "$(pkg dkmshook-plain-dkms 1.1-2)" "$stale/"
+repo-add -q "$stale/stale.db.tar.gz" "$stale"/*.pkg.tar.zst
+cp "$stale/stale.db.tar.gz" /var/lib/pacman/sync/stale.db
+cp "$stale"/*.pkg.tar.zst /var/cache/pacman/pkg/
 pacman_state() { find /var/lib/pacman -path /var/lib/pacman/db.lck -prune -o -type f -print0 | sort -z | xargs -0 sha256sum; }
 before=$(pacman_state)
 
@@ -65,6 +74,10 @@ prebuild
 ((PREBUILD_STATUS == 1)) || fail "prebuild exited $PREBUILD_STATUS, not 1 (a module would not build)"
 grep -q "prebuild: dkmshook-kver would not build for $K2" <<<"$PREBUILD_OUT" || fail "no word of the failure"
 grep -q 'error: #error "dkmshook-kver does not build' <<<"$PREBUILD_OUT" || fail "no compiler error"
+! grep -q 'dkmshook-plain-dkms 1.0-1 -> 1.1-2' <<<"$PREBUILD_OUT" ||
+  fail "the prebuild took the upgrade stale.db offers (its repository is not in pacman.conf)"
+[[ ! -e /var/cache/dkms-hook/prebuild/db/sync/stale.db ]] ||
+  fail "stale.db was copied into the prebuild's databases"
 [[ $(pacman_state) == "$before" ]] || fail "the prebuild changed pacman's databases"
 for f in "$repo"/linux-test*-"${K2//-/_}"-1-any.pkg.tar.zst; do
   [[ -f /var/cache/pacman/pkg/${f##*/} ]] || fail "${f##*/}: not downloaded into pacman's cache"
@@ -87,6 +100,7 @@ expect_output 'error: #error "dkmshook-kver does not build for this kernel'
 expect_output "dkmshook-kver/2.0 for $K2: .*remembered: it failed so at"
 expect_output "error: preflight: dkmshook-kver would not build for $K2 \\(essential\\)"
 expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built ahead by the prebuild of"
+expect_no_output 'dkmshook-plain/1.1'
 (($(compiled) == 0)) || fail "the aborted -Syu compiled: $(cat "$tlog")"
 [[ $(pacman -Q linux-test) == "linux-test ${K1//-/_}-1" ]] || fail "linux-test moved"
 
@@ -150,7 +164,10 @@ expect_output "BUILT .*dkmshook-plain/1.0 for $K2: built in the preflight"
 [[ -z $(find /var/cache/dkms-hook/prebuilt -type f 2>/dev/null) ]] ||
   fail "builds for the installed kernel outlived the install"
 
-# Nothing offered: nothing done. A mirror that answers nothing: one line, nothing changed.
+# Nothing offered: nothing done, though stale.db is in the prebuild's databases too (as a
+# prebuild that copied all of pacman's left it). A mirror that answers nothing: one line,
+# nothing changed.
+cp /var/lib/pacman/sync/stale.db /var/cache/dkms-hook/prebuild/db/sync/
 prebuild
 grep -q 'nothing the repositories offer brings DKMS work' <<<"$PREBUILD_OUT" || fail "not said"
 sed -i "s|^Server = file://$repo\$|Server = file:///var/tmp/no-such-mirror|" /etc/pacman.conf
