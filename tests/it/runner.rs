@@ -251,8 +251,10 @@ fn a_job_ends_when_dkms_exits_and_leaves_no_grandchild() {
         .and_then(|r| r.split("s]").next())
         .and_then(|r| r.trim().parse().ok())
         .unwrap_or_else(|| panic!("no time in {line:?}"));
+    // What it must not hold is the leftover sleep (31 s); a loaded machine stretches the
+    // wrapper's own start and end, measured by the wrapper but not by the job, by a few percent.
     assert!(
-        (reported - dkms_time).abs() <= 0.25,
+        (reported - dkms_time).abs() <= 0.25 + 0.05 * dkms_time,
         "reported {reported}s for {dkms_time:.2}s of dkms: {line}"
     );
 }
