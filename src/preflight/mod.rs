@@ -235,6 +235,27 @@ pub fn run(trees: &Trees, opts: &Options, targets_bytes: &[u8], out: &mut dyn Wr
             missing.join(", ")
         );
     }
+    // A module the transaction brings counts too (its sources arrive with it).
+    let mut unknown = config.essential.unknown(&trees.source);
+    unknown.retain(|n| {
+        let dir = format!("usr/src/{n}-");
+        !tx.packages.iter().any(|p| {
+            p.listing
+                .paths
+                .iter()
+                .any(|f| f.trim_start_matches('/').starts_with(&dir))
+        })
+    });
+    if !unknown.is_empty() {
+        let _ = writeln!(
+            out,
+            "warning: preflight: {}: essential names {}, which is no module in {} (a module's \
+             name is its source directory's, before the version): it protects nothing",
+            trees.display(&trees.root.join(crate::system::config::CONFIG_PATH)),
+            unknown.join(", "),
+            trees.display(&trees.source)
+        );
+    }
     let brought: BTreeSet<&String> = wanted.iter().filter(|w| !missing.contains(w)).collect();
     if brought.is_empty() {
         return EXIT_GO_ON;

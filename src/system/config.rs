@@ -70,6 +70,30 @@ impl Essential {
             Essential::Loaded => loaded.contains(name),
         }
     }
+
+    /// The names that are no module in `source_tree` (dkms takes a module's sources only from
+    /// `source_tree/NAME-VERSION`): a typo there would silently leave a module unprotected.
+    pub fn unknown(&self, source_tree: &Path) -> Vec<String> {
+        let Essential::Names(names) = self else {
+            return Vec::new();
+        };
+        let there: Vec<String> = std::fs::read_dir(source_tree)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names
+            .iter()
+            .filter(|n| {
+                !there.iter().any(|d| {
+                    d.strip_prefix(n.as_str())
+                        .is_some_and(|v| v.starts_with('-'))
+                })
+            })
+            .cloned()
+            .collect()
+    }
 }
 
 /// The settings, defaults filled in.
@@ -288,6 +312,23 @@ mod tests {
     /// Defect (a new user's trial): `essential = "nvidia"` and `essential = a, b` were taken as
     /// the names `"nvidia"`, `a,` and `b`, which no module has: silently nothing was essential.
     /// Quotes and commas are read as a user means them; what still cannot be a name is named.
+    /// A name in `essential` that is no module of the source tree is named (a typo, the
+    /// module's `.ko` name, `ALL` for `all`); a module's own name is not.
+    #[test]
+    fn essential_names_that_are_no_module_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["nvidia-550.78", "v4l2loopback-0.12.7", "zfs-2.2.2"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let names = |n: &[&str]| Essential::Names(n.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            names(&["nvidia", "nvidai", "v4l2", "ALL", "zfs"]).unknown(dir.path()),
+            ["ALL", "nvidai", "v4l2"]
+        );
+        assert!(Essential::All.unknown(dir.path()).is_empty());
+        assert!(Essential::Loaded.unknown(dir.path()).is_empty());
+    }
+
     #[test]
     fn quoted_values_and_comma_lists_are_read_as_meant() {
         for text in [

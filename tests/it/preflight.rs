@@ -1182,3 +1182,36 @@ fn a_preflight_without_targets_says_there_is_nothing_to_check() {
         out.dump()
     );
 }
+
+/// A name in `essential` that is no module (a typo, the `.ko` name, `ALL`) protects nothing: the
+/// preflight names it, and only it (a module of the system's source tree, or one the
+/// transaction brings, is a module).
+#[test]
+#[ignore = "needs root, dkms, bsdtar and kernel headers: run tests/run"]
+fn an_essential_name_that_is_no_module_is_named() {
+    let (_tmp, work, pkgs) = scratch();
+    let (root, _old, new, headers, broken) = trial_root(&work, &pkgs);
+    root.write_file(
+        "etc/dkms-hook.conf",
+        "essential = dkmshook-plain, dkmshook-broken, dkmshook_plian\n",
+    );
+    let targets = format!("usr/lib/modules/{new}/build/include/\n");
+    let out = root.run_merged(
+        &[
+            "preflight",
+            "--package",
+            headers.to_str().unwrap(),
+            "--package",
+            broken.to_str().unwrap(),
+        ],
+        &targets,
+    );
+    assert!(
+        out.combined.contains(
+            "warning: preflight: /etc/dkms-hook.conf: essential names dkmshook_plian, which is \
+             no module in /usr/src"
+        ),
+        "{}",
+        out.dump()
+    );
+}
