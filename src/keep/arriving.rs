@@ -202,22 +202,11 @@ mod tests {
             std::fs::write(entry.join("desc"), desc).unwrap();
             std::fs::write(entry.join("files"), format!("%FILES%\n{files}\n")).unwrap();
         }
-        let db = std::fs::File::create(db_path.join("sync/test.db")).unwrap();
-        let gz = flate2::write::GzEncoder::new(db, flate2::Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        for (name, version, extra) in sync {
+        for (name, version, _) in sync {
             let file = format!("{name}-{version}-any.pkg.tar.zst");
             std::fs::write(cache.join(&file), b"").unwrap();
-            let desc =
-                format!("%FILENAME%\n{file}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n{extra}");
-            let mut h = tar::Header::new_gnu();
-            h.set_size(desc.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            tar.append_data(&mut h, format!("{name}-{version}/desc"), desc.as_bytes())
-                .unwrap();
         }
-        tar.into_inner().unwrap().finish().unwrap();
+        crate::pacman::pkgdb::write_sync_db(&db_path.join("sync/test.db"), sync);
         PacmanPaths {
             db_path,
             cache_dirs: vec![cache],

@@ -159,6 +159,28 @@ pub fn local_files(local_dir: &Path, name: &str, version: &str) -> Vec<String> {
     out
 }
 
+/// Test fixture: a gzipped sync database at `path` offering `entries` (name, version, more
+/// `desc` lines), each package file named `NAME-VERSION-any.pkg.tar.zst`.
+#[cfg(test)]
+pub(crate) fn write_sync_db(path: &Path, entries: &[(&str, &str, &str)]) {
+    let db = std::fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(db, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, version, extra) in entries {
+        let desc = format!(
+            "%FILENAME%\n{name}-{version}-any.pkg.tar.zst\n\n%NAME%\n{name}\n\n\
+             %VERSION%\n{version}\n\n{extra}"
+        );
+        let mut h = tar::Header::new_gnu();
+        h.set_size(desc.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("{name}-{version}/desc"), desc.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,22 +235,8 @@ mod tests {
 
     /// A sync database `dir/REPO.db` offering `packages` (name, version).
     fn sync_db(dir: &Path, repo: &str, packages: &[(&str, &str)]) {
-        let db = std::fs::File::create(dir.join(format!("{repo}.db"))).unwrap();
-        let gz = flate2::write::GzEncoder::new(db, flate2::Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        for (name, version) in packages {
-            let desc = format!(
-                "%FILENAME%\n{name}-{version}-any.pkg.tar.zst\n\n%NAME%\n{name}\n\n\
-                 %VERSION%\n{version}\n\n"
-            );
-            let mut h = tar::Header::new_gnu();
-            h.set_size(desc.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            tar.append_data(&mut h, format!("{name}-{version}/desc"), desc.as_bytes())
-                .unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap();
+        let entries: Vec<(&str, &str, &str)> = packages.iter().map(|(n, v)| (*n, *v, "")).collect();
+        write_sync_db(&dir.join(format!("{repo}.db")), &entries);
     }
 
     /// Only the configured repositories are read, in pacman.conf's order: a `stale.db` pacman
