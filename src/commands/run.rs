@@ -1,7 +1,8 @@
 //! A run: bare (every kernel up to date), `install` and `remove`, from pacman's targets on stdin
 //! or from modules named by hand: the trees made whole after a run that died, the targets, the
 //! inventory, the plan, then either the plan's text (`--dry-run`) or the run itself, reported as
-//! it goes, followed by the settling of the kept versions (see [`crate::keep`]).
+//! it goes, followed by the build times kept for the next run's order ([`crate::system::history`])
+//! and the settling of the kept versions (see [`crate::keep`]).
 
 use crate::commands::{
     is_root, load_trees, lock, print_lines, quietly_when_closed, read_targets, stopped, Exit,
@@ -213,6 +214,24 @@ fn plan_run(cfg: &Config, trees: &Trees, arch: &str) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Keeps what this run's builds took for the next runs' order (see [`crate::system::history`]);
+/// a history that cannot be written is a warning: the run happened.
+fn learn(trees: &Trees, learned: &[(crate::plan::JobInfo, Duration)]) {
+    if learned.is_empty() {
+        return;
+    }
+    // Read again: the plan does not carry the inventory's copy (the run lock is held).
+    let mut history = crate::system::history::History::load(trees);
+    for (job, took) in learned {
+        if let Some(k) = &job.kernel {
+            history.learn(&job.module, k, *took);
+        }
+    }
+    if let Err(e) = history.save(trees) {
+        eprintln!("dkms-hook: warning: {e}");
+    }
+}
+
 /// Runs `plan`, reported as it goes, then settles the kept versions (or, after a removal,
 /// deletes the kept copies nothing points at) and empties the preflight's store.
 fn execute(cfg: &Config, trees: &Trees, exec: &DkmsExecutor, plan: &Plan) -> Result<Exit> {
@@ -255,10 +274,15 @@ fn execute(cfg: &Config, trees: &Trees, exec: &DkmsExecutor, plan: &Plan) -> Res
         cpus: cfg.cpus,
     };
     let mut timings = Timings::new();
+    let mut learned = Vec::new();
     let mut tally = runner::run(plan, limits, exec, &mut |e| {
+        if let Some((job, took)) = crate::run::events::build_time(plan, e) {
+            learned.push((job.clone(), took));
+        }
         timings.record(e);
         reporter.handle(e)
     });
+    learn(trees, &learned);
     if cfg.mode == Mode::Remove {
         after::remove_orphan_copies(trees);
     } else {

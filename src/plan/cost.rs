@@ -5,6 +5,10 @@
 //! everything that waits on it through dependencies (cargo's `queue_finished`), so long chains start
 //! first; its rank among ready jobs adds the work left in its module version's other kernels, which
 //! must run one after the other (one shared build directory), a chain like a dependency.
+//!
+//! What a module's build took last time ([`crate::system::history`]) beats the guess from its
+//! sources: [`took`] turns that wall time into the same unit, at the rate the guess assumes
+//! ([`PER_SECOND`]), so a job with history and one without still compare.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -15,6 +19,16 @@ use std::path::Path;
 /// signing and checks, plus about 1 s per 36 KB of C. Without it, two one-file modules look
 /// free and are left for the end, where their kernels' jobs run one after the other on one core.
 pub const DKMS_CALL: u64 = 48 * 1024;
+
+/// Bytes of C compiled per second of a build, the rate [`DKMS_CALL`]'s measure found (1 s per
+/// 36 KB): what turns a build's wall time from history into a cost.
+pub const PER_SECOND: u64 = 36 * 1024;
+
+/// The cost of a build that took `took` last time (at least 1, so that it never looks free).
+pub fn took(took: std::time::Duration) -> u64 {
+    let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX / PER_SECOND);
+    (ms.saturating_mul(PER_SECOND) / 1000).max(1)
+}
 
 /// A removal: no compiler, and nothing waits on it.
 pub const REMOVE: u64 = 1;
@@ -73,6 +87,14 @@ mod tests {
             priorities(&[1, 10, 100, 1000], &deps),
             [1111, 1010, 1100, 1000]
         );
+    }
+
+    #[test]
+    fn a_time_from_history_costs_at_the_rate_of_the_guess() {
+        use std::time::Duration;
+        assert_eq!(took(Duration::from_secs(1)), PER_SECOND);
+        assert_eq!(took(Duration::from_millis(1500)), PER_SECOND * 3 / 2);
+        assert_eq!(took(Duration::ZERO), 1);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Inventory: everything planning needs to know about one system, read once.
 //!
-//! Kernels (with or without headers), module sources (each dkms.conf evaluated per kernel) and the
-//! dkms tree. Reading happens here; the planner only looks at this value, so it can be tested on
-//! synthetic inventories and never touches the disk it describes.
+//! Kernels (with or without headers), module sources (each dkms.conf evaluated per kernel), the
+//! dkms tree, and the build times of earlier runs. Reading happens here; the planner only looks
+//! at this value, so it can be tested on synthetic inventories and never touches the disk it
+//! describes.
 
 use crate::dkmsconf::{self, Context, Evaluated};
 use crate::system::dkms_tree::{DkmsTree, PairId};
@@ -36,6 +37,9 @@ pub struct Inventory {
     /// Pair -> the failure the store remembers for a build of the same inputs; loaded only by a
     /// trial that says it again instead of compiling ([`Inventory::load_remembered`]).
     pub remembered: BTreeMap<PairId, crate::system::prebuilt::Failure>,
+    /// What each module's builds took in earlier runs, per kernel series: beats the guess
+    /// from the sources ([`crate::plan::cost::took`]).
+    pub history: crate::system::history::History,
 }
 
 /// Which module sources to read.
@@ -95,6 +99,7 @@ impl Inventory {
             tree: DkmsTree::read(&trees.dkms),
             prebuilt,
             remembered: BTreeMap::new(),
+            history: crate::system::history::History::load(trees),
         }
     }
 

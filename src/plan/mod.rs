@@ -171,6 +171,8 @@ pub fn plan(req: &Request, inv: &Inventory) -> Plan {
     };
     // Target lines that cannot be paths were skipped: each is said, and the rest is planned.
     p.out.notes.extend(req.targets.notes.iter().cloned());
+    // A history file that does not read: said, and the costs guessed from the sources.
+    p.out.notes.extend(inv.history.warning.iter().cloned());
     match req.mode {
         Mode::Install | Mode::All => p.install(),
         Mode::Remove => p.remove(),
@@ -627,9 +629,13 @@ impl<'a> Planner<'a> {
                 needs: need_ids,
                 shares,
                 touches: vec![k.release.clone()],
+                // What the build took last time beats the guess from the sources.
                 cost: match (&prebuilt, &remembered) {
                     (Some(_), _) | (_, Some(_)) => crate::plan::cost::DKMS_CALL,
-                    _ => s.cost,
+                    _ => inv
+                        .history
+                        .took(&conf.name, &k.release)
+                        .map_or(s.cost, crate::plan::cost::took),
                 },
                 prebuilt,
                 remembered,
@@ -957,6 +963,7 @@ mod tests {
     use crate::system::kernel::KernelConfig;
     use crate::system::trees::Trees;
     use std::path::Path;
+    use std::time::Duration;
 
     const K1: &str = "6.1.0-55-amd64";
     const K2: &str = "6.1.0-56-amd64";
@@ -998,6 +1005,7 @@ mod tests {
                     sources: vec![],
                     prebuilt: Default::default(),
                     remembered: Default::default(),
+                    history: Default::default(),
                 },
             }
         }
@@ -1163,6 +1171,41 @@ mod tests {
             p.notes
         );
         assert!(p.failed.is_empty() && p.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_build_that_took_longest_last_time_starts_first_whatever_its_sources_say() {
+        let mut s = Sys::new(&[K1])
+            .source("wide", "1.0")
+            .source("slow", "1.0")
+            .source("small", "1.0");
+        s.inv.sources[0].cost = 1_000_000; // 1 MB of C, built in seconds
+        s.inv.sources[1].cost = 60_000; // a small source with a long serial configure
+        let order = |s: &Sys| jobs(&s.plan(Mode::All, ""));
+        let build = |m: &str| format!("build {m}/1.0 for {K1}");
+        assert_eq!(order(&s), [build("wide"), build("slow"), build("small")]);
+        // What the builds took last time, on an older kernel of K1's series.
+        let older = K1.replacen("-55-", "-47-", 1);
+        assert_ne!(older, K1);
+        s.inv.history.learn("wide", &older, Duration::from_secs(4));
+        s.inv
+            .history
+            .learn("slow", &older, Duration::from_secs(300));
+        assert_eq!(order(&s), [build("slow"), build("wide"), build("small")]);
+    }
+
+    #[test]
+    fn a_history_file_that_does_not_read_is_said() {
+        let mut s = Sys::new(&[K1]).source("wide", "1.0");
+        s.inv.history.warning = Some("/var/lib/dkms-hook/build-times: line 2: ...: ignored".into());
+        let p = s.plan(Mode::All, "");
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("build-times") && n.contains("ignored")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]

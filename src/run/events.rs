@@ -7,7 +7,7 @@
 //! and the exit status all read that one tally. Every event about a job carries the job's id (its index in the
 //! plan), by which the reporter and the timings follow the jobs running.
 
-use crate::plan::{Action, Decision, JobInfo};
+use crate::plan::{Action, Decision, JobInfo, Plan};
 use crate::system::depmod::DepmodError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -160,6 +160,28 @@ pub enum KeptGone {
     Replaced,
 }
 
+/// A build of `plan` that compiled and succeeded, and what it took, if `event` is its end: what
+/// the history of build times learns ([`crate::system::history`]). A failed, excluded or
+/// interrupted job, a removal, and the install of the preflight's build (or a remembered
+/// failure said again) teach nothing.
+pub fn build_time<'a>(plan: &'a Plan, event: &Event) -> Option<(&'a JobInfo, Duration)> {
+    let Event::JobFinished {
+        id,
+        result: JobResult::Done { .. },
+        elapsed,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let job = plan.jobs.get(*id)?;
+    let compiled = job.info.action == Action::Build
+        && job.info.kernel.is_some()
+        && job.prebuilt.is_none()
+        && job.remembered.is_none();
+    compiled.then_some((&job.info, *elapsed))
+}
+
 /// The outcomes of a run, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -231,5 +253,78 @@ impl Tally {
             t.record(e);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Job;
+
+    fn build(id: usize, module: &str) -> Job {
+        Job {
+            id,
+            info: JobInfo {
+                module: module.into(),
+                version: "1".into(),
+                kernel: Some("6.1.0-56-amd64".into()),
+                action: Action::Build,
+            },
+            source: None,
+            headers: None,
+            direct: false,
+            expect: vec![],
+            needs: vec![],
+            shares: vec![],
+            touches: vec![],
+            cost: 1,
+            prebuilt: None,
+            remembered: None,
+        }
+    }
+
+    fn finished(plan: &Plan, id: usize, result: JobResult) -> Event {
+        Event::JobFinished {
+            id,
+            job: plan.jobs[id].info.clone(),
+            result,
+            elapsed: Duration::from_secs(7),
+            finished: 1,
+            total: plan.jobs.len(),
+        }
+    }
+
+    #[test]
+    fn only_a_build_that_compiled_and_succeeded_teaches_a_time() {
+        let mut prebuilt = build(1, "prebuilt");
+        prebuilt.prebuilt = Some(PathBuf::from("/var/cache/dkms-hook/prebuilt/x"));
+        let mut removal = build(2, "gone");
+        removal.info.action = Action::RemoveFromKernel;
+        let plan = Plan {
+            jobs: vec![build(0, "zfs"), prebuilt, removal],
+            ..Plan::default()
+        };
+        let done = || JobResult::Done { note: None };
+        let (job, took) = build_time(&plan, &finished(&plan, 0, done())).unwrap();
+        assert_eq!((job.module.as_str(), took), ("zfs", Duration::from_secs(7)));
+        assert_eq!(build_time(&plan, &finished(&plan, 1, done())), None);
+        assert_eq!(build_time(&plan, &finished(&plan, 2, done())), None);
+        let failed = JobResult::Failed(Failure {
+            what: "make failed".into(),
+            errors: vec![],
+            log: None,
+            output: vec![],
+        });
+        assert_eq!(build_time(&plan, &finished(&plan, 0, failed)), None);
+        let excluded = JobResult::Excluded {
+            reason: "no".into(),
+        };
+        assert_eq!(build_time(&plan, &finished(&plan, 0, excluded)), None);
+        let interrupted = Event::JobInterrupted {
+            id: 0,
+            job: plan.jobs[0].info.clone(),
+            elapsed: Duration::from_secs(7),
+        };
+        assert_eq!(build_time(&plan, &interrupted), None);
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod depmod;
 pub mod dkms;
 pub mod dkms_tree;
+pub mod history;
 pub mod kept;
 pub mod kernel;
 pub mod makelog;
