@@ -8,8 +8,10 @@
 //! The directives come back NUL-separated on a private file descriptor that the sourced files never
 //! see, so whatever a script prints or writes cannot be mistaken for them. One bash process serves a
 //! whole batch of files, so planning a hundred modules for six kernels costs a few hundred subshell
-//! forks, not six hundred bash start-ups. The evaluator itself is `dkmsconf.sh`, shared with
-//! [`crate::status`].
+//! forks, not six hundred bash start-ups. A file whose result cannot depend on the kernel (only
+//! assignments, see [`once`]) is sourced once for all kernels, with sentinels in place of the
+//! kernel's values that each kernel's result then replaces. The evaluator itself is
+//! `dkmsconf.sh`, shared with [`crate::status`].
 
 pub mod eval;
 pub mod exclusive;
