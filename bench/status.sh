@@ -7,7 +7,7 @@
 # of one real module built against the machine's kernel headers, the kernel-K-ARCH links, the
 # make logs and the installed copies under usr/lib/modules/K/updates/dkms. Then times both
 # commands (hyperfine when installed, else bash's `time`), checks that their outputs are
-# identical line for line, and prints the ratio.
+# identical line for line, and prints the ratio (goal, issue 18: at least 200x).
 #
 # Usage: bench/status.sh [MODULES [KERNELS]]
 # BENCH_ONLY_BUILD=1 builds the tree, keeps it and stops (for profiling).

@@ -8,11 +8,14 @@
 //! The directives come back NUL-separated on a private file descriptor that the sourced files never
 //! see, so whatever a script prints or writes cannot be mistaken for them. One bash process serves a
 //! whole batch of files, so planning a hundred modules for six kernels costs a few hundred subshell
-//! forks, not six hundred bash start-ups. The evaluator itself is `dkmsconf.sh`, shared with
-//! [`crate::status`].
+//! forks, not six hundred bash start-ups. A file whose result cannot depend on the kernel (only
+//! assignments, see [`once`]) is sourced once for all kernels, with sentinels in place of the
+//! kernel's values that each kernel's result then replaces. The evaluator itself is
+//! `dkmsconf.sh`, shared with [`crate::status`].
 
 pub mod eval;
 pub mod exclusive;
+pub(crate) mod once;
 pub mod rules;
 
 use crate::dkmsconf::eval::{run_units, Emitter, Record, Unit, UNIT_LIMIT};
@@ -20,6 +23,7 @@ use crate::dkmsconf::rules::{to_conf, ConfError, DkmsConf, Problem, DIRECTIVES};
 use crate::system::trees::Trees;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A kernel to evaluate a dkms.conf for.
@@ -96,6 +100,16 @@ impl Evaluated {
     }
 }
 
+/// Whether a file whose result cannot depend on the kernel is sourced once for every kernel
+/// (see [`once`]), or every file once per kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Once {
+    Allowed,
+    /// Only the tests compare with it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Never,
+}
+
 /// Evaluates every dkms.conf in `confs` for every context, in parallel batches.
 pub fn evaluate(
     confs: &[PathBuf],
@@ -103,18 +117,32 @@ pub fn evaluate(
     trees: &Trees,
     arch: &str,
 ) -> Vec<Evaluated> {
+    evaluate_counted(confs, contexts, trees, arch, Once::Allowed).0
+}
+
+/// [`evaluate`], and how many times a file was sourced (for the tests that prove the
+/// once-evaluation is used, and exact).
+pub(crate) fn evaluate_counted(
+    confs: &[PathBuf],
+    contexts: &[Context],
+    trees: &Trees,
+    arch: &str,
+    once: Once,
+) -> (Vec<Evaluated>, usize) {
     if confs.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(confs.len());
     let chunk = confs.len().div_ceil(workers);
-    confs
+    let batches: Vec<(Vec<Evaluated>, usize)> = confs
         .par_chunks(chunk)
-        .flat_map_iter(|batch| evaluate_batch(batch, contexts, trees, arch))
-        .collect()
+        .map(|batch| evaluate_batch(batch, contexts, trees, arch, once))
+        .collect();
+    let sourced = batches.iter().map(|b| b.1).sum();
+    (batches.into_iter().flat_map(|b| b.0).collect(), sourced)
 }
 
 fn evaluate_batch(
@@ -122,9 +150,34 @@ fn evaluate_batch(
     contexts: &[Context],
     trees: &Trees,
     arch: &str,
-) -> Vec<Evaluated> {
+    once: Once,
+) -> (Vec<Evaluated>, usize) {
+    // Each kernel's kernel_source_dir as text, to put in place of the sentinel; a path that is
+    // not UTF-8 (the records are read as text) keeps every file per kernel.
+    let ksds: Option<Vec<&str>> = contexts
+        .iter()
+        .map(|c| c.kernel_source_dir.to_str())
+        .collect();
     let mut units = Vec::new();
     for (id, file) in confs.iter().enumerate() {
+        let read_once = once == Once::Allowed
+            && contexts.len() > 1
+            && ksds.is_some()
+            && fs::read(file).is_ok_and(|text| once::declarative(&text));
+        if read_once {
+            // A declarative file parses (its lexer accepts nothing bash would refuse): no
+            // syntax check, which costs a subshell.
+            units.push(Unit::Source {
+                id,
+                kernel: once::KERNELVER,
+                arch,
+                kernel_source_dir: Path::new(once::KERNEL_SOURCE_DIR),
+                module: "",
+                version: "",
+                files: vec![file.clone()],
+            });
+            continue;
+        }
         units.push(Unit::Check { id, file });
         for c in contexts {
             units.push(Unit::Source {
@@ -152,6 +205,10 @@ fn evaluate_batch(
             error: None,
         })
         .collect();
+    let sourced = units
+        .iter()
+        .filter(|u| matches!(u, Unit::Source { .. }))
+        .count();
     let records = match run_units(&emitter, trees, &units) {
         Ok(r) => r,
         Err(message) => {
@@ -160,7 +217,7 @@ fn evaluate_batch(
                     message: message.clone(),
                 }));
             }
-            return out;
+            return (out, sourced);
         }
     };
     for r in records {
@@ -172,8 +229,14 @@ fn evaluate_batch(
                 }
             }
             Record::Check { .. } => {}
-            Record::TimedOut { id, kernel } => {
+            Record::TimedOut { id, mut kernel } => {
                 if let Some(e) = out.get_mut(id) {
+                    if kernel == once::KERNELVER {
+                        kernel = contexts
+                            .first()
+                            .map(|c| c.kernel.clone())
+                            .unwrap_or_default();
+                    }
                     e.error = Some(e.error_for(Problem::TimedOut {
                         kernel,
                         seconds: UNIT_LIMIT.as_secs(),
@@ -187,23 +250,45 @@ fn evaluate_batch(
                 done,
                 output,
             } => {
-                if let Some(e) = out.get_mut(id) {
-                    let r = if done {
-                        to_conf(&fields, &kernel)
-                            .map(|mut c| {
-                                c.refuse_absent_patches(&e.path);
-                                c
-                            })
-                            .map_err(|p| e.error_for(p))
-                    } else {
-                        Err(e.error_for(Problem::Aborted { output }))
-                    };
+                let Some(e) = out.get_mut(id) else { continue };
+                if kernel != once::KERNELVER {
+                    let r = directives(e, &kernel, &fields, done, output);
                     e.per_kernel.insert(kernel, r);
+                    continue;
+                }
+                // Sourced once: each kernel's values where the sentinels stand.
+                for (c, ksd) in contexts.iter().zip(ksds.iter().flatten()) {
+                    let fields: Vec<String> = fields
+                        .iter()
+                        .map(|f| once::for_kernel(f, &c.kernel, ksd))
+                        .collect();
+                    let output = once::for_kernel(&output, &c.kernel, ksd);
+                    let r = directives(e, &c.kernel, &fields, done, output);
+                    e.per_kernel.insert(c.kernel.clone(), r);
                 }
             }
         }
     }
-    out
+    (out, sourced)
+}
+
+/// What one kernel's record of `e` says: its directives, or why there are none.
+fn directives(
+    e: &Evaluated,
+    kernel: &str,
+    fields: &[String],
+    done: bool,
+    output: String,
+) -> Result<DkmsConf, ConfError> {
+    if !done {
+        return Err(e.error_for(Problem::Aborted { output }));
+    }
+    to_conf(fields, kernel)
+        .map(|mut c| {
+            c.refuse_absent_patches(&e.path);
+            c
+        })
+        .map_err(|p| e.error_for(p))
 }
 
 /// bash says `path: line 3: syntax error ...`; keep that, drop duplicated path prefixes.
@@ -220,7 +305,6 @@ mod tests {
     use super::*;
     use crate::dkmsconf::eval::parse_records;
     use crate::dkmsconf::rules::{Refusal, MAX_MODULES};
-    use std::fs;
 
     fn eval(conf: &str, kernels: &[&str]) -> Evaluated {
         let d = tempfile::tempdir().unwrap();
@@ -435,7 +519,13 @@ MAKE="make KVER=$kernelver ARCH=$arch"
             },
         ];
         // One batch: the hostile file is followed by innocent ones in the same bash.
-        let r = evaluate_batch(&confs, &ctx, &Trees::defaults(d.path()), "x86_64");
+        let (r, _) = evaluate_batch(
+            &confs,
+            &ctx,
+            &Trees::defaults(d.path()),
+            "x86_64",
+            Once::Allowed,
+        );
         for (i, e) in r.iter().enumerate() {
             let want = if i == 1 {
                 ("m1".to_string(), "1".to_string())
@@ -682,6 +772,242 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         );
         assert_eq!(c.refusals, []);
         assert!(c.warnings[0].contains("PATCH[5]"), "{:?}", c.warnings);
+    }
+
+    /// Three kernels whose headers differ (their .config), as the once-tests evaluate for.
+    struct Kernels {
+        dir: tempfile::TempDir,
+        contexts: Vec<Context>,
+    }
+
+    fn kernels() -> Kernels {
+        let dir = tempfile::tempdir().unwrap();
+        let mut contexts = Vec::new();
+        for (k, config) in [
+            ("6.1.0-55-amd64", "CONFIG_I2C=y\nCONFIG_VIDEO_DEV=m\n"),
+            ("6.2.0-1-amd64", "CONFIG_I2C=y\n"),
+            (
+                "6.10.3-arch1-1",
+                "CONFIG_BACKLIGHT_CLASS_DEVICE=y\nCONFIG_I2C=y\n",
+            ),
+        ] {
+            let ksd = dir.path().join("modules").join(k).join("build");
+            fs::create_dir_all(&ksd).unwrap();
+            fs::write(ksd.join(".config"), config).unwrap();
+            contexts.push(Context {
+                kernel: k.into(),
+                kernel_source_dir: ksd,
+            });
+        }
+        Kernels { dir, contexts }
+    }
+
+    /// `confs` evaluated with the once-evaluation allowed and without it: both results, and how
+    /// many times files were sourced each way.
+    fn both_ways(
+        k: &Kernels,
+        confs: &[PathBuf],
+    ) -> ((Vec<Evaluated>, usize), (Vec<Evaluated>, usize)) {
+        let trees = Trees::defaults(k.dir.path());
+        (
+            evaluate_counted(confs, &k.contexts, &trees, "x86_64", Once::Allowed),
+            evaluate_counted(confs, &k.contexts, &trees, "x86_64", Once::Never),
+        )
+    }
+
+    fn write_confs(k: &Kernels, texts: &[&str]) -> Vec<PathBuf> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let d = k.dir.path().join(format!("src/m{i}-1.0"));
+                fs::create_dir_all(&d).unwrap();
+                fs::write(d.join("dkms.conf"), t).unwrap();
+                d.join("dkms.conf")
+            })
+            .collect()
+    }
+
+    /// Declarative files: the kernel's values only copied and concatenated into directives.
+    const ONCE_CONFS: &[&str] = &[
+        "PACKAGE_NAME=\"once\"\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME[0]=once\n\
+         DEST_MODULE_LOCATION[0]=/updates\nAUTOINSTALL=yes\n\
+         MAKE[0]=\"make -C ${kernel_source_dir} M=${dkms_tree}/${PACKAGE_NAME}/build KVER=$kernelver\"\n",
+        // The kernel in BUILD_EXCLUSIVE_KERNEL, a MAKE_MATCH and a PATCH_MATCH, through a copy.
+        "PACKAGE_NAME=k\nPACKAGE_VERSION=2\nK=$kernelver\nBUILD_EXCLUSIVE_KERNEL=\"^${K}$\"\n\
+         BUILT_MODULE_NAME=(\"k_$K\" 'two')\nDEST_MODULE_LOCATION=(/updates \"/updates/$arch\")\n\
+         MAKE_MATCH[0]=\"^$kernelver\"\nPATCH[0]=\"p-${kernelver}.patch\"\nPATCH_MATCH[0]=\"^6\\.2\"\n\
+         BUILD_EXCLUSIVE_CONFIG=\"CONFIG_I2C\"; OBSOLETE_BY=$kernelver\n",
+        // Indexed arrays, one with the kernel in an element, CRLF line ends.
+        "PACKAGE_NAME=\"crlf\"\r\nPACKAGE_VERSION=\"1\"\r\nBUILT_MODULE_NAME[1]=\"${BUILT_MODULE_NAME[0]}x\"\r\n\
+         BUILT_MODULE_NAME[0]=a\r\nDEST_MODULE_LOCATION[0]=\"/kernel/${kernel_source_dir}\"\r\n",
+    ];
+
+    /// Files whose result may depend on the kernel in a way no replacement gives.
+    const PER_KERNEL_CONFS: &[&str] = &[
+        // $kernelver tested.
+        "PACKAGE_NAME=t\nPACKAGE_VERSION=1\nif [[ $kernelver == 6.2* ]]; then BUILD_EXCLUSIVE_KERNEL=\"^never$\"; fi\n",
+        // uname -r, and a command substitution.
+        "PACKAGE_NAME=u\nPACKAGE_VERSION=1\nMAKE[0]=\"make KVER=$(uname -r)\"\nBUILT_MODULE_NAME[0]=\"$(echo $kernelver | tr . _)\"\n",
+        // BUILD_EXCLUSIVE_KERNEL from a transformed kernel.
+        "PACKAGE_NAME=x\nPACKAGE_VERSION=1\nBUILD_EXCLUSIVE_KERNEL=\"^${kernelver%%-*}$\"\n",
+        // The kernel's .config, sourced through ${kernel_source_dir}.
+        "PACKAGE_NAME=c\nPACKAGE_VERSION=1\n. \"${kernel_source_dir}/.config\"\nAUTOINSTALL=${CONFIG_VIDEO_DEV:+yes}\n",
+        // An array indexed by something computed from the kernel.
+        "PACKAGE_NAME=a\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[${#kernelver}]=m\n",
+        // case on the kernel.
+        "PACKAGE_NAME=s\nPACKAGE_VERSION=1\ncase $kernelver in 6.10*) BUILD_DEPENDS=(late);; *) BUILD_DEPENDS=(early);; esac\n",
+        // The kernel reached without its name in the text.
+        "PACKAGE_NAME=e\nPACKAGE_VERSION=1\nv=kernel; v+=ver\nBUILD_EXCLUSIVE_KERNEL=${!v}\n",
+    ];
+
+    #[test]
+    fn a_file_that_cannot_depend_on_the_kernel_is_sourced_once_for_every_kernel() {
+        let k = kernels();
+        let confs = write_confs(&k, ONCE_CONFS);
+        let ((once, n_once), (per, n_per)) = both_ways(&k, &confs);
+        assert_eq!(n_per, confs.len() * k.contexts.len());
+        assert_eq!(n_once, confs.len(), "each file sourced once");
+        assert_eq!(once, per);
+        // Not vacuous: the kernels' results differ, each with its own kernel.
+        let e = &once[1];
+        let a = e.result_for("6.1.0-55-amd64").unwrap();
+        let b = e.result_for("6.10.3-arch1-1").unwrap();
+        assert_eq!(a.exclusive.kernel.as_deref(), Some("^6.1.0-55-amd64$"));
+        assert_eq!(b.built_modules[0], "k_6.10.3-arch1-1");
+        assert_eq!(b.exclusive.kernel_max.as_deref(), Some("6.10.3-arch1-1"));
+    }
+
+    #[test]
+    fn a_file_that_may_depend_on_the_kernel_is_still_sourced_per_kernel() {
+        let k = kernels();
+        let confs = write_confs(&k, PER_KERNEL_CONFS);
+        let ((once, n_once), (per, n_per)) = both_ways(&k, &confs);
+        assert_eq!(n_once, confs.len() * k.contexts.len());
+        assert_eq!(n_once, n_per);
+        assert_eq!(once, per);
+        let r = |i: usize, kernel: &str| once[i].result_for(kernel).unwrap().clone();
+        assert_eq!(
+            r(0, "6.2.0-1-amd64").exclusive.kernel.as_deref(),
+            Some("^never$")
+        );
+        assert_eq!(r(0, "6.1.0-55-amd64").exclusive.kernel, None);
+        assert_eq!(
+            r(2, "6.10.3-arch1-1").exclusive.kernel.as_deref(),
+            Some("^6.10.3$")
+        );
+        assert!(r(3, "6.1.0-55-amd64").autoinstall);
+        assert!(!r(3, "6.2.0-1-amd64").autoinstall);
+        assert_eq!(r(5, "6.10.3-arch1-1").build_depends, ["late"]);
+        assert_eq!(
+            r(6, "6.2.0-1-amd64").exclusive.kernel.as_deref(),
+            Some("6.2.0-1-amd64")
+        );
+    }
+
+    fn confs_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (run tests/setup.sh)", dir.display()))
+            .flatten()
+            .map(|e| e.path().join("dkms.conf"))
+            .filter(|p| p.is_file())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn once_evaluation_gives_what_per_kernel_evaluation_gives_on_real_files_and_fixtures() {
+        let k = kernels();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+        let real = confs_under(&root.join(".cache/sources/usr/src"));
+        let fixtures = confs_under(&root.join("fixtures"));
+        assert!(
+            real.len() >= 9 && fixtures.len() >= 10,
+            "{real:?} {fixtures:?}"
+        );
+        for conf in real.iter().chain(&fixtures) {
+            let ((once, n_once), (per, _)) = both_ways(&k, std::slice::from_ref(conf));
+            assert_eq!(once, per, "{}", conf.display());
+            let text = fs::read(conf).unwrap();
+            let want = if once::declarative(&text) {
+                1
+            } else {
+                k.contexts.len()
+            };
+            assert_eq!(n_once, want, "{}", conf.display());
+        }
+        // Which real Debian files are read once: those without logic.
+        let read_once: Vec<String> = real
+            .iter()
+            .filter(|c| both_ways(&k, std::slice::from_ref(c)).0 .1 == 1)
+            .map(|c| {
+                c.parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            read_once,
+            [
+                "acpi-call-1.2.2",
+                "dm-writeboost-2.2.17",
+                "gost-crypto-0.3.4",
+                "openrazer-driver-3.5.1",
+                "tp_smapi-0.43",
+                "vpoll-0.1"
+            ]
+        );
+    }
+
+    /// Random files made of declarative pieces and of pieces that test, transform or run
+    /// something: whatever way each is evaluated, the result is the per-kernel one.
+    #[test]
+    fn fuzz_once_evaluation_against_per_kernel_evaluation() {
+        const PIECES: &[&str] = &[
+            "PACKAGE_NAME=f\n",
+            "PACKAGE_VERSION=\"$kernelver\"\n",
+            "PACKAGE_VERSION=1\n",
+            "BUILT_MODULE_NAME[0]=\"m$kernelver\"\n",
+            "BUILT_MODULE_NAME[1]=${BUILT_MODULE_NAME[0]}\n",
+            "DEST_MODULE_LOCATION[0]=/updates\n",
+            "DEST_MODULE_LOCATION[1]=\"/extra${kernel_source_dir}\"\n",
+            "K=$kernelver\n",
+            "K+=\"-$K\"\n",
+            "BUILD_EXCLUSIVE_KERNEL=\"^$K\"\n",
+            "BUILD_EXCLUSIVE_KERNEL_MIN=$kernelver\n",
+            "BUILD_EXCLUSIVE_CONFIG='CONFIG_I2C !CONFIG_X'\n",
+            "MAKE[0]=\"make -C $kernel_source_dir KVER=${kernelver}\"; CLEAN=x\n",
+            "BUILD_DEPENDS=(\"$K\" b)\n",
+            "AUTOINSTALL=yes # a comment\n",
+            "PATCH[0]=a.patch\nPATCH_MATCH[0]=\"$kernelver\"\n",
+            "kernelver=6.2.0\n",
+            "if [[ $kernelver == 6.1* ]]; then AUTOINSTALL=no; fi\n",
+            "K=${kernelver//./_}\n",
+            "case $kernel_source_dir in *6.2*) PACKAGE_VERSION=2;; esac\n",
+            "[ -f \"$kernel_source_dir/.config\" ] && . \"$kernel_source_dir/.config\"\n",
+            "AUTOINSTALL=${CONFIG_VIDEO_DEV:+yes}\n",
+            "BUILD_DEPENDS=($K)\n",
+            "BUILT_MODULE_NAME[${#K}]=z\n",
+            "echo \"$kernelver\"\n",
+            "B=\"unterminated\n",
+            "C=(a b\n",
+        ];
+        let k = kernels();
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        let texts: Vec<String> = (0..200)
+            .map(|_| (0..1 + rng.below(8)).map(|_| rng.pick(PIECES)).collect())
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let confs = write_confs(&k, &refs);
+        let ((once, n_once), (per, n_per)) = both_ways(&k, &confs);
+        for (i, (a, b)) in once.iter().zip(&per).enumerate() {
+            assert_eq!(a, b, "{:?}", texts[i]);
+        }
+        assert!(n_once < n_per, "some files were read once");
     }
 
     /// A small xorshift generator: the same inputs on every run, no crate.

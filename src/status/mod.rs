@@ -37,6 +37,7 @@ use rayon::prelude::*;
 
 use crate::dkmsconf::eval::{run_units, Emitter, Record, Unit};
 use crate::dkmsconf::rules::{self, Dialect, Directives, DIRECTIVES};
+use crate::dkmsconf::{self, Once};
 use crate::system::dkms_tree;
 use crate::system::kernel::KernelConfig;
 use crate::system::trees::Trees;
@@ -807,57 +808,147 @@ impl Drop for Collator {
 }
 
 /// Evaluates the dkms.conf of every pair for its kernel, the way dkms's read_conf does, in one
-/// bash per core (a subshell per pair keeps one dkms.conf's side effects from the next).
+/// bash per core (a subshell per evaluation keeps one dkms.conf's side effects from the next).
+/// The kernels of one version whose files cannot make their result depend on the kernel
+/// (see [`crate::dkmsconf::once`]) share one evaluation.
 fn evaluate_confs(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf> {
+    evaluate_confs_counted(trees, flavour, pairs, Once::Allowed).0
+}
+
+/// [`evaluate_confs`], and how many evaluations it took.
+fn evaluate_confs_counted(
+    trees: &Trees,
+    flavour: &Flavour,
+    pairs: &[Pair],
+    once: Once,
+) -> (Vec<Conf>, usize) {
     if pairs.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = pairs.len().div_ceil(jobs);
-    let chunks: Vec<Vec<Conf>> = pairs
+    let jobs = group(trees, flavour, pairs, once);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = jobs.len().div_ceil(workers);
+    let chunks: Vec<(Vec<(usize, Conf)>, usize)> = jobs
         .par_chunks(chunk)
-        .map(|c| evaluate_chunk(trees, flavour, c))
+        .map(|c| evaluate_chunk(trees, flavour, pairs, c))
         .collect();
-    chunks.into_iter().flatten().collect()
+    let mut confs = vec![Conf::default(); pairs.len()];
+    let mut count = 0;
+    for (results, n) in chunks {
+        count += n;
+        for (i, c) in results {
+            confs[i] = c;
+        }
+    }
+    (confs, count)
+}
+
+/// One evaluation: the pairs it answers for (several only when sourced once with the
+/// sentinels), and the files read_conf sources for them (those that exist).
+struct Job {
+    pairs: Vec<usize>,
+    files: Vec<PathBuf>,
+    readable: bool,
+}
+
+/// The evaluations `pairs` need: one per pair, except that the pairs of one version and arch
+/// that source the same files, all declarative, share one.
+fn group(trees: &Trees, flavour: &Flavour, pairs: &[Pair], once: Once) -> Vec<Job> {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut shared: HashMap<(Vec<PathBuf>, &str, &str, &str), usize> = HashMap::new();
+    let mut declarative: HashMap<PathBuf, bool> = HashMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        let conf = trees
+            .dkms
+            .join(&p.module)
+            .join(&p.version)
+            .join("source/dkms.conf");
+        // read_conf: `[[ -r dkms.conf ]]` or it stops; an unreadable one is left as it is.
+        let readable = fs::File::open(&conf).is_ok();
+        let files: Vec<PathBuf> = match readable {
+            true => override_files(flavour, p, &conf)
+                .into_iter()
+                .filter(|f| f.exists())
+                .collect(),
+            false => Vec::new(),
+        };
+        let pure = readable
+            && once == Once::Allowed
+            && flavour
+                .kernel_source_dir(trees, &p.kernel)
+                .to_str()
+                .is_some()
+            && files.iter().all(|f| {
+                *declarative.entry(f.clone()).or_insert_with(|| {
+                    fs::read(f).is_ok_and(|text| dkmsconf::once::declarative(&text))
+                })
+            });
+        if pure {
+            let key = (
+                files.clone(),
+                p.arch.as_str(),
+                p.module.as_str(),
+                p.version.as_str(),
+            );
+            if let Some(&j) = shared.get(&key) {
+                jobs[j].pairs.push(i);
+                continue;
+            }
+            shared.insert(key, jobs.len());
+        }
+        jobs.push(Job {
+            pairs: vec![i],
+            files,
+            readable,
+        });
+    }
+    jobs
 }
 
 /// The emitter the shared evaluator ([`crate::dkmsconf::eval`]) runs after sourcing a pair's
 /// dkms.conf and its `/etc/dkms` overrides: the distribution, then the raw directives.
 const STATUS_EMITTER: &str = include_str!("status.sh");
 
-fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf> {
-    let confs: Vec<PathBuf> = pairs
+/// Runs `jobs` in one evaluator: each pair's [`Conf`], and how many evaluations that took.
+fn evaluate_chunk(
+    trees: &Trees,
+    flavour: &Flavour,
+    pairs: &[Pair],
+    jobs: &[Job],
+) -> (Vec<(usize, Conf)>, usize) {
+    let ksds: Vec<Vec<PathBuf>> = jobs
         .iter()
-        .map(|p| {
-            trees
-                .dkms
-                .join(&p.module)
-                .join(&p.version)
-                .join("source/dkms.conf")
+        .map(|j| {
+            j.pairs
+                .iter()
+                .map(|&i| flavour.kernel_source_dir(trees, &pairs[i].kernel))
+                .collect()
         })
         .collect();
-    let ksds: Vec<PathBuf> = pairs
-        .iter()
-        .map(|p| flavour.kernel_source_dir(trees, &p.kernel))
-        .collect();
     let mut units = Vec::new();
-    // read_conf: `[[ -r dkms.conf ]]` or it stops; an unreadable one is left as it is.
-    let mut readable = vec![false; pairs.len()];
-    for (i, p) in pairs.iter().enumerate() {
-        readable[i] = fs::File::open(&confs[i]).is_ok();
-        if !readable[i] {
+    for (id, j) in jobs.iter().enumerate() {
+        if !j.readable {
             continue;
         }
+        let p = &pairs[j.pairs[0]];
+        let (kernel, ksd) = match j.pairs.len() {
+            1 => (p.kernel.as_str(), ksds[id][0].as_path()),
+            _ => (
+                dkmsconf::once::KERNELVER,
+                Path::new(dkmsconf::once::KERNEL_SOURCE_DIR),
+            ),
+        };
         units.push(Unit::Source {
-            id: i,
-            kernel: &p.kernel,
+            id,
+            kernel,
             arch: &p.arch,
-            kernel_source_dir: &ksds[i],
+            kernel_source_dir: ksd,
             module: &p.module,
             version: &p.version,
-            files: override_files(flavour, p, &confs[i]),
+            files: j.files.clone(),
         });
     }
+    let count = units.len();
     let emitter = Emitter {
         prelude: STATUS_EMITTER,
         function: "_dh_emit_status",
@@ -869,14 +960,22 @@ fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf>
     };
     let records = run_units(&emitter, trees, &units).unwrap_or_default();
     let mut configs = KernelConfigs::default();
-    let mut confs: Vec<Conf> = readable
+    let mut out: Vec<(usize, Conf)> = jobs
         .iter()
-        .map(|&r| Conf {
-            readable: r,
-            valid: false,
-            modules: Vec::new(),
+        .flat_map(|j| {
+            j.pairs.iter().map(|&i| {
+                let conf = Conf {
+                    readable: j.readable,
+                    ..Conf::default()
+                };
+                (i, conf)
+            })
         })
         .collect();
+    let mut at: HashMap<usize, usize> = HashMap::new();
+    for (n, (i, _)) in out.iter().enumerate() {
+        at.insert(*i, n);
+    }
     for r in &records {
         // A pair whose record is missing or cut short (its dkms.conf exited the subshell)
         // counts as an invalid dkms.conf, as it would in dkms.
@@ -889,17 +988,26 @@ fn evaluate_chunk(trees: &Trees, flavour: &Flavour, pairs: &[Pair]) -> Vec<Conf>
         else {
             continue;
         };
-        let (Some(conf), Some(p), Some(ksd)) = (confs.get_mut(*id), pairs.get(*id), ksds.get(*id))
-        else {
-            continue;
-        };
-        let Some((distro, directives)) = fields.split_first() else {
-            continue;
-        };
-        let config = configs.get(flavour, ksd);
-        *conf = read_conf(flavour, distro, directives, p, config);
+        let Some(j) = jobs.get(*id) else { continue };
+        for (n, &i) in j.pairs.iter().enumerate() {
+            let p = &pairs[i];
+            let ksd = &ksds[*id][n];
+            let fields: Vec<String> = match j.pairs.len() {
+                1 => fields.clone(),
+                // Checked to be UTF-8 when grouped.
+                _ => fields
+                    .iter()
+                    .map(|f| dkmsconf::once::for_kernel(f, &p.kernel, &ksd.to_string_lossy()))
+                    .collect(),
+            };
+            let Some((distro, directives)) = fields.split_first() else {
+                continue;
+            };
+            let config = configs.get(flavour, ksd);
+            out[at[&i]].1 = read_conf(flavour, distro, directives, p, config);
+        }
     }
-    confs
+    (out, count)
 }
 
 /// What dkms of `flavour` reads in a pair's dkms.conf, from the directives the evaluator wrote
@@ -1277,6 +1385,72 @@ mod tests {
         s.build("foo", "1", K1, &["old.ko"]);
         s.build("foo", "1", K2, &["old.ko"]);
         assert_eq!(s.status(OLD), [format!("foo/1, {K1}, x86_64: built")]);
+    }
+
+    /// The kernels of a version share one evaluation of its dkms.conf when its result cannot
+    /// depend on the kernel, and give what an evaluation per kernel gives; a dkms.conf that
+    /// tests the kernel keeps one per pair, and an /etc/dkms override for one kernel sets that
+    /// kernel apart.
+    #[test]
+    fn the_kernels_of_a_version_share_one_evaluation_when_the_kernel_cannot_change_it() {
+        let s = Sys::new();
+        let kernels = [K1, K2, "6.10.3-arch1-1"];
+        s.add(
+            "foo",
+            "1",
+            Some(
+                "PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=foo_mod\n\
+                 DEST_MODULE_LOCATION[0]=\"/updates/$kernelver\"\n\
+                 BUILD_EXCLUSIVE_KERNEL=\"^${kernelver}$\"\n",
+            ),
+        );
+        s.add(
+            "bar",
+            "1",
+            Some(
+                "PACKAGE_NAME=bar\nPACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/extra\n\
+                 if [[ $kernelver == *-55-* ]]; then BUILT_MODULE_NAME[0]=bar_mod; \
+                 else BUILT_MODULE_NAME[0]=other; fi\n",
+            ),
+        );
+        s.add("baz", "1", None);
+        let etc = s.dir.path().join("etc-dkms");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(
+            etc.join(format!("baz-1-{K1}.conf")),
+            "BUILT_MODULE_NAME[0]=renamed\n",
+        )
+        .unwrap();
+        for k in kernels {
+            for m in ["foo", "bar", "baz"] {
+                s.build(m, "1", k, &[&format!("{m}_mod.ko")]);
+            }
+        }
+        let flavour = s.flavour(NEW);
+        let (_, pairs) = read_versions(&s.trees, &flavour, &Collator { locale: None });
+        assert_eq!(pairs.len(), 9);
+        let (once, n_once) = evaluate_confs_counted(&s.trees, &flavour, &pairs, Once::Allowed);
+        let (per, n_per) = evaluate_confs_counted(&s.trees, &flavour, &pairs, Once::Never);
+        assert_eq!(n_per, 9);
+        assert_eq!(
+            n_once,
+            1 + 3 + 2,
+            "foo once, bar per kernel, baz once for the two kernels without an override"
+        );
+        assert_eq!(once, per);
+        // Not vacuous: each kernel has its own results.
+        let foo: Vec<&Conf> = pairs
+            .iter()
+            .zip(&once)
+            .filter(|(p, _)| p.module == "foo")
+            .map(|(_, c)| c)
+            .collect();
+        let k = |c: &Conf| c.modules[0].locations.last().cloned().unwrap_or_default();
+        assert_eq!(
+            foo.iter().map(|c| k(c)).collect::<Vec<_>>(),
+            kernels.map(|k| format!("/updates/{k}"))
+        );
+        assert!(foo.iter().all(|c| c.valid && !c.modules[0].excluded));
     }
 
     #[test]
