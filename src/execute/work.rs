@@ -379,7 +379,10 @@ impl Worker {
         match built.code {
             Some(dkms::exit::OK) => {}
             Some(dkms::exit::EXCLUDED) => return excluded(),
-            code => return worker.build_failed(job, p, &Printed::of(&built.output), code),
+            code => {
+                let r = worker.build_failed(job, p, &Printed::of(&built.output), code);
+                return self.saying_kept(p, r);
+            }
         }
         let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
         if self.stopped() {
@@ -437,6 +440,17 @@ impl Worker {
                 Prebuilt::NotUsed(format!("{} -> {}: {e}", from.display(), to.display()))
             }
         }
+    }
+
+    /// A failure of a pair whose kernel has a kept version installed says that it stays (as
+    /// [`Self::replace_kept`] says it).
+    fn saying_kept(&self, p: &Pair, mut r: JobResult) -> JobResult {
+        let old = kept::installed_kept(self.trees(), p.m, p.kernel, &self.arch);
+        if let (Some(old), JobResult::Failed(f)) = (old.filter(|o| o != p.v), &mut r) {
+            f.what
+                .push_str(&format!("; kept {} {old} on {}", p.m, p.kernel));
+        }
+        r
     }
 
     /// `--force`: builds from the sources as they are now, then installs that build. The previous
