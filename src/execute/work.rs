@@ -2,7 +2,9 @@
 //! know it, installs it (with `--force`: rebuilds from the sources as they are now, then
 //! installs, keeping the previous build installed when the rebuild fails; with the preflight's
 //! build of the same inputs: installs that; with a kept version on the kernel: builds first and
-//! swaps only when it built), and verifies the result; a pair that fails verification is
+//! swaps only when it built; while another kernel of the version builds in dkms's shared build
+//! directory: builds in a private dkms tree meanwhile, then places that build and installs it in
+//! the version's turn), and verifies the result; a pair that fails verification is
 //! uninstalled, so it stays a failure on every run until it builds right. A removal asks dkms and
 //! finishes directly what dkms cannot (a kernel without headers).
 //!
