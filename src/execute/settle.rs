@@ -114,13 +114,15 @@ pub struct Recovery {
 }
 
 /// Before a run plans (its lock held): settles every pair a run that died midway left, as
-/// after a signal (the kept version of a swap cut short put back), then runs depmod for the
-/// kernels that changed. A `--force` rebuild cut short stays pending for the planner.
+/// after a signal (the kept version of a swap cut short put back), removes its private build
+/// trees, then runs depmod for the kernels that changed. A `--force` rebuild cut short stays pending for the planner.
 pub fn recover(exec: &Worker) -> Recovery {
     let trees = &exec.dkms.trees;
     let mut r = Recovery::default();
     let mut kernels = std::collections::BTreeSet::new();
     crate::execute::journal::drop_foreign(trees);
+    // Its private build trees: none is in use now.
+    crate::execute::work::remove_private_trees(trees);
     for e in crate::execute::journal::left(trees) {
         let job = &e.job;
         let who = e

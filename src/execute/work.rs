@@ -2,7 +2,9 @@
 //! know it, installs it (with `--force`: rebuilds from the sources as they are now, then
 //! installs, keeping the previous build installed when the rebuild fails; with the preflight's
 //! build of the same inputs: installs that; with a kept version on the kernel: builds first and
-//! swaps only when it built), and verifies the result; a pair that fails verification is
+//! swaps only when it built; while another kernel of the version builds in dkms's shared build
+//! directory: builds in a private dkms tree meanwhile, then places that build and installs it in
+//! the version's turn), and verifies the result; a pair that fails verification is
 //! uninstalled, so it stays a failure on every run until it builds right. A removal asks dkms and
 //! finishes directly what dkms cannot (a kernel without headers).
 //!
@@ -40,6 +42,81 @@ enum Prebuilt {
     Placed,
     /// It could not be put there (why): dkms builds the pair.
     NotUsed(String),
+}
+
+/// A pair's build, before its install.
+enum Ready {
+    /// `dkms install` builds it.
+    ToBuild,
+    /// Built already and placed where dkms keeps builds: by the preflight or a prebuild (`by`
+    /// says so once installed), or in a private tree (`by` is `None`); `output` is what that
+    /// build printed here, if anything.
+    Built { by: Option<String>, output: Output },
+}
+
+/// The turn of a module version in a dkms tree: held by the job that builds in its shared
+/// build directory, and by each job that places and installs a private build of it (dkms's
+/// tree for that version, its `original_module` moves). One process runs at a time
+/// ([`crate::os::lock`]), so a lock of this process is enough.
+fn version_turn(dkms: &Path, m: &str, v: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Turns = Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>>;
+    static TURNS: OnceLock<Turns> = OnceLock::new();
+    TURNS
+        .get_or_init(Turns::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(dkms_tree::version_dir(dkms, m, v))
+        .or_default()
+        .clone()
+}
+
+/// A private dkms tree for one pair's build, under [`Trees::private_dir`]: a link to each
+/// entry of dkms's tree but the module's own directory, and the version's `source` link as
+/// `dkms add` makes it. Removed when dropped (a run killed first leaves it to the next run's
+/// [`remove_private_trees`]).
+struct PrivateTree {
+    path: PathBuf,
+}
+
+impl PrivateTree {
+    fn make(trees: &Trees, m: &str, v: &str, kernel: &str) -> Result<PrivateTree, String> {
+        let path = trees.private_dir().join(format!("{m}-{v}-{kernel}"));
+        let tree = PrivateTree { path };
+        let make = || -> std::io::Result<()> {
+            fs::remove_dir_all(&tree.path).or_else(ignore_missing)?;
+            fs::create_dir_all(&tree.path)?;
+            for e in fs::read_dir(&trees.dkms)? {
+                let e = e?;
+                if e.file_name() != *m {
+                    std::os::unix::fs::symlink(e.path(), tree.path.join(e.file_name()))?;
+                }
+            }
+            let link = dkms_tree::source_link(&tree.path, m, v);
+            if let Some(dir) = link.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            std::os::unix::fs::symlink(trees.source.join(format!("{m}-{v}")), &link)
+        };
+        make().map_err(|e| format!("{}: {e}", trees.display(&tree.path)))?;
+        Ok(tree)
+    }
+}
+
+impl Drop for PrivateTree {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_dir(dir); // only when empty
+        }
+    }
+}
+
+/// Removes the private trees a run left (killed before it could): at the start of a run, its
+/// lock held, none is in use.
+pub fn remove_private_trees(trees: &Trees) {
+    let _ = fs::remove_dir_all(trees.private_dir());
 }
 
 /// One build job's names.
@@ -123,9 +200,7 @@ impl Worker {
     }
 
     fn build(&self, job: &Job, make_jobs: usize) -> JobResult {
-        let (m, v) = (&job.info.module, &job.info.version);
         let kernel = job.info.kernel.as_deref().unwrap_or_default();
-        let trees = self.trees();
         let Some(headers) = &job.headers else {
             return failed(format!("kernel {kernel} has no headers"), vec![], None, "");
         };
@@ -142,41 +217,36 @@ impl Worker {
                 output: f.output.clone(),
             });
         }
-        // Register the version first when dkms does not know it (jobs of one version never overlap).
-        if fs::symlink_metadata(dkms_tree::source_link(&trees.dkms, m, v)).is_err() {
-            let expected = trees.source.join(format!("{m}-{v}"));
-            if let Some(src) = &job.source {
-                if *src != expected {
-                    return failed(
-                        format!(
-                            "{} declares {m} {v}, but dkms only takes sources from {}: rename the directory",
-                            trees.display(&src.join("dkms.conf")),
-                            trees.display(&expected)
-                        ),
-                        vec![],
-                        None,
-                        "",
-                    );
-                }
-            }
-            let added = self.dkms.add(m, v);
-            if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
-                let log = keep_log(trees, job, &Printed::of(&added.output), None);
-                return failed(
-                    format!("dkms add: {}", dkms::exit_words(added.code)),
-                    vec![],
-                    log,
-                    &added.output,
-                );
-            }
-        }
         let pair = Pair {
-            m,
-            v,
+            m: &job.info.module,
+            v: &job.info.version,
             kernel,
             headers,
             make_jobs,
         };
+        if let Err(r) = self.source_named_right(job) {
+            return r;
+        }
+        // Builds of one version for several kernels run at once (the queue lets them): the
+        // first builds in dkms's tree, holding its version's turn throughout; one that finds
+        // the turn taken builds in a private tree meanwhile, and waits for its turn only to
+        // place and install its build (a forced rebuild or a preflight's build waits first).
+        let turn = version_turn(&self.trees().dkms, pair.m, pair.v);
+        let _turn = match turn.try_lock() {
+            Ok(held) => held,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock)
+                if !self.forced(job) && job.prebuilt.is_none() =>
+            {
+                return self.build_privately(job, &pair, &turn);
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                turn.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
+        if let Err(r) = self.register(job) {
+            return r;
+        }
         if self.forced(job) {
             return self.rebuild(job, &pair);
         }
@@ -196,14 +266,156 @@ impl Worker {
             )),
             Prebuilt::None | Prebuilt::Placed => Printed::default(),
         };
-        if let Some(old) = kept::installed_kept(trees, m, kernel, &self.arch).filter(|o| o != v) {
-            return self.replace_kept(job, &pair, &old, made_by.filter(|_| placed));
+        let ready = match made_by.filter(|_| placed) {
+            Some(by) => Ready::Built {
+                by: Some(by),
+                output: Output::default(),
+            },
+            None => Ready::ToBuild,
+        };
+        self.install_ready(job, &pair, ready, before)
+    }
+
+    /// Installs the pair (built already, or built by `dkms install`), over the kept version
+    /// when one is installed there.
+    fn install_ready(&self, job: &Job, p: &Pair, ready: Ready, before: Printed) -> JobResult {
+        let trees = self.trees();
+        if let Some(old) =
+            kept::installed_kept(trees, p.m, p.kernel, &self.arch).filter(|o| o != p.v)
+        {
+            return self.replace_kept(job, p, &old, ready);
         }
-        let out = self.dkms.install(m, v, kernel, headers, make_jobs);
-        match self.installed(job, &pair, out, before) {
-            JobResult::Done { note: None } if placed => JobResult::Done { note: made_by },
+        let (by, before) = match ready {
+            Ready::ToBuild => (None, before),
+            Ready::Built { by, output } => (by, before.and(output)),
+        };
+        let out = self
+            .dkms
+            .install(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        match self.installed(job, p, out, before) {
+            JobResult::Done { note: None } if by.is_some() => JobResult::Done { note: by },
             r => r,
         }
+    }
+
+    /// dkms takes sources only from `source_tree/NAME-VERSION`: a directory that declares
+    /// another name or version fails, naming both.
+    fn source_named_right(&self, job: &Job) -> Result<(), JobResult> {
+        let (m, v) = (&job.info.module, &job.info.version);
+        let trees = self.trees();
+        if fs::symlink_metadata(dkms_tree::source_link(&trees.dkms, m, v)).is_ok() {
+            return Ok(());
+        }
+        let expected = trees.source.join(format!("{m}-{v}"));
+        match &job.source {
+            Some(src) if *src != expected => Err(failed(
+                format!(
+                    "{} declares {m} {v}, but dkms only takes sources from {}: rename the directory",
+                    trees.display(&src.join("dkms.conf")),
+                    trees.display(&expected)
+                ),
+                vec![],
+                None,
+                "",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers the version when dkms does not know it (`dkms add`; the version's turn held).
+    fn register(&self, job: &Job) -> Result<(), JobResult> {
+        let (m, v) = (&job.info.module, &job.info.version);
+        let trees = self.trees();
+        if fs::symlink_metadata(dkms_tree::source_link(&trees.dkms, m, v)).is_ok() {
+            return Ok(());
+        }
+        let added = self.dkms.add(m, v);
+        if !added.ok() && added.code != Some(dkms::exit::ALREADY) {
+            let log = keep_log(trees, job, &Printed::of(&added.output), None);
+            return Err(failed(
+                format!("dkms add: {}", dkms::exit_words(added.code)),
+                vec![],
+                log,
+                &added.output,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the pair in a private dkms tree while another kernel of its version builds in
+    /// dkms's own, then, the version's turn taken, places the build where dkms keeps builds
+    /// and installs it as a preflight's build is installed ([`Self::install_ready`]). The
+    /// private tree is dkms's tree as far as the build can see (every other module there, so
+    /// that BUILD_DEPENDS finds its dependencies and their symbols), with this version's
+    /// sources; the same dkms, sources, install tree and signing settings build there, so the
+    /// build is signed as the install would sign it. It is removed however the job ends.
+    fn build_privately(&self, job: &Job, p: &Pair, turn: &std::sync::Mutex<()>) -> JobResult {
+        let trees = self.trees();
+        let private = match PrivateTree::make(trees, p.m, p.v, p.kernel) {
+            Ok(t) => t,
+            Err(e) => {
+                // No private tree: this kernel waits for its turn in dkms's tree.
+                let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(r) = self.register(job) {
+                    return r;
+                }
+                let before = Printed::from(&*format!(
+                    "==> dkms-hook: no private build tree, built in dkms's: {e}\n"
+                ));
+                return self.install_ready(job, p, Ready::ToBuild, before);
+            }
+        };
+        let worker = Worker {
+            dkms: Dkms {
+                trees: Trees {
+                    dkms: private.path.clone(),
+                    ..trees.clone()
+                },
+                ..self.dkms.clone()
+            },
+            ..self.clone()
+        };
+        let built = worker
+            .dkms
+            .build(p.m, p.v, p.kernel, p.headers, p.make_jobs);
+        match built.code {
+            Some(dkms::exit::OK) => {}
+            Some(dkms::exit::EXCLUDED) => return excluded(),
+            code => {
+                let r = worker.build_failed(job, p, &Printed::of(&built.output), code);
+                return self.saying_kept(p, r);
+            }
+        }
+        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped() {
+            return failed(
+                "stopped before its build was installed".to_string(),
+                vec![],
+                None,
+                &built.output,
+            );
+        }
+        if let Err(r) = self.register(job) {
+            return r;
+        }
+        let from = dkms_tree::pair_dir(&private.path, p.m, p.v, p.kernel, &self.arch);
+        let (ready, before) = match self.place_prebuilt(p, &from) {
+            Prebuilt::Placed => (
+                Ready::Built {
+                    by: None,
+                    output: built.output,
+                },
+                Printed::default(),
+            ),
+            Prebuilt::NotUsed(why) => (
+                Ready::ToBuild,
+                Printed::of(&built.output).and(Output::from(format!(
+                    "==> dkms-hook: the private build not placed: {why}\n"
+                ))),
+            ),
+            Prebuilt::None => unreachable!("place_prebuilt places or says why not"),
+        };
+        self.install_ready(job, p, ready, before)
     }
 
     /// Puts the preflight's build of this pair where dkms keeps builds
@@ -230,6 +442,17 @@ impl Worker {
                 Prebuilt::NotUsed(format!("{} -> {}: {e}", from.display(), to.display()))
             }
         }
+    }
+
+    /// A failure of a pair whose kernel has a kept version installed says that it stays (as
+    /// [`Self::replace_kept`] says it).
+    fn saying_kept(&self, p: &Pair, mut r: JobResult) -> JobResult {
+        let old = kept::installed_kept(self.trees(), p.m, p.kernel, &self.arch);
+        if let (Some(old), JobResult::Failed(f)) = (old.filter(|o| o != p.v), &mut r) {
+            f.what
+                .push_str(&format!("; kept {} {old} on {}", p.m, p.kernel));
+        }
+        r
     }
 
     /// `--force`: builds from the sources as they are now, then installs that build. The previous
@@ -285,8 +508,9 @@ impl Worker {
     /// first (3.0 and 3.4 compare the modules' versions and may refuse), so the kept one is
     /// uninstalled just before the new one is installed, and installed again from its build if
     /// that fails.
-    /// `prebuilt`: the build is one kept in the store, put in place already; who made it.
-    fn replace_kept(&self, job: &Job, p: &Pair, old: &str, prebuilt: Option<String>) -> JobResult {
+    /// `ready`: whether the build is there already (the store's or a private one, put in
+    /// place), and who made it.
+    fn replace_kept(&self, job: &Job, p: &Pair, old: &str, ready: Ready) -> JobResult {
         let trees = self.trees();
         let kept_note = format!("kept {} {old} on {}", p.m, p.kernel);
         let keep_saying = |mut r: JobResult| {
@@ -296,13 +520,19 @@ impl Worker {
             }
             r
         };
-        // The preflight's build, put in place: built already.
-        let built = match prebuilt.is_some() {
-            true => dkms::Outcome {
-                code: Some(dkms::exit::OK),
-                output: Output::default(),
-            },
-            false => self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs),
+        // A build put in place: built already.
+        let (built, prebuilt) = match ready {
+            Ready::Built { by, output } => (
+                dkms::Outcome {
+                    code: Some(dkms::exit::OK),
+                    output,
+                },
+                by,
+            ),
+            Ready::ToBuild => (
+                self.dkms.build(p.m, p.v, p.kernel, p.headers, p.make_jobs),
+                None,
+            ),
         };
         match built.code {
             Some(dkms::exit::OK) => {}

@@ -136,7 +136,9 @@ pub struct Job {
 /// What the queue needs of a job. Its groups are the module versions whose dkms build directory it
 /// may use: its own, and for a build, those of modules that BUILD_DEPENDS on it (dkms 3.2+ rebuilds
 /// them itself at the end of the install, in their shared build directory). Two jobs sharing any of
-/// these never run at once.
+/// these never run at once, except the builds of one version for several kernels: the executor
+/// builds a second kernel in a private tree and takes turns for what dkms would collide on
+/// (`Worker::build` in `crate::execute::work`).
 impl From<&Job> for Node {
     fn from(j: &Job) -> Node {
         let own = (&j.info.module, &j.info.version);
@@ -147,6 +149,7 @@ impl From<&Job> for Node {
                 .map(|(m, v)| format!("{m}/{v}"))
                 .collect(),
             cost: j.cost,
+            together: j.info.action == Action::Build,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! [`Queue::is_done`] says when nothing is left. The queue holds node ids,
 //! their dependencies, groups and costs, and nothing else of a job. Two constraints decide
 //! readiness: a node's dependencies have all succeeded, and no other node of any of its groups is
-//! running (dkms builds every kernel of a module version in one shared directory). Among ready
+//! running, except that nodes which may run [`Node::together`] share their own group (the
+//! builds of one module version for several kernels: each builds where it can, in dkms's tree
+//! or a private one, and the executor takes turns where dkms itself would collide). Among ready
 //! nodes the highest rank starts first (see [`crate::plan::cost`]); ties go to the lower id, so the order
 //! is stable.
 
@@ -22,6 +24,9 @@ pub struct Node {
     /// module version), whose work left raises the node's rank.
     pub groups: Vec<String>,
     pub cost: u64,
+    /// It may run beside the other nodes of its own group (the first) that may too; its other
+    /// groups stay exclusive, and so does its own towards every node that may not.
+    pub together: bool,
 }
 
 impl Node {
@@ -30,6 +35,15 @@ impl Node {
             needs: needs.to_vec(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             cost,
+            together: false,
+        }
+    }
+
+    /// This node, allowed to run beside the other [`Node::together`] nodes of its own group.
+    pub fn together(self) -> Node {
+        Node {
+            together: true,
+            ..self
         }
     }
 }
@@ -71,7 +85,11 @@ pub struct Queue {
     /// Per group: the cost of the nodes whose own chain it is and that have not started.
     unstarted: Vec<u64>,
     state: Vec<State>,
+    together: Vec<bool>,
+    /// Groups a running node holds alone.
     busy_groups: BTreeSet<usize>,
+    /// Own groups -> how many of their `together` nodes run.
+    shared_groups: BTreeMap<usize, usize>,
 }
 
 impl Queue {
@@ -105,6 +123,7 @@ impl Queue {
         }
         Queue {
             state: vec![State::Waiting; nodes.len()],
+            together: nodes.iter().map(|n| n.together).collect(),
             priority: cost::priorities(&cost, &dependents),
             needs: nodes.into_iter().map(|n| n.needs).collect(),
             dependents,
@@ -112,12 +131,21 @@ impl Queue {
             cost,
             unstarted,
             busy_groups: BTreeSet::new(),
+            shared_groups: BTreeMap::new(),
         }
+    }
+
+    /// Whether `i`'s `n`th group is its own, shared with the other `together` nodes.
+    fn shares_own(&self, i: usize, n: usize) -> bool {
+        n == 0 && self.together[i]
     }
 
     fn is_ready(&self, i: usize) -> bool {
         self.state[i] == State::Waiting
-            && self.groups[i].iter().all(|g| !self.busy_groups.contains(g))
+            && self.groups[i].iter().enumerate().all(|(n, g)| {
+                !self.busy_groups.contains(g)
+                    && (self.shares_own(i, n) || !self.shared_groups.contains_key(g))
+            })
             && self.needs[i]
                 .iter()
                 .all(|&d| self.state[d] == State::Succeeded)
@@ -132,17 +160,26 @@ impl Queue {
         if let Some(&own) = self.groups[best].first() {
             self.unstarted[own] -= self.cost[best];
         }
-        self.busy_groups.extend(&self.groups[best]);
+        for (n, &g) in self.groups[best].iter().enumerate() {
+            if self.shares_own(best, n) {
+                *self.shared_groups.entry(g).or_default() += 1;
+            } else {
+                self.busy_groups.insert(g);
+            }
+        }
         Some(best)
     }
 
     /// How many nodes could start now, each alone: the most that may run beside the running ones.
-    /// Nodes of one group count once, since only one of them can start.
+    /// Nodes of one group count once, since only one of them can start (unless they may run
+    /// together).
     pub fn ready(&self) -> usize {
         let mut groups = BTreeSet::new();
         (0..self.state.len())
             .filter(|&i| self.is_ready(i))
-            .filter(|&i| self.groups[i].first().is_none_or(|g| groups.insert(*g)))
+            .filter(|&i| {
+                self.together[i] || self.groups[i].first().is_none_or(|g| groups.insert(*g))
+            })
             .count()
     }
 
@@ -151,8 +188,15 @@ impl Queue {
     pub fn finish(&mut self, id: usize, how: Ended) -> Vec<Skipped> {
         let ok = how == Ended::Succeeded;
         self.state[id] = if ok { State::Succeeded } else { State::Failed };
-        for g in &self.groups[id] {
-            self.busy_groups.remove(g);
+        for (n, g) in self.groups[id].iter().enumerate() {
+            if !self.shares_own(id, n) {
+                self.busy_groups.remove(g);
+            } else if let Some(c) = self.shared_groups.get_mut(g) {
+                *c -= 1;
+                if *c == 0 {
+                    self.shared_groups.remove(g);
+                }
+            }
         }
         let mut skipped = Vec::new();
         if !ok {
@@ -248,6 +292,32 @@ mod tests {
         assert_eq!(q.ready(), 0);
         q.finish(0, Ended::Succeeded);
         assert_eq!(q.ready(), 1);
+        assert_eq!(take_all(&mut q), [1]);
+    }
+
+    #[test]
+    fn nodes_that_may_run_together_share_their_own_group_only() {
+        // Two kernels of nvidia's version build at once; a removal of that version waits for
+        // both, and spl, whose install may rebuild nvidia itself, waits too.
+        let mut q = Queue::new(vec![
+            n(5, &[], &["nvidia"]).together(),
+            n(5, &[], &["nvidia"]).together(),
+            n(1, &[], &["nvidia"]),
+            n(1, &[], &["spl", "nvidia"]).together(),
+        ]);
+        assert_eq!(q.ready(), 4, "the two builds count twice, the removal once");
+        assert_eq!(take_all(&mut q), [0, 1]);
+        q.finish(0, Ended::Succeeded);
+        assert_eq!(take_all(&mut q), [0usize; 0], "node 1 still runs");
+        q.finish(1, Ended::Succeeded);
+        // The removal and spl both need nvidia's build directory alone: one, then the other.
+        assert_eq!(take_all(&mut q), [2]);
+        q.finish(2, Ended::Succeeded);
+        assert_eq!(take_all(&mut q), [3]);
+        // And one that may not run together waits for none of its own to run, nor they for it.
+        let mut q = Queue::new(vec![n(9, &[], &["v"]), n(1, &[], &["v"]).together()]);
+        assert_eq!(take_all(&mut q), [0]);
+        q.finish(0, Ended::Succeeded);
         assert_eq!(take_all(&mut q), [1]);
     }
 

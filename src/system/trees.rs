@@ -240,6 +240,13 @@ impl Trees {
         }
     }
 
+    /// Where dkms-hook builds a module version for a kernel beside the build of another kernel
+    /// in dkms's tree: one private dkms tree per pair, removed once the build is placed (see
+    /// `crate::execute::work`), and all of them at the start of a run.
+    pub fn private_dir(&self) -> PathBuf {
+        self.root.join("var/lib/dkms-hook/private")
+    }
+
     /// Where dkms-hook keeps failed build logs, so that the next run of dkms does not delete them.
     pub fn log_dir(&self) -> PathBuf {
         self.root.join("var/log/dkms-hook")

@@ -11,6 +11,7 @@ mod engine;
 mod fixtures_smoke;
 mod history;
 mod keep;
+mod kernels;
 mod layers;
 mod lint;
 mod logs;

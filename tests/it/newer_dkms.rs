@@ -57,7 +57,20 @@ on_newer_dkms!(
     a_swap_stopped_by_sigterm_puts_the_kept_version_back,
     a_swap_cut_short_by_sigkill_is_put_back_by_the_next_run,
     a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte,
+    two_kernels_of_one_version_build_at_once_and_match_a_serial_run,
+    a_sigterm_while_two_kernels_of_one_version_build_leaves_both_pairs_whole,
 );
+
+/// See tests/it/kernels.rs.
+fn two_kernels_of_one_version_build_at_once_and_match_a_serial_run(dkms: &Path) {
+    crate::kernels::two_kernels_of_one_version_build_at_once(&newer_root(dkms));
+}
+
+/// See tests/it/kernels.rs.
+fn a_sigterm_while_two_kernels_of_one_version_build_leaves_both_pairs_whole(dkms: &Path) {
+    let which = dkms.display().to_string().replace('/', "_");
+    crate::kernels::sigterm_while_two_kernels_of_one_version_build(&newer_root(dkms), &which);
+}
 
 /// See tests/it/logs.rs.
 fn a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte(dkms: &Path) {
