@@ -9,6 +9,7 @@ mod dkmsconf_rules;
 mod docs;
 mod engine;
 mod fixtures_smoke;
+mod jobserver;
 mod keep;
 mod layers;
 mod lint;

@@ -57,7 +57,19 @@ on_newer_dkms!(
     a_swap_stopped_by_sigterm_puts_the_kept_version_back,
     a_swap_cut_short_by_sigkill_is_put_back_by_the_next_run,
     a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte,
+    a_long_make_takes_the_cores_short_jobs_give_back,
+    a_dkms_conf_with_its_own_make_j_joins_the_jobserver,
 );
+
+/// See tests/it/jobserver.rs.
+fn a_long_make_takes_the_cores_short_jobs_give_back(dkms: &Path) {
+    crate::jobserver::long_make_takes_the_freed_cores(&newer_root(dkms));
+}
+
+/// See tests/it/jobserver.rs.
+fn a_dkms_conf_with_its_own_make_j_joins_the_jobserver(dkms: &Path) {
+    crate::jobserver::a_make_with_its_own_j_joins_the_jobserver(&newer_root(dkms));
+}
 
 /// See tests/it/logs.rs.
 fn a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte(dkms: &Path) {
