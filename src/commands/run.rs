@@ -67,6 +67,13 @@ pub fn run(cfg: &Config) -> Result<Exit> {
         true => None,
         false => Some(lock(&trees)?),
     };
+    let mut dkms = dkms;
+    if !cfg.dry_run {
+        // One make jobserver for every build of the run: its wrapper is written under the lock.
+        if let Err(e) = dkms.share_make(cfg.cpus) {
+            eprintln!("dkms-hook: warning: {e}");
+        }
+    }
     let arch = kernel::host_arch();
     let exec = DkmsExecutor {
         dkms,

@@ -56,6 +56,10 @@ impl Executor for DkmsExecutor {
         result
     }
 
+    fn jobserver(&self) -> Option<&crate::os::jobserver::Jobserver> {
+        self.dkms.make.as_deref()
+    }
+
     fn depmod(&self, kernel: &str) -> Result<(), DepmodError> {
         depmod(&self.dkms.trees, kernel)
     }

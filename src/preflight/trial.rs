@@ -173,8 +173,13 @@ fn trial(req: &TrialRequest) -> Outcome {
     let mut reporter = Reporter::new(Box::new(std::io::stdout()), Style::detect(false, true))
         .trial()
         .under_root(&trees.root);
+    let mut dkms = Dkms::new(&trees);
+    // The same jobserver as the install hook's: the trial builds as the hook would.
+    if let Err(e) = dkms.share_make(req.cpus) {
+        eprintln!("dkms-hook: warning: {e}");
+    }
     let exec = DkmsExecutor {
-        dkms: Dkms::new(&trees),
+        dkms,
         arch: arch.clone(),
         force: false,
         job_timeout: req.job_timeout_secs.map(std::time::Duration::from_secs),

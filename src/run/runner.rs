@@ -3,14 +3,18 @@
 //! std threads and one channel: the loop starts ready jobs from the [`Queue`] while there is room,
 //! waits for one to finish, records the outcome, and never leaves early while children run (a failure
 //! stops only what needs the failed job, everything else goes on). A job that panics is a failed job,
-//! never a hang. make's parallelism is shared: each job gets `-j` = CPUs divided by the jobs running
-//! or able to start at that moment, so a lone big module uses every core and twelve small ones do not
-//! oversubscribe the machine. depmod runs once per kernel, after that kernel's last job, when any of
+//! never a hang. make's parallelism is shared by one jobserver for the whole run, when the executor
+//! has one ([`Executor::jobserver`], see [`crate::os::jobserver`]): the first job running holds the
+//! run's implicit token, and each further job starts only once it holds a token of the pool, given
+//! back when it ends (cargo's accounting), so a long make takes the cores short jobs give back and
+//! the compilations of all the jobs never outnumber the CPUs. Without one, each job gets `-j` = CPUs
+//! divided by the jobs running or able to start at that moment, fixed when it starts. depmod runs once per kernel, after that kernel's last job, when any of
 //! its jobs ran. What a job does is the [`Executor`]'s business: whoever runs a plan builds one
 //! and passes it (`execute::executor::DkmsExecutor` in production, a fake in the tests); the loop
 //! knows nothing of dkms nor of display: it only emits [`Event`]s.
 
 use crate::os::interrupt::{self, Interrupt};
+use crate::os::jobserver::Jobserver;
 use crate::plan::queue::{Ended, Queue, Skipped};
 use crate::plan::{Action, JobInfo};
 use crate::plan::{Job, Plan};
@@ -32,6 +36,12 @@ pub trait Executor: Sync {
     /// and verified, or absent (nothing half-copied, nothing dkms counts as installed without
     /// its file). A removal is finished.
     fn settle(&self, job: &Job) -> Result<Settled, String>;
+    /// The run's make jobserver, which the executor's makes join: the loop then starts a job
+    /// beyond the first running only once it holds one of its tokens. `None`: `-j` is shared
+    /// instead.
+    fn jobserver(&self) -> Option<&Jobserver> {
+        None
+    }
 }
 
 /// How many at once.
@@ -56,6 +66,8 @@ struct JobEnded {
 enum Msg {
     Job(usize, JobResult, Duration),
     Depmod(String, Result<(), DepmodError>, Duration),
+    /// A token of the jobserver, asked for by the loop.
+    Token(std::io::Result<jobserver::Acquired>),
 }
 
 /// Runs `plan` with `exec`, calling `on_event` for everything that happens, from this thread only;
@@ -90,18 +102,54 @@ pub fn run_interruptible(
         failed: plan.failed.clone(),
         notes: plan.notes.clone(),
     });
+    let pool = exec.jobserver();
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Msg>();
+        // The tokens of the jobs beyond the first, asked of the pool one at a time by a thread that
+        // waits for them as make does (a wait in `read`, not a poll that makes would outrun).
+        let mut helper = pool.and_then(|p| {
+            let tx = tx.clone();
+            p.client()
+                .clone()
+                .into_helper_thread(move |t| {
+                    let _ = tx.send(Msg::Token(t));
+                })
+                .ok()
+        });
+        let mut tokens: Vec<jobserver::Acquired> = Vec::new();
+        let mut asked = false;
         loop {
             let signal = stop.signal();
             run.announce(stop);
             let mut batch = Vec::new();
             while signal.is_none() && run.queue.running() < jobs_at_once {
+                if let Some(p) = pool.filter(|_| run.queue.running() > tokens.len()) {
+                    // A job beyond the first: it needs a token.
+                    if run.queue.ready() == 0 {
+                        break;
+                    }
+                    match &helper {
+                        Some(h) if !asked => {
+                            h.request_token();
+                            asked = true;
+                        }
+                        Some(_) => {}
+                        None => {
+                            if let Ok(Some(t)) = p.client().try_acquire() {
+                                tokens.push(t);
+                                continue;
+                            }
+                        }
+                    }
+                    break;
+                }
                 let Some(id) = run.queue.take_ready() else {
                     break;
                 };
                 batch.push(id);
             }
+            // The tokens beyond the jobs running go back to the pool.
+            tokens.truncate(run.queue.running().saturating_sub(1));
             // The CPUs go to the jobs running now and those that could start beside them.
             let sharing = jobs_at_once
                 .min(run.queue.running() + run.queue.ready())
@@ -147,6 +195,15 @@ pub fn run_interruptible(
                 Msg::Job(id, result, elapsed) => run.job_ended(id, result, elapsed, stop),
                 Msg::Depmod(kernel, result, elapsed) => {
                     run.depmod_ended(kernel, result, elapsed, stop);
+                    Vec::new()
+                }
+                Msg::Token(t) => {
+                    asked = false;
+                    match t {
+                        Ok(t) => tokens.push(t),
+                        // The pool cannot be waited on: asked at each tick instead.
+                        Err(_) => helper = None,
+                    }
                     Vec::new()
                 }
             };
@@ -742,5 +799,58 @@ mod tests {
             Some("dkms-hook bug: the job panicked: injected")
         );
         assert!(matches!(events.last(), Some(Event::RunFinished { .. })));
+    }
+
+    /// A fake whose jobs each hold for a while, counting how many run at once, with a real
+    /// jobserver of `cpus` tokens that the loop must account for.
+    struct Pooled {
+        pool: Jobserver,
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Executor for Pooled {
+        fn execute(&self, _job: &Job, _make_jobs: usize) -> JobResult {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(n, SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            self.now.fetch_sub(1, SeqCst);
+            JobResult::Done { note: None }
+        }
+
+        fn depmod(&self, _kernel: &str) -> Result<(), DepmodError> {
+            Ok(())
+        }
+
+        fn settle(&self, _job: &Job) -> Result<Settled, String> {
+            Ok(Settled::Absent { removed: true })
+        }
+
+        fn jobserver(&self) -> Option<&Jobserver> {
+            Some(&self.pool)
+        }
+    }
+
+    /// With a jobserver, every job beyond the first running holds one of its tokens: on 2 CPUs,
+    /// 8 jobs allowed at once still run 2 at a time, and every token is back at the end.
+    #[test]
+    fn with_a_jobserver_jobs_beyond_the_first_each_hold_a_token() {
+        for (cpus, want) in [(1, 1), (2, 2), (3, 3)] {
+            let root = tempfile::tempdir().unwrap();
+            let exec = Pooled {
+                pool: Jobserver::new(cpus, root.path(), None).unwrap(),
+                now: Default::default(),
+                most: Default::default(),
+            };
+            let jobs = (0..8)
+                .map(|i| job(i, &format!("m{i}"), "k1", &[]))
+                .collect();
+            let limits = Limits { jobs: 8, cpus };
+            let tally = run(&plan(jobs), limits, &exec, &mut |_| {});
+            assert_eq!(tally.failed, 0);
+            assert_eq!(exec.most.into_inner(), want, "on {cpus} CPUs");
+            assert_eq!(exec.pool.client().available().unwrap(), cpus - 1);
+        }
     }
 }

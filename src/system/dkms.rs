@@ -8,6 +8,7 @@
 //! program: tests use it to run a different dkms version, or to inject a fault real dkms cannot be made
 //! to produce.
 
+use crate::os::jobserver::Jobserver;
 use crate::os::process::{self, Output};
 use crate::system::trees::Trees;
 use std::collections::VecDeque;
@@ -104,6 +105,8 @@ pub struct Dkms {
     pub trees: Trees,
     /// Calls still running at this instant are stopped (their process group killed).
     pub deadline: Option<std::time::Instant>,
+    /// The run's make jobserver, which the builds' makes join ([`Dkms::share_make`]).
+    pub make: Option<std::sync::Arc<Jobserver>>,
 }
 
 impl Dkms {
@@ -112,6 +115,23 @@ impl Dkms {
             program: find_program().unwrap_or_else(|| PathBuf::from("dkms")),
             trees: trees.clone(),
             deadline: None,
+            make: None,
+        }
+    }
+
+    /// Makes the builds' makes share one jobserver of `cpus` tokens for the whole run (see
+    /// [`crate::os::jobserver`]); its `make` wrapper goes under the root's `run/`. Called with
+    /// the run lock held. Without it (the message says why), `-j` is shared instead.
+    pub fn share_make(&mut self, cpus: usize) -> Result<(), String> {
+        let path = std::env::var_os("PATH");
+        match Jobserver::new(cpus, &self.trees.root, path.as_ref()) {
+            Ok(js) => {
+                self.make = Some(std::sync::Arc::new(js));
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "no make jobserver, make's -j is shared instead: {e}"
+            )),
         }
     }
 
@@ -250,6 +270,9 @@ impl Dkms {
             .arg("-j")
             .arg(make_jobs.to_string())
             .arg("--no-depmod");
+        if let Some(js) = &self.make {
+            js.configure(&mut c);
+        }
         c
     }
 

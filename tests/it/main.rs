@@ -10,6 +10,7 @@ mod docs;
 mod engine;
 mod fixtures_smoke;
 mod history;
+mod jobserver;
 mod keep;
 mod kernels;
 mod layers;

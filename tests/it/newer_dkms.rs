@@ -59,6 +59,8 @@ on_newer_dkms!(
     a_latin1_make_log_shows_the_compilers_error_and_is_kept_byte_for_byte,
     two_kernels_of_one_version_build_at_once_and_match_a_serial_run,
     a_sigterm_while_two_kernels_of_one_version_build_leaves_both_pairs_whole,
+    a_long_make_takes_the_cores_short_jobs_give_back,
+    a_dkms_conf_with_its_own_make_j_joins_the_jobserver,
 );
 
 /// See tests/it/kernels.rs.
@@ -70,6 +72,16 @@ fn two_kernels_of_one_version_build_at_once_and_match_a_serial_run(dkms: &Path) 
 fn a_sigterm_while_two_kernels_of_one_version_build_leaves_both_pairs_whole(dkms: &Path) {
     let which = dkms.display().to_string().replace('/', "_");
     crate::kernels::sigterm_while_two_kernels_of_one_version_build(&newer_root(dkms), &which);
+}
+
+/// See tests/it/jobserver.rs.
+fn a_long_make_takes_the_cores_short_jobs_give_back(dkms: &Path) {
+    crate::jobserver::long_make_takes_the_freed_cores(&newer_root(dkms));
+}
+
+/// See tests/it/jobserver.rs.
+fn a_dkms_conf_with_its_own_make_j_joins_the_jobserver(dkms: &Path) {
+    crate::jobserver::a_make_with_its_own_j_joins_the_jobserver(&newer_root(dkms));
 }
 
 /// See tests/it/logs.rs.
