@@ -240,9 +240,7 @@ impl Worker {
             {
                 return self.build_privately(job, &pair, &turn);
             }
-            Err(std::sync::TryLockError::WouldBlock) => {
-                turn.lock().unwrap_or_else(|e| e.into_inner())
-            }
+            Err(std::sync::TryLockError::WouldBlock) => self.wait_for_turn(&turn),
         };
         if let Err(r) = self.register(job) {
             return r;
@@ -349,13 +347,32 @@ impl Worker {
     /// that BUILD_DEPENDS finds its dependencies and their symbols), with this version's
     /// sources; the same dkms, sources, install tree and signing settings build there, so the
     /// build is signed as the install would sign it. It is removed however the job ends.
+    /// Waits for a version's turn, giving make's jobserver back this job's CPU meanwhile (it
+    /// compiles nothing while it waits: the build still running takes the core), and taking a
+    /// token again once the turn is its own.
+    fn wait_for_turn<'t>(&self, turn: &'t std::sync::Mutex<()>) -> std::sync::MutexGuard<'t, ()> {
+        if let Ok(held) = turn.try_lock() {
+            return held;
+        }
+        let pool = self.dkms.make.as_ref().map(|js| js.client());
+        let given_back = pool.is_some_and(|c| c.release_raw().is_ok());
+        let held = turn.lock().unwrap_or_else(|e| e.into_inner());
+        if given_back {
+            if let Some(c) = pool {
+                // Only fails when the pipe is gone; the job then goes on, as without a pool.
+                let _ = c.acquire_raw();
+            }
+        }
+        held
+    }
+
     fn build_privately(&self, job: &Job, p: &Pair, turn: &std::sync::Mutex<()>) -> JobResult {
         let trees = self.trees();
         let private = match PrivateTree::make(trees, p.m, p.v, p.kernel) {
             Ok(t) => t,
             Err(e) => {
                 // No private tree: this kernel waits for its turn in dkms's tree.
-                let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+                let _turn = self.wait_for_turn(turn);
                 if let Err(r) = self.register(job) {
                     return r;
                 }
@@ -386,7 +403,7 @@ impl Worker {
                 return self.saying_kept(p, r);
             }
         }
-        let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = self.wait_for_turn(turn);
         if self.stopped() {
             return failed(
                 "stopped before its build was installed".to_string(),
