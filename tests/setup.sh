@@ -8,7 +8,7 @@
 #
 # Usage: tests/setup.sh [--bench]
 #   --bench   also the two large module sources that only bench/rebuild.sh and
-#             bench/profile-jobs.sh build (jool, openafs): the tests do not
+#             bench/profile-jobs.sh build (jool, dahdi): the tests do not
 #             need them, so tests/run and .ci/run do not fetch them
 set -euo pipefail
 
@@ -42,11 +42,13 @@ dkms_packages=(acpi-call-dkms v4l2loopback-dkms vpoll-dkms gost-crypto-dkms tp-s
     dm-writeboost-dkms ddcci-dkms digimend-dkms openrazer-driver-dkms)
 # Large real module sources, for the benchmarks only (--bench), checked to
 # build with dkms 3.0.10 against two 6.1 kernels: jool (about 70 C files, most
-# in one parallel make), and openafs, whose MAKE runs a long serial ./configure
-# (hundreds of kernel feature probes) before its make. lttng-modules 2.13.9
-# does not compile on Debian 12's newer 6.1 kernels (trace_hrtimer_start took
-# a new argument).
-if [[ $bench ]]; then dkms_packages+=(jool-dkms openafs-modules-dkms); fi
+# in one make that dkms gives -jN) and dahdi (about 100 C files in 32 modules;
+# its MAKE is a subshell of two makes that dkms gives no -j: one long serial
+# step). lttng-modules 2.13.9 does not compile on Debian 12's newer 6.1
+# kernels (trace_hrtimer_start took a new argument); openafs's MAKE runs a
+# ./configure of some 300 kernel probes, which alone takes several minutes
+# per kernel: too long for a bench of both ways on three dkms versions.
+if [[ $bench ]]; then dkms_packages+=(jool-dkms dahdi-dkms); fi
 headers_re='^linux-headers-6\.1\.0-[0-9]+-amd64$'
 
 log=$(mktemp)
