@@ -5,8 +5,9 @@
 # add` every module source, then one `dkms install --no-depmod` per module x
 # kernel, one at a time, then `depmod` once per kernel. Prints one line per
 # call with its wall and CPU time (user+sys, children included), so the
-# per-module cost of a serial rebuild can be read off. Exits non-zero at the
-# first failing call: a benchmark of a failed build means nothing.
+# per-module cost of a serial rebuild can be read off, and last the longest
+# install of one pair (`stock longest install M/V K wall S`). Exits non-zero
+# at the first failing call: a benchmark of a failed build means nothing.
 #
 # Usage: bench/stock.sh ROOT   (as root; see bench/rebuild.sh for the sandbox)
 #   DKMS=PATH   the dkms program (default: dkms, from PATH)
@@ -48,10 +49,12 @@ timed() {
         exit 1
     fi
     read -r wall user sys <<<"$t"
-    printf 'stock %-40s wall %6.2fs cpu %6.2fs\n' "$label" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')"
+    printf 'stock %-40s wall %6.2fs cpu %6.2fs\n' "$label" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" |
+        tee -a "$calls"
 }
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+calls=$(mktemp)
+trap 'rm -f "$out" "$calls"' EXIT
 
 for nv in "${modules[@]}"; do
     read -r m v <<<"$nv"
@@ -68,3 +71,7 @@ done
 for k in "${kernels[@]}"; do
     timed "depmod $k" depmod -a -b "$root/usr" "$k"
 done
+# The longest single pair: no schedule can end before it (bench/rebuild.sh's
+# floor).
+awk '$2 == "install" { w = $(NF - 2) + 0; if (w > max) { max = w; pair = $3 " " $4 } }
+    END { printf "stock longest install %s wall %.2fs\n", pair, max }' "$calls"

@@ -5,7 +5,22 @@
 # tests/.cache/sources/usr/src. Idempotent, quiet unless something fails, and
 # fast when everything is already in place (no apt call at all then), so
 # tests/run can call it every time.
+#
+# Usage: tests/setup.sh [--bench]
+#   --bench   also the two large module sources that only bench/rebuild.sh and
+#             bench/profile-jobs.sh build (jool, dahdi): the tests do not
+#             need them, so tests/run and .ci/run do not fetch them
 set -euo pipefail
+
+bench=
+case ${1:-} in
+'') ;;
+--bench) bench=1 ;;
+*)
+    echo "tests/setup.sh: $1: unknown option (usage: tests/setup.sh [--bench])" >&2
+    exit 2
+    ;;
+esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cache=tests/.cache
@@ -25,6 +40,15 @@ packages=(dkms kmod gcc libc6-dev make libarchive-tools zstd fakeroot pacman-pac
 # took a new argument): a real module that really fails.
 dkms_packages=(acpi-call-dkms v4l2loopback-dkms vpoll-dkms gost-crypto-dkms tp-smapi-dkms
     dm-writeboost-dkms ddcci-dkms digimend-dkms openrazer-driver-dkms)
+# Large real module sources, for the benchmarks only (--bench), checked to
+# build with dkms 3.0.10 against two 6.1 kernels: jool (about 70 C files, most
+# in one make that dkms gives -jN) and dahdi (about 100 C files in 32 modules;
+# its MAKE is a subshell of two makes that dkms gives no -j: one long serial
+# step). lttng-modules 2.13.9 does not compile on Debian 12's newer 6.1
+# kernels (trace_hrtimer_start took a new argument); openafs's MAKE runs a
+# ./configure of some 300 kernel probes, which alone takes several minutes
+# per kernel: too long for a bench of both ways on three dkms versions.
+if [[ $bench ]]; then dkms_packages+=(jool-dkms dahdi-dkms); fi
 headers_re='^linux-headers-6\.1\.0-[0-9]+-amd64$'
 
 log=$(mktemp)
