@@ -437,13 +437,7 @@ fn the_compiler_speaks_english_whatever_the_users_language() {
     root.add_fixture("dkmshook-plain-1.0");
     let tools = tempfile::tempdir().unwrap();
     let log = tools.path().join("locale");
-    let config = std::fs::read_to_string(root.kernel_dir(&k1).join("build/.config")).unwrap();
-    let cc = config
-        .lines()
-        .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or("gcc")
-        .to_owned();
+    let cc = crate::common::kernel_cc(&root.kernel_dir(&k1).join("build/.config"));
     for name in ["gcc".to_owned(), cc] {
         let script = tools.path().join(&name);
         std::fs::write(

@@ -37,13 +37,7 @@ impl Compile {
 /// Compiler wrappers in `dir` (gcc and the kernel's own compiler name) that log each compilation
 /// of a `.c` file to `log` and run the real compiler.
 fn compiler_wrappers(root: &TestRoot, kernel: &str, dir: &Path, log: &Path) {
-    let config = std::fs::read_to_string(root.kernel_dir(kernel).join("build/.config")).unwrap();
-    let cc = config
-        .lines()
-        .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or("gcc")
-        .to_owned();
+    let cc = crate::common::kernel_cc(&root.kernel_dir(kernel).join("build/.config"));
     for name in ["gcc".to_owned(), "cc".to_owned(), cc] {
         let real = format!("/usr/bin/{name}");
         if !Path::new(&real).exists() {

@@ -744,13 +744,7 @@ fn s23_every_module_pacman_installs_is_signed_with_the_systems_key() {
 /// count, in `log`, each compilation of `source` (a file name), then run the real compiler.
 fn counting_compilers(dir: &Path, log: &Path, source: &str, kernel: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let config = std::fs::read_to_string(common::headers_dir(kernel).join(".config")).unwrap();
-    let cc = config
-        .lines()
-        .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or("gcc")
-        .to_owned();
+    let cc = common::kernel_cc(&common::headers_dir(kernel).join(".config"));
     for name in ["gcc".to_owned(), cc] {
         let real = ["/usr/bin", "/bin"]
             .iter()

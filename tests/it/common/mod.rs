@@ -38,6 +38,17 @@ pub fn real_sources_dir() -> PathBuf {
     repo_dir().join("tests/.cache/sources/usr/src")
 }
 
+/// The compiler a kernel was built with, by the name kbuild calls it (`x86_64-linux-gnu-gcc-12`),
+/// from the `CONFIG_CC_VERSION_TEXT` of the kernel `.config` at `config`; `gcc` when it has none.
+pub fn kernel_cc(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("gcc")
+        .to_owned()
+}
+
 /// Where Debian installs kernel headers: `/usr/src/linux-headers-K`.
 pub fn headers_dir(kernel: &str) -> PathBuf {
     PathBuf::from(format!("/usr/src/linux-headers-{kernel}"))
