@@ -16,11 +16,12 @@
 //! KERNELRELEASE=K ...` (`-j 0` gives a bare `-j`: unlimited), and a dkms.conf may write its own
 //! `make -j$(nproc)`. So [`Jobserver::configure`] also puts a small `make` first in the child's
 //! `PATH` ([`WRAPPER`]): when `MAKEFLAGS` carries a jobserver, it drops `-jN`, `-j N`, `-j`,
-//! `--jobs=N` and `--jobs N` from its arguments, then `exec`s the real make. It is written, whole
-//! or not at all (a rename), to `ROOT/run/dkms-hook/jobserver/make` (root's, emptied at boot,
-//! beside the run lock). A MAKE that names make by an absolute path (`/usr/bin/make`) bypasses it:
-//! dkms adds no `-j` to such a line, so that make joins all the same, unless the line has its own
-//! `-j`, whose make then runs its own pool beside the shared one.
+//! `--jobs=N`, `--jobs N` and a j among other flags (`-sj4`) from its arguments, then `exec`s
+//! the real make. It is written, whole or not at all (a rename), to
+//! `ROOT/run/dkms-hook/jobserver/make` (root's, emptied at boot, beside the run lock). A MAKE
+//! that names make by an absolute path (`/usr/bin/make`) bypasses it: dkms adds no `-j` to such
+//! a line, so that make joins all the same, unless the line has its own `-j`, whose make then
+//! runs its own pool beside the shared one.
 //!
 //! The pipe's two descriptors are close-on-exec in dkms-hook: only a child given to
 //! [`Jobserver::configure`] inherits them (dkms, and through it make and the compilers), never the
@@ -44,11 +45,18 @@ pub const WRAPPER: &str = r#"#!/bin/bash
 if [[ " $MAKEFLAGS " == *" --jobserver-auth="* ]]; then
     args=()
     while (($#)); do
-        case $1 in
-            -j | --jobs) [[ ${2-} =~ ^[0-9]+$ ]] && shift ;;
-            -j[0-9]* | --jobs=*) ;;
-            *) args+=("$1") ;;
-        esac
+        # -j, -jN, -j N, and the same after other one-letter flags (-sj4, -kj 8; letters that
+        # take an argument, as -C, cannot come before a j).
+        if [[ $1 =~ ^-([bBdehikLnpqrRsStvw]*)j([0-9]*)$ ]]; then
+            [[ ${BASH_REMATCH[1]} ]] && args+=("-${BASH_REMATCH[1]}")
+            [[ -z ${BASH_REMATCH[2]} && ${2-} =~ ^[0-9]+$ ]] && shift
+        else
+            case $1 in
+                --jobs) [[ ${2-} =~ ^[0-9]+$ ]] && shift ;;
+                --jobs=*) ;;
+                *) args+=("$1") ;;
+            esac
+        fi
         shift
     done
     set -- "${args[@]}"
@@ -182,8 +190,9 @@ mod tests {
         )
     }
 
-    /// make given `-jN`, `-j N`, `--jobs=N` or a bare `-j` on its command line keeps to the pool
-    /// (here 2): the wrapper dropped the `-j`, so make joined instead of resetting the jobserver.
+    /// make given `-jN`, `-j N`, `--jobs=N`, a bare `-j` or `-sj8` on its command line keeps to
+    /// the pool (here 2): the wrapper dropped the `-j`, so make joined instead of resetting the
+    /// jobserver.
     #[test]
     fn a_make_given_its_own_j_keeps_to_the_pool() {
         if !is_executable(Path::new("/usr/bin/make")) {
@@ -191,7 +200,15 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let js = Jobserver::new(2, root.path(), std::env::var_os("PATH").as_ref()).unwrap();
-        for args in [&["-j8"][..], &["-j", "8"], &["--jobs=8"], &["-j"], &[]] {
+        for args in [
+            &["-j8"][..],
+            &["-j", "8"],
+            &["--jobs=8"],
+            &["-j"],
+            &["-sj8"],
+            &["-skj", "8"],
+            &[],
+        ] {
             let work = tempfile::tempdir().unwrap();
             makefile(work.path(), 6);
             let (_, err) = make_in(&js, work.path(), args);
