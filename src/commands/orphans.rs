@@ -3,7 +3,7 @@
 //! kernels ([`crate::status::orphans`]).
 
 use crate::commands::{is_root, load_trees, lock, print_lines, quietly_when_closed, Exit};
-use crate::plan::inventory::{Inventory, SourceSelection};
+use crate::plan::inventory::{Depth, Inventory, SourceSelection};
 use crate::system::kernel;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,12 @@ pub fn run(cfg: &Config) -> Result<Exit> {
     }
     // Held while it lists and removes: what it lists is what a run left, not what one is doing.
     let _lock = if remove { Some(lock(&trees)?) } else { None };
-    let mut inv = Inventory::load(&trees, &kernel::host_arch(), &SourceSelection::All);
+    let mut inv = Inventory::load(
+        &trees,
+        &kernel::host_arch(),
+        &SourceSelection::All,
+        Depth::Every,
+    );
     for k in kernels {
         if inv.kernel(k).is_none() {
             bail!(

@@ -9,7 +9,7 @@ use crate::commands::{
 };
 use crate::execute::executor::DkmsExecutor;
 use crate::keep::{after, arriving, before};
-use crate::plan::inventory::{Inventory, SourceSelection};
+use crate::plan::inventory::{Depth, Inventory, SourceSelection};
 use crate::plan::names::ModuleSpec;
 use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Plan, Request};
@@ -22,6 +22,7 @@ use crate::system::dkms_tree::DkmsTree;
 use crate::system::kernel;
 use crate::system::trees::Trees;
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -174,9 +175,15 @@ fn plan_run(cfg: &Config, trees: &Trees, arch: &str) -> Result<Plan> {
         }
         _ => SourceSelection::All,
     };
-    let inv = Inventory::load(trees, arch, &selection);
+    let wanted: BTreeSet<PathBuf> = targets.sources.iter().map(|s| trees.root.join(s)).collect();
+    let depth = match selection {
+        SourceSelection::Only(_) => Depth::Every,
+        SourceSelection::All => Depth::Newest(&wanted),
+    };
+    let mut inv = Inventory::load(trees, arch, &selection, depth);
     if mode == Mode::Install && !named.is_empty() {
         targets = Targets::to_install(named, &inv)?;
+        inv.complete(&targets.sources.iter().map(|s| trees.root.join(s)).collect());
         // Asked by hand for a kernel that cannot get them: said, not a quiet exit 0.
         for k in &cfg.kernels {
             if inv.kernel(k).is_some_and(|k| k.headers.is_none()) {

@@ -100,7 +100,7 @@ fn stays(inv: &Inventory, targets: &Targets, kernel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::inventory::SourceSelection;
+    use crate::plan::inventory::{Depth, SourceSelection};
     use crate::system::kept::tests::{root_with_foo, K};
     use crate::system::kept::{dir, installed_kept, is_kept};
     use crate::system::trees::Trees;
@@ -122,7 +122,7 @@ mod tests {
 
     fn inventory(trees: &Trees, t: &Targets) -> Inventory {
         let only = t.sources.iter().map(|s| trees.root.join(s)).collect();
-        Inventory::load(trees, "x86_64", &SourceSelection::Only(only))
+        Inventory::load(trees, "x86_64", &SourceSelection::Only(only), Depth::Every)
     }
 
     #[test]

@@ -270,20 +270,7 @@ impl<'a> Planner<'a> {
 
     /// Index of the newest source of each module name whose dkms.conf evaluates.
     fn newest_by_name(&self) -> BTreeMap<String, usize> {
-        let mut best: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, s) in self.inv.sources.iter().enumerate() {
-            let Ok((name, version)) = s.conf.identity() else {
-                continue;
-            };
-            let newer = best.get(name).is_none_or(|&j| {
-                let (_, v) = self.inv.sources[j].conf.identity().expect("checked");
-                crate::system::version::cmp(version, v).is_gt()
-            });
-            if newer {
-                best.insert(name.to_string(), i);
-            }
-        }
-        best
+        crate::plan::inventory::newest_by_name(self.inv.sources.iter().map(|s| &s.conf))
     }
 
     fn install(&mut self) {

@@ -12,7 +12,7 @@
 
 use super::view::{self, Spec};
 use crate::execute::executor::DkmsExecutor;
-use crate::plan::inventory::{Inventory, SourceSelection};
+use crate::plan::inventory::{Depth, Inventory, SourceSelection};
 use crate::plan::targets::Targets;
 use crate::plan::{self, Mode, Request};
 use crate::report::reporter::{Reporter, Style};
@@ -156,7 +156,8 @@ fn trial(req: &TrialRequest) -> Outcome {
         text.push_str(&format!("{}/dkms.conf\n", s.display()));
     }
     let targets = Targets::parse(text.as_bytes(), &source, &install);
-    let mut inv = Inventory::load(&trees, arch, &SourceSelection::All);
+    let wanted: BTreeSet<PathBuf> = req.sources.iter().map(|s| trees.root.join(s)).collect();
+    let mut inv = Inventory::load(&trees, arch, &SourceSelection::All, Depth::Newest(&wanted));
     if req.remembered {
         inv.load_remembered();
     }

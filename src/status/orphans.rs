@@ -268,7 +268,7 @@ fn kernel_of(trees: &Trees, file: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::inventory::SourceSelection;
+    use crate::plan::inventory::{Depth, SourceSelection};
     use std::os::unix::fs::symlink;
 
     const K1: &str = "6.1.0-55-amd64";
@@ -280,7 +280,12 @@ mod tests {
     }
 
     fn find_in(trees: &Trees) -> Orphans {
-        find(&Inventory::load(trees, "x86_64", &SourceSelection::All))
+        find(&Inventory::load(
+            trees,
+            "x86_64",
+            &SourceSelection::All,
+            Depth::Every,
+        ))
     }
 
     #[test]
@@ -381,7 +386,7 @@ mod tests {
         write(&k1.join("updates/dkms/old.ko"), "dkms");
         write(&k1.join("updates/dkms/other.ko"), "dkms");
         write(&k2.join("updates/dkms/old.ko"), "dkms");
-        let inv = Inventory::load(&trees, "x86_64", &SourceSelection::All);
+        let inv = Inventory::load(&trees, "x86_64", &SourceSelection::All, Depth::Every);
         let listed = find(&inv);
         assert_eq!(listed.files.len(), 3, "{listed:?}");
         assert_eq!(listed.kernels, std::slice::from_ref(&k2));
