@@ -29,6 +29,9 @@ pub(crate) enum Unit<'a> {
         version: &'a str,
         files: Vec<PathBuf>,
     },
+    /// `Source` units of one file each, sourced one after another in one subshell: only for
+    /// files that [`crate::dkmsconf::once::shareable`] accepts with the emitter's `unset`.
+    Group(Vec<Unit<'a>>),
 }
 
 /// What the evaluator said about one unit.
@@ -109,6 +112,42 @@ pub(crate) fn run_units(
 fn unit_id(u: &Unit) -> usize {
     match u {
         Unit::Check { id, .. } | Unit::Source { id, .. } => *id,
+        // Its files cannot hang (they run no command).
+        Unit::Group(_) => usize::MAX,
+    }
+}
+
+/// One unit's words on the evaluator's command line (see dkmsconf.sh).
+fn unit_args(cmd: &mut Command, u: &Unit) {
+    match u {
+        Unit::Check { id, file } => {
+            cmd.arg("check").arg(id.to_string()).arg(file);
+        }
+        Unit::Source {
+            id,
+            kernel,
+            arch,
+            kernel_source_dir,
+            module,
+            version,
+            files,
+        } => {
+            cmd.arg("source")
+                .arg(id.to_string())
+                .arg(kernel)
+                .arg(arch)
+                .arg(kernel_source_dir)
+                .arg(module)
+                .arg(version)
+                .arg(files.len().to_string())
+                .args(files);
+        }
+        Unit::Group(units) => {
+            cmd.arg("group").arg(units.len().to_string());
+            for u in units {
+                unit_args(cmd, u);
+            }
+        }
     }
 }
 
@@ -137,30 +176,7 @@ fn run_batch(emitter: &Emitter, trees: &Trees, units: &[&Unit]) -> Result<Batch,
         cmd.env(k, v);
     }
     for u in units {
-        match u {
-            Unit::Check { id, file } => {
-                cmd.arg("check").arg(id.to_string()).arg(file);
-            }
-            Unit::Source {
-                id,
-                kernel,
-                arch,
-                kernel_source_dir,
-                module,
-                version,
-                files,
-            } => {
-                cmd.arg("source")
-                    .arg(id.to_string())
-                    .arg(kernel)
-                    .arg(arch)
-                    .arg(kernel_source_dir)
-                    .arg(module)
-                    .arg(version)
-                    .arg(files.len().to_string())
-                    .args(files);
-            }
-        }
+        unit_args(&mut cmd, u);
     }
     cmd.stdin(Stdio::null());
     let watch = crate::os::process::Watch {

@@ -10,7 +10,10 @@
 //! whole batch of files, so planning a hundred modules for six kernels costs a few hundred subshell
 //! forks, not six hundred bash start-ups. A file whose result cannot depend on the kernel (only
 //! assignments, see [`once`]) is sourced once for all kernels, with sentinels in place of the
-//! kernel's values that each kernel's result then replaces. The evaluator itself is
+//! kernel's values that each kernel's result then replaces; such files that assign nothing but
+//! directives are sourced one after another in one subshell, since none can leave anything for
+//! the next (see [`once::shareable`]). Planning evaluates older versions' files with logic for
+//! one kernel only ([`evaluate_first`], [`complete`]). The evaluator itself is
 //! `dkmsconf.sh`, shared with [`crate::status`].
 
 pub mod eval;
@@ -251,15 +254,22 @@ fn evaluate_batch(
         .map(|c| c.kernel_source_dir.to_str())
         .collect();
     let mut units = Vec::new();
+    // Files sourced once that can share a subshell (see `once::shareable`).
+    let mut group = Vec::new();
     for (id, file) in confs.iter().enumerate() {
+        let text = fs::read(file).ok();
         let read_once = once == Once::Allowed
             && contexts.len() > 1
             && ksds.is_some()
-            && fs::read(file).is_ok_and(|text| once::declarative(&text));
+            && text.as_deref().is_some_and(once::declarative);
         if read_once {
             // A declarative file parses (its lexer accepts nothing bash would refuse): no
             // syntax check, which costs a subshell.
-            units.push(Unit::Source {
+            let shared = text
+                .as_deref()
+                .is_some_and(|t| once::shareable(t, DIRECTIVES));
+            let to = if shared { &mut group } else { &mut units };
+            to.push(Unit::Source {
                 id,
                 kernel: once::KERNELVER,
                 arch,
@@ -285,6 +295,14 @@ fn evaluate_batch(
             });
         }
     }
+    let sourced = units
+        .iter()
+        .filter(|u| matches!(u, Unit::Source { .. }))
+        .count()
+        + group.len();
+    if !group.is_empty() {
+        units.push(Unit::Group(group));
+    }
     let emitter = Emitter {
         prelude: "",
         function: "_dh_emit_directives",
@@ -299,10 +317,6 @@ fn evaluate_batch(
             error: None,
         })
         .collect();
-    let sourced = units
-        .iter()
-        .filter(|u| matches!(u, Unit::Source { .. }))
-        .count();
     let records = match run_units(&emitter, trees, &units) {
         Ok(r) => r,
         Err(message) => {
@@ -582,6 +596,58 @@ MAKE="make KVER=$kernelver ARCH=$arch"
             e.per_kernel.is_empty(),
             "a file that does not parse is never sourced"
         );
+    }
+
+    /// Issue 18: files that only assign directives are sourced one after another in one subshell
+    /// (`once::shareable`): none sees what another set, whatever it sets, appends or leaves out,
+    /// and each gives what it gives in a subshell of its own, for every kernel.
+    #[test]
+    fn files_sourced_in_one_subshell_see_nothing_of_each_other() {
+        let d = tempfile::tempdir().unwrap();
+        let bodies = [
+            "PACKAGE_NAME=a\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[3]=leak\nMAKE=\"make -C $kernel_source_dir\"\n\
+             BUILD_DEPENDS=(x y)\nAUTOINSTALL=yes\nBUILD_EXCLUSIVE_KERNEL=\"^$kernelver\"\n",
+            "PACKAGE_NAME=b\nPACKAGE_VERSION=2\nMAKE+=\" more\"\nBUILD_DEPENDS+=(z)\n\
+             BUILT_MODULE_NAME[0]=\"${BUILT_MODULE_NAME[3]}b\"\nDEST_MODULE_LOCATION[0]=\"$AUTOINSTALL\"\n",
+            "PACKAGE_NAME=c\nPACKAGE_VERSION=3\nHELPER=$PACKAGE_NAME\nBUILT_MODULE_NAME[0]=$HELPER\n",
+            "PACKAGE_NAME=d\nPACKAGE_VERSION=4\nBUILT_MODULE_NAME[0]=\"$HELPER$MAKE\"\n",
+        ];
+        let mut confs = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let p = d.path().join(format!("m{i}.conf"));
+            fs::write(&p, body).unwrap();
+            confs.push(p);
+        }
+        // Which ones may share a subshell: c assigns a name of its own.
+        let texts: Vec<Vec<u8>> = confs.iter().map(|p| fs::read(p).unwrap()).collect();
+        let shared: Vec<bool> = texts
+            .iter()
+            .map(|t| once::shareable(t, DIRECTIVES))
+            .collect();
+        assert_eq!(shared, [true, true, false, true]);
+        let ctx: Vec<Context> = ["6.1.0", "6.2.0"]
+            .iter()
+            .map(|k| Context {
+                kernel: k.to_string(),
+                kernel_source_dir: d.path().join(k),
+            })
+            .collect();
+        let scope = Scope {
+            once: &ctx,
+            logic: &ctx,
+            check: true,
+        };
+        let trees = Trees::defaults(d.path());
+        // One batch, one bash: the shared files in one subshell.
+        let (together, _) = evaluate_batch(&confs, scope, &trees, "x86_64", Once::Allowed);
+        let (apart, _) = evaluate_batch(&confs, scope, &trees, "x86_64", Once::Never);
+        assert_eq!(together, apart);
+        let b = together[1].result_for("6.2.0").unwrap();
+        assert!(b.make[0].ends_with(" more") && !b.make[0].contains("make -C"));
+        assert_eq!(b.build_depends, ["z"]);
+        assert_eq!(b.built_modules, ["b"]);
+        let dd = together[3].result_for("6.1.0").unwrap();
+        assert_eq!(dd.built_modules, ["d"], "{dd:?}");
     }
 
     /// Defect: a dkms.conf writing to the evaluator's private descriptor corrupted the records of

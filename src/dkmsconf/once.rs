@@ -37,18 +37,47 @@ pub(crate) fn for_kernel(value: &str, kernel: &str, kernel_source_dir: &str) -> 
 /// Whether `text`, sourced by bash, is a pure list of assignments (see the module comment), so
 /// that evaluating it once with the sentinels gives every kernel's result.
 pub(crate) fn declarative(text: &[u8]) -> bool {
-    Lexer { s: text, i: 0 }.file().is_some()
+    Lexer::new(text).file().is_some()
+}
+
+/// Whether `text` is [`declarative`] and can moreover be sourced in a subshell that other such
+/// files were sourced in before it (after `unset` of the names in `unset`, as the evaluator
+/// does): it assigns no name outside `unset`, so none of its values can reach the next file,
+/// and no index has more than 18 digits. Such a file cannot print, fail or stop the shell: it
+/// runs no command, and its assignments are to names that nothing makes readonly, at indexes
+/// that bash cannot wrap to a negative number ("bad array subscript", which ends the shell).
+pub(crate) fn shareable(text: &[u8], unset: &str) -> bool {
+    let mut lexer = Lexer::new(text);
+    lexer.file().is_some()
+        && !lexer.long_index
+        && lexer.assigned.iter().all(|&(start, end)| {
+            let name = &text[start..end];
+            unset.split_ascii_whitespace().any(|u| u.as_bytes() == name)
+        })
 }
 
 struct Lexer<'a> {
     s: &'a [u8],
     i: usize,
+    /// Where the name of each assignment is (start, end).
+    assigned: Vec<(usize, usize)>,
+    /// An index of more digits than an i64 surely holds.
+    long_index: bool,
 }
 
 /// `None` is "not declarative"; the lexer gives up at the first thing it does not know.
 type Ok = Option<()>;
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Lexer {
+            s,
+            i: 0,
+            assigned: Vec::new(),
+            long_index: false,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }
@@ -138,13 +167,16 @@ impl Lexer<'_> {
         if self.i == start || self.peek() != Some(b']') {
             return None;
         }
+        self.long_index |= self.i - start > 18;
         self.i += 1;
         Some(())
     }
 
     /// One assignment and its value; then a blank, the end of the command, or a comment.
     fn assignment(&mut self) -> Ok {
+        let start = self.i;
         self.name()?;
+        self.assigned.push((start, self.i));
         self.index()?;
         if self.peek() == Some(b'+') {
             self.i += 1;
@@ -264,6 +296,29 @@ impl Lexer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_files_that_assign_the_unset_names_at_short_indexes_share_a_subshell() {
+        let unset = "PACKAGE_NAME MAKE BUILT_MODULE_NAME";
+        for text in [
+            "PACKAGE_NAME=foo\nMAKE[0]=\"make -C ${kernel_source_dir} $HOME\"\n",
+            "BUILT_MODULE_NAME[999999999999999999]=x\n",
+            "",
+        ] {
+            assert!(shareable(text.as_bytes(), unset), "{text:?}");
+        }
+        for text in [
+            "PACKAGE_NAME=foo\nHELPER=x\n",
+            "IFS=x\n",
+            "kernelver=6.1\n",
+            // 2^64 - 1: bash wraps it to -1, "bad array subscript", and its shell ends.
+            "BUILT_MODULE_NAME[18446744073709551615]=x\n",
+            "MAKE=${BUILT_MODULE_NAME[18446744073709551615]}\n",
+            "PACKAGE_NAME=$(uname -r)\n",
+        ] {
+            assert!(!shareable(text.as_bytes(), unset), "{text:?}");
+        }
+    }
 
     #[test]
     fn assignments_with_plain_expansions_are_declarative() {
