@@ -1608,3 +1608,166 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod newest_only {
+    //! The inventory that evaluates older versions for one kernel only
+    //! ([`Depth::Newest`]) against the one that evaluates everything.
+    use super::*;
+    use crate::plan::inventory::{Depth, SourceSelection};
+    use crate::system::trees::Trees;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    const MODULE: &str = "BUILT_MODULE_NAME[0]=m\nDEST_MODULE_LOCATION[0]=/updates/dkms\n";
+    const KERNELS: [&str; 3] = ["6.1.0-50-amd64", "6.1.0-51-amd64", "6.1.0-52-amd64"];
+
+    /// A system where what the newest-only inventory leaves out could change a plan if it were
+    /// read: older versions with logic (installed, AUTOINSTALL where the newest is not, excluded
+    /// on some kernels, BUILD_DEPENDS), a file that fails for the first kernel only, one with a
+    /// syntax error, a kernel without headers.
+    fn system() -> (tempfile::TempDir, Trees) {
+        let d = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(d.path());
+        for (i, k) in KERNELS.iter().enumerate() {
+            let build = trees.install.join(k).join("build");
+            fs::create_dir_all(&build).unwrap();
+            fs::write(build.join("Makefile"), "").unwrap();
+            let opt = if i % 2 == 0 { "y" } else { "n" };
+            fs::write(build.join(".config"), format!("CONFIG_FOO={opt}\n")).unwrap();
+        }
+        fs::create_dir_all(trees.install.join("6.1.0-49-amd64/kernel")).unwrap();
+        let logic = |name: &str, version: &str, extra: &str| {
+            format!(
+                "PACKAGE_NAME={name}\nPACKAGE_VERSION={version}\nBUILT_MODULE_NAME[0]={name}\n\
+                 DEST_MODULE_LOCATION[0]=/updates/dkms\nif grep -q '^CONFIG_FOO=y' \"$kernel_source_dir/.config\"; then\n  \
+                 AUTOINSTALL=yes\nelse\n  BUILD_EXCLUSIVE_CONFIG=CONFIG_FOO\nfi\n{extra}"
+            )
+        };
+        let confs = [
+            ("a-1.0", logic("a", "1.0", "")),
+            (
+                "a-1.5",
+                format!("PACKAGE_NAME=a\nPACKAGE_VERSION=1.5\nAUTOINSTALL=yes\n{MODULE}"),
+            ),
+            ("a-2.0", logic("a", "2.0", "")),
+            ("b-0.9", logic("b", "0.9", "BUILD_DEPENDS=(c)\n")),
+            ("b-1.0", logic("b", "1.0", "BUILD_DEPENDS=(a)\n")),
+            (
+                "c-1.0",
+                logic("c", "1.0", "[[ $kernelver == *-50-* ]] && exit 3\n"),
+            ),
+            ("c-0.1", logic("c", "0.1", "")),
+            ("d-1.0", "PACKAGE_NAME=d\nif then\n".into()),
+            (
+                "e-1.0",
+                format!(
+                    "PACKAGE_NAME=e\nPACKAGE_VERSION=1.0\nAUTOINSTALL=yes\n{MODULE}\
+                     [[ $kernelver == *-52-* ]] && AUTOINSTALL=\n"
+                ),
+            ),
+            ("e-0.5", logic("e", "0.5", "AUTOINSTALL=yes\n")),
+        ];
+        for (dir, text) in confs {
+            let src = trees.source.join(dir);
+            fs::create_dir_all(&src).unwrap();
+            fs::write(src.join("dkms.conf"), text).unwrap();
+        }
+        // a/1.0 and b/0.9 installed for the first kernel, as an older version.
+        for (m, v) in [("a", "1.0"), ("b", "0.9")] {
+            let k = KERNELS[0];
+            let built = trees.dkms.join(m).join(v).join(k).join("x86_64/module");
+            fs::create_dir_all(&built).unwrap();
+            fs::write(built.join(format!("{m}.ko")), "").unwrap();
+            symlink(
+                trees.source.join(format!("{m}-{v}")),
+                trees.dkms.join(m).join(v).join("source"),
+            )
+            .unwrap();
+            symlink(
+                format!("{v}/{k}/x86_64"),
+                trees.dkms.join(m).join(format!("kernel-{k}-x86_64")),
+            )
+            .unwrap();
+        }
+        (d, trees)
+    }
+
+    fn request(mode: Mode, targets: &str) -> Request {
+        Request {
+            mode,
+            targets: Targets::parse(
+                targets.as_bytes(),
+                Path::new("usr/src"),
+                Path::new("usr/lib/modules"),
+            ),
+            kernels: vec![],
+            force: false,
+            rebuild: Default::default(),
+        }
+    }
+
+    /// Issue 18: the install plans read only the newest version of each name for every kernel
+    /// (and what the targets bring): the whole plan is the one the inventory that evaluates
+    /// every file for every kernel gives, for every kind of request.
+    #[test]
+    fn the_newest_only_inventory_plans_what_the_whole_one_plans() {
+        let (_d, trees) = system();
+        let every = Inventory::load(&trees, "x86_64", &SourceSelection::All, Depth::Every);
+        let requests = [
+            (Mode::All, String::new()),
+            (
+                Mode::Install,
+                format!("usr/lib/modules/{}/build/include/\n", KERNELS[2]),
+            ),
+            (Mode::Install, "usr/src/a-1.0/dkms.conf\n".into()),
+            (Mode::Install, "usr/src/b-0.9/dkms.conf\n".into()),
+            (Mode::Install, "usr/src/c-0.1/dkms.conf\n".into()),
+            (
+                Mode::Install,
+                format!(
+                    "usr/src/e-0.5/dkms.conf\nusr/lib/modules/{}/build/include/\n",
+                    KERNELS[1]
+                ),
+            ),
+        ];
+        let mut lighter = 0;
+        for (mode, targets) in requests {
+            let req = request(mode, &targets);
+            let wanted: BTreeSet<PathBuf> = req
+                .targets
+                .sources
+                .iter()
+                .map(|s| trees.root.join(s))
+                .collect();
+            let newest = Inventory::load(
+                &trees,
+                "x86_64",
+                &SourceSelection::All,
+                Depth::Newest(&wanted),
+            );
+            let whole = plan(&req, &every);
+            assert!(
+                !whole.jobs.is_empty() || !whole.failed.is_empty(),
+                "{mode:?} {targets:?}: the plan does something"
+            );
+            assert_eq!(plan(&req, &newest), whole, "{mode:?} {targets:?}");
+            let evaluated = |inv: &Inventory| -> usize {
+                inv.sources.iter().map(|s| s.conf.per_kernel.len()).sum()
+            };
+            assert!(evaluated(&newest) <= evaluated(&every));
+            if evaluated(&newest) < evaluated(&every) {
+                lighter += 1;
+            }
+            // What a request names by hand is resolved later and completed then.
+            let mut completed = newest.clone();
+            completed.complete(&every.sources.iter().map(|s| s.dir.clone()).collect());
+            assert_eq!(completed, every, "{mode:?} {targets:?}: completed");
+        }
+        assert!(
+            lighter > 0,
+            "the older versions with logic were not left out"
+        );
+    }
+}
