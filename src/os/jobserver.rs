@@ -76,8 +76,18 @@ impl Jobserver {
     /// A pool of `cpus` compilations at once (at least one) for the run on `root`, its `make`
     /// wrapper written under [`WRAPPER_DIR`] there, wrapping the first `make` of `path`.
     pub fn new(cpus: usize, root: &Path, path: Option<&OsString>) -> io::Result<Jobserver> {
+        Jobserver::with_wrapper_in(cpus, &root.join(WRAPPER_DIR), path)
+    }
+
+    /// [`Jobserver::new`], the `make` wrapper written in `dir` (the preflight's view, where
+    /// `/run` is sealed read-only, has it in its scratch).
+    pub fn with_wrapper_in(
+        cpus: usize,
+        dir: &Path,
+        path: Option<&OsString>,
+    ) -> io::Result<Jobserver> {
         let client = jobserver::Client::new(cpus.max(1) - 1)?;
-        let dir = root.join(WRAPPER_DIR);
+        let dir = dir.to_path_buf();
         let real = path.and_then(|p| {
             std::env::split_paths(p)
                 .filter(|d| d != &dir)

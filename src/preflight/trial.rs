@@ -175,8 +175,11 @@ fn trial(req: &TrialRequest) -> Outcome {
         .trial()
         .under_root(&trees.root);
     let mut dkms = Dkms::new(&trees);
-    // The same jobserver as the install hook's: the trial builds as the hook would.
-    if let Err(e) = dkms.share_make(req.cpus) {
+    // The same jobserver as the install hook's: the trial builds as the hook would. Its make
+    // wrapper goes in the scratch (beside the overlays' upper directories), which the view
+    // leaves writable: the root's run/ is sealed read-only there.
+    let wrapper = req.view.upper.with_file_name("jobserver");
+    if let Err(e) = dkms.share_make_with_wrapper_in(req.cpus, &wrapper) {
         eprintln!("dkms-hook: warning: {e}");
     }
     let exec = DkmsExecutor {

@@ -123,8 +123,14 @@ impl Dkms {
     /// [`crate::os::jobserver`]); its `make` wrapper goes under the root's `run/`. Called with
     /// the run lock held. Without it (the message says why), `-j` is shared instead.
     pub fn share_make(&mut self, cpus: usize) -> Result<(), String> {
+        let dir = self.trees.root.join(crate::os::jobserver::WRAPPER_DIR);
+        self.share_make_with_wrapper_in(cpus, &dir)
+    }
+
+    /// [`Dkms::share_make`], the `make` wrapper written in `dir`.
+    pub fn share_make_with_wrapper_in(&mut self, cpus: usize, dir: &Path) -> Result<(), String> {
         let path = std::env::var_os("PATH");
-        match Jobserver::new(cpus, &self.trees.root, path.as_ref()) {
+        match Jobserver::with_wrapper_in(cpus, dir, path.as_ref()) {
             Ok(js) => {
                 self.make = Some(std::sync::Arc::new(js));
                 Ok(())
