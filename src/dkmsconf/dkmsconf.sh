@@ -34,7 +34,8 @@ _dh_field() {
 # The raw directives a plan needs (the names unset before sourcing, $_dh_unset): for each name,
 # every index and value of its array (a scalar is index 0).
 _dh_emit_directives() {
-    local _dh_n _dh_i
+    # The names are split on bash's own IFS, whatever the file set it to.
+    local _dh_n _dh_i IFS=$' \t\n'
     # shellcheck disable=SC2154 # set from the arguments below, before any file is sourced
     for _dh_n in $_dh_unset; do
         local -n _dh_v=$_dh_n

@@ -598,6 +598,25 @@ MAKE="make KVER=$kernelver ARCH=$arch"
         );
     }
 
+    /// Defect (a new user's trial): a dkms.conf that sets IFS (`IFS=x`, `IFS=`) was "no
+    /// PACKAGE_NAME directive": the emitter split its list of names on the file's IFS.
+    #[test]
+    fn a_file_that_sets_ifs_gives_its_directives_all_the_same() {
+        for ifs in ["IFS=x", "IFS=", "IFS=_"] {
+            let e = eval(
+                &format!(
+                    "PACKAGE_NAME=foo\nPACKAGE_VERSION=1.0\nBUILT_MODULE_NAME[0]=foo_bar\n{ifs}\n"
+                ),
+                &["6.1.0", "6.2.0"],
+            );
+            let c = e
+                .result_for("6.2.0")
+                .unwrap_or_else(|e| panic!("{ifs}: {e}"));
+            assert_eq!((c.name.as_str(), c.version.as_str()), ("foo", "1.0"));
+            assert_eq!(c.built_modules, ["foo_bar"], "{ifs}");
+        }
+    }
+
     /// Issue 18: files that only assign directives are sourced one after another in one subshell
     /// (`once::shareable`): none sees what another set, whatever it sets, appends or leaves out,
     /// and each gives what it gives in a subshell of its own, for every kernel.
