@@ -6,6 +6,7 @@
 //! and a unit that hangs is stopped without holding the rest.
 
 use crate::system::trees::Trees;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -55,6 +56,13 @@ pub(crate) enum Record {
     /// Sourcing unit `id` for `kernel` did not end within [`UNIT_LIMIT`]: its evaluator was
     /// killed, and no other unit of `id` was run.
     TimedOut { id: usize, kernel: String },
+    /// Sourcing unit `id` for `kernel` ended the evaluator itself (a `kill $$`: `why`, its
+    /// signal or exit status); no other unit of `id` was run, the others went on in a new one.
+    Ended {
+        id: usize,
+        kernel: String,
+        why: String,
+    },
 }
 
 /// Which emitter the evaluator runs after sourcing, with the script that defines it.
@@ -94,6 +102,7 @@ pub(crate) fn run_units(
                 records,
                 id,
                 kernel,
+                ended,
             } => {
                 out.extend(records);
                 let hung = |u: &&Unit| matches!(u, Unit::Source { id: i, kernel: k, .. } if *i == id && *k == kernel);
@@ -103,7 +112,10 @@ pub(crate) fn run_units(
                     .copied()
                     .filter(|u| unit_id(u) != id)
                     .collect();
-                out.push(Record::TimedOut { id, kernel });
+                out.push(match ended {
+                    None => Record::TimedOut { id, kernel },
+                    Some(why) => Record::Ended { id, kernel, why },
+                });
             }
         }
     }
@@ -154,11 +166,13 @@ fn unit_args(cmd: &mut Command, u: &Unit) {
 /// How one evaluator process ended.
 enum Batch {
     Done(Vec<Record>),
-    /// Killed while it sourced unit `id` for `kernel`, after `records`.
+    /// Killed while it sourced unit `id` for `kernel`, after `records`; or it ended by itself
+    /// there (`ended`: how), which only a sourced file can have made it do.
     Hung {
         records: Vec<Record>,
         id: usize,
         kernel: String,
+        ended: Option<String>,
     },
 }
 
@@ -190,22 +204,8 @@ fn run_batch(emitter: &Emitter, trees: &Trees, units: &[&Unit]) -> Result<Batch,
     let bytes = out.output.bytes().map_err(|e| e.to_string())?;
     if out.stopped.is_some() {
         // The stream ends with the record of the unit that hung: `@source ID KERNEL`, no @output.
-        let start = bytes
-            .windows(8)
-            .rposition(|w| w == b"@source\0")
-            .filter(|&p| p == 0 || bytes[p - 1] == 0);
-        if let Some(p) = start {
-            let tail = String::from_utf8_lossy(&bytes[p..]);
-            let mut f = tail.split('\0').skip(1);
-            let id = f.next().and_then(|i| i.parse().ok());
-            let kernel = f.next().map(str::to_string);
-            if let (Some(id), Some(kernel), false) = (id, kernel, tail.contains("\0@output\0")) {
-                return Ok(Batch::Hung {
-                    records: parse_records(&bytes[..p]),
-                    id,
-                    kernel,
-                });
-            }
+        if let Some(hung) = unfinished(&bytes, None) {
+            return Ok(hung);
         }
         return Err(format!(
             "the evaluator gave no answer for {} s: stopped",
@@ -213,9 +213,40 @@ fn run_batch(emitter: &Emitter, trees: &Trees, units: &[&Unit]) -> Result<Batch,
         ));
     }
     if !out.status.success() {
+        // Ended in the middle of a unit: that file did it (`kill $$`); the others go on.
+        let why = match (out.status.code(), out.status.signal()) {
+            (_, Some(sig)) => format!("killed by {}", crate::os::interrupt::name(sig)),
+            (Some(code), _) => format!("exit status {code}"),
+            _ => out.status.to_string(),
+        };
+        if let Some(ended) = unfinished(&bytes, Some(why)) {
+            return Ok(ended);
+        }
         return Err(out.errors.text_up_to(1 << 16).trim().to_string());
     }
     Ok(Batch::Done(parse_records(&bytes)))
+}
+
+/// The records of a stream that ends inside a `source` unit (`@source ID KERNEL`, no
+/// `@output`): the ones before it, and that unit's id and kernel.
+fn unfinished(bytes: &[u8], ended: Option<String>) -> Option<Batch> {
+    let p = bytes
+        .windows(8)
+        .rposition(|w| w == b"@source\0")
+        .filter(|&p| p == 0 || bytes[p - 1] == 0)?;
+    let tail = String::from_utf8_lossy(&bytes[p..]);
+    let mut f = tail.split('\0').skip(1);
+    let id = f.next().and_then(|i| i.parse().ok())?;
+    let kernel = f.next().map(str::to_string)?;
+    if tail.contains("\0@output\0") {
+        return None;
+    }
+    Some(Batch::Hung {
+        records: parse_records(&bytes[..p]),
+        id,
+        kernel,
+        ended,
+    })
 }
 
 /// Turns the evaluator's NUL-separated records into [`Record`]s.

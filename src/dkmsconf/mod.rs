@@ -337,6 +337,21 @@ fn evaluate_batch(
                 }
             }
             Record::Check { .. } => {}
+            Record::Ended {
+                id,
+                mut kernel,
+                why,
+            } => {
+                if let Some(e) = out.get_mut(id) {
+                    if kernel == once::KERNELVER {
+                        kernel = contexts
+                            .first()
+                            .map(|c| c.kernel.clone())
+                            .unwrap_or_default();
+                    }
+                    e.error = Some(e.error_for(Problem::EndedShell { kernel, why }));
+                }
+            }
             Record::TimedOut { id, mut kernel } => {
                 if let Some(e) = out.get_mut(id) {
                     if kernel == once::KERNELVER {
@@ -596,6 +611,65 @@ MAKE="make KVER=$kernelver ARCH=$arch"
             e.per_kernel.is_empty(),
             "a file that does not parse is never sourced"
         );
+    }
+
+    /// Defect (a new user's trial): a dkms.conf that killed the shell reading it (`kill $$`)
+    /// failed every file of its batch, innocent ones too, with "cannot run bash: " and no
+    /// reason. Now it fails alone, saying what it did; the others are read in a new shell.
+    #[test]
+    fn a_file_that_kills_the_shell_reading_it_fails_alone() {
+        for kill in ["kill $$", "kill -9 $$", "kill -INT $$"] {
+            let d = tempfile::tempdir().unwrap();
+            let mut confs = Vec::new();
+            for i in 0..4 {
+                let p = d.path().join(format!("m{i}.conf"));
+                let extra = if i == 1 {
+                    format!("[[ $kernelver == 6.2.0 ]] && {kill}\n")
+                } else {
+                    String::new()
+                };
+                fs::write(
+                    &p,
+                    format!(
+                        "PACKAGE_NAME=m{i}\nPACKAGE_VERSION={i}.0\n{extra}[[ -n $kernelver ]]\n"
+                    ),
+                )
+                .unwrap();
+                confs.push(p);
+            }
+            let ctx: Vec<Context> = ["6.1.0", "6.2.0"]
+                .iter()
+                .map(|k| Context {
+                    kernel: k.to_string(),
+                    kernel_source_dir: d.path().into(),
+                })
+                .collect();
+            let scope = Scope {
+                once: &ctx,
+                logic: &ctx,
+                check: true,
+            };
+            let trees = Trees::defaults(d.path());
+            let (r, _) = evaluate_batch(&confs, scope, &trees, "x86_64", Once::Allowed);
+            for (i, e) in r.iter().enumerate() {
+                if i == 1 {
+                    let err = e.result_for("6.1.0").unwrap_err().to_string();
+                    assert!(
+                        err.contains(
+                            "sourcing it for 6.2.0 ended the shell that read it (killed by "
+                        ),
+                        "{kill}: {err}"
+                    );
+                    continue;
+                }
+                for k in ["6.1.0", "6.2.0"] {
+                    let c = e
+                        .result_for(k)
+                        .unwrap_or_else(|e| panic!("{kill}: m{i} {k}: {e}"));
+                    assert_eq!(c.name, format!("m{i}"));
+                }
+            }
+        }
     }
 
     /// Defect (a new user's trial): a dkms.conf that sets IFS (`IFS=x`, `IFS=`) was "no

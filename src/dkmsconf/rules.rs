@@ -129,6 +129,16 @@ pub enum Problem {
         kernel: String,
         seconds: u64,
     },
+    #[error(
+        "sourcing it for {kernel} ended the shell that read it ({why}): not sourced again for \
+         any kernel"
+    )]
+    EndedShell {
+        /// The kernel it was sourced for.
+        kernel: String,
+        /// How the shell ended (`killed by SIGTERM`).
+        why: String,
+    },
 }
 
 fn output_suffix(o: &str) -> String {
