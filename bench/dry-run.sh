@@ -41,8 +41,9 @@ die() {
     exit 2
 }
 [[ -x $bin ]] || die "$bin: not found: run cargo build --release first"
-[[ $names =~ ^[1-9][0-9]*$ && $nkernels =~ ^[1-9][0-9]*$ ]] ||
-    die "usage: bench/dry-run.sh [NAMES [KERNELS]]"
+(($# <= 2)) || die "usage: bench/dry-run.sh [NAMES [KERNELS]]"
+[[ $names =~ ^[1-9][0-9]{0,3}$ && $nkernels =~ ^[1-9][0-9]{0,1}$ ]] ||
+    die "usage: bench/dry-run.sh [NAMES [KERNELS]] (NAMES 1-9999, KERNELS 1-99)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/dkms-hook-dry-run.XXXXXX")
 if [[ ${KEEP:-} ]]; then

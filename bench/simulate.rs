@@ -363,8 +363,23 @@ pub fn table(jobs: &[Profile], cores: &[usize]) -> (String, Option<bool>) {
     (out, goal)
 }
 
+const USAGE: &str = "usage: cargo run --release --example simulate [PROFILES.tsv [CORES...]] \
+    (CORES: whole numbers from 1 to 4096; default 2 4 16 64)";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
+    if let Some(bad) = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.parse::<usize>().is_ok_and(|n| (1..=4096).contains(&n)))
+    {
+        eprintln!("simulate: {bad}: not a number of cores\n{USAGE}");
+        std::process::exit(2);
+    }
     let file = args
         .first()
         .cloned()
