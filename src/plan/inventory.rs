@@ -225,6 +225,7 @@ fn prebuilt(
         return out;
     }
     let dkms = crate::system::dkms::find_program().unwrap_or_else(|| PathBuf::from("dkms"));
+    let mut cache = crate::system::prebuilt::StampCache::default();
     for s in sources {
         let Ok((m, v)) = s.conf.identity() else {
             continue;
@@ -241,7 +242,7 @@ fn prebuilt(
                 dkms: &dkms,
                 trees,
             };
-            if let Some(dir) = store.usable(&inputs) {
+            if let Some(dir) = store.usable_with(&mut cache, &inputs) {
                 out.insert(PairId::new(m, v, &k.release), dir);
             }
         }

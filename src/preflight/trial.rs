@@ -401,6 +401,7 @@ fn keep_builds(
     origin: &str,
 ) {
     let store = Store::at(&trees.root);
+    let mut cache = prebuilt::StampCache::default();
     for job in &plan.jobs {
         let (Some(k), Some(source), Some(headers)) = (&job.info.kernel, &job.source, &job.headers)
         else {
@@ -434,7 +435,7 @@ fn keep_builds(
             };
             if let Err(e) = store.remember_failure(
                 &inputs,
-                &prebuilt::stamp(&inputs),
+                &prebuilt::stamp_with(&mut cache, &inputs),
                 remembered,
                 f.log.as_deref(),
             ) {
@@ -451,7 +452,12 @@ fn keep_builds(
             Some(from) => prebuilt::origin_of(from),
             None => origin.to_owned(),
         };
-        if let Err(e) = store.keep(&dir, &inputs, &prebuilt::stamp(&inputs), &origin) {
+        if let Err(e) = store.keep(
+            &dir,
+            &inputs,
+            &prebuilt::stamp_with(&mut cache, &inputs),
+            &origin,
+        ) {
             // Not fatal: the install hook builds it again.
             println!(
                 "warning: preflight: keeping the build of {m}/{v} for {k} in {}: {e} (the \

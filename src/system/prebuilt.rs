@@ -103,13 +103,39 @@ const HEADERS_ABI: &[&str] = &[
 /// package's build time), and the files that carry the ABI by content: hashing every header's
 /// content would cost a second per kernel. The tools by their resolved path, size and time.
 pub fn stamp(i: &Inputs) -> String {
+    stamp_with(&mut StampCache::default(), i)
+}
+
+/// What the stamps of one run share: the part that depends on the kernel, the tools and the key
+/// only (the headers' walk, thousands of files, is the dear part), once per kernel instead of
+/// once per pair. For one pass over the pairs (a plan's lookups, a trial's keeping): a cache
+/// kept longer would miss a change of the headers or the tools.
+#[derive(Debug, Default)]
+pub struct StampCache {
+    tails: std::collections::HashMap<(PathBuf, PathBuf, PathBuf), String>,
+}
+
+/// [`stamp`], the kernel's part taken from `cache` when it has it.
+pub fn stamp_with(cache: &mut StampCache, i: &Inputs) -> String {
     let mut s = format!(
         "dkms-hook prebuilt 2\nmodule {}\nversion {}\nkernel {}\narch {}\n",
         i.module, i.version, i.kernel, i.arch
     );
     s.push_str(&format!("source {}\n", tree_hash(i.source, &|_| true)));
+    let key = (
+        i.headers.to_path_buf(),
+        i.dkms.to_path_buf(),
+        i.trees.root.clone(),
+    );
+    let tail = cache.tails.entry(key).or_insert_with(|| stamp_tail(i));
+    s.push_str(tail);
+    s
+}
+
+/// The lines of a stamp after the source's: the headers, the tools, dkms, the signing key.
+fn stamp_tail(i: &Inputs) -> String {
     let abi = |rel: &Path| HEADERS_ABI.iter().any(|f| rel == Path::new(f));
-    s.push_str(&format!("headers {}\n", tree_hash(i.headers, &abi)));
+    let mut s = format!("headers {}\n", tree_hash(i.headers, &abi));
     // The compiler the kernel was built with, as its configuration names it (Debian's `gcc-12`).
     let cc = kernel_cc(i.headers);
     let tools = TOOLS.iter().copied().chain(cc.as_deref());
@@ -349,9 +375,14 @@ impl Store {
     /// The kept build of these inputs, when there is one and its stamp is what the inputs give
     /// now. Cheap when the store is empty (one failed stat).
     pub fn usable(&self, i: &Inputs) -> Option<PathBuf> {
+        self.usable_with(&mut StampCache::default(), i)
+    }
+
+    /// [`Store::usable`], sharing `cache` with the other lookups of the same pass.
+    pub fn usable_with(&self, cache: &mut StampCache, i: &Inputs) -> Option<PathBuf> {
         let dir = self.entry(i.module, i.version, i.kernel, i.arch);
         let kept = fs::read_to_string(dir.with_extension("stamp")).ok()?;
-        (dir.join("module").is_dir() && kept == stamp(i)).then_some(dir)
+        (dir.join("module").is_dir() && kept == stamp_with(cache, i)).then_some(dir)
     }
 
     /// Remembers the planner's notes the preflight said, so the install hook of the same
@@ -593,6 +624,29 @@ mod tests {
             dkms: Path::new("/bin/sh"),
             trees,
         }
+    }
+
+    #[test]
+    fn stamps_sharing_a_cache_are_the_stamps_each_pair_gets_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let trees = Trees::defaults(&t.path().join("root"));
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        let (h1, h2) = (t.path().join("h1"), t.path().join("h2"));
+        for (d, text) in [(&a, "int a;"), (&b, "int b;"), (&h1, "1"), (&h2, "2")] {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join("x.h"), text).unwrap();
+        }
+        fs::write(h2.join(".config"), "CONFIG_X=y").unwrap();
+        let mut cache = StampCache::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (src, hdr) in [(&a, &h1), (&b, &h1), (&a, &h2), (&b, &h2), (&a, &h1)] {
+            let i = inputs(src, hdr, &trees);
+            let alone = stamp(&i);
+            assert_eq!(stamp_with(&mut cache, &i), alone);
+            seen.insert(alone);
+        }
+        // Each source and each kernel's headers give stamps of their own.
+        assert_eq!(seen.len(), 4);
     }
 
     #[test]
