@@ -649,7 +649,7 @@ fn look(
             leaving: tx.leaving.iter().cloned().collect(),
             sign: crate::system::signing::signs_outside_a_chroot(trees),
             writable: vec![trees.root.join("var/cache/dkms-hook"), trees.log_dir()],
-            parent_ns: view::current_ns().map_err(|e| format!("/proc/self/ns/mnt: {e}"))?,
+            parent_ns: view::current_ns().map_err(|e| format!("/proc/thread-self/ns/mnt: {e}"))?,
         },
         kernels: incoming.kernels.iter().cloned().collect(),
         sources: incoming.sources.iter().cloned().collect(),

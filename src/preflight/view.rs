@@ -11,8 +11,10 @@
 //! so that nothing propagates back), mounts an overlay on each directory that matters (`usr`,
 //! `etc`, `var/lib`, the dkms trees wherever framework.conf puts them): the layer over the live
 //! directory, writes going to an upper directory on disk beside the layer (or, where that
-//! filesystem cannot be an overlay's upper layer, to a tmpfs of the namespace). It then deletes
-//! what leaves, in the overlays only. Every write in the view (dkms's tree, the modules it
+//! filesystem cannot be an overlay's upper layer, to a tmpfs of the namespace). What leaves is
+//! gone in the overlays only: a directory that leaves whole (an old kernel's headers, thousands
+//! of files) is one whiteout put in the upper layer before the overlay is mounted
+//! ([`leaving_whole`]); the rest is deleted through the overlay, file by file. Every write in the view (dkms's tree, the modules it
 //! installs) lands in the upper directories and goes with them.
 //!
 //! The seal: `/tmp` and `/var/tmp` get a tmpfs of the view's own, root's home is overlaid, and
@@ -86,13 +88,13 @@ pub struct Spec {
     /// private tmpfs is read-only in the view.
     #[serde(default)]
     pub writable: Vec<PathBuf>,
-    /// The mount namespace (inode of `/proc/self/ns/mnt`) of the process that asked.
+    /// The mount namespace (inode of `/proc/thread-self/ns/mnt`) of the process that asked.
     pub parent_ns: u64,
 }
 
-/// The mount namespace this process is in.
+/// The mount namespace this thread is in (a thread may have unshared its own).
 pub fn current_ns() -> io::Result<u64> {
-    Ok(fs::metadata("/proc/self/ns/mnt")?.ino())
+    Ok(fs::metadata("/proc/thread-self/ns/mnt")?.ino())
 }
 
 /// The directories a view of `root` overlays: [`OVERLAID`], those of [`OVERLAID_IF_BROUGHT`]
@@ -123,7 +125,7 @@ pub fn mount_points(root: &Path, layer: &Path, trees: &[&Path]) -> Vec<PathBuf> 
 /// Makes the view: run in the child, in its own mount namespace, before anything else.
 /// The error says what could not be done, for the one warning line the preflight then prints.
 pub fn enter(spec: &Spec) -> Result<(), String> {
-    let ns = current_ns().map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
+    let ns = current_ns().map_err(|e| format!("/proc/thread-self/ns/mnt: {e}"))?;
     if ns == spec.parent_ns {
         return Err("not in a mount namespace of its own".into());
     }
@@ -143,7 +145,10 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
         fs::create_dir_all(w).map_err(|e| format!("{}: {e}", w.display()))?;
         bind(w, false)?;
     }
-    if let Err(first) = mount_all(spec) {
+    // What leaves whole, found on the live directories before any overlay hides them: one
+    // whiteout each in the upper layers instead of a deletion per file.
+    let whole = leaving_whole(spec);
+    if let Err(first) = mount_all(spec, &whole) {
         // The upper directory's filesystem may not take it (an overlay, ZFS before 2.2): a tmpfs
         // of this namespace holds the writes instead.
         mount(
@@ -154,7 +159,8 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
             None,
         )
         .map_err(|e| format!("{first}; a tmpfs for its writes: {e}"))?;
-        mount_all(spec).map_err(|e| format!("{first}; with a tmpfs for its writes: {e}"))?;
+        mount_all(spec, &whole)
+            .map_err(|e| format!("{first}; with a tmpfs for its writes: {e}"))?;
     }
     let mut open: Vec<PathBuf> = spec.mounts.clone();
     // Under `--root DIR`, dkms reads the running system's /etc/dkms: the drop-in goes there too,
@@ -186,7 +192,7 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
             fs::create_dir_all(&tmpdir).map_err(|e| format!("{}: {e}", tmpdir.display()))?;
         }
     }
-    remove_leaving(spec)?;
+    remove_leaving(spec, &whole)?;
     let mut text = String::from(
         "# dkms-hook's preflight view: post_transaction is for the system after the \
          transaction, not for a trial.\npost_transaction=\"\"\n",
@@ -258,8 +264,8 @@ fn bind(dir: &Path, recursive: bool) -> Result<(), String> {
 /// The mounts are this namespace's copies: the live system's stay as they are. A kernel without
 /// `mount_setattr` (before 5.12) leaves them writable: an error, which the view says and goes on.
 fn seal(root: &Path, open: &[PathBuf]) -> Result<(), String> {
-    let info = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    let info = fs::read_to_string("/proc/thread-self/mountinfo")
+        .map_err(|e| format!("/proc/thread-self/mountinfo: {e}"))?;
     let mut points: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -345,17 +351,131 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
-/// One overlay per mount point, the layer's part (if any) over the live directory.
-fn mount_all(spec: &Spec) -> Result<(), String> {
+/// One overlay per mount point, the layer's part (if any) over the live directory, with a
+/// whiteout in its upper layer for each directory of `whole` below it.
+fn mount_all(spec: &Spec, whole: &BTreeSet<String>) -> Result<(), String> {
     for (i, dir) in spec.mounts.iter().enumerate() {
-        let brought = dir
-            .strip_prefix(&spec.root)
-            .map(|rel| spec.layer.join(rel))
-            .ok()
-            .filter(|b| b.is_dir());
-        overlay(dir, brought.as_deref(), &spec.upper.join(i.to_string()))?;
+        let Ok(rel) = dir.strip_prefix(&spec.root) else {
+            continue;
+        };
+        let brought = Some(spec.layer.join(rel)).filter(|b| b.is_dir());
+        let scratch = spec.upper.join(i.to_string());
+        let prefix = format!("{}/", rel.display());
+        for w in whole.iter().filter_map(|w| w.strip_prefix(&prefix)) {
+            whiteout(spec, rel, &scratch.join("upper"), w.trim_end_matches('/'))?;
+        }
+        overlay(dir, brought.as_deref(), &scratch)?;
     }
     Ok(())
+}
+
+/// The directories that leave whole (relative to the root, with a trailing `/`): each leaves
+/// itself, no incoming package brings it, and everything in it, at any depth, leaves too (so
+/// that nothing that stays, a file of another package or one no package owns, is hidden).
+/// Only the topmost of such directories, each below a mount point. Read from the live
+/// directories (their names, and the layer's for each directory).
+fn leaving_whole(spec: &Spec) -> BTreeSet<String> {
+    let leaving: std::collections::HashSet<&str> =
+        spec.leaving.iter().map(String::as_str).collect();
+    let mut known = std::collections::HashMap::new();
+    let mut out = BTreeSet::new();
+    let overlaid = |rel: &str| {
+        let p = spec.root.join(rel.trim_end_matches('/'));
+        spec.mounts.iter().any(|m| p.starts_with(m) && &p != m)
+    };
+    // Sorted, a directory comes before what is in it.
+    let mut dirs: Vec<&String> = spec.leaving.iter().filter(|l| l.ends_with('/')).collect();
+    dirs.sort();
+    for d in dirs {
+        if out.iter().any(|w: &String| d.starts_with(w.as_str())) || !overlaid(d) {
+            continue;
+        }
+        if leaves_whole(spec, &leaving, d, &mut known) {
+            out.insert(d.clone());
+        }
+    }
+    out
+}
+
+/// Whether the directory `rel` (with a trailing `/`) leaves whole (see [`leaving_whole`]);
+/// `known` remembers the answers.
+fn leaves_whole(
+    spec: &Spec,
+    leaving: &std::collections::HashSet<&str>,
+    rel: &str,
+    known: &mut std::collections::HashMap<String, bool>,
+) -> bool {
+    if let Some(&k) = known.get(rel) {
+        return k;
+    }
+    let bare = rel.trim_end_matches('/');
+    let live = spec.root.join(bare);
+    let whole = leaving.contains(rel)
+        && fs::symlink_metadata(spec.layer.join(bare)).is_err()
+        && fs::symlink_metadata(&live).is_ok_and(|m| m.is_dir())
+        && match fs::read_dir(&live) {
+            Err(_) => false,
+            Ok(rd) => rd.into_iter().all(|e| {
+                let Ok(e) = e else { return false };
+                let name = e.file_name();
+                let Some(name) = name.to_str() else {
+                    return false;
+                };
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => {
+                        leaves_whole(spec, leaving, &format!("{rel}{name}/"), known)
+                    }
+                    Ok(_) => leaving.contains(format!("{rel}{name}").as_str()),
+                    Err(_) => false,
+                }
+            }),
+        };
+    known.insert(rel.to_owned(), whole);
+    whole
+}
+
+/// Puts a whiteout (a character device 0/0, overlayfs's mark of a deletion) for `inside` (a
+/// path below the mount point `rel`) in the overlay's `upper` directory before it is mounted,
+/// with the directories above it made there as the lower layers have them (mode, owner, times:
+/// an upper directory's are what the view shows).
+fn whiteout(spec: &Spec, rel: &Path, upper: &Path, inside: &str) -> Result<(), String> {
+    let fail = |p: &Path, e: io::Error| format!("a whiteout for {}: {e}", p.display());
+    fs::create_dir_all(upper).map_err(|e| fail(upper, e))?;
+    let inside = Path::new(inside);
+    let mut at = PathBuf::new();
+    for c in inside.parent().into_iter().flat_map(Path::components) {
+        at.push(c);
+        let up = upper.join(&at);
+        if up.is_dir() {
+            continue;
+        }
+        let lower = [&spec.layer, &spec.root]
+            .iter()
+            .map(|top| top.join(rel).join(&at))
+            .find_map(|p| fs::symlink_metadata(p).ok().filter(|m| m.is_dir()));
+        fs::create_dir(&up).map_err(|e| fail(&up, e))?;
+        if let Some(m) = lower {
+            use std::os::unix::fs::PermissionsExt;
+            let same = || -> io::Result<()> {
+                std::os::unix::fs::chown(&up, Some(m.uid()), Some(m.gid()))?;
+                fs::set_permissions(&up, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+                let times = fs::FileTimes::new()
+                    .set_accessed(m.accessed()?)
+                    .set_modified(m.modified()?);
+                fs::File::open(&up)?.set_times(times)
+            };
+            same().map_err(|e| fail(&up, e))?;
+        }
+    }
+    let path = upper.join(inside);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        rustix::fs::makedev(0, 0),
+    )
+    .map_err(|e| fail(&path, e.into()))
 }
 
 /// An overlay on `dir`: `brought` (if any) over it, its writes in `scratch/upper`.
@@ -399,12 +519,15 @@ fn escape(p: &Path) -> String {
     out
 }
 
-/// Deletes what leaves, below the overlaid directories only: files first, then the directories
-/// left empty, deepest first.
-fn remove_leaving(spec: &Spec) -> Result<(), String> {
+/// Deletes what leaves, below the overlaid directories only, but what a whiteout of `whole`
+/// hides already: files first, then the directories left empty, deepest first.
+fn remove_leaving(spec: &Spec, whole: &BTreeSet<String>) -> Result<(), String> {
     let overlaid = |p: &Path| spec.mounts.iter().any(|m| p.starts_with(m) && p != m);
     let mut dirs = BTreeSet::new();
     for rel in &spec.leaving {
+        if whole.iter().any(|w| rel.starts_with(w.as_str())) {
+            continue;
+        }
         let p = crate::system::trees::join_under(&spec.root, rel);
         if !overlaid(&p) {
             continue;
@@ -459,6 +582,130 @@ mod tests {
     #[test]
     fn option_paths_are_escaped() {
         assert_eq!(escape(Path::new("/a,b:c\\d")), "/a\\,b\\:c\\\\d");
+    }
+
+    #[test]
+    #[ignore = "needs root (a mount namespace, overlays): run tests/run"]
+    fn a_directory_that_leaves_whole_is_one_whiteout_and_what_stays_is_seen() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let t = tempfile::tempdir().unwrap();
+        let (root, layer) = (t.path().join("root"), t.path().join("layer"));
+        let old = root.join("usr/lib/modules/1.0-old");
+        for (f, text) in [
+            ("build/Makefile", "all:"),
+            ("build/include/a/b.h", "#define B"),
+            ("build/include/c.h", "#define C"),
+            ("modules.dep", "depmod's, owned by no package"),
+        ] {
+            let p = old.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o750)).unwrap();
+        for f in [
+            "usr/share/x/gone",
+            "usr/share/x/stays",
+            "etc/keep",
+            "var/lib/keep",
+        ] {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, f).unwrap();
+        }
+        let brought = layer.join("usr/lib/modules/1.1-new/build/Makefile");
+        fs::create_dir_all(brought.parent().unwrap()).unwrap();
+        fs::write(&brought, "all:").unwrap();
+        let leaving: Vec<String> = [
+            "usr/lib/modules/1.0-old/",
+            "usr/lib/modules/1.0-old/build/",
+            "usr/lib/modules/1.0-old/build/Makefile",
+            "usr/lib/modules/1.0-old/build/include/",
+            "usr/lib/modules/1.0-old/build/include/a/",
+            "usr/lib/modules/1.0-old/build/include/a/b.h",
+            "usr/lib/modules/1.0-old/build/include/c.h",
+            "usr/share/x/",
+            "usr/share/x/gone",
+        ]
+        .map(String::from)
+        .to_vec();
+        let spec = Spec {
+            root: root.clone(),
+            layer: layer.clone(),
+            upper: t.path().join("upper"),
+            mounts: mount_points(&root, &layer, &[]),
+            leaving,
+            sign: false,
+            writable: vec![],
+            parent_ns: current_ns().unwrap(),
+        };
+        // What leaves whole: the old headers, not their kernel's directory (depmod's file stays).
+        assert_eq!(
+            leaving_whole(&spec),
+            BTreeSet::from(["usr/lib/modules/1.0-old/build/".to_string()])
+        );
+        // The view in a thread of its own namespace: the test's stays as it is.
+        let seen = std::thread::spawn({
+            let (spec, old, root) = (spec.clone(), old.clone(), root.clone());
+            move || {
+                // SAFETY: NEWNS only (which takes CLONE_FS along): this thread gets its own
+                // mount namespace and filesystem context; it shares no file table change.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+                    .unwrap();
+                enter(&spec).unwrap();
+                let seen = (
+                    old.join("build").exists(),
+                    fs::read_to_string(old.join("modules.dep")).ok(),
+                    fs::metadata(&old).map(|m| m.mode() & 0o7777).ok(),
+                    root.join("usr/lib/modules/1.1-new/build/Makefile")
+                        .is_file(),
+                    root.join("usr/share/x/gone").exists(),
+                    root.join("usr/share/x/stays").is_file(),
+                );
+                // The upper layer, before leave() deletes it.
+                let upper = spec.upper.join("0/upper");
+                let marks: Vec<String> = walk(&upper)
+                    .into_iter()
+                    .filter(|p| {
+                        fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+                    })
+                    .map(|p| p.strip_prefix(&upper).unwrap().display().to_string())
+                    .collect();
+                leave(&spec);
+                (seen, marks)
+            }
+        })
+        .join()
+        .unwrap();
+        let (seen, mut marks) = seen;
+        assert_eq!(
+            seen,
+            (
+                false,
+                Some("depmod's, owned by no package".into()),
+                Some(0o750),
+                true,
+                false,
+                true
+            )
+        );
+        // The headers that leave: one whiteout for their directory, not one per file.
+        marks.sort();
+        assert_eq!(marks, ["lib/modules/1.0-old/build", "share/x/gone"]);
+        // And nothing of it reached the live tree.
+        assert!(old.join("build/include/a/b.h").is_file());
+        assert!(root.join("usr/share/x/gone").is_file());
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+        out
     }
 
     #[test]
