@@ -316,9 +316,42 @@ impl PacmanView {
             .option("--config", None)
             .pop()
             .unwrap_or_else(|| DEFAULT_CONFIG.to_owned());
-        std::fs::read_to_string(self.resolve(&config))
-            .map(|t| parse_conf_options(&t))
-            .unwrap_or_default()
+        match std::fs::read_to_string(self.resolve(&config)) {
+            Ok(text) => parse_conf_options(&text, &mut |pattern| self.included(pattern)),
+            Err(_) => ConfOptions::default(),
+        }
+    }
+
+    /// The texts of the files an `Include = PATTERN` reads, as pacman's glob(3) finds them
+    /// (in its order: sorted), through pacman's `/`. A pattern that matches nothing is read as
+    /// a path, as pacman does (GLOB_NOCHECK): when that fails, nothing is included.
+    fn included(&self, pattern: &str) -> Vec<String> {
+        let (base, rest) = match pattern.strip_prefix('/') {
+            Some(rest) => (self.fs_root.clone(), rest),
+            None => (self.cwd.clone(), pattern),
+        };
+        let full = format!(
+            "{}/{rest}",
+            glob::Pattern::escape(&base.to_string_lossy()).trim_end_matches('/')
+        );
+        // glob(3) without GLOB_PERIOD: a `*` matches no leading dot, nor a `/`.
+        let options = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+        };
+        let mut files: Vec<PathBuf> = match glob::glob_with(&full, options) {
+            Ok(paths) => paths.filter_map(Result::ok).collect(),
+            Err(_) => Vec::new(),
+        };
+        if files.is_empty() {
+            files.push(base.join(rest));
+        }
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect()
     }
 
     /// DBPath and CacheDir: the command line's `--dbpath`/`--cachedir` first, then the `[options]`
@@ -352,8 +385,7 @@ impl PacmanView {
 }
 
 /// DBPath, CacheDir and IgnorePkg from pacman.conf's `[options]` section, and the names of its
-/// other sections, the repositories, in order (`Include`d files, which hold repository servers,
-/// are not needed: a repository's database is DBPath/sync/REPO.db).
+/// other sections, the repositories, in order (a repository's database is DBPath/sync/REPO.db).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ConfOptions {
     db_path: Option<String>,
@@ -362,26 +394,52 @@ struct ConfOptions {
     repos: Vec<String>,
 }
 
-fn parse_conf_options(text: &str) -> ConfOptions {
+/// How deep pacman follows `Include`s (conf.c's config_max_recursion).
+const MAX_INCLUDE_DEPTH: usize = 10;
+
+/// pacman.conf's text as pacman's conf.c reads it: `include(PATTERN)` gives the texts an
+/// `Include = PATTERN` reads; each is parsed in the section that includes it, and a section one
+/// of them opens goes on after it (pacman keeps one current section through all files).
+fn parse_conf_options(text: &str, include: &mut dyn FnMut(&str) -> Vec<String>) -> ConfOptions {
     let mut out = ConfOptions::default();
     let mut in_options = false;
+    parse_conf_into(text, include, &mut out, &mut in_options, 0);
+    out
+}
+
+fn parse_conf_into(
+    text: &str,
+    include: &mut dyn FnMut(&str) -> Vec<String>,
+    out: &mut ConfOptions,
+    in_options: &mut bool,
+    depth: usize,
+) {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_options = section == "options";
-            if !in_options && !section.is_empty() && !out.repos.iter().any(|r| r == section) {
+            *in_options = section == "options";
+            if !*in_options && !section.is_empty() && !out.repos.iter().any(|r| r == section) {
                 out.repos.push(section.to_owned());
             }
-            continue;
-        }
-        if !in_options {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
+        let value = value.trim();
+        if key.trim() == "Include" {
+            if depth < MAX_INCLUDE_DEPTH && !value.is_empty() {
+                for text in include(value) {
+                    parse_conf_into(&text, include, out, in_options, depth + 1);
+                }
+            }
+            continue;
+        }
+        if !*in_options {
+            continue;
+        }
         match key.trim() {
-            "DBPath" => out.db_path = Some(value.trim().to_owned()),
+            "DBPath" => out.db_path = Some(value.to_owned()),
             "CacheDir" => out
                 .cache_dirs
                 .extend(value.split_whitespace().map(str::to_owned)),
@@ -391,7 +449,6 @@ fn parse_conf_options(text: &str) -> ConfOptions {
             _ => {}
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -542,5 +599,56 @@ mod tests {
             dir.path().join("odb")
         );
         assert!(v("--config=/other.conf -Syu").paths().repos.is_empty());
+    }
+
+    /// `Include` as pacman follows it: each match of its glob, in sorted order, parsed in the
+    /// section that includes it; a section an included file opens goes on after it; a file
+    /// that includes itself stops at pacman's depth.
+    #[test]
+    fn included_files_bring_their_repositories_and_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |p: &str, text: &str| {
+            let f = dir.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, text).unwrap();
+        };
+        write(
+            "/etc/pacman.conf",
+            "[options]\nInclude = /etc/pacman.d/options.conf\nIgnorePkg = a\n\
+             [core]\nInclude = /etc/pacman.d/mirrorlist\n\
+             Include = /etc/pacman.d/repos/*.conf\nIgnorePkg = after-include\n\
+             Include = /etc/pacman.d/loop.conf\nInclude = /etc/pacman.d/missing.conf\n",
+        );
+        write(
+            "/etc/pacman.d/options.conf",
+            "IgnorePkg = linux linux-headers\n",
+        );
+        write(
+            "/etc/pacman.d/mirrorlist",
+            "Server = https://mirror/$repo\n[mirror-repo]\n",
+        );
+        write(
+            "/etc/pacman.d/repos/b.conf",
+            "[zen]\nServer = file:///zen\n",
+        );
+        write("/etc/pacman.d/repos/a.conf", "[custom]\n[options]\n");
+        write("/etc/pacman.d/repos/c.txt", "[not-a-conf]\n");
+        write("/etc/pacman.d/repos/.hidden.conf", "[hidden]\n");
+        write(
+            "/etc/pacman.d/loop.conf",
+            "[loop]\nInclude = /etc/pacman.d/loop.conf\n",
+        );
+        let view = PacmanView {
+            fs_root: dir.path().to_path_buf(),
+            cwd: dir.path().to_path_buf(),
+            args: vec!["-Syu".to_owned()],
+        };
+        assert_eq!(
+            view.paths().repos,
+            ["core", "mirror-repo", "custom", "zen", "loop"]
+        );
+        // a.conf opens [options] before b.conf opens [zen]: the IgnorePkg after the includes
+        // belongs to [zen], not to [options].
+        assert_eq!(view.sync_request().ignore, ["linux", "linux-headers", "a"]);
     }
 }
