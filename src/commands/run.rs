@@ -106,10 +106,12 @@ pub fn run(cfg: &Config) -> Result<Exit> {
     let plan = plan_run(cfg, &trees, &arch)?;
     stopped("reading the module sources")?;
     if cfg.dry_run {
+        // As many at once as the run would start: never more than there are jobs.
+        let at_once = cfg.jobs.min(plan.jobs.len().max(1));
         let text = match cfg.json {
-            true => crate::report::json::plan(&plan, cfg.jobs),
+            true => crate::report::json::plan(&plan, at_once),
             false => {
-                let mut text = crate::report::dry_run::text(&plan, cfg.jobs);
+                let mut text = crate::report::dry_run::text(&plan, at_once);
                 // What a prebuild made for a kernel not installed yet (not a job of this plan).
                 let store = crate::system::prebuilt::Store::at(&trees.root);
                 for line in store.ready_for_kernels_not_installed(&trees.install) {

@@ -87,6 +87,14 @@ fn dry_run_plans_every_fixture_and_fails_every_unreadable_candidate() {
         "{}",
         out.dump()
     );
+    // More jobs at once than there are jobs: the run starts only as many as there are.
+    let many = root.run(&["--dry-run", "-j", "1000"], "");
+    assert!(
+        many.stdout
+            .starts_with("dry run: 10 jobs, up to 10 at once; nothing is changed\n"),
+        "{}",
+        many.dump()
+    );
     assert_eq!(
         lines_starting(&out.stdout, "note: "),
         [
