@@ -288,6 +288,32 @@ pub enum Purpose {
     Prebuild,
 }
 
+impl Purpose {
+    /// The word its lines start with.
+    fn word(self) -> &'static str {
+        match self {
+            Purpose::Preflight => "preflight",
+            Purpose::Prebuild => "prebuild",
+        }
+    }
+
+    /// What a trial that could not look leaves undone, in a few words.
+    fn not_checked(self) -> &'static str {
+        match self {
+            Purpose::Preflight => "not checked",
+            Purpose::Prebuild => "not built ahead",
+        }
+    }
+
+    /// What happens next to what it did not check.
+    fn then(self) -> &'static str {
+        match self {
+            Purpose::Preflight => "the install hook builds after the transaction as usual",
+            Purpose::Prebuild => "the preflight of the upgrade looks again",
+        }
+    }
+}
+
 /// What a trial found: for each module, the kernels it would not build for; for each incoming
 /// kernel, how many modules build; the planner's notes it said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -327,8 +353,10 @@ pub fn judge(
         Err(e) => {
             let _ = writeln!(
                 out,
-                "warning: preflight: {}: {e} (not checked)",
-                trees.display(&trees.root.join(SCRATCH_DIR))
+                "warning: {}: {}: {e} ({})",
+                purpose.word(),
+                trees.display(&trees.root.join(SCRATCH_DIR)),
+                purpose.not_checked()
             );
             return Judged::NotChecked;
         }
@@ -337,6 +365,7 @@ pub fn judge(
     // fails its builds for want of room, not for the modules.
     let scratch_shown = trees.display(&scratch.dir).into_owned();
     let room = Room {
+        purpose,
         unpacked: tx.packages.iter().filter_map(|p| p.listing.size).sum(),
         free: crate::execute::work::free_bytes(&scratch.dir),
     };
@@ -344,11 +373,13 @@ pub fn judge(
         if free < room.need() {
             let _ = writeln!(
                 out,
-                "warning: preflight: {scratch_shown}: {} MiB free on its filesystem, the trial \
-                 needs about {}: not checked (the install hook builds after the transaction as \
-                 usual)",
+                "warning: {}: {scratch_shown}: {} MiB free on its filesystem, the trial needs \
+                 about {}: {} ({})",
+                purpose.word(),
                 free >> 20,
-                room.describe()
+                room.describe(),
+                purpose.not_checked(),
+                purpose.then()
             );
             return Judged::NotChecked;
         }
@@ -366,7 +397,12 @@ pub fn judge(
             if e.is_no_space() {
                 let _ = writeln!(out, "{}", room.ran_out(&scratch_shown, &what));
             } else {
-                let _ = writeln!(out, "warning: preflight: {what} (not checked)");
+                let _ = writeln!(
+                    out,
+                    "warning: {}: {what} ({})",
+                    purpose.word(),
+                    purpose.not_checked()
+                );
             }
             return Judged::NotChecked;
         }
@@ -439,9 +475,11 @@ pub fn judge(
                 for (k, line) in ks {
                     let _ = writeln!(
                         out,
-                        "warning: preflight: {m} not checked for {k}: its build writes outside \
-                         what the trial's view lets it write ({line}); the install hook builds it \
-                         after the transaction as usual"
+                        "warning: {}: {m} {} for {k}: its build writes outside what the trial's \
+                         view lets it write ({line}); {}",
+                        purpose.word(),
+                        purpose.not_checked(),
+                        purpose.then()
                     );
                 }
             }
@@ -454,8 +492,11 @@ pub fn judge(
         Err(why) => {
             let _ = writeln!(
                 out,
-                "warning: preflight: cannot make the view of the system after the transaction: \
-                 {why} (not checked; the install hook builds as usual)"
+                "warning: {}: cannot make the view of the system after the transaction: \
+                 {why} ({}; {})",
+                purpose.word(),
+                purpose.not_checked(),
+                purpose.then()
             );
             Judged::NotChecked
         }
@@ -464,6 +505,7 @@ pub fn judge(
 
 /// The room a trial takes in the scratch's filesystem.
 struct Room {
+    purpose: Purpose,
     /// The packages' installed size (`.PKGINFO`'s `size`), what the layer takes at most.
     unpacked: u64,
     /// The bytes free there before it started.
@@ -492,10 +534,12 @@ impl Room {
             .map(|f| format!("{} MiB were free there when it started; ", f >> 20))
             .unwrap_or_default();
         format!(
-            "warning: preflight: the trial ran out of space in {shown} ({what}): {free}it needs \
-             more (the packages unpacked, {} MiB, and what the builds write): not checked (the \
-             install hook builds after the transaction as usual)",
-            self.unpacked.div_ceil(1 << 20)
+            "warning: {}: the trial ran out of space in {shown} ({what}): {free}it needs more \
+             (the packages unpacked, {} MiB, and what the builds write): {} ({})",
+            self.purpose.word(),
+            self.unpacked.div_ceil(1 << 20),
+            self.purpose.not_checked(),
+            self.purpose.then()
         )
     }
 }
@@ -622,14 +666,15 @@ fn look(
         Ok(crate::system::signing::Key::Made(key)) => {
             let _ = writeln!(
                 out,
-                "  preflight: made the module signing key {key}, as dkms would on its first \
-                 signed build, so that these builds and the ones after the transaction carry \
-                 the same signature"
+                "  {}: made the module signing key {key}, as dkms would on its first signed \
+                 build, so that these builds and the ones after the transaction carry the same \
+                 signature",
+                purpose.word()
             );
         }
         Ok(crate::system::signing::Key::Unchanged) => {}
         Err(e) => {
-            let _ = writeln!(out, "warning: preflight: {e}");
+            let _ = writeln!(out, "warning: {}: {e}", purpose.word());
         }
     }
     let mounts = view::mount_points(
