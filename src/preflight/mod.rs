@@ -885,12 +885,13 @@ fn decide(
         &opts.running,
         &opts.arch,
     );
-    let mut abort = false;
+    let (mut abort, mut any_essential) = (false, false);
     for (m, ks) in failed {
         let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
         let is_essential = config.essential.contains(m, &loaded);
         let stop = is_essential && config.preflight == PreflightMode::Abort;
         abort |= stop;
+        any_essential |= is_essential;
         let _ = writeln!(
             out,
             "{}: preflight: {m} would not build for {}{}",
@@ -907,6 +908,19 @@ fn decide(
         );
         EXIT_ABORT
     } else {
+        // Why pacman goes on, said once: the warnings alone leave a user asking.
+        let why = if any_essential && opts.env_preflight.is_some() {
+            "DKMS_HOOK_PREFLIGHT=warn"
+        } else if any_essential {
+            "`preflight = warn` in /etc/dkms-hook.conf"
+        } else {
+            "no module that fails is essential (see `essential` in /etc/dkms-hook.conf)"
+        };
+        let _ = writeln!(
+            out,
+            "  preflight: the transaction goes on: {why}; the install hook tries them again \
+             after it"
+        );
         EXIT_GO_ON
     }
 }

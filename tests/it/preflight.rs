@@ -577,6 +577,14 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
     assert!(out.combined.contains(&format!(
         "warning: preflight: dkmshook-broken would not build for {old}, {new} (essential)"
     )));
+    assert!(
+        out.combined.contains(
+            "  preflight: the transaction goes on: DKMS_HOOK_PREFLIGHT=warn; the install hook \
+             tries them again after it\n"
+        ),
+        "{}",
+        out.dump()
+    );
     unchanged(&out);
 
     // Not essential (none named, none loaded): a warning, exit 0.
@@ -586,6 +594,17 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
     assert!(out.combined.contains(&format!(
         "warning: preflight: dkmshook-broken would not build for {old}, {new}\n"
     )));
+    // Defect: the warning was the last word; a user could not tell whether pacman went on, and
+    // why. Said once, after the warnings: it goes on, why, and what the install hook does.
+    assert!(
+        out.combined.contains(
+            "  preflight: the transaction goes on: no module that fails is essential (see \
+             `essential` in /etc/dkms-hook.conf); the install hook tries them again after it\n"
+        ),
+        "{}",
+        out.dump()
+    );
+
     // Off: nothing is built.
     root.write_file("etc/dkms-hook.conf", "preflight = off\nessential = all\n");
     let out = root.run_merged(&pkg_args, &targets);
