@@ -400,6 +400,7 @@ impl Worker {
             Some(dkms::exit::EXCLUDED) => return excluded(),
             code => {
                 let r = worker.build_failed(job, p, &Printed::of(&built.output), code);
+                let r = at_dkms_paths(r, &private.path, &trees.dkms);
                 return self.saying_kept(p, r);
             }
         }
@@ -875,6 +876,22 @@ fn keep_log(
     };
     write().ok()?;
     Some(path)
+}
+
+/// A failure of a build in the private tree `private`, its lines shown at the paths of dkms's
+/// tree `dkms` (where the other kernels' builds show theirs): the private tree is gone by the
+/// time the user reads them. The whole log keeps what dkms printed.
+fn at_dkms_paths(r: JobResult, private: &Path, dkms: &Path) -> JobResult {
+    let JobResult::Failed(mut f) = r else {
+        return r;
+    };
+    let (from, to) = (private.to_string_lossy(), dkms.to_string_lossy());
+    for line in f.errors.iter_mut().chain(f.output.iter_mut()) {
+        if line.contains(&*from) {
+            *line = line.replace(&*from, &to);
+        }
+    }
+    JobResult::Failed(f)
 }
 
 pub(crate) fn failed(

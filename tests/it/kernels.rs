@@ -191,3 +191,37 @@ fn two_kernels_of_one_version_build_at_once_and_match_a_serial_run() {
 fn a_sigterm_while_two_kernels_of_one_version_build_leaves_both_pairs_whole() {
     sigterm_while_two_kernels_of_one_version_build(&TestRoot::new(), "3.0");
 }
+
+/// A compile error of the kernel that built in a private tree is shown at the paths of dkms's
+/// tree, as the other kernel's is: the private tree is gone when the user reads it. Defect:
+/// every compiler line of the second kernel named `/var/lib/dkms-hook/private/...`. The whole
+/// log keeps what dkms really printed (it shows the private tree was used: not a vacuous pass).
+#[test]
+#[ignore = "needs root, dkms and kernel headers: run tests/run"]
+fn a_compile_error_in_a_private_tree_is_shown_at_dkmss_paths() {
+    let root = TestRoot::new();
+    let (k1, k2) = root.two_kernels();
+    root.add_fixture("dkmshook-broken-1.0");
+    let out = root.run(&["-j", "2"], "");
+    assert_eq!(out.code, 1, "{}", out.dump());
+    let text = &out.combined;
+    assert!(!text.contains("dkms-hook/private"), "{}", out.dump());
+    let at = format!(
+        "{}/dkmshook-broken/1.0/build/dkmshook_broken.c:7:16: error: ",
+        root.dkms_tree().display()
+    );
+    assert_eq!(text.matches(&at).count(), 2, "{}", out.dump());
+    let logs: Vec<String> = [&k1, &k2]
+        .iter()
+        .map(|k| {
+            let p = root.join(format!("var/log/dkms-hook/dkmshook-broken-1.0_{k}.log"));
+            fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        })
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("dkms-hook/private")),
+        "neither kernel built in a private tree: the test shows nothing\n{}",
+        out.dump()
+    );
+    assert_no_private_tree(&root);
+}
