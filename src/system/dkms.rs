@@ -371,7 +371,7 @@ pub fn exit_words(code: Option<i32>) -> String {
         Some(5) => "missing or bad module source, or a patch that climbs or is missing",
         Some(6) => "install failed, or a patch did not apply",
         Some(7) => "built module missing after make",
-        Some(8) => "bad dkms.conf",
+        Some(8) => "bad dkms.conf, or no module source beside it",
         Some(9) => "cannot make or load a dkms archive",
         Some(10) => "make failed",
         Some(11) => "autoinstall failed",
@@ -455,6 +455,11 @@ mod tests {
     #[test]
     fn exit_codes_in_words() {
         assert_eq!(exit_words(Some(10)), "make failed (dkms exit 10)");
+        // dkms exits 8 for a bad dkms.conf and for a source directory with nothing but it.
+        assert_eq!(
+            exit_words(Some(8)),
+            "bad dkms.conf, or no module source beside it (dkms exit 8)"
+        );
         assert_eq!(exit_words(Some(250)), "failed (dkms exit 250)");
         // Defect: "dkms add dkms was killed or could not start" said dkms twice.
         assert_eq!(
