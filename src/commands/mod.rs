@@ -91,9 +91,7 @@ pub fn read_targets(command: Option<&str>) -> Result<Vec<u8>> {
     }
     // Bytes: pacman's paths are (see plan::targets::read_lines).
     let mut text = Vec::new();
-    stdin
-        .lock()
-        .read_to_end(&mut text)
+    crate::os::interrupt::only_waiting(|| stdin.lock().read_to_end(&mut text))
         .context("reading targets from stdin")?;
     Ok(text)
 }

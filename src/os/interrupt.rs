@@ -14,7 +14,7 @@
 //! reads it and does the rest, so nothing async-signal-unsafe runs in a handler.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,6 +41,31 @@ struct State {
 }
 
 static GLOBAL: Interrupt = Interrupt::new();
+
+/// Set while the run only waits for its input: nothing has started that a signal would have to
+/// stop or make whole.
+static ONLY_WAITING: AtomicBool = AtomicBool::new(false);
+
+/// Runs `read` (a read of pacman's targets from stdin) so that a signal during it ends the run
+/// at once, saying so: the handler restarts the read, and someone at a terminal pressing Ctrl-C
+/// would otherwise wait on. A signal that came before it ends the run before it reads.
+pub fn only_waiting<T>(read: impl FnOnce() -> T) -> T {
+    ONLY_WAITING.store(true, Ordering::SeqCst);
+    if let Some(sig) = global().signal() {
+        end_while_waiting(sig);
+    }
+    let r = read();
+    ONLY_WAITING.store(false, Ordering::SeqCst);
+    r
+}
+
+fn end_while_waiting(sig: i32) -> ! {
+    eprintln!(
+        "dkms-hook: interrupted by {} while waiting for the targets on stdin: nothing done",
+        name(sig)
+    );
+    std::process::exit(exit_code(sig).into())
+}
 
 /// The process's own interruption state, the one [`install`] feeds.
 pub fn global() -> &'static Interrupt {
@@ -142,6 +167,9 @@ pub fn install() -> std::io::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if ONLY_WAITING.load(Ordering::SeqCst) {
+                    end_while_waiting(sig);
+                }
                 if global().raise(sig) {
                     std::thread::spawn(|| {
                         std::thread::sleep(GRACE);

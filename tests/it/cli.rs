@@ -891,6 +891,71 @@ fn install_and_remove_at_a_terminal_say_they_wait_for_the_targets() {
     }
 }
 
+/// Ctrl-C (SIGINT) or SIGTERM while a command typed at a terminal waits for pacman's targets
+/// ends it at once, saying so, with 128 + the signal: nothing has started. Defect: the signal was
+/// recorded for the jobs to come and the read went on (the handler restarts it), so Ctrl-C did
+/// nothing and only Ctrl-D or a kill ended the wait.
+#[test]
+fn a_signal_while_waiting_for_the_targets_ends_the_wait() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let root = fixture_root();
+    for (command, sig, code) in [
+        ("install", libc::SIGINT, 130),
+        ("preflight", libc::SIGTERM, 143),
+    ] {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two new descriptors, which are owned here from then on.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: see above.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut cmd = root.command();
+        cmd.arg(command)
+            .stdin(Stdio::from(slave))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("starting dkms-hook");
+        // Its first line on stderr says it waits: from then on it reads the terminal.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(
+            first.starts_with("dkms-hook: waiting for pacman's targets on stdin"),
+            "{command}: {first}"
+        );
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{command}: still waiting for its targets 30 s after the signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        drop(master);
+        assert_eq!(status.code(), Some(code), "{command}: {status:?} {rest}");
+        assert!(
+            rest.contains("interrupted") && rest.contains("nothing done"),
+            "{command}: {rest}"
+        );
+    }
+}
+
 /// A file build.rs generated (in its OUT_DIR's `share/`).
 fn generated(rel: &str) -> PathBuf {
     Path::new(env!("OUT_DIR")).join("share").join(rel)
