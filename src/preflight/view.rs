@@ -140,10 +140,12 @@ pub fn enter(spec: &Spec) -> Result<(), String> {
         // A root below `/` gets a mount of its own, for the seal to make read-only.
         bind(&spec.root, true)?;
     }
-    // Bound onto themselves before anything is made read-only: they stay writable.
+    // Bound onto themselves before anything is made read-only: they stay writable. With the
+    // mounts below them: a read-only store mounted there must refuse the trial's writes as it
+    // refuses the install hook's, not let them into the directory it hides.
     for w in &spec.writable {
         fs::create_dir_all(w).map_err(|e| format!("{}: {e}", w.display()))?;
-        bind(w, false)?;
+        bind(w, true)?;
     }
     // What leaves whole, found on the live directories before any overlay hides them: one
     // whiteout each in the upper layers instead of a deletion per file.
