@@ -351,12 +351,23 @@ pub fn judge(
     let scratch = match Scratch::create(&trees.root) {
         Ok(s) => s,
         Err(e) => {
+            // The path to mend: the first one on the way that is there but no directory.
+            let dir = trees.root.join(SCRATCH_DIR);
+            let blocking = dir
+                .ancestors()
+                .take_while(|a| *a != trees.root)
+                .filter(|a| a.exists() && !a.is_dir())
+                .last();
+            let what = match blocking {
+                Some(f) => format!("{} is not a directory", trees.display(f)),
+                None => format!("{}: {e}", trees.display(&dir)),
+            };
             let _ = writeln!(
                 out,
-                "warning: {}: {}: {e} ({})",
+                "warning: {}: cannot make the trial's scratch directory: {what}: {} ({})",
                 purpose.word(),
-                trees.display(&trees.root.join(SCRATCH_DIR)),
-                purpose.not_checked()
+                purpose.not_checked(),
+                purpose.then()
             );
             return Judged::NotChecked;
         }

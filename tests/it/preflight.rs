@@ -648,6 +648,26 @@ fn preflight_trial_builds_what_arrives_and_aborts_only_for_an_essential_failure(
     assert!(out.combined.contains(&format!(
         "warning: preflight: no package file found for usr/lib/modules/{new}/build/include (not checked)"
     )));
+
+    // Its scratch cannot be made (a file where a directory goes): the path to mend is named,
+    // and what follows; nothing blocks. Defect: it named the scratch below the file, with
+    // "(os error 20) (not checked)" alone.
+    std::fs::remove_dir_all(root.join("var/cache/dkms-hook")).unwrap();
+    root.write_file("var/cache/dkms-hook", "not a directory\n");
+    let out = root.run_merged(
+        &["preflight", "--package", headers.to_str().unwrap()],
+        &only_headers,
+    );
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        out.combined.contains(
+            "warning: preflight: cannot make the trial's scratch directory: \
+             /var/cache/dkms-hook is not a directory: not checked (the install hook builds \
+             after the transaction as usual)\n"
+        ),
+        "{}",
+        out.dump()
+    );
 }
 
 /// Unmounts a mount point when dropped (lazily: nothing may still use it).
