@@ -710,6 +710,11 @@ fn look(
         kernels: incoming.kernels.iter().cloned().collect(),
         sources: incoming.sources.iter().cloned().collect(),
         sources_leaving: leaving.sources.iter().cloned().collect(),
+        kernels_leaving: leaving
+            .kernels
+            .difference(&incoming.kernels)
+            .cloned()
+            .collect(),
         jobs: opts.jobs,
         cpus: opts.cpus,
         arch: opts.arch.clone(),

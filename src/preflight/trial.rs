@@ -36,6 +36,10 @@ pub struct TrialRequest {
     pub sources: Vec<PathBuf>,
     /// Module source directories that leave, relative to the root.
     pub sources_leaving: Vec<PathBuf>,
+    /// Kernels whose headers leave and that no package brings again: in the view they have no
+    /// headers, and after the transaction no directory; nothing is planned (nor said) for them.
+    #[serde(default)]
+    pub kernels_leaving: Vec<String>,
     pub jobs: usize,
     pub cpus: usize,
     pub arch: String,
@@ -161,11 +165,21 @@ fn trial(req: &TrialRequest) -> Outcome {
     if req.remembered {
         inv.load_remembered();
     }
+    // The kernels that stay or arrive (none named: all of them).
+    let kernels: Vec<String> = match req.kernels_leaving.is_empty() {
+        true => vec![],
+        false => inv
+            .kernels
+            .iter()
+            .map(|k| k.release.clone())
+            .filter(|k| !req.kernels_leaving.contains(k))
+            .collect(),
+    };
     let mut plan = plan::plan(
         &Request {
             mode: Mode::Install,
             targets,
-            kernels: vec![],
+            kernels,
             force: false,
             rebuild: crate::execute::journal::rebuild_pairs(&trees),
         },
