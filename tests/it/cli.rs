@@ -810,9 +810,8 @@ fn help_says_what_a_bare_run_does_the_exit_codes_and_where_failed_logs_are() {
     );
 }
 
-/// Runs `cmd` with a terminal as its stdin: `input` is typed there, then Ctrl-D.
-fn run_on_a_terminal(mut cmd: Command, input: &str) -> RunOutput {
-    use std::io::Write;
+/// A new pseudo-terminal: its master side and the terminal a child takes as its stdin.
+fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
     use std::os::fd::{FromRawFd, OwnedFd};
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes two new descriptors, which are owned here from then on.
@@ -827,12 +826,18 @@ fn run_on_a_terminal(mut cmd: Command, input: &str) -> RunOutput {
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: see above.
-    let (mut master, slave) = unsafe {
+    unsafe {
         (
             std::fs::File::from_raw_fd(master),
             OwnedFd::from_raw_fd(slave),
         )
-    };
+    }
+}
+
+/// Runs `cmd` with a terminal as its stdin: `input` is typed there, then Ctrl-D.
+fn run_on_a_terminal(mut cmd: Command, input: &str) -> RunOutput {
+    use std::io::Write;
+    let (mut master, slave) = pty();
     cmd.stdin(Stdio::from(slave))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -898,27 +903,12 @@ fn install_and_remove_at_a_terminal_say_they_wait_for_the_targets() {
 #[test]
 fn a_signal_while_waiting_for_the_targets_ends_the_wait() {
     use std::io::{BufRead, BufReader};
-    use std::os::fd::{FromRawFd, OwnedFd};
     let root = fixture_root();
     for (command, sig, code) in [
         ("install", libc::SIGINT, 130),
         ("preflight", libc::SIGTERM, 143),
     ] {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: openpty writes two new descriptors, which are owned here from then on.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: see above.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) = pty();
         let mut cmd = root.command();
         cmd.arg(command)
             .stdin(Stdio::from(slave))
